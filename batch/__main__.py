@@ -1,0 +1,3 @@
+from batch.cli import cli
+
+cli(prog_name="popbatch")
