@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -377,11 +378,11 @@ def execute(
     sql: str,
     params: Mapping[str, Any] | None = None,
     write: bool = False,
-) -> duckdb.DuckDBPyRelation | None:
-    """Run ``sql`` (one or more statements); the last statement's result as a relation.
+) -> duckdb.DuckDBPyConnection:
+    """Run ``sql`` (one or more statements); the connection holds the last one's result.
 
-    Statements before the last run now; a reading last statement runs when the
-    relation is read (:func:`record_batches`), so its rows stream.
+    ``con.execute`` (not ``con.sql``) because its errors keep DuckDB's query
+    position, which the one-line message reports.
 
     Raises
     ------
@@ -394,7 +395,7 @@ def execute(
     if not write:
         check_read_only(con, sql)
     try:
-        return con.sql(sql, params=dict(params) if params else None)
+        return con.execute(sql, dict(params) if params else None)
     except duckdb.Error as exc:
         raise sql_error(exc, sql) from None
 
@@ -409,18 +410,19 @@ def sql_error(exc: duckdb.Error, sql: str | None = None) -> InputError:
 
 
 def record_batches(
-    result: duckdb.DuckDBPyRelation | None, batch_size: int = 65_536
+    result: duckdb.DuckDBPyConnection, batch_size: int = 65_536
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """A result's Arrow schema and a stream of its batches (nothing for no result)."""
-    if result is None:
-        return pa.schema([]), iter(())
-    reader = result.to_arrow_reader(batch_size)
+    """The last result's Arrow schema and a stream of its batches."""
+    with warnings.catch_warnings():
+        # DuckDB suggests con.sql() for fewer copies; it would lose error positions.
+        warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
+        reader = result.to_arrow_reader(batch_size)
     return reader.schema, iter(reader)
 
 
 def run_report(
     con: duckdb.DuckDBPyConnection, name: str, params: Mapping[str, str] | None = None
-) -> duckdb.DuckDBPyRelation | None:
+) -> duckdb.DuckDBPyConnection:
     """Run the named report with ``params`` (raw strings, as from ``--param``)."""
     sql, bound = get_report(name).render(params)
     return execute(con, sql, bound)

@@ -41,13 +41,15 @@ def _list_reports() -> None:
             click.echo(f"    --param {p.name}={p.default}  ({p.kind}) {p.help}")
 
 
-def _write(result: duckdb.DuckDBPyRelation | None, fmt: str, output: Path | None) -> None:
+def _write(result: duckdb.DuckDBPyConnection, fmt: str, output: Path | None) -> None:
     """Stream the result to ``output`` (via a temporary file renamed at the end) or stdout."""
     schema, batches = sqlrun.record_batches(result)
     if output is None:
         if fmt == "parquet" and sys.stdout.isatty():
             raise InputError("--format parquet writes binary data; pass -o FILE.parquet")
-        sqlrun.write_result(schema, batches, fmt, click.get_binary_stream("stdout"))
+        sys.stdout.flush()
+        sqlrun.write_result(schema, batches, fmt, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
         return
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     try:
