@@ -90,7 +90,7 @@ def read_batches(
     else:
         raise InputError(f"{text}: expected a .csv, .parquet or .duckdb input (or a directory)")
     try:
-        yield from frame.collect_batches(chunk_size=batch_size)
+        yield from frame.collect_batches(chunk_size=batch_size, engine="streaming", lazy=True)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputError(f"{text}: cannot read ({' '.join(str(exc).split())})") from None
 

@@ -511,3 +511,43 @@ def test_sql_dir_from_an_installed_layout(tmp_path):
     where, names = out.stdout.splitlines()
     assert str(site / "batch" / "sql") in where
     assert names == "label_changes,popular_by_genre,runs,score_distribution,top_predicted"
+
+
+def test_readme_lists_every_report_as_list_describes_it():
+    readme = (ROOT / "README.md").read_text()
+    for report in sqlrun.list_reports():
+        params = ", ".join(f"`{p.name}={p.default}`" for p in report.params)
+        assert f"| `{report.name}` | {report.description} | {params} |" in readme, report.name
+
+
+@pytest.mark.parametrize(
+    ("fmt", "output", "tty", "expected"),
+    [
+        (None, None, True, "table"),
+        (None, None, False, "csv"),
+        ("json", None, True, "json"),
+        (None, Path("x.parquet"), True, "parquet"),
+        (None, Path("x.json"), False, "json"),
+        (None, Path("x.out"), True, "csv"),
+        ("table", Path("x.csv"), False, "table"),
+    ],
+)
+def test_default_format_is_table_on_a_terminal_else_csv(fmt, output, tty, expected):
+    assert sqlrun.choose_format(fmt, output, tty) == expected
+
+
+def test_query_and_report_are_exclusive(runner):
+    result = runner.invoke(cli, ["sql", "SELECT 1", "--report", "runs"])
+    assert result.exit_code == 2
+    assert result.output == (
+        "Error: give either a SQL query or --report NAME (popbatch sql --list)\n"
+    )
+
+
+def test_not_a_duckdb_file_is_exit_2(runner, tmp_path):
+    fake = tmp_path / "fake.duckdb"
+    fake.write_text("track_id,popularity\n")
+    result = runner.invoke(cli, ["sql", "--db", str(fake), "SELECT 1"])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {fake}: not a DuckDB database (")
+    assert result.output.count("\n") == 1
