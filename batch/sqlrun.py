@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -378,11 +377,12 @@ def execute(
     sql: str,
     params: Mapping[str, Any] | None = None,
     write: bool = False,
-) -> duckdb.DuckDBPyConnection:
-    """Run ``sql`` (one or more statements); the connection holds the last one's result.
+) -> duckdb.DuckDBPyRelation | None:
+    """Run ``sql`` (one or more statements); the last statement's result as a relation.
 
-    ``con.execute`` (not ``con.sql``) because its errors keep DuckDB's query
-    position, which the one-line message reports.
+    Statements before the last run now; a reading last statement runs as the
+    relation is read (:func:`record_batches`), so its rows stream instead of
+    being materialised (``con.execute`` + Arrow would copy the whole result).
 
     Raises
     ------
@@ -394,13 +394,27 @@ def execute(
         raise InputError("no SQL given; pass a query, --report NAME or --list")
     if not write:
         check_read_only(con, sql)
+    values = dict(params) if params else None
     try:
-        return con.execute(sql, dict(params) if params else None)
+        return con.sql(sql, params=values)
     except duckdb.Error as exc:
-        raise sql_error(exc, sql) from None
+        error = exc
+    if not write and not _has_position(error):
+        # con.sql binds the last statement apart and drops DuckDB's position;
+        # binding the same read-only text through con.execute fails again,
+        # before any row is read, and keeps it.
+        try:
+            con.execute(sql, values)
+        except duckdb.Error as located:
+            error = located
+    raise sql_error(error, sql)
 
 
-def sql_error(exc: duckdb.Error, sql: str | None = None) -> InputError:
+def _has_position(exc: duckdb.Error) -> bool:
+    return '"position":' in str(exc)
+
+
+def sql_error(exc: BaseException, sql: str | None = None) -> InputError:
     """The InputError to raise for a DuckDB error met while running ``sql``."""
     if "read-only mode" in str(exc):
         return InputError(
@@ -409,23 +423,47 @@ def sql_error(exc: duckdb.Error, sql: str | None = None) -> InputError:
     return InputError(f"SQL error: {error_text(exc, sql)}")
 
 
+def last_statement(con: duckdb.DuckDBPyConnection, sql: str) -> str:
+    """The text of the last statement: positions of errors met while reading rows count from it."""
+    try:
+        return con.extract_statements(sql)[-1].query
+    except (duckdb.Error, IndexError):
+        return sql
+
+
 def record_batches(
-    result: duckdb.DuckDBPyConnection, batch_size: int = 65_536
+    result: duckdb.DuckDBPyRelation | None, sql: str | None = None, batch_size: int = 65_536
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """The last result's Arrow schema and a stream of its batches."""
-    with warnings.catch_warnings():
-        # DuckDB suggests con.sql() for fewer copies; it would lose error positions.
-        warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
+    """A result's Arrow schema and a stream of its batches (nothing for no result).
+
+    An error met while rows are produced (a bad cast in row 10 million) is
+    raised as InputError from the iterator, not as the OSError Arrow wraps it in.
+    """
+    if result is None:
+        return pa.schema([]), iter(())
+    try:
         reader = result.to_arrow_reader(batch_size)
-    return reader.schema, iter(reader)
+    except duckdb.Error as exc:
+        raise sql_error(exc, sql) from None
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from reader
+        except (duckdb.Error, pa.ArrowException, OSError) as exc:  # Arrow raises OSError
+            raise sql_error(exc, sql) from None
+
+    return reader.schema, batches()
 
 
 def run_report(
     con: duckdb.DuckDBPyConnection, name: str, params: Mapping[str, str] | None = None
-) -> duckdb.DuckDBPyConnection:
-    """Run the named report with ``params`` (raw strings, as from ``--param``)."""
+) -> tuple[duckdb.DuckDBPyRelation | None, str]:
+    """Run the named report with ``params`` (raw strings, as from ``--param``).
+
+    Returns the result and the SQL that ran (for error positions).
+    """
     sql, bound = get_report(name).render(params)
-    return execute(con, sql, bound)
+    return execute(con, sql, bound), sql
 
 
 # ---------------------------------------------------------------------------

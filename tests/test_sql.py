@@ -551,3 +551,24 @@ def test_not_a_duckdb_file_is_exit_2(runner, tmp_path):
     assert result.exit_code == 2
     assert result.output.startswith(f"Error: {fake}: not a DuckDB database (")
     assert result.output.count("\n") == 1
+
+
+def test_error_in_a_later_statement_counts_lines_from_the_start(runner):
+    result = runner.invoke(cli, ["sql", "SELECT 1;\nSELECT nope FROM range(3)"])
+    assert result.exit_code == 2
+    assert result.output.endswith("(at line 2, column 8)\n")
+    assert result.output.count("\n") == 1
+
+
+def test_error_while_rows_stream_leaves_no_output_file(runner, tmp_path):
+    """The bad value sits after 150,000 good rows, so the error comes mid-stream."""
+    query = (
+        "SELECT CAST(CASE WHEN range < 150000 THEN range::VARCHAR ELSE 'x' END AS INTEGER) AS n "
+        "FROM range(200000)"
+    )
+    out = tmp_path / "out.csv"
+    result = runner.invoke(cli, ["sql", query, "-o", str(out)])
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: SQL error: Conversion Error: Could not convert")
+    assert result.output.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

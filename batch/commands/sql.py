@@ -41,9 +41,9 @@ def _list_reports() -> None:
             click.echo(f"    --param {p.name}={p.default}  ({p.kind}) {p.help}")
 
 
-def _write(result: duckdb.DuckDBPyConnection, fmt: str, output: Path | None) -> None:
+def _write(result: duckdb.DuckDBPyRelation | None, sql: str, fmt: str, output: Path | None) -> None:
     """Stream the result to ``output`` (via a temporary file renamed at the end) or stdout."""
-    schema, batches = sqlrun.record_batches(result)
+    schema, batches = sqlrun.record_batches(result, sql)
     if output is None:
         if fmt == "parquet" and sys.stdout.isatty():
             raise InputError("--format parquet writes binary data; pass -o FILE.parquet")
@@ -107,12 +107,9 @@ def sql(
         if runs is not None:
             sqlrun.attach_runs(con, runs)
         if report is not None:
-            result = sqlrun.run_report(con, report, sqlrun.parse_params(params))
+            result, text = sqlrun.run_report(con, report, sqlrun.parse_params(params))
         else:
-            result = sqlrun.execute(con, query, write=write)
-        try:
-            _write(result, fmt, output)
-        except duckdb.Error as exc:  # errors met while the rows are produced
-            raise sqlrun.sql_error(exc, query) from None
+            result, text = sqlrun.execute(con, query, write=write), query
+        _write(result, sqlrun.last_statement(con, text), fmt, output)
     finally:
         con.close()
