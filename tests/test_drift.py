@@ -252,3 +252,11 @@ def test_other_rows_of_the_same_dataset_have_no_drift(runner, model_dir):
     sample = ROOT / "batch" / "sample" / "catalog.csv"
     code, report = drift_json(runner, [str(sample), "--model", str(model_dir)])
     assert code == 0, report["drifted"]
+
+
+def test_help_states_thresholds_and_exit_code(runner):
+    result = runner.invoke(cli, ["drift", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "PSI >= 0.2, out-of-range share >= 5%, unseen genre share >= 10%" in text
+    assert "Exit code 0 when nothing drifted, 3 when something did" in text

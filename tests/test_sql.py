@@ -572,3 +572,10 @@ def test_error_while_rows_stream_leaves_no_output_file(runner, tmp_path):
     assert result.output.startswith("Error: SQL error: Conversion Error: Could not convert")
     assert result.output.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_scored_view_joins_a_read_only_database(runner, database, scored_file):
+    """The temporary `scored` view works on a database opened read-only."""
+    query = "SELECT count(*) AS n FROM scored JOIN scores USING (track_id)"
+    rows = run_json(runner, ["--db", str(database), "--scored", str(scored_file), query])
+    assert rows == [{"n": ROWS}]
