@@ -296,27 +296,18 @@ def attach_scored(con: duckdb.DuckDBPyConnection, path_or_glob: str) -> None:
         raise InputError(f"--scored {path_or_glob}: cannot read ({error_text(exc)})") from None
 
 
-RUNS_JSON_COLUMNS = {
-    "run_id": "VARCHAR",
-    "started_at": "TIMESTAMP",
-    "finished_at": "TIMESTAMP",
-    "input": "VARCHAR",
-    "output": "VARCHAR",
-    "rows_read": "BIGINT",
-    "rows_scored": "BIGINT",
-    "rows_rejected": "BIGINT",
-    "rows_skipped": "BIGINT",
-    "model_id": "VARCHAR",
-    "status": "VARCHAR",
-    "error": "VARCHAR",
-}
+def runs_columns() -> dict[str, str]:
+    """Column names and types of ``popbatch_runs``, read from its one definition."""
+    with duckdb.connect() as scratch:
+        scratch.execute(runs_table_ddl())
+        return {row[0]: row[1] for row in scratch.sql(f"DESCRIBE {RUNS_VIEW}").fetchall()}
 
 
 def attach_runs(con: duckdb.DuckDBPyConnection, path: str) -> None:
     """Expose a ``runs.jsonl`` run log as the temporary view ``popbatch_runs``."""
     if not Path(path).is_file():
         raise InputError(f"--runs {path}: no such file (runs.jsonl sits beside a file output)")
-    columns = "{" + ", ".join(f"{k!r}: {v!r}" for k, v in RUNS_JSON_COLUMNS.items()) + "}"
+    columns = "{" + ", ".join(f"{k!r}: {v!r}" for k, v in runs_columns().items()) + "}"
     source = f"read_json({_sql_string(path)}, format = 'newline_delimited', columns = {columns})"
     try:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {RUNS_VIEW} AS SELECT * FROM {source}")

@@ -115,3 +115,9 @@ def test_a_failing_run_log_does_not_hide_the_runs_error(tmp_path):
     out = tmp_path / "missing-dir" / "scores.parquet"
     with pytest.raises(InputError, match="the real problem"), recorded_run(out, {}):
         raise InputError("the real problem")
+
+
+def test_run_fields_match_the_table_definition():
+    from batch.sqlrun import runs_columns
+
+    assert list(runs_columns()) == list(RUN_FIELDS)
