@@ -1,0 +1,63 @@
+"""``popbatch drift``: compare a catalog with the model's training statistics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from batch.drift import DEFAULT_BATCH_SIZE, THRESHOLDS, check_drift, format_report
+from batch.errors import EXIT_DRIFT
+from batch.manifest import default_model_dir, read_manifest
+
+HELP = f"""Check a catalog for drift from the data the model was trained on.
+
+\b
+  popbatch drift catalog.parquet
+  popbatch drift catalog.duckdb --table tracks --model exported/ --format json
+
+Per numeric feature: the population stability index (PSI) of the catalog's
+values binned on the training deciles stored in the manifest, and the share
+of values outside the training range [min, max]; for the genre, the share of
+genres the model never saw. A check drifts at {THRESHOLDS.describe()}.
+A feature the catalog lacks is reported as missing, not as drift. The
+catalog is read in bounded batches (--batch-size rows).
+
+Exit code 0 when nothing drifted, {EXIT_DRIFT} when something did (so cron can
+trigger retraining), 2 for an unreadable input, 1 for a bad model.
+"""
+
+
+@click.command("drift", help=HELP)
+@click.argument("input_path", metavar="INPUT")
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(path_type=Path),
+    help="Model directory (manifest.json); default: the embedded model.",
+)
+@click.option("--table", help="Table to read when INPUT is a DuckDB database.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True
+)
+@click.pass_context
+def drift(
+    ctx: click.Context,
+    input_path: str,
+    model_dir: Path | None,
+    table: str | None,
+    fmt: str,
+    batch_size: int,
+) -> None:
+    manifest = read_manifest(model_dir if model_dir is not None else default_model_dir())
+    report = check_drift(input_path, manifest, table=table, batch_size=batch_size)
+    if fmt == "json":
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(format_report(report), nl=False)
+    if report.drifted:
+        ctx.exit(EXIT_DRIFT)

@@ -1,0 +1,369 @@
+"""Drift check: does a catalog still look like the data the model was trained on?
+
+For each numeric feature the catalog's values are binned on the training
+deciles stored in the manifest (:func:`batch.stats.bin_counts`) and compared
+with the training shares by the population stability index
+(:func:`batch.stats.psi`); the share of values outside the training range
+``[train.min, train.max]`` is counted too. For the genre, the share of
+(non-null) genres the model never saw in training is counted. The catalog is
+read in bounded batches; only bin counts are kept.
+
+A check *drifts* when it reaches a threshold in :data:`THRESHOLDS` (the one
+place they are defined; ``popbatch drift --help`` and the README quote them).
+A feature the catalog lacks is reported as ``missing`` and is not drift
+(``popbatch score`` would stop on it, or use ``--fill``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from batch.errors import InputError, ModelError, SchemaError
+from batch.stats import bin_counts, psi
+from models.features import normalized_names, parse_explicit
+
+
+@dataclass(frozen=True)
+class DriftThresholds:
+    """A check drifts when its value is at or above its threshold."""
+
+    psi: float = 0.2  # population stability index per numeric feature (>= 0.2: significant shift)
+    out_of_range: float = 0.05  # share of values outside the training [min, max]
+    unseen_genre: float = 0.10  # share of non-null genres not in the training vocabulary
+
+    def describe(self) -> str:
+        return (
+            f"PSI >= {self.psi:g}, out-of-range share >= {self.out_of_range:.0%}, "
+            f"unseen genre share >= {self.unseen_genre:.0%}"
+        )
+
+
+THRESHOLDS = DriftThresholds()
+DEFAULT_BATCH_SIZE = 65_536
+DUCKDB_SUFFIXES = (".duckdb", ".ddb", ".db")
+
+
+# ---------------------------------------------------------------------------
+# Reading the catalog in batches
+# TODO(lead): switch to batch.sources once the score branch is merged; this is
+# a minimal reader so drift does not wait for it.
+
+
+def read_batches(
+    source: Path | str, table: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE
+) -> Iterator[pl.DataFrame]:
+    """Stream a CSV file, Parquet file/glob/directory or DuckDB table in bounded batches.
+
+    CSV columns are read as text (parsed per feature later), so one odd value
+    does not stop the read. Column names are as in the file.
+
+    Raises
+    ------
+    InputError
+        For a missing file, an unknown format, a DuckDB file without
+        ``--table`` or an unreadable input.
+    """
+    text = str(source)
+    path = Path(text)
+    is_glob = any(ch in text for ch in "*?[")
+    if not is_glob and not path.exists():
+        raise InputError(f"{text}: no such file or directory")
+    lower = text.lower()
+    if lower.endswith(DUCKDB_SUFFIXES):
+        yield from _duckdb_batches(path, table, batch_size)
+        return
+    if table is not None:
+        raise InputError(f"{text}: --table is only for a DuckDB database input")
+    if path.is_dir():
+        frame = pl.scan_parquet(path / "**" / "*.parquet", hive_partitioning=True)
+    elif lower.endswith(".parquet"):
+        frame = pl.scan_parquet(text)
+    elif lower.endswith((".csv", ".csv.gz", ".tsv")):
+        frame = pl.scan_csv(text, infer_schema=False, separator="\t" if ".tsv" in lower else ",")
+    else:
+        raise InputError(f"{text}: expected a .csv, .parquet or .duckdb input (or a directory)")
+    try:
+        yield from frame.collect_batches(chunk_size=batch_size, engine="streaming", lazy=True)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputError(f"{text}: cannot read ({' '.join(str(exc).split())})") from None
+
+
+def _duckdb_batches(path: Path, table: str | None, batch_size: int) -> Iterator[pl.DataFrame]:
+    import duckdb
+
+    from batch.sqlrun import quote_identifier
+
+    if table is None:
+        raise InputError(f"{path}: a DuckDB input needs --table NAME")
+    quoted = quote_identifier(table, "--table")
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        from batch.lock import lock_error_from_duckdb
+
+        raise lock_error_from_duckdb(exc, path) or InputError(
+            f"{path}: not a DuckDB database ({' '.join(str(exc).split())})"
+        ) from None
+    try:
+        try:
+            reader = con.sql(f"SELECT * FROM {quoted}").to_arrow_reader(batch_size)
+        except duckdb.Error:
+            raise InputError(f"{path}: no table {table!r}; check --table") from None
+        for batch in reader:
+            yield pl.from_arrow(batch)
+    finally:
+        con.close()
+
+
+# ---------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class FeatureDrift:
+    """Drift of one numeric feature."""
+
+    feature: str
+    values: int = 0  # non-null numeric values seen
+    psi: float | None = None
+    out_of_range_share: float | None = None
+    status: str = "ok"  # ok | drift | missing | empty
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def drifted(self) -> bool:
+        return self.status == "drift"
+
+
+@dataclass
+class GenreDrift:
+    """Share of genres the model never saw."""
+
+    column: str
+    values: int = 0
+    unseen_share: float | None = None
+    top_unseen: list[tuple[str, int]] = field(default_factory=list)
+    status: str = "ok"  # ok | drift | missing | empty
+
+    @property
+    def drifted(self) -> bool:
+        return self.status == "drift"
+
+
+@dataclass
+class DriftReport:
+    """The whole check: one entry per numeric feature and the genre."""
+
+    input: str
+    model_id: str
+    rows: int
+    features: list[FeatureDrift]
+    genre: GenreDrift | None
+    thresholds: DriftThresholds = THRESHOLDS
+
+    @property
+    def drifted(self) -> list[str]:
+        """Names of the checks that drifted (``genre`` for the genre check)."""
+        names = [f.feature for f in self.features if f.drifted]
+        return names + (["genre"] if self.genre is not None and self.genre.drifted else [])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "model_id": self.model_id,
+            "rows": self.rows,
+            "drift": bool(self.drifted),
+            "drifted": self.drifted,
+            "thresholds": asdict(self.thresholds),
+            "features": [asdict(f) | {"drifted": f.drifted} for f in self.features],
+            "genre": None if self.genre is None else asdict(self.genre),
+        }
+
+
+# ---------------------------------------------------------------------------
+# Accumulating over batches
+
+
+class DriftCheck:
+    """Bin counts and range counts accumulated batch by batch against a manifest."""
+
+    def __init__(self, manifest: dict[str, Any], thresholds: DriftThresholds = THRESHOLDS) -> None:
+        self.manifest = manifest
+        self.thresholds = thresholds
+        self.numeric = [f for f in manifest["features"] if f.get("kind") == "numeric"]
+        for f in self.numeric:
+            train = f.get("train") or {}
+            if "bins" not in train or "min" not in train:
+                raise ModelError(
+                    f"manifest feature {f.get('name')!r} has no training statistics "
+                    "(train.bins, train.min, train.max); re-export the model"
+                )
+        self.rows = 0
+        self.columns: set[str] | None = None
+        self.counts = {f["name"]: np.zeros(len(f["train"]["bins"]["shares"]), np.int64)
+                       for f in self.numeric}  # fmt: skip
+        self.outside = dict.fromkeys(self.counts, 0)
+        self.values = dict.fromkeys(self.counts, 0)
+        genre = manifest.get("genre")
+        self.genre_column = genre["column"] if genre else None
+        self.vocabulary = set(genre["vocabulary"]) if genre else set()
+        self.genre_values = 0
+        self.unseen: Counter[str] = Counter()
+
+    def update(self, batch: pl.DataFrame, source: str = "input") -> None:
+        """Add one batch (original column names; they are normalised here)."""
+        batch = batch.rename(normalized_names(batch.columns, source))
+        if self.columns is None:
+            self.columns = set(batch.columns)
+        self.rows += batch.height
+        for f in self.numeric:
+            if f["column"] in batch.columns:
+                self._update_numeric(f, batch)
+        if self.genre_column is not None and self.genre_column in batch.columns:
+            genres = batch.get_column(self.genre_column).cast(pl.String).drop_nulls()
+            self.genre_values += genres.len()
+            unseen = genres.filter(~genres.is_in(list(self.vocabulary)))
+            self.unseen.update(unseen.to_list())
+
+    def _update_numeric(self, feature: dict[str, Any], batch: pl.DataFrame) -> None:
+        column = feature["column"]
+        if column == "explicit":
+            expr = parse_explicit(column)
+        else:
+            expr = pl.col(column).cast(pl.Float64, strict=False)
+        values = batch.select(expr.cast(pl.Float64)).to_series().to_numpy().astype(np.float64)
+        values = values[np.isfinite(values)]
+        train = feature["train"]
+        name = feature["name"]
+        self.counts[name] += bin_counts(values, train["bins"]["edges"])
+        self.outside[name] += int(
+            np.count_nonzero((values < train["min"]) | (values > train["max"]))
+        )
+        self.values[name] += values.size
+
+    def report(self, source: str = "input") -> DriftReport:
+        """The result so far, with each check compared with its threshold."""
+        if self.rows == 0:
+            raise InputError(f"{source}: no rows to check")
+        columns = self.columns or set()
+        features = [self._feature_result(f, columns) for f in self.numeric]
+        genre = None
+        if self.genre_column is not None:
+            genre = self._genre_result(columns)
+        return DriftReport(
+            input=source,
+            model_id=str(self.manifest.get("model_id", "")),
+            rows=self.rows,
+            features=features,
+            genre=genre,
+            thresholds=self.thresholds,
+        )
+
+    def _feature_result(self, feature: dict[str, Any], columns: set[str]) -> FeatureDrift:
+        name = feature["name"]
+        if feature["column"] not in columns:
+            return FeatureDrift(name, status="missing")
+        n = self.values[name]
+        if n == 0:
+            return FeatureDrift(name, status="empty")
+        index = psi(np.asarray(feature["train"]["bins"]["shares"]), self.counts[name])
+        outside = self.outside[name] / n
+        reasons = []
+        if index >= self.thresholds.psi:
+            reasons.append(f"PSI {index:.3f} >= {self.thresholds.psi:g}")
+        if outside >= self.thresholds.out_of_range:
+            reasons.append(
+                f"{outside:.1%} out of training range >= {self.thresholds.out_of_range:.0%}"
+            )
+        status = "drift" if reasons else "ok"
+        return FeatureDrift(name, n, index, outside, status, reasons)
+
+    def _genre_result(self, columns: set[str]) -> GenreDrift:
+        column = self.genre_column or ""
+        if column not in columns:
+            return GenreDrift(column, status="missing")
+        if self.genre_values == 0:
+            return GenreDrift(column, status="empty")
+        share = sum(self.unseen.values()) / self.genre_values
+        status = "drift" if share >= self.thresholds.unseen_genre else "ok"
+        return GenreDrift(column, self.genre_values, share, self.unseen.most_common(5), status)
+
+
+def check_drift(
+    source: Path | str,
+    manifest: dict[str, Any],
+    table: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    thresholds: DriftThresholds = THRESHOLDS,
+) -> DriftReport:
+    """Compare a catalog with the training statistics in ``manifest``.
+
+    Raises
+    ------
+    InputError
+        If the input cannot be read or has no rows.
+    SchemaError
+        If two columns normalise to the same name, or the catalog has none of
+        the model's features.
+    ModelError
+        If the manifest holds no training statistics.
+    """
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    check = DriftCheck(manifest, thresholds)
+    for batch in read_batches(source, table, batch_size):
+        check.update(batch, str(source))
+    report = check.report(str(source))
+    if all(f.status == "missing" for f in report.features):
+        names = ", ".join(f.feature for f in report.features)
+        raise SchemaError(
+            f"{source}: none of the model's features ({names}) is a column of the input; "
+            "is it a catalog?"
+        )
+    return report
+
+
+# ---------------------------------------------------------------------------
+# Text output
+
+
+def format_report(report: DriftReport) -> str:
+    """An aligned table, one line per check, and a closing verdict line."""
+
+    def pct(share: float | None) -> str:
+        return "-" if share is None else f"{share:.1%}"
+
+    rows = [("check", "values", "psi", "outside", "status")]
+    for f in report.features:
+        psi_text = "-" if f.psi is None else f"{f.psi:.3f}"
+        status = f.status.upper() if f.drifted else f.status
+        rows.append((f.feature, str(f.values), psi_text, pct(f.out_of_range_share), status))
+    if report.genre is not None:
+        g = report.genre
+        status = g.status.upper() if g.drifted else g.status
+        rows.append((f"{g.column} (unseen)", str(g.values), "-", pct(g.unseen_share), status))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i in (0, 4) else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if report.genre is not None and report.genre.top_unseen:
+        seen = ", ".join(f"{g} ({n})" for g, n in report.genre.top_unseen)
+        lines.append(f"most common unseen genres: {seen}")
+    verdict = f"drift in {', '.join(report.drifted)}" if report.drifted else "no drift"
+    lines.append(
+        f"{verdict}: {report.rows} rows of {report.input} against model "
+        f"{report.model_id[:12]} (thresholds: {report.thresholds.describe()})"
+    )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,73 @@
+"""Peak memory of ``popbatch drift`` at two catalog sizes (bounded batches: it should not grow).
+
+Builds CSV and Parquet catalogs by repeating tests/data/tracks_2000.csv (real
+rows), a manifest from the same fixture, and runs ``python -m batch drift`` in
+a fresh process per measurement, reading its peak RSS.
+
+    python bench/drift_memory.py [--rows 200000 2000000] [--batch-size 65536]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.test_drift import build_manifest, training_frame  # noqa: E402
+
+MEASURE = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=False)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def make_catalog(folder: Path, rows: int) -> dict[str, Path]:
+    base = pl.read_csv(ROOT / "tests" / "data" / "tracks_2000.csv", infer_schema=False)
+    frame = pl.concat([base] * (rows // base.height + 1)).head(rows)
+    paths = {"csv": folder / f"catalog_{rows}.csv", "parquet": folder / f"catalog_{rows}.parquet"}
+    frame.write_csv(paths["csv"])
+    frame.write_parquet(paths["parquet"])
+    return paths
+
+
+def peak_rss_mb(args: list[str]) -> tuple[float, float]:
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, sys.executable, "-m", "batch", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout.strip()) / 1024, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[200_000, 2_000_000])
+    parser.add_argument("--batch-size", type=int, default=65_536)
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        model = folder / "model"
+        model.mkdir()
+        (model / "manifest.json").write_text(json.dumps(build_manifest(training_frame())))
+        for rows in options.rows:
+            for kind, path in make_catalog(folder, rows).items():
+                args = ["drift", str(path), "--model", str(model)]
+                mb, seconds = peak_rss_mb([*args, "--batch-size", str(options.batch_size)])
+                print(f"{kind:8} {rows:>10,} rows  peak RSS {mb:7.1f} MB  {seconds:6.1f} s")
+
+
+if __name__ == "__main__":
+    main()

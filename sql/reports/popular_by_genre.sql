@@ -1,0 +1,25 @@
+-- Count and share of tracks predicted popular, per genre (latest score per key).
+-- param: table = scored (identifier) scored table or view to read
+-- param: key = track_id (identifier) key column of the scored table
+-- param: genre = track_genre (identifier) genre column; '(no genre)' when it is absent
+--
+-- A history table (one row per key and run) counts each key once, with its
+-- latest score. A table without the genre column gives one '(no genre)' row.
+WITH padded AS (
+    SELECT * FROM {table}
+    UNION ALL BY NAME
+    SELECT NULL::VARCHAR AS {genre} WHERE false
+),
+latest AS (
+    SELECT * FROM padded
+    QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY scored_at DESC) = 1
+)
+SELECT
+    coalesce(CAST({genre} AS VARCHAR), '(no genre)') AS genre,
+    count(*) AS tracks,
+    count(*) FILTER (WHERE popular) AS popular,
+    round(count(*) FILTER (WHERE popular) / count(*), 4) AS share_popular,
+    round(avg(popularity_prob), 4) AS mean_prob
+FROM latest
+GROUP BY ALL
+ORDER BY share_popular DESC, tracks DESC, genre;

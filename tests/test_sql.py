@@ -1,0 +1,581 @@
+"""popbatch sql: queries, read-only databases, the --scored view and every named report.
+
+The scored fixture is real rows of tests/data/tracks_2000.csv with a
+deterministic popularity_prob = popularity / 100 (popular when >= 0.5); each
+report's expected rows are computed here with polars, independently of SQL.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from batch import sqlrun
+from batch.cli import cli
+from batch.errors import InputError
+from batch.runlog import record_run
+from tests.conftest import TRACKS_2000
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_A = "a" * 64
+MODEL_B = "b" * 64
+RUN_1 = datetime(2026, 11, 19, 2, 0, 0)
+RUN_2 = datetime(2026, 11, 20, 2, 0, 0)
+RUN_3 = datetime(2026, 11, 21, 2, 0, 0)
+ROWS = 400
+
+
+def tracks() -> pl.DataFrame:
+    """The first ROWS distinct tracks of the fixture (track_id repeats across genres)."""
+    df = pl.read_csv(TRACKS_2000).unique("track_id", keep="first", maintain_order=True)
+    return df.head(ROWS)
+
+
+def scored_run(probs: pl.Expr, model_id: str, at: datetime, columns: str = "all") -> pl.DataFrame:
+    """What popbatch score writes: key (+ catalog columns), probability, label, model, time."""
+    df = tracks().with_columns(popularity_prob=probs.cast(pl.Float64))
+    df = df.with_columns(
+        popular=pl.col("popularity_prob") >= 0.5,
+        model_id=pl.lit(model_id),
+        scored_at=pl.lit(at),
+    )
+    keep = ["track_id"]
+    if columns == "all":
+        keep += ["track_name", "artists", "track_genre"]
+    return df.select([*keep, "popularity_prob", "popular", "model_id", "scored_at"])
+
+
+PROB = pl.col("popularity") / 100
+
+
+@pytest.fixture
+def scored_file(tmp_path) -> Path:
+    path = tmp_path / "scores.parquet"
+    scored_run(PROB, MODEL_A, RUN_3).write_parquet(path)
+    return path
+
+
+@pytest.fixture
+def history_dir(tmp_path) -> Path:
+    """Three nightly runs, one Parquet file each: the oldest has inverted labels."""
+    folder = tmp_path / "history"
+    folder.mkdir()
+    scored_run(1 - PROB, MODEL_A, RUN_1).write_parquet(folder / "run1.parquet")
+    scored_run(PROB, MODEL_A, RUN_2).write_parquet(folder / "run2.parquet")
+    shifted = (PROB + 0.1).clip(upper_bound=1.0)
+    scored_run(shifted, MODEL_B, RUN_3).write_parquet(folder / "run3.parquet")
+    return folder
+
+
+def run_json(runner, args: list[str]) -> list[dict]:
+    result = runner.invoke(cli, ["sql", *args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+# ---------------------------------------------------------------------------
+# Named reports
+
+
+def test_popular_by_genre(runner, scored_file):
+    rows = run_json(runner, ["--scored", str(scored_file), "--report", "popular_by_genre"])
+    expected = (
+        tracks()
+        .group_by("track_genre")
+        .agg(tracks=pl.len(), popular=(PROB >= 0.5).sum(), mean=PROB.mean())
+        .with_columns(share=pl.col("popular") / pl.col("tracks"))
+    )
+    got = {r["genre"]: r for r in rows}
+    assert len(got) == expected.height
+    for genre, n, popular, mean, share in expected.iter_rows():
+        assert got[genre]["tracks"] == n
+        assert got[genre]["popular"] == popular
+        assert got[genre]["share_popular"] == pytest.approx(share, abs=1e-4)
+        assert got[genre]["mean_prob"] == pytest.approx(mean, abs=1e-4)
+    shares = [r["share_popular"] for r in rows]
+    assert shares == sorted(shares, reverse=True)
+
+
+def test_popular_by_genre_without_genre_column(runner, tmp_path):
+    path = tmp_path / "keys.parquet"
+    scored_run(PROB, MODEL_A, RUN_3, columns="key").write_parquet(path)
+    rows = run_json(runner, ["--scored", str(path), "--report", "popular_by_genre"])
+    popular = int((tracks()["popularity"] / 100 >= 0.5).sum())
+    assert rows == [
+        {
+            "genre": "(no genre)",
+            "tracks": ROWS,
+            "popular": popular,
+            "share_popular": round(popular / ROWS, 4),
+            "mean_prob": pytest.approx(tracks()["popularity"].mean() / 100, abs=1e-4),
+        }
+    ]
+
+
+def test_top_predicted(runner, scored_file):
+    rows = run_json(
+        runner, ["--scored", str(scored_file), "--report", "top_predicted", "--param", "limit=7"]
+    )
+    expected = (
+        tracks().with_columns(p=PROB).sort(["p", "track_id"], descending=[True, False]).head(7)
+    )
+    assert [r["track_id"] for r in rows] == expected["track_id"].to_list()
+    assert [r["track_name"] for r in rows] == expected["track_name"].to_list()
+    assert [r["artists"] for r in rows] == expected["artists"].to_list()
+    assert [r["popularity_prob"] for r in rows] == pytest.approx(expected["p"].to_list())
+
+
+def test_top_predicted_without_name_and_artists(runner, tmp_path):
+    """A table scored with --columns key still gives the report, with NULL names."""
+    path = tmp_path / "keys.parquet"
+    scored_run(PROB, MODEL_A, RUN_3, columns="key").write_parquet(path)
+    rows = run_json(runner, ["--scored", str(path), "--report", "top_predicted"])
+    assert len(rows) == 20  # the default limit
+    assert {r["track_name"] for r in rows} == {None}
+    assert {r["artists"] for r in rows} == {None}
+    best = tracks().with_columns(p=PROB).sort(["p", "track_id"], descending=[True, False])
+    assert rows[0]["track_id"] == best["track_id"][0]
+
+
+def test_score_distribution(runner, scored_file):
+    rows = run_json(runner, ["--scored", str(scored_file), "--report", "score_distribution"])
+    probs = (tracks()["popularity"] / 100).to_list()
+    counts, popular = [0] * 10, [0] * 10
+    for p in probs:
+        i = min(int(p * 10), 9)
+        counts[i] += 1
+        popular[i] += p >= 0.5
+    assert [r["bin"] for r in rows] == list(range(10))
+    assert [r["tracks"] for r in rows] == counts
+    assert [r["popular"] for r in rows] == popular
+    assert [r["lower"] for r in rows] == pytest.approx([i / 10 for i in range(10)])
+    assert [r["share"] for r in rows] == pytest.approx([c / len(probs) for c in counts], abs=1e-4)
+
+
+def test_score_distribution_counts_each_key_once_in_a_history(runner, history_dir):
+    rows = run_json(
+        runner,
+        ["--scored", str(history_dir / "*.parquet"), "--report", "score_distribution"],
+    )
+    assert sum(r["tracks"] for r in rows) == ROWS
+
+
+def expected_label_changes() -> pl.DataFrame:
+    """Between run 2 (p) and run 3 (min(p + 0.1, 1)), labels flip where 0.4 <= p < 0.5."""
+    df = tracks().with_columns(before=PROB, after=(PROB + 0.1).clip(upper_bound=1.0))
+    return df.filter((pl.col("before") >= 0.5) != (pl.col("after") >= 0.5))
+
+
+def test_label_changes_across_one_file_per_run(runner, history_dir):
+    rows = run_json(
+        runner,
+        [
+            "--scored",
+            str(history_dir / "*.parquet"),
+            "--report",
+            "label_changes",
+            "--param",
+            "limit=1000",
+        ],
+    )
+    expected = expected_label_changes()
+    assert expected.height > 0
+    assert sorted(r["track_id"] for r in rows) == sorted(expected["track_id"].to_list())
+    for r in rows:
+        assert r["previous_popular"] is False and r["popular"] is True
+        assert r["previous_model_id"] == MODEL_A and r["model_id"] == MODEL_B
+        assert r["previous_scored_at"].startswith("2026-11-20")
+        assert r["scored_at"].startswith("2026-11-21")
+    names = dict(zip(expected["track_id"], expected["track_name"], strict=True))
+    assert all(r["track_name"] == names[r["track_id"]] for r in rows)
+
+
+def test_label_changes_in_a_duckdb_history_table(runner, history_dir, tmp_path):
+    """An append-mode table holds the same history; the report reads it with --param table."""
+    db = tmp_path / "catalog.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute(sqlrun.scored_table_ddl("scores", "track_id"))
+        for name in ("run1", "run2", "run3"):
+            frame = pl.read_parquet(history_dir / f"{name}.parquet").drop(
+                "track_name", "artists", "track_genre"
+            )
+            con.register("frame", frame.to_arrow())
+            con.execute("INSERT INTO scores BY NAME SELECT * FROM frame")
+            con.unregister("frame")
+    rows = run_json(
+        runner,
+        ["--db", str(db), "--report", "label_changes", "--param", "table=scores", "--param",
+         "limit=3"],
+    )  # fmt: skip
+    expected = expected_label_changes()
+    assert len(rows) == min(3, expected.height)
+    assert {r["track_id"] for r in rows} <= set(expected["track_id"].to_list())
+    assert {r["track_name"] for r in rows} == {None}
+
+
+def test_label_changes_is_empty_without_history(runner, scored_file):
+    rows = run_json(runner, ["--scored", str(scored_file), "--report", "label_changes"])
+    assert rows == []
+
+
+def run_summaries() -> list[dict]:
+    return [
+        {
+            "run_id": f"run{i}",
+            "input": "catalog.csv",
+            "output": "catalog.duckdb:scores",
+            "rows_read": 100 * i,
+            "rows_scored": 100 * i - i,
+            "rows_rejected": i,
+            "rows_skipped": 0,
+            "model_id": MODEL_A,
+            "started_at": datetime(2026, 11, i, 2, 0, 0),
+            "finished_at": datetime(2026, 11, i, 2, 0, 30),
+        }
+        for i in range(1, 6)
+    ]
+
+
+def test_runs_report_on_a_duckdb_target(runner, tmp_path):
+    db = tmp_path / "catalog.duckdb"
+    for summary in run_summaries():
+        record_run(db, summary, "success")
+    record_run(db, {"run_id": "bad", "started_at": datetime(2026, 11, 6)}, "failed", "boom")
+    rows = run_json(runner, ["--db", str(db), "--report", "runs", "--param", "limit=3"])
+    assert [r["run_id"] for r in rows] == ["bad", "run5", "run4"]
+    assert rows[0]["status"] == "failed" and rows[0]["error"] == "boom"
+    assert rows[1]["rows_read"] == 500 and rows[1]["seconds"] == 30.0
+    assert rows[1]["model_id"] == MODEL_A[:12]
+
+
+def test_runs_report_on_a_runs_jsonl(runner, tmp_path):
+    out = tmp_path / "scores.parquet"
+    for summary in run_summaries():
+        record_run(out, summary, "success")
+    rows = run_json(runner, ["--runs", str(tmp_path / "runs.jsonl"), "--report", "runs"])
+    assert [r["run_id"] for r in rows] == [f"run{i}" for i in range(5, 0, -1)]
+    assert [r["rows_rejected"] for r in rows] == [5, 4, 3, 2, 1]
+
+
+# ---------------------------------------------------------------------------
+# Queries, formats, read-only
+
+
+def test_query_over_scored_view_as_csv(runner, scored_file):
+    result = runner.invoke(
+        cli, ["sql", "--scored", str(scored_file), "SELECT count(*) AS n FROM scored"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output == f'"n"\n{ROWS}\n'  # CSV: CliRunner's stdout is not a terminal
+
+
+def test_table_format_is_aligned(runner, scored_file):
+    query = "SELECT 'x' AS name, 1.5 AS value UNION ALL SELECT 'longer', 10 ORDER BY value"
+    result = runner.invoke(cli, ["sql", query, "--format", "table"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "name    value",
+        "------  -----",
+        "x         1.5",
+        "longer   10.0",
+        "(2 rows)",
+    ]
+
+
+def test_output_file_format_follows_extension(runner, scored_file, tmp_path):
+    out = tmp_path / "top.parquet"
+    result = runner.invoke(
+        cli, ["sql", "--scored", str(scored_file), "--report", "top_predicted", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert pl.read_parquet(out).height == 20
+
+
+def test_scored_glob_over_csv(runner, tmp_path):
+    scored_run(PROB, MODEL_A, RUN_3).write_csv(tmp_path / "part1.csv")
+    scored_run(PROB, MODEL_A, RUN_3).head(10).write_csv(tmp_path / "part2.csv")
+    rows = run_json(
+        runner, ["--scored", str(tmp_path / "*.csv"), "SELECT count(*) AS n FROM scored"]
+    )
+    assert rows == [{"n": ROWS + 10}]
+
+
+@pytest.fixture
+def database(tmp_path, scored_file) -> Path:
+    db = tmp_path / "catalog.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute(f"CREATE TABLE scores AS SELECT * FROM read_parquet('{scored_file}')")
+    return db
+
+
+@pytest.mark.parametrize(
+    ("statement", "kind"),
+    [
+        ("CREATE TABLE x AS SELECT 1 AS a", "CREATE"),
+        ("INSERT INTO scores SELECT * FROM scores", "INSERT"),
+        ("SELECT 1; DELETE FROM scores", "DELETE"),
+        ("COPY scores TO 'copy.csv'", "COPY"),
+        ("ATTACH 'other.duckdb' AS other", "ATTACH"),
+    ],
+)
+def test_database_refuses_writes_without_write(runner, database, statement, kind):
+    result = runner.invoke(cli, ["sql", "--db", str(database), statement])
+    assert result.exit_code == 2
+    number = 2 if statement.startswith("SELECT 1;") else 1
+    assert result.output == (
+        f"Error: statement {number} is {kind}, which writes; popbatch sql is read-only "
+        "unless --write is given\n"
+    )
+    with duckdb.connect(str(database), read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM scores").fetchall() == [(ROWS,)]
+        assert con.sql("SELECT count(*) FROM duckdb_tables()").fetchall() == [(1,)]
+
+
+def test_database_is_opened_read_only(database):
+    """Even a statement that slips past the check cannot write: DuckDB refuses it."""
+    con = sqlrun.connect(database)
+    with pytest.raises(InputError, match="opened read-only, pass --write"):
+        sqlrun.execute(con, "CREATE TABLE x AS SELECT 1 AS a", write=True)
+
+
+def test_write_flag_allows_writes(runner, database):
+    result = runner.invoke(
+        cli, ["sql", "--db", str(database), "--write", "CREATE TABLE x AS SELECT 42 AS a"]
+    )
+    assert result.exit_code == 0, result.output
+    with duckdb.connect(str(database), read_only=True) as con:
+        assert con.sql("SELECT a FROM x").fetchall() == [(42,)]
+
+
+def test_missing_database_is_not_created(runner, tmp_path):
+    db = tmp_path / "nope.duckdb"
+    result = runner.invoke(cli, ["sql", "--db", str(db), "SELECT 1"])
+    assert result.exit_code == 2
+    assert result.output == f"Error: {db}: no such database (pass --write to create one)\n"
+    assert not db.exists()
+
+
+def test_bad_sql_is_one_line_with_position(runner):
+    result = runner.invoke(cli, ["sql", "SELECT 1 +\n  FROM nowhere"])
+    assert result.exit_code == 2
+    assert result.output == (
+        'Error: SQL error: Parser Error: syntax error at or near "FROM" (at line 2, column 3)\n'
+    )
+
+
+def test_unknown_column_names_its_position(runner, scored_file):
+    result = runner.invoke(
+        cli, ["sql", "--scored", str(scored_file), "SELECT popularity FROM scored"]
+    )
+    assert result.exit_code == 2
+    assert result.output.startswith(
+        'Error: SQL error: Binder Error: Referenced column "popularity" not found'
+    )
+    assert result.output.endswith("(at line 1, column 8)\n")
+    assert result.output.count("\n") == 1
+
+
+def test_runtime_error_is_one_line(runner):
+    result = runner.invoke(cli, ["sql", "SELECT CAST('a' AS INTEGER)"])
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: SQL error: Conversion Error: Could not convert")
+    assert result.output.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("param", "message"),
+    [
+        (
+            "table=x; DROP TABLE scores",
+            "Error: report 'top_predicted', --param table 'x; DROP TABLE scores' is not a plain "
+            "SQL name; use letters, digits and underscores (optionally schema.table)\n",
+        ),
+        (
+            "limit=ten",
+            "Error: report 'top_predicted', --param limit: 'ten' is not a whole number\n",
+        ),
+        (
+            "colour=red",
+            "Error: report 'top_predicted' has no parameter colour; its parameters are "
+            "table, key, limit\n",
+        ),
+    ],
+)
+def test_report_parameters_are_validated(runner, database, param, message):
+    args = ["sql", "--db", str(database), "--report", "top_predicted", "--param", param]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 2
+    assert result.output == message
+
+
+def test_unknown_report(runner):
+    result = runner.invoke(cli, ["sql", "--report", "nope"])
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: no report named 'nope'; known reports: label_changes")
+
+
+def test_list_names_every_report_with_its_description(runner):
+    result = runner.invoke(cli, ["sql", "--list"])
+    assert result.exit_code == 0
+    files = sorted((ROOT / "sql" / "reports").glob("*.sql"))
+    assert [f.stem for f in files] == [
+        "label_changes",
+        "popular_by_genre",
+        "runs",
+        "score_distribution",
+        "top_predicted",
+    ]
+    for f in files:
+        description = f.read_text().splitlines()[0].removeprefix("-- ")
+        assert f"{f.stem}: {description}\n" in result.output
+    assert "    --param limit=20  (integer) number of tracks to show\n" in result.output
+
+
+def test_every_report_declares_the_parameters_it_uses():
+    """A {name} or $name in a report without a '-- param' line would never be filled."""
+    import re
+
+    for report in sqlrun.list_reports():
+        declared = {p.name for p in report.params}
+        body = "\n".join(
+            line for line in report.text.splitlines() if not line.lstrip().startswith("--")
+        )
+        used = set(re.findall(r"\{(\w+)\}", body)) | set(re.findall(r"\$(\w+)", body))
+        assert used == declared, report.name
+
+
+def test_scored_table_ddl_quotes_validated_names(tmp_path):
+    ddl = sqlrun.scored_table_ddl("scores", "isrc")
+    assert 'CREATE TABLE IF NOT EXISTS "scores" (' in ddl
+    with duckdb.connect() as con:
+        con.execute(ddl)
+        columns = con.sql("DESCRIBE scores").fetchall()
+    assert [(c[0], c[1]) for c in columns] == [
+        ("isrc", "VARCHAR"),
+        ("popularity_prob", "DOUBLE"),
+        ("popular", "BOOLEAN"),
+        ("model_id", "VARCHAR"),
+        ("scored_at", "TIMESTAMP"),
+        ("features_hash", "UBIGINT"),
+    ]
+    with pytest.raises(InputError, match="not a plain SQL name"):
+        sqlrun.scored_table_ddl('scores"; DROP TABLE x; --')
+
+
+# ---------------------------------------------------------------------------
+# Packaging: the .sql files are found from a checkout and from an install
+
+
+def test_package_data_globs_cover_every_sql_file():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert config["package-dir"]["batch.sql"] == "sql"
+    globs = config["package-data"]["batch.sql"]
+    files = [p.relative_to(ROOT / "sql").as_posix() for p in (ROOT / "sql").rglob("*.sql")]
+    assert files
+    for name in files:
+        assert any(fnmatch.fnmatch(name, g) and g.count("/") == name.count("/") for g in globs), (
+            name
+        )
+
+
+def test_sql_dir_from_a_checkout():
+    assert Path(str(sqlrun.sql_dir())) == ROOT / "sql"
+
+
+def test_sql_dir_from_an_installed_layout(tmp_path):
+    """Installed, sql/ is batch/sql/ inside the package (pyproject's package-dir mapping)."""
+    site = tmp_path / "site"
+    shutil.copytree(ROOT / "batch", site / "batch", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "models", site / "models", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "sql", site / "batch" / "sql")
+    code = (
+        "from batch import sqlrun; "
+        "print(sqlrun.sql_dir()); print(','.join(r.name for r in sqlrun.list_reports()))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    where, names = out.stdout.splitlines()
+    assert str(site / "batch" / "sql") in where
+    assert names == "label_changes,popular_by_genre,runs,score_distribution,top_predicted"
+
+
+def test_readme_lists_every_report_as_list_describes_it():
+    readme = (ROOT / "README.md").read_text()
+    for report in sqlrun.list_reports():
+        params = ", ".join(f"`{p.name}={p.default}`" for p in report.params)
+        assert f"| `{report.name}` | {report.description} | {params} |" in readme, report.name
+
+
+@pytest.mark.parametrize(
+    ("fmt", "output", "tty", "expected"),
+    [
+        (None, None, True, "table"),
+        (None, None, False, "csv"),
+        ("json", None, True, "json"),
+        (None, Path("x.parquet"), True, "parquet"),
+        (None, Path("x.json"), False, "json"),
+        (None, Path("x.out"), True, "csv"),
+        ("table", Path("x.csv"), False, "table"),
+    ],
+)
+def test_default_format_is_table_on_a_terminal_else_csv(fmt, output, tty, expected):
+    assert sqlrun.choose_format(fmt, output, tty) == expected
+
+
+def test_query_and_report_are_exclusive(runner):
+    result = runner.invoke(cli, ["sql", "SELECT 1", "--report", "runs"])
+    assert result.exit_code == 2
+    assert result.output == (
+        "Error: give either a SQL query or --report NAME (popbatch sql --list)\n"
+    )
+
+
+def test_not_a_duckdb_file_is_exit_2(runner, tmp_path):
+    fake = tmp_path / "fake.duckdb"
+    fake.write_text("track_id,popularity\n")
+    result = runner.invoke(cli, ["sql", "--db", str(fake), "SELECT 1"])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {fake}: not a DuckDB database (")
+    assert result.output.count("\n") == 1
+
+
+def test_error_in_a_later_statement_counts_lines_from_the_start(runner):
+    result = runner.invoke(cli, ["sql", "SELECT 1;\nSELECT nope FROM range(3)"])
+    assert result.exit_code == 2
+    assert result.output.endswith("(at line 2, column 8)\n")
+    assert result.output.count("\n") == 1
+
+
+def test_error_while_rows_stream_leaves_no_output_file(runner, tmp_path):
+    """The bad value sits after 150,000 good rows, so the error comes mid-stream."""
+    query = (
+        "SELECT CAST(CASE WHEN range < 150000 THEN range::VARCHAR ELSE 'x' END AS INTEGER) AS n "
+        "FROM range(200000)"
+    )
+    out = tmp_path / "out.csv"
+    result = runner.invoke(cli, ["sql", query, "-o", str(out)])
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: SQL error: Conversion Error: Could not convert")
+    assert result.output.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_scored_view_joins_a_read_only_database(runner, database, scored_file):
+    """The temporary `scored` view works on a database opened read-only."""
+    query = "SELECT count(*) AS n FROM scored JOIN scores USING (track_id)"
+    rows = run_json(runner, ["--db", str(database), "--scored", str(scored_file), query])
+    assert rows == [{"n": ROWS}]
