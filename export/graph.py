@@ -4,8 +4,8 @@ Graph (input ``features`` float32 [N, F])::
 
     clipped = Min(Max(features, clip_lower), clip_upper)     # skipped when unbounded
     ann     = network((clipped - scaler_mean) / scaler_scale)  # tf2onnx
-    rf      = TreeEnsembleClassifier(clipped)[:, 1]            # skl2onnx, zipmap off
-    xgb     = TreeEnsembleClassifier(clipped)[:, 1]            # onnxmltools converter
+    rf      = TreeEnsembleRegressor(clipped)                   # skl2onnx trees, one score
+    xgb     = Sigmoid(TreeEnsembleRegressor(clipped))          # onnxmltools trees
     z       = [ann, rf, xgb] @ meta_coef + meta_intercept      # in float64, like the native
     probability = float32(Sigmoid(z))                          # [N]
     label       = int64(Sigmoid(z) >= threshold)               # [N]
@@ -22,13 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from export.trees import ML_OPSET
+
 INPUT = "features"
 PROBABILITY = "probability"
 LABEL = "label"
 OPSET = 17
-# ai.onnx.ml 3 TreeEnsembleClassifier: what skl2onnx and onnxmltools emit; see
-# export/README section "opset decision" (bench/tree_sizes.py) for the measurement.
-ML_OPSET = 3
+# How the forest and XGBoost are emitted (export/trees.py). Measured on the 10k sample
+# (single-thread CPU rows/s, batch 65,536, RF 50x8 + XGB 300x4): classifier3 195k,
+# regressor3 223k, ensemble5 (ai.onnx.ml 5 TreeEnsemble) 211-218k; RF 20x6 + XGB 100x3:
+# 516k / 643k / 627k. regressor3 is fastest and needs only ai.onnx.ml 3.
+TREE_FORM = "regressor3"
 
 
 def _ann_graph(stack, width: int):
@@ -59,7 +63,7 @@ def _tree_graph(estimator, width: int):
         estimator,
         initial_types=[("x", FloatTensorType([None, width]))],
         options={id(estimator): {"zipmap": False}},
-        target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
+        target_opset={"": OPSET, "ai.onnx.ml": 3},  # what the converters emit
     )
 
 
@@ -102,6 +106,16 @@ def _embed(sub, prefix: str, new_input: str) -> tuple[list, list, str, dict[str,
     return nodes, list(graph.initializer), output, _opsets(sub)
 
 
+def _single_score(sub_nodes: list, tree_form: str, source: str, column: str, prefix: str):
+    """Replace a converted classifier by its one-score form (export/trees.py)."""
+    from export.trees import score_nodes
+
+    (classifier,) = [n for n in sub_nodes if n.op_type == "TreeEnsembleClassifier"]
+    if list(classifier.input) != [source]:
+        raise ValueError(f"{prefix}: the tree ensemble does not read the features directly")
+    return score_nodes(classifier, tree_form, source, column, prefix)
+
+
 def _opsets(model) -> dict[str, int]:
     return {o.domain or "": o.version for o in model.opset_import}
 
@@ -112,8 +126,11 @@ def _const(name: str, value: Any, dtype) -> Any:
     return numpy_helper.from_array(np.asarray(value, dtype), name)
 
 
-def build_graph(stack) -> Any:
-    """Build the checked ``onnx.ModelProto`` that reproduces ``stack.predict_proba``."""
+def build_graph(stack, tree_form: str = TREE_FORM) -> Any:
+    """Build the checked ``onnx.ModelProto`` that reproduces ``stack.predict_proba``.
+
+    ``tree_form`` is one of :data:`export.trees.TREE_FORMS`.
+    """
     import onnx
     from onnx import TensorProto, helper
 
@@ -148,18 +165,23 @@ def build_graph(stack) -> Any:
         ("rf/", _tree_graph(stack.rf, width), clipped),
         ("xgb/", _tree_graph(stack.xgb, width), clipped),
     )
-    inits += [_const("column_1", [1], np.int64), _const("ann_shape", [-1, 1], np.int64)]
+    inits.append(_const("ann_shape", [-1, 1], np.int64))
+    if tree_form == "classifier3":
+        inits.append(_const("column_1", [1], np.int64))
     for prefix, sub, source in parts:
         sub_nodes, sub_inits, output, sub_opsets = _embed(sub, prefix, source)
+        column = f"{prefix}p"
+        if prefix == "ann/":
+            sub_nodes.append(helper.make_node("Reshape", [output, "ann_shape"], [column]))
+        elif tree_form == "classifier3":  # probability of class 1, kept 2-D: [N, 1]
+            sub_nodes.append(helper.make_node("Gather", [output, "column_1"], [column], axis=1))
+        else:
+            sub_nodes, sub_inits = _single_score(sub_nodes, tree_form, source, column, prefix)
+            sub_opsets["ai.onnx.ml"] = ML_OPSET[tree_form]
         nodes += sub_nodes
         inits += sub_inits
         for domain, version in sub_opsets.items():
             opsets[domain] = max(opsets.get(domain, 0), version)
-        column = f"{prefix}p"
-        if prefix == "ann/":
-            nodes.append(helper.make_node("Reshape", [output, "ann_shape"], [column]))
-        else:  # probability of class 1, kept 2-D: [N, 1]
-            nodes.append(helper.make_node("Gather", [output, "column_1"], [column], axis=1))
         columns.append(column)
 
     inits += [

@@ -189,3 +189,16 @@ def test_model_info_json_is_the_manifest(runner, exported_model):
     result = runner.invoke(cli, ["model", "info", str(model_dir), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == json.loads((model_dir / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("form", ["classifier3", "regressor3", "ensemble5"])
+def test_every_tree_form_reproduces_the_native_stack(native, stack_dir, form):
+    """The three ways of emitting the trees (export/trees.py) give the same probabilities."""
+    from export import runtime
+    from export.graph import build_graph
+
+    x = parity_check.split_matrix(stack_dir, native.feature_names)
+    model_bytes = build_graph(native, form).SerializeToString()
+    probability, label = runtime.predict(model_bytes, x)
+    parity = parity_check.compare(native.predict_proba(x), probability, label, native.threshold)
+    assert parity.ok, parity.line()
