@@ -158,10 +158,13 @@ def _info(csv, rows, names, x_train, y_test, p_test) -> dict:
             "rows": rows,
         },
         "feature_stats": stats,
+        # nested like popbatch train's report: split -> model -> metric
         "metrics": {
-            "stack": {
-                "roc_auc": float(roc_auc_score(y_test, p_test)),
-                "pr_auc": float(average_precision_score(y_test, p_test)),
+            "test": {
+                "stack": {
+                    "roc_auc": float(roc_auc_score(y_test, p_test)),
+                    "pr_auc": float(average_precision_score(y_test, p_test)),
+                }
             }
         },
         "params": {"balance": "none", "seed": SEED, "other_genre": OTHER_GENRE},

@@ -182,6 +182,8 @@ def test_model_info_summarises_the_manifest(runner, exported_model):
     assert "label       popular = popularity > 71" in result.output
     assert f"features    {len(manifest['features'])}: duration_ms, explicit," in result.output
     assert f"size        {summary['model_bytes']:,} bytes" in result.output
+    roc_auc = manifest["metrics"]["test"]["stack"]["roc_auc"]
+    assert f"metrics     test stack: roc_auc {roc_auc:.4f}, pr_auc " in result.output
 
 
 def test_model_info_json_is_the_manifest(runner, exported_model):

@@ -61,10 +61,28 @@ def summary_lines(manifest: dict[str, Any], directory: Path, size: int) -> list[
             f"throughput  {throughput['rows_per_second']:,} rows/s "
             f"({throughput['threads']} threads, batch {throughput['batch_size']:,})"
         )
-    for model_name, values in manifest.get("metrics", {}).items():
-        if isinstance(values, dict):
-            shown = ", ".join(
-                f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, int | float)
-            )
-            lines.append(f"metrics     {model_name}: {shown}")
+    lines += metric_lines(manifest.get("metrics", {}))
     return lines
+
+
+def metric_lines(metrics: dict[str, Any], path: str = "") -> list[str]:
+    """One line per model that has ROC-AUC/PR-AUC, test split first if the report nests splits."""
+    if "test" in metrics and isinstance(metrics["test"], dict):
+        return metric_lines(metrics["test"], "test ")
+    lines = []
+    for name, values in metrics.items():
+        if not isinstance(values, dict):
+            continue
+        shown = [f"{k} {values[k]:.4f}" for k in ("roc_auc", "pr_auc") if _number(values.get(k))]
+        at_threshold = values.get("at_threshold")
+        if isinstance(at_threshold, dict) and _number(at_threshold.get("f1")):
+            shown.append(f"f1 at threshold {at_threshold['f1']:.4f}")
+        elif _number(values.get("f1")):
+            shown.append(f"f1 {values['f1']:.4f}")
+        if shown:
+            lines.append(f"metrics     {path}{name}: {', '.join(shown)}")
+    return lines
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
