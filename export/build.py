@@ -68,6 +68,8 @@ def export_run(
     OutputError
         ``out_dir`` cannot be written.
     """
+    # TensorFlow's C++ start-up notices (oneDNN, CPU features) are noise for a user.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from models.stack import NativeStack
 
     say = progress or (lambda line: None)
@@ -80,6 +82,7 @@ def export_run(
 
     model = build_graph(stack)
     model_bytes = runtime.optimize(model.SerializeToString())
+    _check(model_bytes)
     opsets = _opsets(model_bytes)
 
     say("proving parity on the test split")
@@ -103,6 +106,13 @@ def export_run(
         "parity_line": parity.line(),
         "rows_per_second": throughput["rows_per_second"] if throughput else None,
     }
+
+
+def _check(model_bytes: bytes) -> None:
+    """The optimised file must still be valid plain ONNX (loadable outside onnxruntime)."""
+    import onnx
+
+    onnx.checker.check_model(onnx.load_from_string(model_bytes), full_check=True)
 
 
 def _opsets(model_bytes: bytes) -> dict[str, int]:

@@ -93,6 +93,7 @@ def measure_throughput(
         "threads": threads,
         "batch_size": batch_size,
         "batches": runs,
+        "command": "popbatch export (export.runtime.measure_throughput)",
         "how": (
             f"onnxruntime {_ort_version()} CPUExecutionProvider, intra_op_num_threads={threads}, "
             f"{runs} runs of a {batch_size}-row batch tiled from the test split's rows, "

@@ -102,6 +102,24 @@ def test_manifest_validates_and_describes_the_graph(exported_model, native):
     assert manifest["throughput"]["rows_per_second"] > 0
 
 
+def test_stack_without_genre_exports_with_parity(tmp_path):
+    """A --no-genre model: 14 inputs, clipping on, genre null in a valid manifest."""
+    import jsonschema
+    from stack_factory import build_stack
+
+    from export.build import export_run
+
+    tracks = Path(__file__).parent / "data" / "tracks_2000.csv"
+    build_stack(tracks, tmp_path / "run" / "stack", with_genre=False, ann_epochs=1)
+    summary = export_run(tmp_path / "run", tmp_path / "model", measure_throughput=False)
+    assert summary["parity"]["max_abs_diff"] <= 1e-5
+    assert summary["parity"]["labels_identical"] is True
+    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
+    jsonschema.Draft202012Validator(schema()).validate(manifest)
+    assert manifest["genre"] is None
+    assert [f["name"] for f in manifest["features"]] == [f.name for f in NUMERIC_FEATURES]
+
+
 def test_manifest_without_genre_is_null_and_valid():
     import jsonschema
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -21,7 +22,9 @@ import click
     is_flag=True,
     help="Skip the ~2 s onnxruntime throughput measurement written to the manifest.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+@click.option(
+    "--quiet", "-q", is_flag=True, help="No progress lines on stderr (off anyway when not a TTY)."
+)
 def export(run_dir: Path, out_dir: Path, no_throughput: bool, quiet: bool) -> None:
     """Export the stack trained into RUN_DIR to one ONNX graph plus its manifest.
 
@@ -34,8 +37,10 @@ def export(run_dir: Path, out_dir: Path, no_throughput: bool, quiet: bool) -> No
     # Heavy imports (TensorFlow, converters) only when the command runs.
     from export.build import export_run
 
+    show_progress = not quiet and sys.stderr.isatty()
+
     def progress(line: str) -> None:
-        if not quiet:
+        if show_progress:
             click.echo(line, err=True)
 
     summary = export_run(run_dir, out_dir, measure_throughput=not no_throughput, progress=progress)
