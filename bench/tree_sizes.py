@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--forms", default=",".join(TREE_FORMS), help="tree forms to measure")
     args = parser.parse_args()
 
-    frame = pl.read_csv(args.data).unique()
+    frame = pl.read_csv(args.data).unique(maintain_order=True)  # same rows, same order, same fits
     split = grouped_split(frame)
     genres = sorted(frame.filter(pl.Series(split == 0))[GENRE_COLUMN].unique().to_list())
     x_all = feature_matrix(frame, genres)

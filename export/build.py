@@ -20,6 +20,8 @@ from export.manifest import MODEL_FILE, build_manifest
 from models.stack import STACK_FILE
 
 STACK_DIR = "stack"
+# onnxruntime holds tree ensembles at about 10x their file size; the scorer must stay < 600 MB.
+SIZE_BUDGET = 20_000_000
 
 
 def stack_directory(run_dir: Path) -> Path:
@@ -57,7 +59,8 @@ def export_run(
     -------
     dict
         ``model_dir``, ``model_id``, ``model_bytes``, ``parity`` (rows, max_abs_diff,
-        labels_identical), ``parity_line`` (the printed proof) and ``rows_per_second``.
+        labels_identical), ``parity_line`` (the printed proof), ``rows_per_second`` and
+        ``warnings`` (e.g. the file exceeds the 20 MB budget of the default model).
 
     Raises
     ------
@@ -98,7 +101,14 @@ def export_run(
     manifest = build_manifest(stack, model_bytes, parity.manifest(), opsets, throughput)
     out_dir = Path(out_dir)
     write_model(out_dir, model_bytes, manifest)
+    warnings = []
+    if len(model_bytes) > SIZE_BUDGET:
+        warnings.append(
+            f"model.onnx is {len(model_bytes) / 1e6:.1f} MB, over the {SIZE_BUDGET / 1e6:.0f} MB "
+            "budget of the default model; train smaller trees (fewer, shallower) for scoring"
+        )
     return {
+        "warnings": warnings,
         "model_dir": str(out_dir),
         "model_id": manifest["model_id"],
         "model_bytes": len(model_bytes),

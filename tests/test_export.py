@@ -222,3 +222,19 @@ def test_every_tree_form_reproduces_the_native_stack(native, stack_dir, form):
     probability, label = runtime.predict(model_bytes, x)
     parity = parity_check.compare(native.predict_proba(x), probability, label, native.threshold)
     assert parity.ok, parity.line()
+
+
+def test_export_warns_over_the_size_budget(runner, stack_dir, tmp_path, monkeypatch):
+    import export.build
+
+    monkeypatch.setattr(export.build, "SIZE_BUDGET", 1000)
+    result = runner.invoke(
+        cli, ["export", str(stack_dir), "--out", str(tmp_path / "m"), "-q", "--no-throughput"]
+    )
+    assert result.exit_code == 0, result.output
+    assert re.search(
+        r"^Warning: model\.onnx is [\d.]+ MB, over the 0 MB budget of the default "
+        r"model; train smaller trees",
+        result.output,
+        re.MULTILINE,
+    ), result.output

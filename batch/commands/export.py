@@ -45,6 +45,8 @@ def export(run_dir: Path, out_dir: Path, no_throughput: bool, quiet: bool) -> No
 
     summary = export_run(run_dir, out_dir, measure_throughput=not no_throughput, progress=progress)
     click.echo(summary["parity_line"])
+    for warning in summary["warnings"]:
+        click.echo(f"Warning: {warning}", err=True)
     throughput = summary["rows_per_second"]
     click.echo(
         f"wrote {out_dir / 'model.onnx'} ({summary['model_bytes']:,} bytes, "
