@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -238,3 +240,29 @@ def test_export_warns_over_the_size_budget(runner, stack_dir, tmp_path, monkeypa
         result.output,
         re.MULTILINE,
     ), result.output
+
+
+def test_export_without_training_extras_says_how_to_install(runner, stack_dir, tmp_path):
+    """A scoring-only install gets a one-line hint, not a traceback (keras made unimportable)."""
+    code = (
+        "import sys; sys.modules['keras'] = None\n"
+        "from click.testing import CliRunner\n"
+        "from batch.cli import cli\n"
+        f"r = CliRunner().invoke(cli, ['export', {str(stack_dir)!r}, '--out', "
+        f"{str(tmp_path / 'm')!r}])\n"
+        "print(r.exit_code); print(r.output)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    exit_code, output = result.stdout.split("\n", 1)
+    assert exit_code == "2"
+    assert output.strip() == (
+        "Error: export needs the training extras (keras is not installed); "
+        "install them with: pip install 'popbatch[train]'"
+    )
+    assert not (tmp_path / "m").exists()

@@ -7,6 +7,21 @@ from pathlib import Path
 
 import click
 
+from batch.errors import InputError
+
+# What export imports beyond the scoring install (the [train] extra).
+TRAINING_MODULES = {
+    "tensorflow",
+    "keras",
+    "sklearn",
+    "xgboost",
+    "joblib",
+    "onnx",
+    "skl2onnx",
+    "onnxmltools",
+    "tf2onnx",
+}
+
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path(path_type=Path))
@@ -43,7 +58,17 @@ def export(run_dir: Path, out_dir: Path, no_throughput: bool, quiet: bool) -> No
         if show_progress:
             click.echo(line, err=True)
 
-    summary = export_run(run_dir, out_dir, measure_throughput=not no_throughput, progress=progress)
+    try:
+        summary = export_run(
+            run_dir, out_dir, measure_throughput=not no_throughput, progress=progress
+        )
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TRAINING_MODULES:
+            raise
+        raise InputError(
+            f"export needs the training extras ({exc.name} is not installed); "
+            "install them with: pip install 'popbatch[train]'"
+        ) from None
     click.echo(summary["parity_line"])
     for warning in summary["warnings"]:
         click.echo(f"Warning: {warning}", err=True)
