@@ -86,8 +86,9 @@ def _register_xgboost() -> None:
 def _embed(sub, prefix: str, new_input: str) -> tuple[list, list, str, dict[str, int]]:
     """Prefix a sub-model's names and wire its single input to ``new_input``.
 
-    Returns its nodes, its initializers and the (prefixed) name of the output
-    to use: the only output of the network, or ``probabilities`` of a classifier.
+    Returns its nodes, its initializers, the (prefixed) name of the output to
+    use (the only output of the network, or ``probabilities`` of a classifier)
+    and its opset imports.
     """
     from onnx import compose
 
