@@ -19,6 +19,8 @@ from batch.errors import EXIT_INTERRUPTED, PopbatchError
 COMMANDS: dict[str, str] = {
     "drift": "batch.commands.drift:drift",
     "sql": "batch.commands.sql:sql",
+    "export": "batch.commands.export:export",
+    "model": "batch.commands.model:model",
 }
 
 EPILOG = """\b

@@ -15,3 +15,22 @@ SMALL_TITLE_CASE = DATA / "spotify_data_small.csv"
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+@pytest.fixture(scope="session")
+def stack_dir(tmp_path_factory) -> Path:
+    """A tiny real trained stack (tests/stack_factory.py), built once per session."""
+    from stack_factory import build_stack  # tests/ is on sys.path (rootdir conftest)
+
+    directory = tmp_path_factory.mktemp("run") / "stack"
+    build_stack(TRACKS_2000, directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def exported_model(stack_dir, tmp_path_factory) -> tuple[Path, dict]:
+    """``stack_dir`` exported through the Python API: (model directory, summary)."""
+    from export.build import export_run
+
+    out = tmp_path_factory.mktemp("exported")
+    return out, export_run(stack_dir.parent, out)

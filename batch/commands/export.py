@@ -1,0 +1,80 @@
+"""``popbatch export RUN_DIR --out MODEL_DIR``: the trained stack as one ONNX graph + manifest."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from batch.errors import InputError
+
+# What export imports beyond the scoring install (the [train] extra).
+TRAINING_MODULES = {
+    "tensorflow",
+    "keras",
+    "sklearn",
+    "xgboost",
+    "joblib",
+    "onnx",
+    "skl2onnx",
+    "onnxmltools",
+    "tf2onnx",
+}
+
+
+@click.command("export")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model directory to write (model.onnx + manifest.json).",
+)
+@click.option(
+    "--no-throughput",
+    is_flag=True,
+    help="Skip the ~2 s onnxruntime throughput measurement written to the manifest.",
+)
+@click.option(
+    "--quiet", "-q", is_flag=True, help="No progress lines on stderr (off anyway when not a TTY)."
+)
+def export(run_dir: Path, out_dir: Path, no_throughput: bool, quiet: bool) -> None:
+    """Export the stack trained into RUN_DIR to one ONNX graph plus its manifest.
+
+    Converts the scaler, the Keras network, the RandomForest, XGBoost and the
+    meta learner into MODEL_DIR/model.onnx, proves on the test split that the
+    graph gives the native stack's probabilities (max |diff| <= 1e-5, labels
+    identical) and only then writes model.onnx and manifest.json. Needs the
+    training extras.
+    """
+    # Heavy imports (TensorFlow, converters) only when the command runs.
+    from export.build import export_run
+
+    show_progress = not quiet and sys.stderr.isatty()
+
+    def progress(line: str) -> None:
+        if show_progress:
+            click.echo(line, err=True)
+
+    try:
+        summary = export_run(
+            run_dir, out_dir, measure_throughput=not no_throughput, progress=progress
+        )
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TRAINING_MODULES:
+            raise
+        raise InputError(
+            f"export needs the training extras ({exc.name} is not installed); "
+            "install them with: pip install 'popbatch[train]'"
+        ) from None
+    click.echo(summary["parity_line"])
+    for warning in summary["warnings"]:
+        click.echo(f"Warning: {warning}", err=True)
+    throughput = summary["rows_per_second"]
+    click.echo(
+        f"wrote {out_dir / 'model.onnx'} ({summary['model_bytes']:,} bytes, "
+        f"id {summary['model_id'][:12]})"
+        + (f", {throughput:,} rows/s on 2 threads" if throughput else "")
+    )

@@ -1,0 +1,88 @@
+"""``popbatch model info [MODEL_DIR]``: what a model is, read from its manifest only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from batch.manifest import default_model_dir, load_model
+
+
+@click.group("model")
+def model() -> None:
+    """Inspect exported models (model.onnx + manifest.json)."""
+
+
+@model.command("info")
+@click.argument("model_dir", required=False, type=click.Path(path_type=Path), metavar="[MODEL_DIR]")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+def info(model_dir: Path | None, as_json: bool) -> None:
+    """Show a model's id, label, threshold, features, metrics, size and speed.
+
+    MODEL_DIR defaults to the embedded default model. The model file is
+    verified against the manifest's sha256 first, as the scorer does.
+    """
+    bundle = load_model(model_dir)
+    if as_json:
+        click.echo(json.dumps(bundle.manifest, indent=2))
+        return
+    click.echo("\n".join(summary_lines(bundle.manifest, bundle.directory, len(bundle.onnx_bytes))))
+
+
+def summary_lines(manifest: dict[str, Any], directory: Path, size: int) -> list[str]:
+    label = manifest.get("label", {})
+    data = manifest.get("training_data", {})
+    names = [f["name"] for f in manifest["features"]]
+    genre = manifest.get("genre")
+    genres = "not used"
+    if genre is not None:
+        genres = f"{len(genre['vocabulary'])} genres + {genre['other']}"
+    default = " (embedded default)" if directory == default_model_dir() else ""
+    lines = [
+        f"model       {directory}{default}",
+        f"id          {manifest['model_id']}",
+        f"created     {manifest.get('created_at', '?')} by popbatch "
+        f"{manifest.get('popbatch_version', '?')}",
+        f"trained on  {data.get('file', '?')} ({data.get('rows', '?')} rows, "
+        f"sha256 {str(data.get('sha256', '?'))[:12]})",
+        f"label       popular = {label.get('definition', '?')}",
+        f"threshold   {manifest['threshold']:.6g} (probability >= threshold is popular)",
+        f"features    {len(names)}: {', '.join(names[:14])}"
+        + (f", ... {len(names) - 14} more" if len(names) > 14 else ""),
+        f"genre       {genres}",
+        f"size        {size:,} bytes",
+    ]
+    throughput = manifest.get("throughput")
+    if throughput:
+        lines.append(
+            f"throughput  {throughput['rows_per_second']:,} rows/s "
+            f"({throughput['threads']} threads, batch {throughput['batch_size']:,})"
+        )
+    lines += metric_lines(manifest.get("metrics", {}))
+    return lines
+
+
+def metric_lines(metrics: dict[str, Any], path: str = "") -> list[str]:
+    """One line per model that has ROC-AUC/PR-AUC, test split first if the report nests splits."""
+    if "test" in metrics and isinstance(metrics["test"], dict):
+        return metric_lines(metrics["test"], "test ")
+    lines = []
+    for name, values in metrics.items():
+        if not isinstance(values, dict):
+            continue
+        shown = [f"{k} {values[k]:.4f}" for k in ("roc_auc", "pr_auc") if _number(values.get(k))]
+        at_threshold = values.get("at_threshold")
+        if isinstance(at_threshold, dict) and _number(at_threshold.get("f1")):
+            shown.append(f"f1 at threshold {at_threshold['f1']:.4f}")
+        elif _number(values.get("f1")):
+            shown.append(f"f1 {values['f1']:.4f}")
+        if shown:
+            lines.append(f"metrics     {path}{name}: {', '.join(shown)}")
+    return lines
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

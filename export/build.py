@@ -1,0 +1,156 @@
+"""``export_run``: a trained run directory -> ``model.onnx`` + ``manifest.json``, parity proven.
+
+Needs the training extras (TensorFlow, scikit-learn, xgboost, the converters);
+``popbatch train`` calls :func:`export_run` at the end, ``popbatch export`` runs it alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from batch.errors import InputError, OutputError
+from batch.manifest import MANIFEST_FILE
+from export import parity as parity_check
+from export import runtime
+from export.manifest import MODEL_FILE, build_manifest
+from models.stack import STACK_FILE
+
+STACK_DIR = "stack"
+# onnxruntime holds tree ensembles at about 10x their file size; the scorer must stay < 600 MB.
+SIZE_BUDGET = 20_000_000
+
+
+def stack_directory(run_dir: Path) -> Path:
+    """``RUN_DIR/stack`` (or ``run_dir`` itself when it is a stack directory)."""
+    run_dir = Path(run_dir)
+    for candidate in (run_dir / STACK_DIR, run_dir):
+        if (candidate / STACK_FILE).is_file():
+            return candidate
+    raise InputError(
+        f"{run_dir}: no {STACK_DIR}/{STACK_FILE}; pass the --out directory of 'popbatch train'"
+    )
+
+
+def export_run(
+    run_dir: Path,
+    out_dir: Path,
+    *,
+    measure_throughput: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Export the stack of ``run_dir`` to ``out_dir/model.onnx`` and ``out_dir/manifest.json``.
+
+    Parameters
+    ----------
+    run_dir
+        The output directory of ``popbatch train`` (holding ``stack/``), or a stack directory.
+    out_dir
+        The model directory to write; created if missing, existing files replaced.
+    measure_throughput
+        Measure onnxruntime rows/s (2 threads, batch 65,536) for the manifest (~2 s).
+    progress
+        Called with one line per stage.
+
+    Returns
+    -------
+    dict
+        ``model_dir``, ``model_id``, ``model_bytes``, ``parity`` (rows, max_abs_diff,
+        labels_identical), ``parity_line`` (the printed proof), ``rows_per_second`` and
+        ``warnings`` (e.g. the file exceeds the 20 MB budget of the default model).
+
+    Raises
+    ------
+    InputError
+        ``run_dir`` holds no stack.
+    ModelError
+        Parity fails (max |diff| > 1e-5 or a label differs); nothing is written.
+    OutputError
+        ``out_dir`` cannot be written.
+    """
+    # TensorFlow's C++ start-up notices (oneDNN, CPU features) are noise for a user.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from models.stack import NativeStack
+
+    say = progress or (lambda line: None)
+    stack_dir = stack_directory(run_dir)
+    say(f"loading the stack from {stack_dir}")
+    stack = NativeStack.load(stack_dir)
+
+    say("converting the network, the forest, XGBoost and the meta learner to one ONNX graph")
+    from export.graph import build_graph
+
+    model = build_graph(stack)
+    model_bytes = runtime.optimize(model.SerializeToString())
+    _check(model_bytes)
+    opsets = _opsets(model_bytes)
+
+    say("proving parity on the test split")
+    x = parity_check.split_matrix(stack_dir, stack.feature_names)
+    probability, label = runtime.predict(model_bytes, x)
+    parity = parity_check.compare(stack.predict_proba(x), probability, label, stack.threshold)
+    parity_check.require(parity)
+
+    throughput = None
+    if measure_throughput:
+        say("measuring onnxruntime throughput (2 threads, batch 65,536)")
+        throughput = runtime.measure_throughput(model_bytes, x)
+    manifest = build_manifest(stack, model_bytes, parity.manifest(), opsets, throughput)
+    out_dir = Path(out_dir)
+    write_model(out_dir, model_bytes, manifest)
+    warnings = []
+    if len(model_bytes) > SIZE_BUDGET:
+        warnings.append(
+            f"model.onnx is {len(model_bytes) / 1e6:.1f} MB, over the {SIZE_BUDGET / 1e6:.0f} MB "
+            "budget of the default model; train smaller trees (fewer, shallower) for scoring"
+        )
+    return {
+        "warnings": warnings,
+        "model_dir": str(out_dir),
+        "model_id": manifest["model_id"],
+        "model_bytes": len(model_bytes),
+        "parity": parity.manifest(),
+        "parity_line": parity.line(),
+        "rows_per_second": throughput["rows_per_second"] if throughput else None,
+    }
+
+
+def _check(model_bytes: bytes) -> None:
+    """The optimised file must still be valid plain ONNX (loadable outside onnxruntime)."""
+    import onnx
+
+    onnx.checker.check_model(onnx.load_from_string(model_bytes), full_check=True)
+
+
+def _opsets(model_bytes: bytes) -> dict[str, int]:
+    import onnx
+
+    model = onnx.load_from_string(model_bytes)
+    return {(o.domain or "ai.onnx"): o.version for o in model.opset_import}
+
+
+def write_model(out_dir: Path, model_bytes: bytes, manifest: dict[str, Any]) -> None:
+    """Write both files via temporary names and renames, so no half-written model is seen.
+
+    The model goes first: a reader between the two renames finds an old manifest whose
+    model_id no longer matches and refuses it, rather than scoring with a wrong manifest.
+    """
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staged = []
+        for name, data in (
+            (MODEL_FILE, model_bytes),
+            (MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode("utf-8")),
+        ):
+            temporary = out_dir / f".{name}.tmp"
+            temporary.write_bytes(data)
+            staged.append((temporary, out_dir / name))
+        for temporary, final in staged:
+            os.replace(temporary, final)
+    except OSError as exc:
+        for temporary, _ in locals().get("staged", []):
+            temporary.unlink(missing_ok=True)
+        raise OutputError(f"{out_dir}: cannot write the model ({exc.strerror})") from None

@@ -1,0 +1,224 @@
+"""The native stack as ONE ONNX graph.
+
+Graph (input ``features`` float32 [N, F])::
+
+    clipped = Min(Max(features, clip_lower), clip_upper)     # skipped when unbounded
+    ann     = network((clipped - scaler_mean) / scaler_scale)  # tf2onnx
+    rf      = TreeEnsembleRegressor(clipped)                   # skl2onnx trees, one score
+    xgb     = Sigmoid(TreeEnsembleRegressor(clipped))          # onnxmltools trees
+    z       = [ann, rf, xgb] @ meta_coef + meta_intercept      # in float64, like the native
+    probability = float32(Sigmoid(z))                          # [N]
+    label       = int64(Sigmoid(z) >= threshold)               # [N]
+
+``onnx.compose.merge_models`` joins models output-to-input only, so the fan-out
+of ``clipped`` to three sub-graphs is assembled here: each converter's graph is
+prefixed (``ann/``, ``rf/``, ``xgb/``), its input renamed to the shared tensor,
+and all nodes are concatenated in topological order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from export.trees import ML_OPSET
+
+INPUT = "features"
+PROBABILITY = "probability"
+LABEL = "label"
+OPSET = 17
+# How the forest and XGBoost are emitted (export/trees.py). Measured on the 10k sample
+# (single-thread CPU rows/s, batch 65,536, RF 50x8 + XGB 300x4): classifier3 195k,
+# regressor3 223k, ensemble5 (ai.onnx.ml 5 TreeEnsemble) 211-218k; RF 20x6 + XGB 100x3:
+# 516k / 643k / 627k. regressor3 is fastest and needs only ai.onnx.ml 3.
+TREE_FORM = "regressor3"
+
+
+def _ann_graph(stack, width: int):
+    """The Keras network as an ONNX model with input ``x`` [N, F] and one [N, 1] output."""
+    import tensorflow as tf
+    import tf2onnx
+
+    network = stack.ann
+
+    signature = [tf.TensorSpec([None, width], tf.float32, name="x")]
+
+    @tf.function(input_signature=signature)
+    def forward(x):
+        # training=False: Dropout is the identity, as in predict().
+        return network(x, training=False)
+
+    model, _ = tf2onnx.convert.from_function(forward, input_signature=signature, opset=OPSET)
+    return model
+
+
+def _tree_graph(estimator, width: int):
+    """A RandomForest or XGBoost classifier as ONNX: input ``x``, ``probabilities`` [N, 2]."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    _register_xgboost()
+    return convert_sklearn(
+        estimator,
+        initial_types=[("x", FloatTensorType([None, width]))],
+        options={id(estimator): {"zipmap": False}},
+        target_opset={"": OPSET, "ai.onnx.ml": 3},  # what the converters emit
+    )
+
+
+def _register_xgboost() -> None:
+    """Let skl2onnx convert XGBClassifier with onnxmltools' converter (accepts opset 17)."""
+    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+    from xgboost import XGBClassifier
+
+    update_registered_converter(
+        XGBClassifier,
+        "XGBoostXGBClassifier",
+        calculate_linear_classifier_output_shapes,
+        convert_xgboost,
+        options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
+    )
+
+
+def _embed(sub, prefix: str, new_input: str) -> tuple[list, list, str, dict[str, int]]:
+    """Prefix a sub-model's names and wire its single input to ``new_input``.
+
+    Returns its nodes, its initializers, the (prefixed) name of the output to
+    use (the only output of the network, or ``probabilities`` of a classifier)
+    and its opset imports.
+    """
+    from onnx import compose
+
+    sub = compose.add_prefix(sub, prefix)
+    graph = sub.graph
+    constants = {t.name for t in graph.initializer}
+    (old_input,) = [i.name for i in graph.input if i.name not in constants]
+    outputs = [o.name for o in graph.output]
+    output = next((o for o in outputs if o.endswith("probabilities")), outputs[0])
+    nodes = []
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name == old_input:
+                node.input[k] = new_input
+        nodes.append(node)
+    return nodes, list(graph.initializer), output, _opsets(sub)
+
+
+def _single_score(sub_nodes: list, tree_form: str, source: str, column: str, prefix: str):
+    """Replace a converted classifier by its one-score form (export/trees.py)."""
+    from export.trees import score_nodes
+
+    (classifier,) = [n for n in sub_nodes if n.op_type == "TreeEnsembleClassifier"]
+    if list(classifier.input) != [source]:
+        raise ValueError(f"{prefix}: the tree ensemble does not read the features directly")
+    return score_nodes(classifier, tree_form, source, column, prefix)
+
+
+def _opsets(model) -> dict[str, int]:
+    return {o.domain or "": o.version for o in model.opset_import}
+
+
+def _const(name: str, value: Any, dtype) -> Any:
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.asarray(value, dtype), name)
+
+
+def build_graph(stack, tree_form: str = TREE_FORM) -> Any:
+    """Build the checked ``onnx.ModelProto`` that reproduces ``stack.predict_proba``.
+
+    ``tree_form`` is one of :data:`export.trees.TREE_FORMS`.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    width = len(stack.feature_names)
+    nodes, inits = [], []
+    opsets: dict[str, int] = {"": OPSET}
+
+    clipped = INPUT
+    if any(v is not None for v in stack.clip_lower):
+        lower = [np.finfo(np.float32).min if v is None else v for v in stack.clip_lower]
+        inits.append(_const("clip_lower", lower, np.float32))
+        nodes.append(helper.make_node("Max", [clipped, "clip_lower"], ["clipped_low"]))
+        clipped = "clipped_low"
+    if any(v is not None for v in stack.clip_upper):
+        upper = [np.finfo(np.float32).max if v is None else v for v in stack.clip_upper]
+        inits.append(_const("clip_upper", upper, np.float32))
+        nodes.append(helper.make_node("Min", [clipped, "clip_upper"], ["clipped"]))
+        clipped = "clipped"
+
+    inits += [
+        _const("scaler_mean", stack.scaler_mean, np.float32),
+        _const("scaler_scale", stack.scaler_scale, np.float32),
+    ]
+    nodes += [
+        helper.make_node("Sub", [clipped, "scaler_mean"], ["centred"]),
+        helper.make_node("Div", ["centred", "scaler_scale"], ["scaled"]),
+    ]
+
+    columns = []
+    parts = (
+        ("ann/", _ann_graph(stack, width), "scaled"),
+        ("rf/", _tree_graph(stack.rf, width), clipped),
+        ("xgb/", _tree_graph(stack.xgb, width), clipped),
+    )
+    inits.append(_const("ann_shape", [-1, 1], np.int64))
+    if tree_form == "classifier3":
+        inits.append(_const("column_1", [1], np.int64))
+    for prefix, sub, source in parts:
+        sub_nodes, sub_inits, output, sub_opsets = _embed(sub, prefix, source)
+        column = f"{prefix}p"
+        if prefix == "ann/":
+            sub_nodes.append(helper.make_node("Reshape", [output, "ann_shape"], [column]))
+        elif tree_form == "classifier3":  # probability of class 1, kept 2-D: [N, 1]
+            sub_nodes.append(helper.make_node("Gather", [output, "column_1"], [column], axis=1))
+        else:
+            sub_nodes, sub_inits = _single_score(sub_nodes, tree_form, source, column, prefix)
+            sub_opsets["ai.onnx.ml"] = ML_OPSET[tree_form]
+        nodes += sub_nodes
+        inits += sub_inits
+        for domain, version in sub_opsets.items():
+            opsets[domain] = max(opsets.get(domain, 0), version)
+        columns.append(column)
+
+    inits += [
+        _const("meta_coef", np.asarray(stack.meta_coef).reshape(3, 1), np.float64),
+        _const("meta_intercept", [stack.meta_intercept], np.float64),
+        _const("threshold", stack.threshold, np.float64),
+        _const("flat", [-1], np.int64),
+    ]
+    nodes += [
+        helper.make_node("Concat", columns, ["base"], axis=1),
+        # The native meta learner computes in float64; so does the graph, so labels
+        # at the threshold agree.
+        helper.make_node("Cast", ["base"], ["base64"], to=TensorProto.DOUBLE),
+        helper.make_node("MatMul", ["base64", "meta_coef"], ["z0"]),
+        helper.make_node("Add", ["z0", "meta_intercept"], ["z"]),
+        helper.make_node("Sigmoid", ["z"], ["p64_2d"]),
+        helper.make_node("Reshape", ["p64_2d", "flat"], ["p64"]),
+        helper.make_node("Cast", ["p64"], [PROBABILITY], to=TensorProto.FLOAT),
+        helper.make_node("GreaterOrEqual", ["p64", "threshold"], ["popular"]),
+        helper.make_node("Cast", ["popular"], [LABEL], to=TensorProto.INT64),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "popbatch_stack",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", width])],
+        [
+            helper.make_tensor_value_info(PROBABILITY, TensorProto.FLOAT, ["N"]),
+            helper.make_tensor_value_info(LABEL, TensorProto.INT64, ["N"]),
+        ],
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())],
+        producer_name="popbatch",
+    )
+    model.ir_version = 8  # onnxruntime 1.31 reads IR 10; 8 keeps older runtimes working
+    onnx.checker.check_model(model, full_check=True)
+    return model

@@ -1,0 +1,136 @@
+"""manifest.json: what the scorer, ``popbatch model info`` and ``popbatch drift`` know
+about a model, written from the native stack (schema: ``export/manifest_schema.json``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from batch import __version__
+from batch.manifest import SUPPORTED_FORMAT
+from models.features import GENRE_COLUMN, KEY_COLUMN, NUMERIC_FEATURES, OTHER_GENRE, onehot_name
+
+SCHEMA_FILE = Path(__file__).with_name("manifest_schema.json")
+MODEL_FILE = "model.onnx"
+PACKAGES = (
+    "onnx",
+    "onnxruntime",
+    "skl2onnx",
+    "onnxmltools",
+    "tf2onnx",
+    "tensorflow-cpu",
+    "keras",
+    "scikit-learn",
+    "xgboost-cpu",
+    "numpy",
+)
+
+
+def schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def feature_entries(stack) -> list[dict[str, Any]]:
+    """One manifest entry per model input, in input order."""
+    numeric = {f.name: f for f in NUMERIC_FEATURES}
+    stats = stack.info.get("feature_stats", {})
+    genre_names = {onehot_name(g): g for g in (stack.genre_vocabulary or [])}
+    genre_names[onehot_name(OTHER_GENRE)] = OTHER_GENRE
+    entries = []
+    for name in stack.feature_names:
+        train = dict(stats[name])
+        if name in numeric:
+            impute = train.pop("impute")
+            entries.append(
+                {
+                    "name": name,
+                    "kind": "numeric",
+                    "column": name,
+                    "valid_min": numeric[name].valid_min,
+                    "valid_max": numeric[name].valid_max,
+                    "impute": impute,
+                    "train": train,
+                }
+            )
+        elif name in genre_names:
+            entries.append(
+                {
+                    "name": name,
+                    "kind": "onehot",
+                    "column": GENRE_COLUMN,
+                    "category": genre_names[name],
+                    "train": train,
+                }
+            )
+        else:
+            raise ValueError(f"feature {name!r} is neither numeric nor a genre one-hot")
+    return entries
+
+
+def build_manifest(
+    stack,
+    onnx_bytes: bytes,
+    parity: dict[str, Any],
+    opsets: dict[str, int],
+    throughput: dict[str, Any] | None = None,
+    created_at: str | None = None,
+) -> dict[str, Any]:
+    """The manifest of ``onnx_bytes`` exported from ``stack`` (a ``models.stack.NativeStack``)."""
+    info = stack.info
+    label = info["label"]
+    data = info["training_data"]
+    manifest = {
+        "format_version": SUPPORTED_FORMAT,
+        "model_file": MODEL_FILE,
+        "model_id": hashlib.sha256(onnx_bytes).hexdigest(),
+        "model_bytes": len(onnx_bytes),
+        "created_at": created_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "popbatch_version": __version__,
+        "training_data": {
+            "file": data["file"],
+            "table": data.get("table"),
+            "sha256": data["sha256"],
+            "rows": int(data["rows"]),
+        },
+        "label": {
+            "column": label["column"],
+            "popular_above": label["popular_above"],
+            "definition": f"{label['column']} > {label['popular_above']}",
+        },
+        "threshold": float(stack.threshold),
+        "input": {"name": "features", "dtype": "float32", "width": len(stack.feature_names)},
+        "outputs": {"probability": "probability", "label": "label"},
+        "key": KEY_COLUMN,
+        "genre": None
+        if stack.genre_vocabulary is None
+        else {
+            "column": GENRE_COLUMN,
+            "vocabulary": list(stack.genre_vocabulary),
+            "other": OTHER_GENRE,
+            "optional": True,
+        },
+        "features": feature_entries(stack),
+        "metrics": info.get("metrics", {}),
+        "params": info.get("params", {}),
+        "parity": parity,
+        "opsets": opsets,
+        "packages": package_versions(),
+    }
+    if throughput is not None:
+        manifest["throughput"] = throughput
+    return manifest

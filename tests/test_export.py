@@ -1,0 +1,268 @@
+"""popbatch export: one ONNX graph from the native stack, parity proven, manifest written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import polars as pl
+import pytest
+
+from batch.cli import cli
+from export import parity as parity_check
+from export.manifest import build_manifest, schema
+from models.features import NUMERIC_FEATURES, OTHER_GENRE
+
+PARITY_LINE = re.compile(
+    r"^parity on ([\d,]+) test rows: max \|native - onnx\| = (\S+) \(tolerance 1e-05\), "
+    r"labels identical: yes$",
+    re.MULTILINE,
+)
+
+
+@pytest.fixture(scope="module")
+def native(stack_dir):
+    from models.stack import NativeStack
+
+    return NativeStack.load(stack_dir)
+
+
+def onnx_outputs(model_dir: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import onnxruntime as ort
+
+    path = str(model_dir / "model.onnx")
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    probability, label = session.run(["probability", "label"], {"features": x})
+    return probability, label
+
+
+def test_export_run_reproduces_the_native_stack(exported_model, native, stack_dir):
+    """Recomputed here, independently of export's own check, in a plain session."""
+    model_dir, summary = exported_model
+    test = pl.read_parquet(stack_dir / "test.parquet")
+    x = test.select(native.feature_names).to_numpy().astype(np.float32)
+    probability, label = onnx_outputs(model_dir, x)
+    expected = native.predict_proba(x)
+    assert probability.dtype == np.float32 and probability.shape == (test.height,)
+    assert label.dtype == np.int64 and label.shape == (test.height,)
+    assert np.abs(probability - expected).max() <= 1e-5
+    np.testing.assert_array_equal(label.astype(bool), expected >= native.threshold)
+    # both classes occur, so "labels identical" is not trivially true
+    assert 0 < label.sum() < len(label)
+    assert summary["parity"]["rows"] == test.height
+    assert summary["parity"]["max_abs_diff"] <= 1e-5
+    assert summary["parity"]["labels_identical"] is True
+
+
+def test_clipping_is_part_of_the_graph(exported_model, native, stack_dir):
+    """Rows far outside the training range are clipped in ONNX as in the native stack."""
+    model_dir, _ = exported_model
+    x = pl.read_parquet(stack_dir / "test.parquet").select(native.feature_names).to_numpy()
+    extreme = x.astype(np.float32).copy()
+    numeric = len(NUMERIC_FEATURES)
+    extreme[: len(x) // 2, :numeric] *= 50.0
+    extreme[len(x) // 2 :, :numeric] *= -50.0
+    assert (native.clip(extreme) != extreme).any()
+    probability, label = onnx_outputs(model_dir, extreme)
+    expected = native.predict_proba(extreme)
+    assert np.abs(probability - expected).max() <= 1e-5
+    np.testing.assert_array_equal(label.astype(bool), expected >= native.threshold)
+
+
+def test_manifest_validates_and_describes_the_graph(exported_model, native):
+    import jsonschema
+    import onnx
+
+    model_dir, summary = exported_model
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    jsonschema.Draft202012Validator(schema()).validate(manifest)
+    model_bytes = (model_dir / "model.onnx").read_bytes()
+    assert manifest["model_id"] == hashlib.sha256(model_bytes).hexdigest() == summary["model_id"]
+    assert manifest["model_bytes"] == len(model_bytes)
+    graph = onnx.load_from_string(model_bytes).graph
+    width = graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    assert graph.input[0].name == "features"
+    assert width == manifest["input"]["width"] == len(manifest["features"])
+    assert [f["name"] for f in manifest["features"]] == native.feature_names
+    assert manifest["threshold"] == native.threshold
+    assert manifest["label"]["definition"] == "popularity > 71"
+    ranges = {f.name: (f.valid_min, f.valid_max) for f in NUMERIC_FEATURES}
+    for entry in manifest["features"]:
+        if entry["kind"] == "numeric":
+            assert (entry["valid_min"], entry["valid_max"]) == ranges[entry["name"]]
+            assert entry["impute"] == native.info["feature_stats"][entry["name"]]["impute"]
+    assert manifest["genre"]["vocabulary"] == native.genre_vocabulary
+    assert manifest["genre"]["other"] == OTHER_GENRE
+    assert manifest["throughput"]["threads"] == 2
+    assert manifest["throughput"]["batch_size"] == 65_536
+    assert manifest["throughput"]["rows_per_second"] > 0
+
+
+def test_stack_without_genre_exports_with_parity(tmp_path):
+    """A --no-genre model: 14 inputs, clipping on, genre null in a valid manifest."""
+    import jsonschema
+    from stack_factory import build_stack
+
+    from export.build import export_run
+
+    tracks = Path(__file__).parent / "data" / "tracks_2000.csv"
+    build_stack(tracks, tmp_path / "run" / "stack", with_genre=False, ann_epochs=1)
+    summary = export_run(tmp_path / "run", tmp_path / "model", measure_throughput=False)
+    assert summary["parity"]["max_abs_diff"] <= 1e-5
+    assert summary["parity"]["labels_identical"] is True
+    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
+    jsonschema.Draft202012Validator(schema()).validate(manifest)
+    assert manifest["genre"] is None
+    assert [f["name"] for f in manifest["features"]] == [f.name for f in NUMERIC_FEATURES]
+
+
+def test_manifest_without_genre_is_null_and_valid():
+    import jsonschema
+
+    stats = {"min": 0.0, "max": 1.0, "mean": 0.5, "std": 0.1, "impute": 0.5}
+    stats |= {"quantiles": {"0.5": 0.5}, "bins": {"edges": [0.5], "shares": [0.5, 0.5]}}
+    stack = SimpleNamespace(
+        feature_names=["energy"],
+        genre_vocabulary=None,
+        threshold=0.3,
+        info={
+            "label": {"column": "popularity", "popular_above": 71},
+            "training_data": {"file": "t.csv", "table": None, "sha256": "0" * 64, "rows": 3},
+            "feature_stats": {"energy": stats},
+        },
+    )
+    parity = {"rows": 1, "max_abs_diff": 0.0, "labels_identical": True}
+    manifest = build_manifest(stack, b"onnx", parity, {"ai.onnx": 17})
+    jsonschema.Draft202012Validator(schema()).validate(manifest)
+    assert manifest["genre"] is None
+    assert manifest["features"][0]["impute"] == 0.5
+    assert "impute" not in manifest["features"][0]["train"]
+
+
+def test_cli_export_prints_parity_and_writes_the_model(runner, stack_dir, tmp_path):
+    out = tmp_path / "exported"
+    result = runner.invoke(
+        cli, ["export", str(stack_dir.parent), "--out", str(out), "-q", "--no-throughput"]
+    )
+    assert result.exit_code == 0, result.output
+    match = PARITY_LINE.search(result.output)
+    assert match, result.output
+    rows = pl.read_parquet(stack_dir / "test.parquet").height
+    assert int(match.group(1).replace(",", "")) == rows
+    assert float(match.group(2)) <= 1e-5
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    assert "throughput" not in json.loads((out / "manifest.json").read_text())
+
+
+def test_parity_failure_writes_nothing(runner, stack_dir, tmp_path, monkeypatch):
+    from models.stack import NativeStack
+
+    original = NativeStack.predict_proba
+    monkeypatch.setattr(NativeStack, "predict_proba", lambda self, x: original(self, x) + 1e-4)
+    out = tmp_path / "refused"
+    result = runner.invoke(cli, ["export", str(stack_dir), "--out", str(out), "-q"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: parity failed, nothing written: parity on ")
+    assert "labels identical" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_parity_requires_identical_labels_even_when_close():
+    parity = parity_check.compare(
+        np.array([0.5, 0.2]), np.array([0.4999999, 0.2]), np.array([0, 0]), threshold=0.5
+    )
+    assert parity.max_abs_diff <= 1e-5 and not parity.labels_identical
+    assert parity.label_mismatches == 1
+    with pytest.raises(Exception, match="labels identical: no \\(1 differ\\)") as error:
+        parity_check.require(parity)
+    assert type(error.value).__name__ == "ModelError"
+
+
+def test_export_without_a_stack_is_a_usage_error(runner, tmp_path):
+    result = runner.invoke(cli, ["export", str(tmp_path), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert result.output == (
+        f"Error: {tmp_path}: no stack/stack.json; pass the --out directory of 'popbatch train'\n"
+    )
+
+
+def test_model_info_summarises_the_manifest(runner, exported_model):
+    model_dir, summary = exported_model
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    result = runner.invoke(cli, ["model", "info", str(model_dir)])
+    assert result.exit_code == 0, result.output
+    assert f"id          {summary['model_id']}" in result.output
+    assert f"threshold   {manifest['threshold']:.6g}" in result.output
+    assert "label       popular = popularity > 71" in result.output
+    assert f"features    {len(manifest['features'])}: duration_ms, explicit," in result.output
+    assert f"size        {summary['model_bytes']:,} bytes" in result.output
+    roc_auc = manifest["metrics"]["test"]["stack"]["roc_auc"]
+    assert f"metrics     test stack: roc_auc {roc_auc:.4f}, pr_auc " in result.output
+
+
+def test_model_info_json_is_the_manifest(runner, exported_model):
+    model_dir, _ = exported_model
+    result = runner.invoke(cli, ["model", "info", str(model_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == json.loads((model_dir / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("form", ["classifier3", "regressor3", "ensemble5"])
+def test_every_tree_form_reproduces_the_native_stack(native, stack_dir, form):
+    """The three ways of emitting the trees (export/trees.py) give the same probabilities."""
+    from export import runtime
+    from export.graph import build_graph
+
+    x = parity_check.split_matrix(stack_dir, native.feature_names)
+    model_bytes = build_graph(native, form).SerializeToString()
+    probability, label = runtime.predict(model_bytes, x)
+    parity = parity_check.compare(native.predict_proba(x), probability, label, native.threshold)
+    assert parity.ok, parity.line()
+
+
+def test_export_warns_over_the_size_budget(runner, stack_dir, tmp_path, monkeypatch):
+    import export.build
+
+    monkeypatch.setattr(export.build, "SIZE_BUDGET", 1000)
+    result = runner.invoke(
+        cli, ["export", str(stack_dir), "--out", str(tmp_path / "m"), "-q", "--no-throughput"]
+    )
+    assert result.exit_code == 0, result.output
+    assert re.search(
+        r"^Warning: model\.onnx is [\d.]+ MB, over the 0 MB budget of the default "
+        r"model; train smaller trees",
+        result.output,
+        re.MULTILINE,
+    ), result.output
+
+
+def test_export_without_training_extras_says_how_to_install(runner, stack_dir, tmp_path):
+    """A scoring-only install gets a one-line hint, not a traceback (keras made unimportable)."""
+    code = (
+        "import sys; sys.modules['keras'] = None\n"
+        "from click.testing import CliRunner\n"
+        "from batch.cli import cli\n"
+        f"r = CliRunner().invoke(cli, ['export', {str(stack_dir)!r}, '--out', "
+        f"{str(tmp_path / 'm')!r}])\n"
+        "print(r.exit_code); print(r.output)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    exit_code, output = result.stdout.split("\n", 1)
+    assert exit_code == "2"
+    assert output.strip() == (
+        "Error: export needs the training extras (keras is not installed); "
+        "install them with: pip install 'popbatch[train]'"
+    )
+    assert not (tmp_path / "m").exists()
