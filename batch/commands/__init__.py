@@ -1,0 +1,1 @@
+"""One module per ``popbatch`` command; each only parses options and reports."""

@@ -1,0 +1,471 @@
+"""Catalog batches -> the model's float32 feature matrix, with per-row validation.
+
+A :class:`Preprocessor` is built from a model manifest and the user's column
+options (``--map``, ``--fill``, ``--key``, ``--columns``), then bound to an
+input's schema with :meth:`Preprocessor.bind`, which checks every required
+column is there *before* any row is read or any output opened. Each batch then
+goes through polars expressions only (no per-row Python):
+
+- column names normalised exactly as in training
+  (:func:`models.features.normalized_names`), then ``--map`` renames;
+- numbers parsed (text is stripped and cast; ``explicit`` accepts
+  True/False/true/false/1/0 via :func:`models.features.parse_explicit`);
+- a row is invalid when a model input is null, NaN, infinite, not a number,
+  or outside the manifest's ``valid_min``/``valid_max``; invalid rows are
+  returned separately with a reason and their original values;
+- the genre is stripped and lowercased and one-hot encoded over the manifest
+  vocabulary; unknown or missing genres go to the "other" bucket.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from batch.errors import InputError, InvalidRowError, SchemaError
+from models.features import normalize_column_name, normalized_names, parse_explicit
+
+# Columns the scorer adds; an input column of the same name is never passed through.
+OUTPUT_COLUMNS = ("popularity_prob", "popular", "model_id", "scored_at")
+ROW_COLUMN = "row"
+REASON_COLUMN = "reason"
+_BAD = "__popbatch_bad__"
+_GENRE_POS = "__popbatch_genre_position__"
+_EXPLICIT = "explicit"
+
+
+@dataclass(frozen=True)
+class NumericInput:
+    """One numeric model input as the manifest describes it."""
+
+    name: str
+    column: str
+    position: int
+    valid_min: float | None
+    valid_max: float | None
+
+
+@dataclass
+class Prepared:
+    """One preprocessed batch.
+
+    Attributes
+    ----------
+    features
+        float32 [n_valid, F] in the manifest's feature order, C-contiguous.
+    passthrough
+        The output's input columns (normalised names) for the valid rows.
+    rejects
+        ``row``, ``reason`` and the original values (as text) of invalid rows,
+        or None when every row is valid.
+    rows
+        Rows in the input batch (valid + rejected).
+    """
+
+    features: np.ndarray
+    passthrough: pa.RecordBatch
+    rejects: pa.RecordBatch | None
+    rows: int
+    genre_other: int = 0
+
+    @property
+    def rows_rejected(self) -> int:
+        return 0 if self.rejects is None else self.rejects.num_rows
+
+
+@dataclass
+class Preprocessor:
+    """Turns input batches into the model's feature matrix, as the manifest says.
+
+    Parameters
+    ----------
+    manifest
+        The model manifest (``ModelBundle.manifest``).
+    key
+        Key column (normalised name); defaults to the manifest's ``key``.
+    columns
+        ``"key"`` (default), ``"all"``, or a list of column names to pass
+        through to the output beside the scores.
+    maps
+        ``{new: old}``: read model column ``new`` from input column ``old``.
+    fills
+        ``{column: value}``: a constant for a column the input lacks (or for
+        its nulls when it has the column).
+    on_invalid
+        ``"reject"`` returns invalid rows in :attr:`Prepared.rejects`;
+        ``"fail"`` raises :class:`~batch.errors.InvalidRowError` at the first.
+    """
+
+    manifest: Mapping[str, Any]
+    key: str | None = None
+    columns: str | Sequence[str] = "key"
+    maps: Mapping[str, str] = field(default_factory=dict)
+    fills: Mapping[str, str] = field(default_factory=dict)
+    on_invalid: str = "reject"
+
+    def __post_init__(self) -> None:
+        if self.on_invalid not in ("reject", "fail"):
+            raise InputError(f"--on-invalid must be reject or fail, not {self.on_invalid!r}")
+        self.key = normalize_column_name(self.key or self.manifest.get("key") or "track_id")
+        self.width = int(self.manifest["input"]["width"])
+        self.numeric: list[NumericInput] = []
+        self.genre_positions: dict[str, int] = {}
+        for position, feature in enumerate(self.manifest["features"]):
+            if feature["kind"] == "numeric":
+                self.numeric.append(
+                    NumericInput(
+                        feature["name"],
+                        normalize_column_name(feature["column"]),
+                        position,
+                        feature.get("valid_min"),
+                        feature.get("valid_max"),
+                    )
+                )
+            else:
+                self.genre_positions[_genre_text(feature["category"])] = position
+        genre = self.manifest.get("genre")
+        self.genre_column = normalize_column_name(genre["column"]) if genre else None
+        self.genre_optional = bool(genre and genre.get("optional", False))
+        self.other_position = (
+            self.genre_positions.get(_genre_text(genre["other"])) if genre else None
+        )
+        self.maps = {normalize_column_name(k): v for k, v in self.maps.items()}
+        self.fills = {normalize_column_name(k): v for k, v in self.fills.items()}
+        self._fill_values = self._parse_fills()
+        self.source_name = "input"
+        self._bound = False
+
+    # ----------------------------------------------------------------- binding
+    def _parse_fills(self) -> dict[str, Any]:
+        inputs = {n.column: n for n in self.numeric}
+        values: dict[str, Any] = {}
+        for column, text in self.fills.items():
+            if column in inputs:
+                spec = inputs[column]
+                if column == _EXPLICIT:
+                    parsed = pl.DataFrame({"v": [text]}).select(parse_explicit("v"))["v"][0]
+                else:
+                    try:
+                        parsed = float(text)
+                    except ValueError:
+                        parsed = None
+                if parsed is None or not np.isfinite(parsed) or not _in_range(parsed, spec):
+                    raise InputError(
+                        f"--fill {column}={text}: not a valid {column} value"
+                        + f" (a number{_range_text(spec)})"
+                    )
+                values[column] = float(parsed)
+            elif column == self.genre_column:
+                values[column] = str(text)
+            else:
+                model_columns = [n.column for n in self.numeric]
+                if self.genre_column:
+                    model_columns.append(self.genre_column)
+                raise InputError(
+                    f"--fill {column}={text}: {column} is not a model input; "
+                    f"model inputs: {', '.join(model_columns)}"
+                )
+        return values
+
+    def bind(self, schema: pa.Schema, source_name: str = "input") -> Preprocessor:
+        """Resolve the input's columns; raise before any output if one is missing.
+
+        Raises
+        ------
+        SchemaError
+            Missing required columns (listing the closest names present), two
+            columns normalising to one name, or an unknown ``--columns`` name.
+        InputError
+            A ``--map`` naming a column the input does not have.
+        """
+        self.source_name = source_name
+        originals = list(schema.names)
+        final = dict(normalized_names(originals, source_name))  # original -> final name
+        for new, old in self.maps.items():
+            hits = [o for o in originals if o == old or final[o] == normalize_column_name(old)]
+            if not hits:
+                raise InputError(
+                    f"--map {new}={old}: {source_name} has no column {old!r}"
+                    + _closest_text(old, originals)
+                )
+            final[hits[0]] = new
+        by_final: dict[str, str] = {}
+        for original, name in final.items():
+            if name in by_final:
+                raise SchemaError(
+                    f"{source_name}: two columns would be named {name!r} "
+                    f"({by_final[name]!r} and {original!r}); fix --map or drop one column"
+                )
+            by_final[name] = original
+        self.by_final = by_final
+        self.input_types = {final[o]: schema.field(o).type for o in originals}
+
+        missing = [
+            n.column
+            for n in self.numeric
+            if n.column not in by_final and n.column not in self.fills
+        ]
+        genre_present = self.genre_column in by_final or self.genre_column in self.fills
+        if self.genre_column and not genre_present and not self.genre_optional:
+            missing.append(self.genre_column)
+        if missing:
+            present = list(by_final)
+            hints = "; ".join(f"{m}{_closest_text(m, present, bare=True)}" for m in missing)
+            raise SchemaError(
+                f"{source_name}: missing required column{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(missing)} ({hints}); rename one with --map NAME=COLUMN or supply "
+                "a constant with --fill NAME=VALUE"
+            )
+        self.genre_source = self.genre_column if self.genre_column in by_final else None
+        self.passthrough = self._passthrough(by_final)
+
+        feature_columns = [n.column for n in self.numeric if n.column in by_final]
+        if self.genre_source:
+            feature_columns.append(self.genre_source)
+        needed = set(feature_columns) | set(self.passthrough)
+        # Read in input order: the rejects output then shows columns as the input has them.
+        self.read_columns = [o for o in originals if final[o] in needed]
+        self.feature_columns = feature_columns
+        self._bound = True
+        return self
+
+    def _passthrough(self, by_final: Mapping[str, str]) -> list[str]:
+        if self.columns == "key":
+            if self.key not in by_final:
+                raise SchemaError(
+                    f"{self.source_name}: no key column {self.key!r}"
+                    + _closest_text(self.key, list(by_final))
+                    + "; name the key with --key COLUMN, or pass --columns all"
+                )
+            return [self.key]
+        if self.columns == "all":
+            return [n for n in by_final if n not in OUTPUT_COLUMNS]
+        wanted = [normalize_column_name(c) for c in self.columns]
+        unknown = [c for c in wanted if c not in by_final]
+        if unknown:
+            raise SchemaError(
+                f"{self.source_name}: --columns names unknown column(s) {', '.join(unknown)}"
+                + _closest_text(unknown[0], list(by_final))
+            )
+        return [c for c in dict.fromkeys(wanted) if c not in OUTPUT_COLUMNS]
+
+    @property
+    def output_schema(self) -> pa.Schema:
+        """Schema of the passthrough columns (normalised names, input types)."""
+        self._require_bound()
+        return pa.schema([(c, self.input_types[c]) for c in self.passthrough])
+
+    @property
+    def rejects_schema(self) -> pa.Schema:
+        """``row``, ``reason``, then every column read, as text with its input name."""
+        self._require_bound()
+        fields = [(ROW_COLUMN, pa.int64()), (REASON_COLUMN, pa.string())]
+        fields += [
+            (o, pa.string()) for o in self.read_columns if o not in (ROW_COLUMN, REASON_COLUMN)
+        ]
+        return pa.schema(fields)
+
+    @property
+    def fills_applied(self) -> dict[str, dict[str, Any]]:
+        """What ``--fill`` did: ``{column: {"value": v, "column_absent": bool}}``."""
+        by_final = getattr(self, "by_final", {})
+        return {
+            c: {"value": v, "column_absent": c not in by_final}
+            for c, v in self._fill_values.items()
+        }
+
+    def _require_bound(self) -> None:
+        if not self._bound:
+            raise RuntimeError("Preprocessor.bind(schema) must be called first")
+
+    # --------------------------------------------------------------- transform
+    def transform(self, batch: pa.RecordBatch, first_row: int = 1) -> Prepared:
+        """Preprocess one batch whose first row is row number ``first_row`` (1-based)."""
+        self._require_bound()
+        n = batch.num_rows
+        renamed = batch.select([self.by_final[c] for c in self.feature_columns]).rename_columns(
+            self.feature_columns
+        )
+        frame = pl.from_arrow(renamed)
+        if frame.width == 0:  # every model input comes from --fill
+            frame = pl.DataFrame({_BAD: np.zeros(n, bool)})
+        parsed = {spec.column: self._parsed(frame, spec) for spec in self.numeric}
+        ok = [_valid(expr, spec) for spec, expr in zip(self.numeric, parsed.values(), strict=True)]
+        exprs = [expr.alias(column) for column, expr in parsed.items()]
+        exprs.append((~pl.all_horizontal(ok)).alias(_BAD))
+        if self.genre_column:
+            exprs.append(self._genre_position())
+        # with_columns broadcasts --fill literals to the batch's height; select would not.
+        table = frame.with_columns(exprs).select([e.meta.output_name() for e in exprs])
+        bad = table[_BAD].to_numpy()
+        n_bad = int(bad.sum())
+
+        rejects = None
+        passthrough = batch.select([self.by_final[c] for c in self.passthrough]).rename_columns(
+            self.passthrough
+        )
+        if n_bad:
+            rejects = self._rejects(batch, frame, parsed, bad, first_row)
+            keep = pa.array(~bad)
+            passthrough = passthrough.filter(keep)
+            table = table.filter(~pl.col(_BAD))
+        features, genre_other = self._matrix(table)
+        return Prepared(features, passthrough, rejects, n, genre_other)
+
+    def _parsed(self, frame: pl.DataFrame, spec: NumericInput) -> pl.Expr:
+        """A Float64 expression for one model input (null where it is not a number)."""
+        column = spec.column
+        if column not in frame.columns:
+            return pl.lit(self._fill_values[column], dtype=pl.Float64)
+        dtype = frame.schema[column]
+        if dtype.is_numeric() or dtype == pl.Boolean:
+            expr = pl.col(column).cast(pl.Float64)
+        elif column == _EXPLICIT:
+            expr = parse_explicit(column)
+        else:
+            text = pl.col(column) if dtype == pl.String else pl.col(column).cast(pl.String)
+            expr = text.str.strip_chars().cast(pl.Float64, strict=False)
+        if column in self._fill_values:
+            expr = pl.when(pl.col(column).is_null()).then(self._fill_values[column]).otherwise(expr)
+        return expr
+
+    def _genre_position(self) -> pl.Expr:
+        if self.genre_source is None:
+            fill = self._fill_values.get(self.genre_column)
+            position = self.genre_positions.get(_genre_text(fill), self.other_position)
+            return pl.lit(position if fill is not None else self.other_position, pl.Int32).alias(
+                _GENRE_POS
+            )
+        text = pl.col(self.genre_source).cast(pl.String).str.strip_chars().str.to_lowercase()
+        fill = self._fill_values.get(self.genre_column)
+        if fill is not None:
+            text = text.fill_null(_genre_text(fill))
+        return text.replace_strict(
+            list(self.genre_positions),
+            list(self.genre_positions.values()),
+            default=self.other_position,
+            return_dtype=pl.Int32,
+        ).alias(_GENRE_POS)
+
+    def _matrix(self, table: pl.DataFrame) -> tuple[np.ndarray, int]:
+        rows = table.height
+        out = np.zeros((rows, self.width), np.float32)
+        if rows == 0:
+            return out, 0
+        numeric = table.select([s.column for s in self.numeric]).to_numpy(order="c")
+        out[:, [s.position for s in self.numeric]] = numeric
+        genre_other = 0
+        if self.genre_column:
+            positions = table[_GENRE_POS].to_numpy()
+            out[np.arange(rows), positions] = 1.0
+            genre_other = int((positions == self.other_position).sum())
+        return out, genre_other
+
+    def _rejects(
+        self,
+        batch: pa.RecordBatch,
+        frame: pl.DataFrame,
+        parsed: Mapping[str, pl.Expr],
+        bad: np.ndarray,
+        first_row: int,
+    ) -> pa.RecordBatch:
+        bad_frame = frame.filter(pl.Series(bad))
+        reasons = [
+            _reason(spec, parsed[spec.column], spec.column in bad_frame.columns)
+            for spec in self.numeric
+        ]
+        reason = bad_frame.select(pl.concat_str(reasons, separator="; ", ignore_nulls=True))
+        rows = first_row + np.flatnonzero(bad)
+        if self.on_invalid == "fail":
+            key = ""
+            if self.key in self.by_final:
+                value = batch.column(self.by_final[self.key])[int(rows[0] - first_row)].as_py()
+                key = f" ({self.key} {value})"
+            raise InvalidRowError(
+                f"{self.source_name}: row {rows[0]}{key}: {reason.to_series()[0]}; fix the row, "
+                "or use --on-invalid reject to write such rows to the rejects output"
+            )
+        originals = batch.select(self.read_columns).filter(pa.array(bad))
+        arrays = [pa.array(rows, pa.int64()), reason.to_series().to_arrow().cast(pa.string())]
+        arrays += [_as_text(originals.column(i)) for i in range(originals.num_columns)]
+        return pa.RecordBatch.from_arrays(arrays, schema=self.rejects_schema)
+
+
+def _valid(expr: pl.Expr, spec: NumericInput) -> pl.Expr:
+    ok = expr.is_finite()
+    if spec.valid_min is not None:
+        ok = ok & (expr >= spec.valid_min)
+    if spec.valid_max is not None:
+        ok = ok & (expr <= spec.valid_max)
+    return ok.fill_null(False)
+
+
+def _reason(spec: NumericInput, parsed: pl.Expr, present: bool) -> pl.Expr:
+    """Why one value is invalid (null when it is fine): one short phrase."""
+    name = spec.column
+    original = pl.col(name).cast(pl.String) if present else pl.lit(None, pl.String)
+    not_a = "true/false/1/0" if name == _EXPLICIT else "a number"
+    value = parsed.cast(pl.String)
+    expr = (
+        pl.when(parsed.is_null() & original.is_null())
+        .then(pl.lit(f"{name} is missing"))
+        .when(parsed.is_null())
+        .then(pl.format(f"{name} {{}} is not {not_a}", original))
+        .when(parsed.is_nan())
+        .then(pl.lit(f"{name} is NaN"))
+        .when(parsed.is_infinite())
+        .then(pl.format(f"{name} {{}} is infinite", value))
+    )
+    if spec.valid_min is not None:
+        expr = expr.when(parsed < spec.valid_min).then(
+            pl.format(f"{name} {{}} is outside{_range_text(spec)}", value)
+        )
+    if spec.valid_max is not None:
+        expr = expr.when(parsed > spec.valid_max).then(
+            pl.format(f"{name} {{}} is outside{_range_text(spec)}", value)
+        )
+    return expr.otherwise(pl.lit(None, pl.String))
+
+
+def _in_range(value: float, spec: NumericInput) -> bool:
+    return (spec.valid_min is None or value >= spec.valid_min) and (
+        spec.valid_max is None or value <= spec.valid_max
+    )
+
+
+def _range_text(spec: NumericInput) -> str:
+    if spec.valid_min is None and spec.valid_max is None:
+        return ""
+    low = "-inf" if spec.valid_min is None else f"{spec.valid_min:g}"
+    high = "inf" if spec.valid_max is None else f"{spec.valid_max:g}"
+    return f" [{low}, {high}]"
+
+
+def _genre_text(value: Any) -> str:
+    return str(value).strip().lower() if value is not None else ""
+
+
+def _as_text(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    try:
+        return array.cast(pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        return pa.array([None if v is None else str(v) for v in array.to_pylist()], pa.string())
+
+
+def _closest_text(name: str, present: Sequence[str], bare: bool = False) -> str:
+    """`` (closest: 'a', 'b')`` for the names most like ``name``, or ``""``."""
+    close = difflib.get_close_matches(name, list(present), n=3, cutoff=0.6)
+    if not close:
+        close = difflib.get_close_matches(
+            normalize_column_name(name), [normalize_column_name(p) for p in present], 3, 0.6
+        )
+    if not close:
+        return ": no similar column present" if bare else ""
+    names = ", ".join(repr(c) for c in close)
+    return f": closest present {names}" if bare else f" (closest: {names})"
