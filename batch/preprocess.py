@@ -216,11 +216,11 @@ class Preprocessor:
             missing.append(self.genre_column)
         if missing:
             present = list(by_final)
-            hints = "; ".join(f"{m}{_closest_text(m, present, bare=True)}" for m in missing)
+            listed = ", ".join(f"{m}{_closest_text(m, present)}" for m in missing)
             raise SchemaError(
                 f"{source_name}: missing required column{'s' if len(missing) > 1 else ''} "
-                f"{', '.join(missing)} ({hints}); rename one with --map NAME=COLUMN or supply "
-                "a constant with --fill NAME=VALUE"
+                f"{listed}; rename a column with --map NAME=COLUMN or supply a constant "
+                "with --fill NAME=VALUE"
             )
         self.genre_source = self.genre_column if self.genre_column in by_final else None
         self.passthrough = self._passthrough(by_final)
@@ -458,14 +458,13 @@ def _as_text(array: pa.Array | pa.ChunkedArray) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in array.to_pylist()], pa.string())
 
 
-def _closest_text(name: str, present: Sequence[str], bare: bool = False) -> str:
-    """`` (closest: 'a', 'b')`` for the names most like ``name``, or ``""``."""
+def _closest_text(name: str, present: Sequence[str]) -> str:
+    """`` (closest present: 'a', 'b')`` for the names most like ``name``, or ``""``."""
     close = difflib.get_close_matches(name, list(present), n=3, cutoff=0.6)
     if not close:
         close = difflib.get_close_matches(
             normalize_column_name(name), [normalize_column_name(p) for p in present], 3, 0.6
         )
     if not close:
-        return ": no similar column present" if bare else ""
-    names = ", ".join(repr(c) for c in close)
-    return f": closest present {names}" if bare else f" (closest: {names})"
+        return ""
+    return f" (closest present: {', '.join(repr(c) for c in close)})"

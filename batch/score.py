@@ -64,6 +64,8 @@ class RunSummary:
         """The one summary line printed on stderr at the end of a run."""
         rejected = f", {self.rows_rejected:,} rejected" if self.rows_rejected else ""
         rejects = f" (rejects: {self.rejects})" if self.rows_rejected and self.rejects else ""
+        if self.rows_written is not None and self.rows_written != self.rows_scored:
+            rejects += f", {self.rows_written:,} rows written (one per key)"
         return (
             f"scored {self.rows_scored:,} of {self.rows_read:,} rows{rejected} from {self.input} "
             f"into {self.output}{rejects} in {self.seconds:.2f} s "

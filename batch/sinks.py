@@ -292,9 +292,9 @@ class DuckDBSink(Sink):
 
     def apply(self, con) -> None:
         """Run this sink's statements inside the caller's open transaction."""
-        if self.only_if_rows and self.rows == 0 and not _table_exists(con, self.table_sql):
+        exists = _table_exists(con, self.table)
+        if self.only_if_rows and self.rows == 0 and not exists:
             return
-        exists = _table_exists(con, self.table_sql)
         if self.mode == "replace" or not exists:
             con.execute(
                 f"CREATE OR REPLACE TABLE {self.table_sql} AS "
@@ -366,14 +366,23 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _table_exists(con, table_sql: str) -> bool:
-    import duckdb
-
-    try:
-        con.execute(f"SELECT 1 FROM {table_sql} LIMIT 0")
-    except duckdb.CatalogException:
-        return False
-    return True
+def _table_exists(con, table: str) -> bool:
+    """Whether a (validated) table name exists, asked without raising: inside a
+    DuckDB transaction any error aborts it, and a later COMMIT silently rolls back.
+    """
+    parts = table.lower().split(".")
+    schema = parts[-2] if len(parts) > 1 else "main"
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE lower(table_name) = ? "
+        "AND lower(schema_name) = ? AND (? IS NULL OR lower(database_name) = ?)",
+        [
+            parts[-1],
+            schema,
+            parts[0] if len(parts) == 3 else None,
+            parts[0] if len(parts) == 3 else None,
+        ],
+    ).fetchall()
+    return bool(found[0][0])
 
 
 def _count(con, table_sql: str) -> int:

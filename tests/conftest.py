@@ -15,3 +15,13 @@ SMALL_TITLE_CASE = DATA / "spotify_data_small.csv"
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """A small real ONNX model + valid manifest (tests/model_factory.py), built once."""
+    from model_factory import build_model, validate_manifest
+
+    directory = build_model(tmp_path_factory.mktemp("model") / "logistic")
+    validate_manifest(directory)
+    return directory
