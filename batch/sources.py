@@ -210,13 +210,19 @@ class ParquetSource(Source):
         if not inputs:
             raise InputError("no Parquet input given")
         super().__init__(", ".join(inputs))
+        # pre_buffer caches every column chunk read from a file until the file is
+        # done: peak memory would grow with the file (a 2M-row file held ~all its
+        # compressed bytes). Without it memory stays flat.
+        fmt = ds.ParquetFileFormat(
+            default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False)
+        )
         try:
             if len(inputs) == 1 and Path(inputs[0]).is_dir():
-                self.dataset = ds.dataset(inputs[0], format="parquet", partitioning="hive")
+                self.dataset = ds.dataset(inputs[0], format=fmt, partitioning="hive")
             else:
                 files, base = _expand(inputs)
                 self.dataset = ds.dataset(
-                    files, format="parquet", partitioning="hive", partition_base_dir=base
+                    files, format=fmt, partitioning="hive", partition_base_dir=base
                 )
             self._total = self.dataset.count_rows()
         except (pa.ArrowInvalid, OSError) as exc:
@@ -234,12 +240,16 @@ class ParquetSource(Source):
         self, columns: Sequence[str] | None = None, batch_size: int = 65536
     ) -> Iterator[pa.RecordBatch]:
         try:
-            # Small readahead keeps memory flat: a few batches in flight, not files.
+            # No readahead and no scanner threads: with them the scanner decodes row
+            # groups ahead of a slower consumer without bound (a 2M-row file was
+            # held almost whole). The job's reader thread already overlaps reading
+            # with inference.
             batches = self.dataset.to_batches(
                 columns=list(columns) if columns is not None else None,
                 batch_size=batch_size,
-                batch_readahead=2,
-                fragment_readahead=1,
+                batch_readahead=0,
+                fragment_readahead=0,
+                use_threads=False,
             )
             yield from _rows_at_most(iter(batches), batch_size)
         except (pa.ArrowInvalid, OSError) as exc:
