@@ -130,6 +130,12 @@ class Preprocessor:
             else:
                 self.genre_positions[_genre_text(feature["category"])] = position
         genre = self.manifest.get("genre")
+        positions = [n.position for n in self.numeric]
+        contiguous = positions == list(range(positions[0], positions[0] + len(positions)))
+        # A slice (the usual layout: numeric inputs first) copies ~3x faster than a list.
+        self._numeric_index = (
+            slice(positions[0], positions[0] + len(positions)) if contiguous else positions
+        )
         self.genre_column = normalize_column_name(genre["column"]) if genre else None
         self.genre_optional = bool(genre and genre.get("optional", False))
         self.other_position = (
@@ -359,7 +365,7 @@ class Preprocessor:
         if rows == 0:
             return out, 0
         numeric = table.select([s.column for s in self.numeric]).to_numpy(order="c")
-        out[:, [s.position for s in self.numeric]] = numeric
+        out[:, self._numeric_index] = numeric
         genre_other = 0
         if self.genre_column:
             positions = table[_GENRE_POS].to_numpy()

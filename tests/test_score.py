@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -21,10 +22,12 @@ from conftest import SMALL_TITLE_CASE, TRACKS_2000
 from model_factory import training_matrix
 
 from batch.cli import cli
+from batch.manifest import default_model_dir
 from batch.score import RunSummary, default_output, score
 from batch.sinks import ParquetSink
 from batch.sources import CsvSource
 
+SAMPLE = Path(__file__).resolve().parents[1] / "batch" / "sample" / "catalog.csv"
 SCORE_COLUMNS = ["popularity_prob", "popular", "model_id", "scored_at"]
 
 
@@ -347,3 +350,23 @@ def test_default_output_is_beside_the_input(runner, model_dir, tmp_path, tracks_
     assert (tmp_path / "catalog.scored.parquet").exists()
     assert default_output(tracks_db, table="tracks") == tmp_path / "catalog.tracks.scored.parquet"
     assert default_output(tmp_path / "parts") == tmp_path / "parts.scored.parquet"
+
+
+@pytest.mark.skipif(
+    not (default_model_dir() / "manifest.json").exists(),
+    reason="the embedded default model (models/default) is not built yet",
+)
+def test_readme_first_command_with_the_embedded_model(runner, tmp_path, monkeypatch):
+    """`popbatch score batch/sample/catalog.csv -o scored.parquet`, as the README says."""
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(cli, ["score", str(SAMPLE), "-o", "scored.parquet"])
+    assert result.exit_code == 0, result.output
+    frame = pl.read_parquet(tmp_path / "scored.parquet")
+    assert frame.height + _rejected(tmp_path) == 1000
+    assert frame["popularity_prob"].is_between(0, 1).all()
+    assert "into scored.parquet" in result.output
+
+
+def _rejected(directory) -> int:
+    path = directory / "scored.rejects.parquet"
+    return pl.read_parquet(path).height if path.exists() else 0
