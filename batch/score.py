@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from batch.errors import InputError
 from batch.manifest import ModelBundle, load_model
-from batch.preprocess import Prepared, Preprocessor
+from batch.preprocess import FeatureBuffer, Prepared, Preprocessor
 from batch.runner import OnnxScorer
 from batch.sinks import SCORE_FIELDS, Sink, commit_all, open_sink, rejects_sink_for
 from batch.sources import GLOB_CHARS, Source, open_source
@@ -224,6 +224,7 @@ class _Job:
         self.scored_at = pa.scalar(scored_at.replace(tzinfo=None), SCORE_FIELDS[3].type)
         self.schema = pa.schema([*preprocessor.output_schema, *SCORE_FIELDS])
         self.stop = threading.Event()
+        self.buffers: queue.Queue[FeatureBuffer] = queue.Queue()
 
     def run(self, batch_size: int) -> None:
         opened: list[Sink] = []
@@ -238,6 +239,8 @@ class _Job:
             with reader, _Writer(self._write, self.QUEUE_DEPTH, self.stop) as writer:
                 for prepared in reader:
                     probability, popular = self.scorer.predict(prepared.features)
+                    self.buffers.put(prepared.buffer)  # the matrix is no longer needed
+                    prepared.features = None
                     writer.put((prepared, probability, popular))
                     self._count(prepared)
             # The source may be the database we write to: close it before committing.
@@ -251,11 +254,28 @@ class _Job:
             raise
 
     def _prepare(self, batch_size: int) -> Iterator[Prepared]:
+        # One feature matrix being built, one queued, one in inference: three
+        # buffers, handed back by the inference loop, so none is ever allocated
+        # per batch (created lazily; untouched pages cost no memory).
+        width = self.preprocessor.width
+        for _ in range(self.QUEUE_DEPTH + 2):
+            self.buffers.put(FeatureBuffer(min(batch_size, 1 << 20), width))
         next_row = 1
         for batch in self.source.batches(self.preprocessor.read_columns, batch_size):
-            prepared = self.preprocessor.transform(batch, first_row=next_row)
+            buffer = self._free_buffer()
+            if buffer is None:
+                return  # the run is stopping
+            prepared = self.preprocessor.transform(batch, first_row=next_row, buffer=buffer)
             next_row += batch.num_rows
             yield prepared
+
+    def _free_buffer(self) -> FeatureBuffer | None:
+        while not self.stop.is_set():
+            try:
+                return self.buffers.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
 
     def _count(self, prepared: Prepared) -> None:
         summary = self.summary
