@@ -160,10 +160,12 @@ class Preprocessor:
                 self.genre_positions[_genre_text(feature["category"])] = position
         genre = self.manifest.get("genre")
         positions = [n.position for n in self.numeric]
-        contiguous = positions == list(range(positions[0], positions[0] + len(positions)))
+        start = positions[0] if positions else 0
         # A slice (the usual layout: numeric inputs first) copies ~3x faster than a list.
-        self._numeric_index = (
-            slice(positions[0], positions[0] + len(positions)) if contiguous else positions
+        self._numeric_index: slice | list[int] = (
+            slice(start, start + len(positions))
+            if positions == list(range(start, start + len(positions)))
+            else positions
         )
         self.genre_column = normalize_column_name(genre["column"]) if genre else None
         self.genre_optional = bool(genre and genre.get("optional", False))

@@ -150,3 +150,27 @@ def test_genre_required_when_the_manifest_says_so(manifest):
     with pytest.raises(SchemaError, match="missing required column track_genre"):
         Preprocessor(strict).bind(schema, "cat.csv")
     Preprocessor(manifest).bind(schema, "cat.csv")  # optional: fine
+
+
+@pytest.mark.parametrize(
+    ("fill", "message"),
+    [
+        ({"tempo": "fast"}, "--fill tempo=fast: not a valid tempo value (a number [0, 1000])"),
+        ({"mode": "3"}, "--fill mode=3: not a valid mode value (a number [0, 1])"),
+        ({"popularity": "1"}, "--fill popularity=1: popularity is not a model input; model "),
+    ],
+)
+def test_bad_fill_values_are_refused_before_reading(manifest, fill, message):
+    with pytest.raises(InputError) as info:
+        Preprocessor(manifest, fills=fill)
+    assert str(info.value).startswith(message)
+
+
+def test_fill_replaces_empty_cells_of_a_present_column(manifest):
+    batch = _one_row_batch(time_signature=None)
+    prepared = (
+        Preprocessor(manifest, fills={"time_signature": "4"}).bind(batch.schema).transform(batch)
+    )
+    assert prepared.rejects is None
+    names = [f["name"] for f in manifest["features"]]
+    assert prepared.features[1, names.index("time_signature")] == 4.0
