@@ -370,3 +370,30 @@ def test_readme_first_command_with_the_embedded_model(runner, tmp_path, monkeypa
 def _rejected(directory) -> int:
     path = directory / "scored.rejects.parquet"
     return pl.read_parquet(path).height if path.exists() else 0
+
+
+def test_interrupt_midway_writes_nothing_and_keeps_previous_output(model_dir, tmp_path):
+    """Ctrl-C between batches: the temp file goes, the previous output stays."""
+    out = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"track_id": ["kept"]}), out)
+
+    def interrupt(rows_done, total):
+        if rows_done >= 600:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        score(TRACKS_2000, out, model_dir, batch_size=300, progress=interrupt)
+    assert pl.read_parquet(out)["track_id"].to_list() == ["kept"]
+    assert [p.name for p in tmp_path.iterdir()] == ["s.parquet"]
+
+
+def test_interrupt_exit_code_through_the_cli(runner, model_dir, tmp_path, monkeypatch):
+    import batch.score as scoring
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scoring._Job, "run", interrupted)
+    result = run(runner, model_dir, TRACKS_2000, "-o", tmp_path / "s.parquet")
+    assert result.exit_code == 130
+    assert result.output == "Error: interrupted; nothing partial was written\n"
