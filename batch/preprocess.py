@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from batch.errors import InputError, InvalidRowError, SchemaError
 from models.features import normalize_column_name, normalized_names, parse_explicit
@@ -167,6 +168,8 @@ class Preprocessor:
             if positions == list(range(start, start + len(positions)))
             else positions
         )
+        # Text columns Arrow may cast to float directly (explicit has its own words).
+        self._text_numeric = {n.column for n in self.numeric if n.column != _EXPLICIT}
         self.genre_column = normalize_column_name(genre["column"]) if genre else None
         self.genre_optional = bool(genre and genre.get("optional", False))
         self.other_position = (
@@ -335,17 +338,24 @@ class Preprocessor:
         renamed = batch.select([self.by_final[c] for c in self.feature_columns]).rename_columns(
             self.feature_columns
         )
-        frame = pl.from_arrow(renamed)
+        frame = pl.from_arrow(_plain_numbers(renamed, self._text_numeric))
         if frame.width == 0:  # every model input comes from --fill
             frame = pl.DataFrame({_BAD: np.zeros(n, bool)})
         parsed = {spec.column: self._parsed(frame, spec) for spec in self.numeric}
-        ok = [_valid(expr, spec) for spec, expr in zip(self.numeric, parsed.values(), strict=True)]
-        exprs = [expr.alias(column) for column, expr in parsed.items()]
-        exprs.append((~pl.all_horizontal(ok)).alias(_BAD))
+        # Parse once, then validate the parsed columns: eager polars does not
+        # eliminate common subexpressions, so reusing the parse expressions in
+        # the checks would parse every text column four times.
+        ok = [_valid(pl.col(spec.column), spec) for spec in self.numeric]
+        exprs = [(~pl.all_horizontal(ok)).alias(_BAD)]
         if self.genre_column:
             exprs.append(self._genre_position())
+        names = [*parsed, *(e.meta.output_name() for e in exprs)]
         # with_columns broadcasts --fill literals to the batch's height; select would not.
-        table = frame.with_columns(exprs).select([e.meta.output_name() for e in exprs])
+        table = (
+            frame.with_columns([expr.alias(column) for column, expr in parsed.items()])
+            .with_columns(exprs)
+            .select(names)
+        )
         bad = table[_BAD].to_numpy()
         n_bad = int(bad.sum())
 
@@ -439,6 +449,23 @@ class Preprocessor:
         arrays = [pa.array(rows, pa.int64()), reason.to_series().to_arrow().cast(pa.string())]
         arrays += [_as_text(originals.column(i)) for i in range(originals.num_columns)]
         return pa.RecordBatch.from_arrays(arrays, schema=self.rejects_schema)
+
+
+def _plain_numbers(batch: pa.RecordBatch, columns: set[str]) -> pa.RecordBatch:
+    """Cast text columns that hold only plain numbers with Arrow (~3x faster than
+    polars' strip-and-cast); a column with anything else ("12 ", "n/a") is left
+    as text for the polars path, which finds the bad rows and their reasons.
+    """
+    for index, column in enumerate(batch.schema):
+        if column.name in columns and (
+            pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+        ):
+            try:
+                numbers = pc.cast(batch.column(index), pa.float64())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue
+            batch = batch.set_column(index, column.name, numbers)
+    return batch
 
 
 def _valid(expr: pl.Expr, spec: NumericInput) -> pl.Expr:

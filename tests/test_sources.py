@@ -105,3 +105,19 @@ def test_duckdb_bad_files_and_query(tmp_path, db):
 def test_unknown_input_kind(tmp_path):
     with pytest.raises(InputError, match="unknown input type"):
         open_source(tmp_path / "catalog.xlsx")
+
+
+def test_csv_row_longer_than_a_block_is_read_once(tmp_path, monkeypatch):
+    """A field longer than the read block reopens the file with a larger block,
+    skipping the rows already yielded: every row arrives exactly once.
+    """
+    import batch.sources
+
+    monkeypatch.setattr(batch.sources, "CSV_BLOCK_BYTES", 1 << 16)
+    path = tmp_path / "long.csv"
+    rows = [f"{i},short" for i in range(3000)]
+    rows[2500] = "2500," + "y" * (1 << 18)  # 256 KB field, 4x the block
+    path.write_text("n,text\n" + "\n".join(rows) + "\n")
+    batches = list(open_source(path).batches(["n"], 1000))
+    numbers = [int(v) for b in batches for v in b.column("n").to_pylist()]
+    assert numbers == list(range(3000))
