@@ -397,3 +397,23 @@ def test_interrupt_exit_code_through_the_cli(runner, model_dir, tmp_path, monkey
     result = run(runner, model_dir, TRACKS_2000, "-o", tmp_path / "s.parquet")
     assert result.exit_code == 130
     assert result.output == "Error: interrupted; nothing partial was written\n"
+
+
+def test_progress_bar_draws_rows_of_total_only_when_enabled():
+    import io
+
+    from batch.progress import ProgressBar
+
+    stream = io.StringIO()
+    ProgressBar(stream)(100, 1000)  # StringIO is not a terminal: nothing drawn
+    assert stream.getvalue() == ""
+    bar = ProgressBar(stream, enabled=True)
+    bar(1000, 1000)
+    assert "100% 1,000/1,000 rows" in stream.getvalue()
+    bar(1200, None)  # redraws are throttled to 10 a second
+    assert "1,200 rows" not in stream.getvalue()
+    bar.last_draw = 0.0
+    bar(1500, None)  # CSV: no total known
+    assert "1,500 rows" in stream.getvalue().split("\r")[-1]
+    bar.close()
+    assert stream.getvalue().endswith("\r\033[K")
