@@ -296,6 +296,12 @@ class _Job:
             pa.repeat(self.model_id, n),
             pa.repeat(self.scored_at, n),
         ]
+        # A source may hand a later batch a slightly different type (e.g. a Parquet
+        # file whose column is int32 where the first was int64): conform to the output.
+        arrays = [
+            a if a.type == f.type else a.cast(f.type)
+            for a, f in zip(arrays, self.schema, strict=True)
+        ]
         if n:
             self.sink.write(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
         if prepared.rejects is not None:

@@ -18,7 +18,6 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -324,12 +323,11 @@ class DuckDBSource(Source):
             raise InputError(f"{self.path}: cannot open as DuckDB ({_one_line(exc)})") from None
         try:
             self.relation_sql = self._table_sql if table else f"({query})"
-            rel = self.con.sql(f"SELECT * FROM {self.relation_sql} AS source")
-            self._schema = pa.schema(
-                [
-                    pa.field(n, _duck_arrow_type(t))
-                    for n, t in zip(rel.columns, rel.types, strict=True)
-                ]
+            # The Arrow schema DuckDB will produce, from an empty result (cheap).
+            self._schema = (
+                self.con.sql(f"SELECT * FROM {self.relation_sql} AS source LIMIT 0")
+                .to_arrow_table()
+                .schema
             )
             self._total = (
                 self.con.sql(f"SELECT count(*) FROM {self._table_sql}").fetchall()[0][0]
@@ -386,24 +384,6 @@ class DuckDBSource(Source):
         if con is not None:
             con.close()
             self.con = None
-
-
-def _duck_arrow_type(duck_type: Any) -> pa.DataType:
-    """Approximate Arrow type of a DuckDB column (used for empty outputs only)."""
-    text = str(duck_type).upper()
-    simple = {
-        "BOOLEAN": pa.bool_(),
-        "TINYINT": pa.int8(),
-        "SMALLINT": pa.int16(),
-        "INTEGER": pa.int32(),
-        "BIGINT": pa.int64(),
-        "FLOAT": pa.float32(),
-        "DOUBLE": pa.float64(),
-        "VARCHAR": pa.string(),
-        "DATE": pa.date32(),
-        "TIMESTAMP": pa.timestamp("us"),
-    }
-    return simple.get(text, pa.string())
 
 
 def _one_line(exc: BaseException) -> str:

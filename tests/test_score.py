@@ -417,3 +417,20 @@ def test_progress_bar_draws_rows_of_total_only_when_enabled():
     assert "1,500 rows" in stream.getvalue().split("\r")[-1]
     bar.close()
     assert stream.getvalue().endswith("\r\033[K")
+
+
+def test_duckdb_column_types_pass_through_unchanged(runner, model_dir, tmp_path):
+    db = tmp_path / "typed.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute(
+        "CREATE TABLE tracks AS SELECT *, popularity::DECIMAL(10, 2) AS pop_decimal, "
+        f"DATE '2024-01-12' AS released FROM read_csv('{TRACKS_2000}')"
+    )
+    con.close()
+    out = tmp_path / "typed.parquet"
+    result = run(runner, model_dir, db, "--table", "tracks", "-o", out, "--columns", "all")
+    assert result.exit_code == 0, result.output
+    schema = pq.read_schema(out)
+    assert schema.field("pop_decimal").type == pa.decimal128(10, 2)
+    assert schema.field("released").type == pa.date32()
+    assert pq.read_metadata(out).num_rows == 2000
