@@ -332,7 +332,27 @@ class Preprocessor:
 
         With ``buffer`` the feature matrix is a view into it (valid until the
         buffer is reused); otherwise a new array.
+
+        Raises
+        ------
+        InvalidRowError
+            With ``on_invalid="fail"``, at the first invalid row.
+        InputError
+            When a model input column has a type that cannot hold numbers
+            (a list or struct column, for example).
         """
+        try:
+            return self._transform(batch, first_row, buffer)
+        except (pl.exceptions.PolarsError, pa.ArrowException) as exc:
+            raise InputError(
+                f"{self.source_name}: cannot read the model inputs from rows {first_row}-"
+                f"{first_row + batch.num_rows - 1} ({' '.join(str(exc).split())[:200]}); "
+                "check the column types"
+            ) from None
+
+    def _transform(
+        self, batch: pa.RecordBatch, first_row: int, buffer: FeatureBuffer | None
+    ) -> Prepared:
         self._require_bound()
         n = batch.num_rows
         renamed = batch.select([self.by_final[c] for c in self.feature_columns]).rename_columns(

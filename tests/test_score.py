@@ -434,3 +434,14 @@ def test_duckdb_column_types_pass_through_unchanged(runner, model_dir, tmp_path)
     assert schema.field("pop_decimal").type == pa.decimal128(10, 2)
     assert schema.field("released").type == pa.date32()
     assert pq.read_metadata(out).num_rows == 2000
+
+
+def test_a_column_type_that_cannot_hold_numbers_is_one_line_exit_2(runner, model_dir, tmp_path):
+    path = tmp_path / "lists.parquet"
+    frame = pl.read_csv(TRACKS_2000).with_columns(pl.concat_list("tempo").alias("tempo"))
+    frame.write_parquet(path)
+    result = run(runner, model_dir, path, "-o", tmp_path / "x.parquet")
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {path}: cannot read the model inputs from rows 1-2000")
+    assert result.output.count("\n") == 1
+    assert not (tmp_path / "x.parquet").exists()
