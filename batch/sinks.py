@@ -115,10 +115,13 @@ class FileSink(Sink):
         try:
             self._open_writer()
         except OSError as exc:
-            self.tmp = None
+            self.abort()
             raise OutputError(
                 f"{self.path}: cannot write in {directory} ({_reason(exc)})"
             ) from None
+        except pa.ArrowException as exc:  # e.g. a list column passed through to CSV
+            self.abort()
+            raise InputError(_unwritable(self.path, exc)) from None
 
     @abstractmethod
     def _open_writer(self) -> None: ...
@@ -131,6 +134,8 @@ class FileSink(Sink):
             self._write_batch(batch)
         except OSError as exc:
             raise OutputError(f"{self.path}: writing failed ({_reason(exc)})") from None
+        except pa.ArrowException as exc:
+            raise InputError(_unwritable(self.path, exc)) from None
 
     @abstractmethod
     def _write_batch(self, batch: pa.RecordBatch) -> None: ...
@@ -204,6 +209,13 @@ class CsvSink(FileSink):
         if self._writer is not None:
             writer, self._writer = self._writer, None
             writer.close()
+
+
+def _unwritable(path: Path, exc: BaseException) -> str:
+    return (
+        f"{path}: cannot write these columns as {path.suffix or 'this type'} "
+        f"({_one_line(exc)[:200]}); pass fewer --columns or write .parquet"
+    )
 
 
 def _fsync(path: Path | None) -> None:

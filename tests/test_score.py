@@ -445,3 +445,14 @@ def test_a_column_type_that_cannot_hold_numbers_is_one_line_exit_2(runner, model
     assert result.output.startswith(f"Error: {path}: cannot read the model inputs from rows 1-2000")
     assert result.output.count("\n") == 1
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_columns_csv_cannot_hold_are_refused_without_leftovers(runner, model_dir, tmp_path):
+    path = tmp_path / "lists.parquet"
+    pl.read_csv(TRACKS_2000).with_columns(pl.concat_list("artists")).write_parquet(path)
+    out = tmp_path / "out.csv"
+    result = run(runner, model_dir, path, "-o", out, "--columns", "all")
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {out}: cannot write these columns as .csv (")
+    assert result.output.endswith("; pass fewer --columns or write .parquet\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lists.parquet"]
