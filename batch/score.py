@@ -298,10 +298,16 @@ class _Job:
         ]
         # A source may hand a later batch a slightly different type (e.g. a Parquet
         # file whose column is int32 where the first was int64): conform to the output.
-        arrays = [
-            a if a.type == f.type else a.cast(f.type)
-            for a, f in zip(arrays, self.schema, strict=True)
-        ]
+        try:
+            arrays = [
+                a if a.type == f.type else a.cast(f.type)
+                for a, f in zip(arrays, self.schema, strict=True)
+            ]
+        except pa.ArrowException as exc:
+            raise InputError(
+                f"{self.source.name}: a column changed type part-way through the input "
+                f"({' '.join(str(exc).split())[:200]}); pass fewer --columns"
+            ) from None
         if n:
             self.sink.write(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
         if prepared.rejects is not None:
