@@ -7,7 +7,8 @@ prints peak RSS side by side. Acceptance (issue 4): peak RSS at 2M rows is
 at most ~1.2x that at 200k rows.
 
     python bench/memory.py                          # embedded default model
-    python bench/memory.py --model runs/test_model  # e.g. tests/model_factory.py output
+    python -m tests.model_factory runs/test_model   # the small real test model, then
+    python bench/memory.py --model runs/test_model
     python bench/memory.py --rows 200000 2000000 --batch-size 65536 --json out.json
 """
 

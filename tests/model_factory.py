@@ -7,6 +7,8 @@ The scorer only needs what ``popbatch export`` promises: ``model.onnx`` taking
 This module builds exactly that from a logistic regression fitted with numpy
 on ``tests/data/tracks_2000.csv`` (label: popularity > 71), so tests do not
 depend on the training stack or on the embedded default model.
+
+    python -m tests.model_factory runs/test_model   # same bytes every time
 """
 
 from __future__ import annotations
