@@ -170,15 +170,31 @@ class FileSink(Sink):
 
 
 class ParquetSink(FileSink):
-    """A zstd-compressed Parquet file, written incrementally (one row group per batch)."""
+    """A zstd-compressed Parquet file, written incrementally (one row group per batch).
 
-    def __init__(self, path: str | Path, compression: str = "zstd") -> None:
+    ``unique`` names columns whose values are (nearly) all different, such as
+    the key: they skip dictionary encoding, as do floats. Trying a dictionary
+    on a unique key and then falling back made writing 2.6x slower
+    (65,536-row batches of key + scores: 3.2M -> 8.4M rows/s, 11 -> 8 MB).
+    """
+
+    def __init__(
+        self, path: str | Path, compression: str = "zstd", unique: Sequence[str] = ()
+    ) -> None:
         super().__init__(path)
         self.compression = compression
+        self.unique = set(unique)
         self._writer: pq.ParquetWriter | None = None
 
     def _open_writer(self) -> None:
-        self._writer = pq.ParquetWriter(self.tmp, self.schema, compression=self.compression)
+        dictionary = [
+            f.name
+            for f in self.schema
+            if f.name not in self.unique and not pa.types.is_floating(f.type)
+        ]
+        self._writer = pq.ParquetWriter(
+            self.tmp, self.schema, compression=self.compression, use_dictionary=dictionary
+        )
 
     def _write_batch(self, batch: pa.RecordBatch) -> None:
         self._writer.write_batch(batch)
@@ -278,7 +294,9 @@ class DuckDBSink(Sink):
         self.schema = schema
         stage_name = f".{self.path.name}.{self.table}.stage.parquet"
         # Staging is read back once at commit: fast lz4 instead of compact zstd.
-        self.stage = ParquetSink(self.path.parent / stage_name, compression="lz4")
+        self.stage = ParquetSink(
+            self.path.parent / stage_name, compression="lz4", unique=[self.key]
+        )
         self.stage.open(schema)
 
     def _write(self, batch: pa.RecordBatch) -> None:
@@ -484,7 +502,7 @@ def open_sink(
     if mode != "replace":
         raise InputError(f"--mode {mode} applies to DuckDB outputs (-o FILE.duckdb --into TABLE)")
     if lower.endswith((".parquet", ".pq")):
-        return ParquetSink(text)
+        return ParquetSink(text, unique=[key])
     if lower.endswith(".csv"):
         return CsvSink(text, delimiter=delimiter)
     raise InputError(
