@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "sql": "batch.commands.sql:sql",
     "export": "batch.commands.export:export",
     "model": "batch.commands.model:model",
+    "score": "batch.commands.score:score",
 }
 
 EPILOG = """\b

@@ -34,3 +34,13 @@ def exported_model(stack_dir, tmp_path_factory) -> tuple[Path, dict]:
 
     out = tmp_path_factory.mktemp("exported")
     return out, export_run(stack_dir.parent, out)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """A small real ONNX model + valid manifest (tests/model_factory.py), built once."""
+    from model_factory import build_model, validate_manifest
+
+    directory = build_model(tmp_path_factory.mktemp("model") / "logistic")
+    validate_manifest(directory)
+    return directory

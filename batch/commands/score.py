@@ -1,0 +1,219 @@
+"""``popbatch score``: parse options, build the library objects, report.
+
+The work is done by :func:`batch.score.score`; this module only turns options
+into a source, a sink and a model, and prints the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from batch.errors import InputError
+from batch.manifest import load_model
+from batch.options import input_options, model_option
+from batch.progress import ProgressBar
+from batch.score import default_output
+from batch.score import score as run_score
+from batch.sinks import MODES, DuckDBWriteBack, is_duckdb_path, open_sink
+from batch.sources import open_source
+from models.features import normalize_column_name
+
+HELP = """Score catalogs: predict which tracks will be popular.
+
+\b
+  popbatch score catalog.csv -o scored.parquet
+  popbatch score 'catalog/*.parquet' -o scored.csv --columns all
+  popbatch score catalog.duckdb --table tracks -o catalog.duckdb --into scores --mode upsert
+  popbatch score catalog.duckdb --table tracks --write-back
+
+INPUT is CSV files, Parquet files, a glob or a directory of Parquet files
+(hive partitions included), or a DuckDB database with --table or --query.
+Rows stream through in batches of --batch-size, so memory does not grow with
+the catalog. Column names are normalised as in training ("Duration (ms)" ->
+duration_ms).
+
+The output holds the key column (--columns: key, all, or a comma list) then
+popularity_prob, popular, model_id and scored_at (UTC, one time per run).
+Without -o it is <input stem>.scored.parquet beside the input. Files are
+written to a temporary name and renamed at the end; DuckDB targets change in
+one transaction at the end: a failed run writes nothing.
+
+Rows with a missing, non-numeric, NaN/inf or out-of-range model input are
+written with their row number, reason and original values to --rejects
+(default <output stem>.rejects.<ext>, or table <table>_rejects in a DuckDB
+target), or stop the run with --on-invalid fail.
+"""
+
+EPILOG = """\b
+Exit codes: 0 success; 1 the run failed (I/O, model); 2 usage or input error
+(bad option, missing file, column or table, invalid row with --on-invalid fail);
+130 interrupted. Nothing is written unless the run succeeds."""
+
+
+def _columns(value: str) -> str | list[str]:
+    value = value.strip()
+    if value in ("key", "all"):
+        return value
+    names = [c.strip() for c in value.split(",") if c.strip()]
+    if not names:
+        raise click.BadParameter("give key, all, or a comma-separated list", param_hint="--columns")
+    return names
+
+
+@click.command("score", help=HELP, epilog=EPILOG)
+@input_options
+@click.option(
+    "-o",
+    "--output",
+    metavar="OUTPUT",
+    help="Output .parquet, .csv or .duckdb (default: <input stem>.scored.parquet beside it).",
+)
+@model_option
+@click.option(
+    "--into", metavar="TABLE", help="Table to write in a DuckDB OUTPUT (default: scores)."
+)
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    help="How --into changes an existing table: replace (default), append, or upsert by --key.",
+)
+@click.option(
+    "--write-back",
+    is_flag=True,
+    help="Add/update popularity_prob, popular, model_id, scored_at on --table itself, by --key.",
+)
+@click.option("--key", metavar="COLUMN", help="Key column (default: the model's, track_id).")
+@click.option(
+    "--columns",
+    default="key",
+    show_default=True,
+    metavar="key|all|LIST",
+    help="Input columns to keep beside the scores: the key, all, or a comma list.",
+)
+@click.option(
+    "--on-invalid",
+    type=click.Choice(["reject", "fail"]),
+    default="reject",
+    show_default=True,
+    help="Invalid rows: write them to --rejects and go on, or stop the run.",
+)
+@click.option(
+    "--rejects",
+    metavar="PATH",
+    help="Rejected rows: a .parquet/.csv file, or a table name with a DuckDB output.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="onnxruntime threads (default: all cores).",
+)
+@click.option(
+    "--summary",
+    "summary_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the run summary as JSON here.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
+def score(
+    inputs: tuple[str, ...],
+    table: str | None,
+    query: str | None,
+    delimiter: str,
+    maps: dict[str, str],
+    fills: dict[str, str],
+    batch_size: int,
+    output: str | None,
+    model_dir: Path | None,
+    into: str | None,
+    mode: str | None,
+    write_back: bool,
+    key: str | None,
+    columns: str,
+    on_invalid: str,
+    rejects: str | None,
+    threads: int | None,
+    summary_path: Path | None,
+    quiet: bool,
+) -> None:
+    if table is not None and query is not None:
+        raise InputError("give --table or --query, not both")
+    bundle = load_model(model_dir)
+    key = normalize_column_name(key or bundle.manifest.get("key") or "track_id")
+    column_spec = _columns(columns)
+    if write_back:
+        sink = _write_back_sink(inputs, table, output, into, mode, key)
+        column_spec = "key"
+    else:
+        if output is None:
+            output = (
+                inputs[0]
+                if into and is_duckdb_path(inputs[0])
+                else str(default_output(inputs, table=table, query=query))
+            )
+        _refuse_overwriting_input(inputs, output, table, query)
+        sink = open_sink(output, into=into, mode=mode or "replace", key=key)
+    source = open_source(inputs, table=table, query=query, delimiter=delimiter)
+    progress = ProgressBar(enabled=False if quiet else None)
+    try:
+        summary = run_score(
+            source,
+            sink,
+            bundle,
+            batch_size=batch_size,
+            threads=threads,
+            on_invalid=on_invalid,
+            rejects=rejects,
+            key=key,
+            columns=column_spec,
+            maps=maps,
+            fills=fills,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    if summary_path is not None:
+        _write_json(summary_path, summary.to_dict())
+    if not quiet:
+        click.echo(summary.line(), err=True)
+
+
+def _write_back_sink(
+    inputs: tuple[str, ...],
+    table: str | None,
+    output: str | None,
+    into: str | None,
+    mode: str | None,
+    key: str,
+) -> DuckDBWriteBack:
+    if table is None or not is_duckdb_path(inputs[0]) or len(inputs) != 1:
+        raise InputError(
+            "--write-back updates a DuckDB table: give one DATABASE.duckdb and --table"
+        )
+    if into is not None or mode is not None:
+        raise InputError("--write-back updates --table itself; drop --into/--mode")
+    if output is not None and Path(output).resolve() != Path(inputs[0]).resolve():
+        raise InputError("--write-back writes into the input database; drop -o")
+    return DuckDBWriteBack(inputs[0], table, key=key)
+
+
+def _refuse_overwriting_input(
+    inputs: tuple[str, ...], output: str, table: str | None, query: str | None
+) -> None:
+    if table is not None or query is not None:
+        return  # a DuckDB input may also be the target database
+    target = Path(output).resolve()
+    for item in inputs:
+        if Path(item).resolve() == target:
+            raise InputError(f"{output}: the output would overwrite the input; choose another -o")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write JSON through a temporary file so a reader never sees half a summary."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

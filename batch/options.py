@@ -1,0 +1,88 @@
+"""Option groups shared by several commands (``score``, ``drift``), so an option
+means the same thing everywhere. Each factory returns a decorator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+F = Callable[..., Any]
+
+
+def parse_pairs(option: str, values: tuple[str, ...]) -> dict[str, str]:
+    """``("a=b", "c=d")`` -> ``{"a": "b", "c": "d"}``; a malformed pair is a usage error."""
+    pairs: dict[str, str] = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name.strip() or not rest.strip():
+            raise click.BadParameter(f"{value!r} is not NAME=VALUE", param_hint=option)
+        pairs[name.strip()] = rest.strip()
+    return pairs
+
+
+def _pairs_callback(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict:
+    return parse_pairs(f"'{param.opts[0]}'", value)
+
+
+def input_options(f: F) -> F:
+    """INPUT... plus how to read it: --table/--query, --delimiter, --map, --fill, --batch-size."""
+    decorators = [
+        click.argument("inputs", metavar="INPUT...", nargs=-1, required=True),
+        click.option(
+            "--table",
+            metavar="NAME",
+            help="Table to read when INPUT is a DuckDB database.",
+        ),
+        click.option(
+            "--query",
+            metavar="SQL",
+            help="SELECT to read when INPUT is a DuckDB database (instead of --table).",
+        ),
+        click.option(
+            "--delimiter",
+            default=",",
+            show_default=True,
+            help="CSV field delimiter (one character).",
+        ),
+        click.option(
+            "--map",
+            "maps",
+            multiple=True,
+            metavar="NEW=OLD",
+            callback=_pairs_callback,
+            help="Read model column NEW from input column OLD (repeatable).",
+        ),
+        click.option(
+            "--fill",
+            "fills",
+            multiple=True,
+            metavar="COLUMN=VALUE",
+            callback=_pairs_callback,
+            help="Constant for a column the input lacks, or for its empty cells (repeatable).",
+        ),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(min=1),
+            default=65536,
+            show_default=True,
+            help="Rows per batch; memory grows with this, not with the input.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        f = decorator(f)
+    return f
+
+
+def model_option(f: F) -> F:
+    """--model MODEL_DIR (default: the embedded model)."""
+    return click.option(
+        "--model",
+        "model_dir",
+        type=click.Path(path_type=Path),
+        metavar="MODEL_DIR",
+        help="Model directory (model.onnx + manifest.json); default: the embedded model.",
+    )(f)

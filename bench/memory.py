@@ -1,0 +1,100 @@
+"""Peak memory of ``popbatch score`` against input size (not part of the test suite).
+
+Builds Parquet catalogs of 200k and 2M rows (fixture rows tiled with small
+seeded jitter, see ``bench/catalog.py``), scores each in a fresh subprocess
+Parquet -> Parquet, samples the child's RSS with psutil every 20 ms, and
+prints peak RSS side by side. Acceptance (issue 4): peak RSS at 2M rows is
+at most ~1.2x that at 200k rows.
+
+    python bench/memory.py                          # embedded default model
+    python -m tests.model_factory runs/test_model   # the small real test model, then
+    python bench/memory.py --model runs/test_model
+    python bench/memory.py --rows 200000 2000000 --batch-size 65536 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.catalog import build_parquet  # noqa: E402
+
+
+def peak_rss(command: list[str], interval: float = 0.02) -> tuple[float, float, int]:
+    """Run ``command``; return (wall seconds, peak RSS in MB, exit code)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    watched = psutil.Process(process.pid)
+    peak = 0
+    while process.poll() is None:
+        try:
+            peak = max(peak, watched.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(interval)
+    _, err = process.communicate()
+    if process.returncode != 0:
+        sys.stderr.write(err.decode(errors="replace"))
+    return time.perf_counter() - started, peak / 2**20, process.returncode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[200_000, 2_000_000])
+    parser.add_argument("--model", help="model directory (default: the embedded model)")
+    parser.add_argument("--batch-size", type=int, default=65536)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--workdir", help="where catalogs go (default: a temp dir)")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="popbatch-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for rows in args.rows:
+        catalog = workdir / f"catalog_{rows}.parquet"
+        if not catalog.exists():
+            build_parquet(rows, catalog)
+        command = [
+            sys.executable, "-m", "batch", "score", str(catalog),
+            "-o", str(workdir / f"scored_{rows}.parquet"),
+            "--batch-size", str(args.batch_size), "--quiet",
+        ]  # fmt: skip
+        if args.model:
+            command += ["--model", args.model]
+        if args.threads:
+            command += ["--threads", str(args.threads)]
+        seconds, peak, code = peak_rss(command)
+        if code != 0:
+            raise SystemExit(f"popbatch score failed on {rows} rows (exit {code})")
+        results.append(
+            {"rows": rows, "seconds": round(seconds, 2), "rows_per_second": round(rows / seconds),
+             "peak_rss_mb": round(peak, 1)}
+        )  # fmt: skip
+
+    base = results[0]["peak_rss_mb"]
+    print(f"{'rows':>12} {'wall s':>8} {'rows/s':>12} {'peak RSS MB':>12} {'x first':>8}")
+    for r in results:
+        ratio = r["peak_rss_mb"] / base
+        r["ratio_to_first"] = round(ratio, 3)
+        print(
+            f"{r['rows']:>12,} {r['seconds']:>8.2f} {r['rows_per_second']:>12,} "
+            f"{r['peak_rss_mb']:>12.1f} {ratio:>8.2f}"
+        )
+    print(f"(wall time includes interpreter start-up and model load; batch size {args.batch_size})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

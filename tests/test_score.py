@@ -1,0 +1,458 @@
+"""popbatch score end to end through click's CliRunner, and the Python API.
+
+The reference probabilities are computed independently of the scorer: the
+fixture's training matrix (tests/model_factory.py) through onnxruntime in one
+batch. Rows are matched on the fixture's unique original index ``Unnamed: 0``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import onnxruntime as ort
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import SMALL_TITLE_CASE, TRACKS_2000
+from model_factory import training_matrix
+
+from batch.cli import cli
+from batch.manifest import default_model_dir
+from batch.score import RunSummary, default_output, score
+from batch.sinks import ParquetSink
+from batch.sources import CsvSource
+
+SAMPLE = Path(__file__).resolve().parents[1] / "batch" / "sample" / "catalog.csv"
+SCORE_COLUMNS = ["popularity_prob", "popular", "model_id", "scored_at"]
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir) -> dict[int, float]:
+    """Probability per original row index, from one onnxruntime call on the whole fixture."""
+    x, _, _ = training_matrix()
+    session = ort.InferenceSession(str(model_dir / "model.onnx"))
+    probability, _ = session.run(None, {"features": x.astype(np.float32)})
+    index = pl.read_csv(TRACKS_2000)["Unnamed: 0"].to_list()
+    return dict(zip(index, probability.tolist(), strict=True))
+
+
+@pytest.fixture(scope="module")
+def model_id(model_dir) -> str:
+    return json.loads((model_dir / "manifest.json").read_text())["model_id"]
+
+
+@pytest.fixture
+def tracks_db(tmp_path):
+    path = tmp_path / "catalog.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(f"CREATE TABLE tracks AS SELECT * FROM read_csv('{TRACKS_2000}')")
+    con.close()
+    return path
+
+
+def run(runner, model_dir, *args):
+    return runner.invoke(cli, ["score", *map(str, args), "--model", str(model_dir)])
+
+
+def check_scores(frame: pl.DataFrame, reference, model_id, rows=2000):
+    """Rows, probabilities in [0, 1], equal to the one-batch reference, one run time."""
+    assert frame.height == rows
+    assert frame["popularity_prob"].is_between(0, 1).all()
+    expected = [reference[i] for i in frame["unnamed_0"].to_list()]
+    np.testing.assert_array_equal(frame["popularity_prob"].to_numpy(), np.float32(expected))
+    assert frame["model_id"].unique().to_list() == [model_id]
+    assert frame["scored_at"].n_unique() == 1
+    assert frame["popular"].to_list() == [p >= 0.5 for p in expected]
+
+
+# ------------------------------------------------------------------ inputs
+def test_csv_to_parquet_in_small_batches(runner, model_dir, tmp_path, reference, model_id):
+    out = tmp_path / "scored.parquet"
+    result = run(
+        runner, model_dir, TRACKS_2000, "-o", out, "--batch-size", 300,
+        "--columns", "Unnamed: 0,track_id",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    frame = pl.read_parquet(out)
+    assert frame.columns == ["unnamed_0", "track_id", *SCORE_COLUMNS]
+    # CSV columns pass through as text (types are never guessed block by block)
+    assert (
+        frame["unnamed_0"].to_list()
+        == pl.read_csv(TRACKS_2000, infer_schema=False)["Unnamed: 0"].to_list()
+    )
+    check_scores(frame.with_columns(pl.col("unnamed_0").cast(pl.Int64)), reference, model_id)
+    assert "scored 2,000 of 2,000 rows from" in result.output
+    assert [p.name for p in tmp_path.iterdir()] == ["scored.parquet"]  # no temp files left
+
+
+def test_parquet_file_glob_and_hive_directory(runner, model_dir, tmp_path, reference, model_id):
+    table = pl.read_csv(TRACKS_2000).to_arrow()
+    pq.write_table(table, tmp_path / "tracks.parquet", row_group_size=700)
+    hive = tmp_path / "hive"
+    pq.write_to_dataset(table, hive, partition_cols=["track_genre"])  # genre only in paths
+    for number, inputs in enumerate(
+        [[tmp_path / "tracks.parquet"], [str(hive / "*" / "*.parquet")], [hive]]
+    ):
+        out = tmp_path / f"out{number}.parquet"
+        result = run(runner, model_dir, *inputs, "-o", out, "--columns", "all", "--batch-size", 512)
+        assert result.exit_code == 0, result.output
+        frame = pl.read_parquet(out)
+        assert "track_genre" in frame.columns and frame.columns[-4:] == SCORE_COLUMNS
+        check_scores(frame, reference, model_id)
+
+
+def test_duckdb_table_and_query(runner, model_dir, tmp_path, tracks_db, reference, model_id):
+    out = tmp_path / "t.parquet"
+    result = run(runner, model_dir, tracks_db, "--table", "tracks", "-o", out, "--columns", "all")
+    assert result.exit_code == 0, result.output
+    check_scores(pl.read_parquet(out), reference, model_id)
+
+    query = "SELECT * FROM tracks WHERE track_genre = 'jazz' ORDER BY \"Unnamed: 0\""
+    result = run(runner, model_dir, tracks_db, "--query", query, "-o", out, "--columns", "all")
+    assert result.exit_code == 0, result.output
+    jazz = pl.read_csv(TRACKS_2000).filter(pl.col("track_genre") == "jazz").height
+    check_scores(pl.read_parquet(out), reference, model_id, rows=jazz)
+
+
+def test_title_case_file_scores_through_normalisation(runner, model_dir, tmp_path):
+    out = tmp_path / "small.csv"
+    result = run(runner, model_dir, SMALL_TITLE_CASE, "-o", out, "--fill", "time_signature=4")
+    assert result.exit_code == 0, result.output
+    frame = pl.read_csv(out)
+    assert frame.columns == ["track_id", *SCORE_COLUMNS]
+    assert frame.height == 227 and frame["popularity_prob"].is_between(0, 1).all()
+    assert frame["track_id"].to_list() == pl.read_csv(SMALL_TITLE_CASE)["Track ID"].to_list()
+
+
+# ----------------------------------------------------------------- outputs
+def test_csv_output_matches_parquet_output(runner, model_dir, tmp_path):
+    for name in ("a.csv", "a.parquet"):
+        result = run(runner, model_dir, TRACKS_2000, "-o", tmp_path / name, "-q")
+        assert result.exit_code == 0 and result.output == ""
+    csv = pl.read_csv(tmp_path / "a.csv")
+    parquet = pl.read_parquet(tmp_path / "a.parquet")
+    assert csv["track_id"].to_list() == parquet["track_id"].to_list()
+    np.testing.assert_allclose(csv["popularity_prob"], parquet["popularity_prob"], rtol=1e-12)
+    assert csv["popular"].to_list() == parquet["popular"].to_list()
+
+
+def test_duckdb_into_replace_append_upsert(runner, model_dir, tmp_path, tracks_db, reference):
+    target = tmp_path / "scores.duckdb"
+
+    def table(name):
+        con = duckdb.connect(str(target), read_only=True)
+        try:
+            return con.sql(f"SELECT * FROM {name}").pl()
+        finally:
+            con.close()
+
+    base = [tracks_db, "--table", "tracks", "-o", target, "--columns", "Unnamed: 0,track_id"]
+    for mode, rows in (("replace", 2000), ("replace", 2000), ("append", 4000)):
+        result = run(runner, model_dir, *base, "--into", "hist", "--mode", mode)
+        assert result.exit_code == 0, result.output
+        assert table("hist").height == rows
+    unique_keys = pl.read_csv(TRACKS_2000)["track_id"].n_unique()  # 1,991: 9 ids repeat
+    for _ in range(2):
+        result = run(runner, model_dir, *base, "--into", "latest", "--mode", "upsert")
+        assert result.exit_code == 0, result.output
+        latest = table("latest")
+        assert latest.height == unique_keys == latest["track_id"].n_unique()
+    assert "1,991 rows written (one per key)" in result.output
+    # the last row read for a repeated key wins
+    last = pl.read_csv(TRACKS_2000).group_by("track_id").agg(pl.col("Unnamed: 0").last())
+    merged = latest.join(last, on="track_id")
+    assert (merged["unnamed_0"] == merged["Unnamed: 0"]).all()
+    check = latest.with_columns(pl.col("unnamed_0").cast(pl.Int64))
+    expected = np.float32([reference[i] for i in check["unnamed_0"].to_list()])
+    np.testing.assert_array_equal(check["popularity_prob"].to_numpy(), expected)
+
+
+def test_write_back_twice_keeps_rows_and_values(runner, model_dir, tracks_db, reference):
+    def read():
+        con = duckdb.connect(str(tracks_db), read_only=True)
+        try:
+            return con.sql('SELECT * FROM tracks ORDER BY "Unnamed: 0"').pl()
+        finally:
+            con.close()
+
+    outputs = []
+    for _ in range(2):
+        result = run(runner, model_dir, tracks_db, "--table", "tracks", "--write-back")
+        assert result.exit_code == 0, result.output
+        outputs.append(read())
+    first, second = outputs
+    assert first.height == second.height == 2000
+    assert first.columns[-4:] == SCORE_COLUMNS
+    assert first["popularity_prob"].to_list() == second["popularity_prob"].to_list()
+    assert first["popular"].to_list() == second["popular"].to_list()
+    assert second["scored_at"].n_unique() == 1
+    assert second["scored_at"][0] >= first["scored_at"][0]
+    # keys are unique except the 9 repeated ids, which carry their last row's score
+    unique = first.filter(pl.col("track_id").is_unique())
+    expected = np.float32([reference[i] for i in unique["Unnamed: 0"].to_list()])
+    np.testing.assert_array_equal(unique["popularity_prob"].to_numpy(), expected)
+
+
+# ---------------------------------------------------------------- rejects
+def bad_catalog(tmp_path, bad_rows: dict[int, dict[str, str]]):
+    """tracks_2000.csv as text with some cells replaced (row numbers are 1-based)."""
+    frame = pl.read_csv(TRACKS_2000, infer_schema=False)
+    for row, values in bad_rows.items():
+        for column, value in values.items():
+            frame = frame.with_columns(
+                pl.when(pl.int_range(pl.len()) == row - 1)
+                .then(pl.lit(value))
+                .otherwise(pl.col(column))
+                .alias(column)
+            )
+    path = tmp_path / "bad.csv"
+    frame.write_csv(path)
+    return path
+
+
+def test_rejects_file_and_summary_json(runner, model_dir, tmp_path):
+    source = bad_catalog(tmp_path, {5: {"danceability": "1.7"}, 1700: {"tempo": "n/a"}})
+    out, summary = tmp_path / "s.parquet", tmp_path / "summary.json"
+    result = run(runner, model_dir, source, "-o", out, "--summary", summary, "--batch-size", 600)
+    assert result.exit_code == 0, result.output
+    rejects = pl.read_parquet(tmp_path / "s.rejects.parquet")
+    assert rejects["row"].to_list() == [5, 1700]
+    assert rejects["reason"].to_list() == [
+        "danceability 1.7 is outside [0, 1]",
+        "tempo n/a is not a number",
+    ]
+    original = pl.read_csv(TRACKS_2000, infer_schema=False)
+    assert rejects["track_id"].to_list() == original["track_id"].gather([4, 1699]).to_list()
+    assert rejects["danceability"][0] == "1.7" and rejects["tempo"][1] == "n/a"
+    assert rejects["energy"][0] == original["energy"][4]
+    data = json.loads(summary.read_text())
+    assert (data["rows_read"], data["rows_scored"], data["rows_rejected"]) == (2000, 1998, 2)
+    assert data["rows_read"] == data["rows_scored"] + data["rows_rejected"]
+    assert data["rejects"] == str(tmp_path / "s.rejects.parquet")
+    assert pl.read_parquet(out).height == 1998
+    assert "1,998 of 2,000 rows, 2 rejected" in result.output
+
+
+def test_failure_in_third_batch_leaves_no_output_and_keeps_previous(runner, model_dir, tmp_path):
+    source = bad_catalog(tmp_path, {1250: {"energy": "-1"}})  # batch 3 of 500-row batches
+    out = tmp_path / "s.parquet"
+    args = [source, "-o", out, "--on-invalid", "fail", "--batch-size", 500]
+    result = run(runner, model_dir, *args)
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {source}: row 1250 (track_id ")
+    assert "energy -1.0 is outside [0, 1]" in result.output
+    assert list(tmp_path.iterdir()) == [source]  # no output, no temp file
+
+    previous = tmp_path / "previous.parquet"
+    pq.write_table(pa.table({"track_id": ["kept"]}), previous)
+    result = run(runner, model_dir, *args[:1], "-o", previous, *args[3:])
+    assert result.exit_code == 2
+    assert pl.read_parquet(previous)["track_id"].to_list() == ["kept"]
+
+    # a DuckDB target: the table stays exactly as it was
+    db = tmp_path / "target.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE scores AS SELECT 'kept' AS track_id")
+    con.close()
+    result = run(runner, model_dir, source, "-o", db, "--into", "scores", *args[3:])
+    assert result.exit_code == 2
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.sql("SELECT * FROM scores").fetchall() == [("kept",)]
+    assert [r[0] for r in con.sql("SHOW TABLES").fetchall()] == ["scores"]
+    con.close()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+# ------------------------------------------------------------------ errors
+def test_one_line_errors_with_exit_code_2(runner, model_dir, tmp_path, tracks_db):
+    cases = [
+        (
+            [SMALL_TITLE_CASE, "-o", tmp_path / "x.parquet"],
+            f"Error: {SMALL_TITLE_CASE}: missing required column time_signature; rename a "
+            "column with --map NAME=COLUMN or supply a constant with --fill NAME=VALUE",
+        ),
+        (
+            [tmp_path / "nope.csv", "-o", tmp_path / "x.parquet"],
+            f"Error: {tmp_path / 'nope.csv'}: no such file",
+        ),
+        (
+            [tracks_db, "--table", "trax", "-o", tmp_path / "x.parquet"],
+            f"Error: {tracks_db}: no table 'trax'; tables present: tracks",
+        ),
+        (
+            [TRACKS_2000, "--map", "tempo=bpm", "-o", tmp_path / "x.parquet"],
+            f"Error: --map tempo=bpm: {TRACKS_2000} has no column 'bpm'",
+        ),
+        (
+            [tracks_db, "--table", "x; DROP TABLE tracks", "-o", tmp_path / "x.parquet"],
+            "Error: table name 'x; DROP TABLE tracks' is not a plain SQL identifier; use "
+            "letters, digits and underscores (optionally schema.table)",
+        ),
+    ]
+    unreadable = tmp_path / "locked.csv"
+    unreadable.write_text("a,b\n1,2\n")
+    unreadable.chmod(0)
+    try:
+        open(unreadable).close()
+    except PermissionError:  # not when the tests run as root
+        cases.append(
+            (
+                [unreadable, "-o", tmp_path / "x.parquet"],
+                f"Error: {unreadable}: cannot open (Permission denied)",
+            )
+        )
+    not_parquet = tmp_path / "broken.parquet"
+    not_parquet.write_bytes(b"PAR1 this is not parquet")
+    cases.append(([not_parquet, "-o", tmp_path / "x.parquet"], f"Error: {not_parquet}: not "))
+    for args, message in cases:
+        result = run(runner, model_dir, *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.count("\n") == 1, result.output
+        assert result.output.startswith(message), result.output
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_bad_map_syntax_is_a_usage_error(runner, model_dir):
+    result = run(runner, model_dir, TRACKS_2000, "--map", "tempo")
+    assert result.exit_code == 2
+    assert "'tempo' is not NAME=VALUE" in result.output
+
+
+# -------------------------------------------------------------- Python API
+def test_python_api_and_batch_size_invariance(model_dir, tmp_path):
+    one = score(TRACKS_2000, tmp_path / "one.parquet", model_dir, batch_size=10_000)
+    small = score(
+        CsvSource([TRACKS_2000]),
+        ParquetSink(tmp_path / "small.parquet"),
+        model_dir,
+        batch_size=7,
+        threads=1,
+    )
+    assert isinstance(small, RunSummary)
+    assert (small.rows_read, small.rows_scored, small.rows_rejected) == (2000, 2000, 0)
+    assert small.model_id == one.model_id and small.threads == 1
+    a = pl.read_parquet(tmp_path / "one.parquet")
+    b = pl.read_parquet(tmp_path / "small.parquet")
+    assert a.drop("scored_at").equals(b.drop("scored_at"))
+    assert pq.ParquetFile(tmp_path / "small.parquet").metadata.num_row_groups > 1
+
+
+def test_default_output_is_beside_the_input(runner, model_dir, tmp_path, tracks_db):
+    csv = tmp_path / "catalog.csv"
+    shutil.copy(TRACKS_2000, csv)
+    result = run(runner, model_dir, csv)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "catalog.scored.parquet").exists()
+    assert default_output(tracks_db, table="tracks") == tmp_path / "catalog.tracks.scored.parquet"
+    assert default_output(tmp_path / "parts") == tmp_path / "parts.scored.parquet"
+
+
+@pytest.mark.skipif(
+    not (default_model_dir() / "manifest.json").exists(),
+    reason="the embedded default model (models/default) is not built yet",
+)
+def test_readme_first_command_with_the_embedded_model(runner, tmp_path, monkeypatch):
+    """`popbatch score batch/sample/catalog.csv -o scored.parquet`, as the README says."""
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(cli, ["score", str(SAMPLE), "-o", "scored.parquet"])
+    assert result.exit_code == 0, result.output
+    frame = pl.read_parquet(tmp_path / "scored.parquet")
+    assert frame.height + _rejected(tmp_path) == 1000
+    assert frame["popularity_prob"].is_between(0, 1).all()
+    assert "into scored.parquet" in result.output
+
+
+def _rejected(directory) -> int:
+    path = directory / "scored.rejects.parquet"
+    return pl.read_parquet(path).height if path.exists() else 0
+
+
+def test_interrupt_midway_writes_nothing_and_keeps_previous_output(model_dir, tmp_path):
+    """Ctrl-C between batches: the temp file goes, the previous output stays."""
+    out = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"track_id": ["kept"]}), out)
+
+    def interrupt(rows_done, total):
+        if rows_done >= 600:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        score(TRACKS_2000, out, model_dir, batch_size=300, progress=interrupt)
+    assert pl.read_parquet(out)["track_id"].to_list() == ["kept"]
+    assert [p.name for p in tmp_path.iterdir()] == ["s.parquet"]
+
+
+def test_interrupt_exit_code_through_the_cli(runner, model_dir, tmp_path, monkeypatch):
+    import batch.score as scoring
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scoring._Job, "run", interrupted)
+    result = run(runner, model_dir, TRACKS_2000, "-o", tmp_path / "s.parquet")
+    assert result.exit_code == 130
+    assert result.output == "Error: interrupted; nothing partial was written\n"
+
+
+def test_progress_bar_draws_rows_of_total_only_when_enabled():
+    import io
+
+    from batch.progress import ProgressBar
+
+    stream = io.StringIO()
+    ProgressBar(stream)(100, 1000)  # StringIO is not a terminal: nothing drawn
+    assert stream.getvalue() == ""
+    bar = ProgressBar(stream, enabled=True)
+    bar(1000, 1000)
+    assert "100% 1,000/1,000 rows" in stream.getvalue()
+    bar(1200, None)  # redraws are throttled to 10 a second
+    assert "1,200 rows" not in stream.getvalue()
+    bar.last_draw = 0.0
+    bar(1500, None)  # CSV: no total known
+    assert "1,500 rows" in stream.getvalue().split("\r")[-1]
+    bar.close()
+    assert stream.getvalue().endswith("\r\033[K")
+
+
+def test_duckdb_column_types_pass_through_unchanged(runner, model_dir, tmp_path):
+    db = tmp_path / "typed.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute(
+        "CREATE TABLE tracks AS SELECT *, popularity::DECIMAL(10, 2) AS pop_decimal, "
+        f"DATE '2024-01-12' AS released FROM read_csv('{TRACKS_2000}')"
+    )
+    con.close()
+    out = tmp_path / "typed.parquet"
+    result = run(runner, model_dir, db, "--table", "tracks", "-o", out, "--columns", "all")
+    assert result.exit_code == 0, result.output
+    schema = pq.read_schema(out)
+    assert schema.field("pop_decimal").type == pa.decimal128(10, 2)
+    assert schema.field("released").type == pa.date32()
+    assert pq.read_metadata(out).num_rows == 2000
+
+
+def test_a_column_type_that_cannot_hold_numbers_is_one_line_exit_2(runner, model_dir, tmp_path):
+    path = tmp_path / "lists.parquet"
+    frame = pl.read_csv(TRACKS_2000).with_columns(pl.concat_list("tempo").alias("tempo"))
+    frame.write_parquet(path)
+    result = run(runner, model_dir, path, "-o", tmp_path / "x.parquet")
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {path}: cannot read the model inputs from rows 1-2000")
+    assert result.output.count("\n") == 1
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_columns_csv_cannot_hold_are_refused_without_leftovers(runner, model_dir, tmp_path):
+    path = tmp_path / "lists.parquet"
+    pl.read_csv(TRACKS_2000).with_columns(pl.concat_list("artists")).write_parquet(path)
+    out = tmp_path / "out.csv"
+    result = run(runner, model_dir, path, "-o", out, "--columns", "all")
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {out}: cannot write these columns as .csv (")
+    assert result.output.endswith("; pass fewer --columns or write .parquet\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lists.parquet"]
