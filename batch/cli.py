@@ -16,7 +16,9 @@ from batch import __version__
 from batch.errors import EXIT_INTERRUPTED, PopbatchError
 
 # name -> "module:attribute"; each module owns its options and help text.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "train": "batch.commands.train:train",
+}
 
 EPILOG = """\b
 Exit codes: 0 success, 1 run failed (I/O, model), 2 usage or input error,

@@ -1,0 +1,1 @@
+"""One module per popbatch command; each does only option parsing and reporting."""
