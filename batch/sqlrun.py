@@ -13,7 +13,7 @@ installed). Each starts with a comment header::
     -- param: table = scored (identifier) what it names
     -- param: limit = 20 (integer) what it means
 
-Identifier parameters are validated (:func:`quote_identifier`) and put into
+Identifier parameters are validated (:func:`batch.sources.quote_identifier`) and put into
 the text where it says ``{name}``; every other parameter is bound as a DuckDB
 prepared parameter ``$name``. Nothing a user types is pasted into SQL.
 """
@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from batch.errors import InputError
 from batch.lock import lock_error_from_duckdb
+from batch.sources import quote_identifier
 
 SQL_PACKAGE = "batch.sql"
 REPORTS_DIR = "reports"
@@ -44,7 +45,6 @@ RUNS_VIEW = "popbatch_runs"
 # (CREATE, INSERT, COPY, ATTACH, INSTALL, ...) needs --write.
 READ_ONLY_STATEMENTS = frozenset({"SELECT", "EXPLAIN", "PRAGMA", "CALL", "SET"})
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PARAM_LINE = re.compile(
     r"^--\s*param:\s*(?P<name>[A-Za-z_]\w*)\s*=\s*(?P<default>\S+)\s*"
     r"\((?P<kind>identifier|integer|number|text)\)\s*(?P<help>.*)$"
@@ -78,26 +78,6 @@ def read_sql(name: str) -> str:
 
 # ---------------------------------------------------------------------------
 # Identifiers
-
-
-def quote_identifier(name: str, what: str = "identifier") -> str:
-    """Validate a user-given SQL name and return it double-quoted.
-
-    ``schema.table`` is accepted (each part validated and quoted).
-
-    Raises
-    ------
-    InputError
-        If a part is not letters, digits and underscores starting with a
-        letter or underscore (so ``x; DROP TABLE t`` and quotes never reach SQL).
-    """
-    parts = name.split(".")
-    if not 1 <= len(parts) <= 2 or not all(_IDENTIFIER.match(p) for p in parts):
-        raise InputError(
-            f"{what} {name!r} is not a plain SQL name; use letters, digits and "
-            "underscores (optionally schema.table)"
-        )
-    return ".".join(f'"{p}"' for p in parts)
 
 
 def scored_table_ddl(table: str, key: str = "track_id") -> str:
