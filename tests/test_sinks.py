@@ -28,7 +28,8 @@ def batch(keys, prob=0.5):
     at = dt.datetime(2026, 11, 21, 5, 0)
     return pa.RecordBatch.from_arrays(
         [pa.array(keys), pa.array([prob] * n), pa.array([prob >= 0.5] * n),
-         pa.array(["m"] * n), pa.array([at] * n, pa.timestamp("us"))],
+         pa.array(["m"] * n), pa.array([at] * n, pa.timestamp("us")),
+         pa.array(range(n), pa.uint64())],
         schema=SCHEMA,
     )  # fmt: skip
 
