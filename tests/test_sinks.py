@@ -54,7 +54,7 @@ def test_file_sinks_commit_by_rename(tmp_path):
     commit_all(sinks)
     assert pq.read_table(tmp_path / "s.parquet").num_rows == 2
     assert (tmp_path / "s.csv").read_text().splitlines()[0] == (
-        '"track_id","popularity_prob","popular","model_id","scored_at"'
+        '"track_id","popularity_prob","popular","model_id","scored_at","features_hash"'
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "s.parquet"]
 
