@@ -75,7 +75,7 @@ def _pair_hash(
     """
     text = pc.cast(keys, pa.string())
     frame = pl.DataFrame({"k": pl.from_arrow(text), "h": pl.Series(hashes, dtype=pl.UInt64)})
-    combined = frame.hash_rows(seed=11, seed_1=12, seed_2=13, seed_3=14).to_numpy()
+    combined = frame.hash_rows(seed=11).to_numpy()
     return combined, np.asarray(frame["k"].is_not_null().to_numpy())
 
 

@@ -33,7 +33,7 @@ import duckdb
 import pyarrow as pa
 
 from batch.errors import InputError
-from batch.lock import lock_error_from_duckdb
+from batch.lock import connect_duckdb
 from batch.sources import quote_identifier
 
 SQL_PACKAGE = "batch.sql"
@@ -217,8 +217,14 @@ def parse_params(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
 # Connections and views
 
 
-def connect(db: Path | str | None = None, write: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(
+    db: Path | str | None = None, write: bool = False, wait: float = 0
+) -> duckdb.DuckDBPyConnection:
     """Open ``db`` (read-only unless ``write``) or an in-memory database.
+
+    While ``popbatch score`` commits into ``db`` (DuckDB lets no other process
+    open the file then, not even to read) this retries for up to ``wait``
+    seconds before raising the LockError.
 
     Raises
     ------
@@ -234,11 +240,8 @@ def connect(db: Path | str | None = None, write: bool = False) -> duckdb.DuckDBP
         if not write and not path.exists():
             raise InputError(f"{path}: no such database (pass --write to create one)")
         try:
-            con = duckdb.connect(str(path), read_only=not write)
+            con = connect_duckdb(path, read_only=not write, wait=wait)
         except duckdb.Error as exc:
-            lock_error = lock_error_from_duckdb(exc, path)
-            if lock_error is not None:
-                raise lock_error from None
             raise InputError(f"{path}: not a DuckDB database ({one_line(exc)})") from None
     # Errors as JSON carry the query position, which the message reports.
     con.execute("SET errors_as_json = true")
