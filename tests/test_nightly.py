@@ -330,7 +330,7 @@ def test_popbatch_sql_waits_for_a_commit_or_exits_75(runner, tmp_path):
     assert refused.exit_code == 75
     assert refused.output.startswith(f"Error: {db} is locked by another process (pid {holder.pid}")
     assert waited.exit_code == 0, waited.output
-    assert waited.output == "\"n\"\n1\n"
+    assert waited.output == '"n"\n1\n'
 
 
 SCORE_INTO = """
