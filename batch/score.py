@@ -34,7 +34,14 @@ import numpy as np
 import pyarrow as pa
 
 from batch.errors import InputError, OutputError
-from batch.incremental import HASH_COLUMN, CarryOver, SkippedRows, UpToDate, features_hash
+from batch.incremental import (
+    HASH_COLUMN,
+    CarryOver,
+    SkippedRows,
+    UpToDate,
+    as_columns,
+    features_hash,
+)
 from batch.lock import TargetLock
 from batch.manifest import ModelBundle, load_model
 from batch.preprocess import FeatureBuffer, Prepared, Preprocessor
@@ -431,6 +438,11 @@ class _Job:
         self.wait = 0.0
         self.in_transaction: Callable[[Any], None] | None = None
         self.up_to_date: _Incremental | None = None
+        # features_hash: numeric inputs by value, the genre one-hot block by position
+        self.hash_columns = (
+            as_columns([n.position for n in preprocessor.numeric]),
+            as_columns(sorted(preprocessor.genre_positions.values())) or None,
+        )
 
     def run(self, batch_size: int) -> None:
         opened: list[Sink] = []
@@ -476,7 +488,7 @@ class _Job:
                 return  # the run is stopping
             prepared = self.preprocessor.transform(batch, first_row=next_row, buffer=buffer)
             next_row += batch.num_rows
-            hashes = features_hash(prepared.features)
+            hashes = features_hash(prepared.features, *self.hash_columns)
             skipped = 0
             if self.up_to_date is not None:
                 hashes, skipped = self._skip_up_to_date(prepared, hashes)
