@@ -187,6 +187,41 @@ def test_features_hash_is_stable_and_sees_one_changed_value():
     assert (features_hash(changed) != hashes).tolist() == [False, True, False]
 
 
+def _reference_hash(numbers: list[float], category: int | None) -> int:
+    """FNV-1a over float32 bits then splitmix64, in plain Python integers."""
+    import struct
+
+    mask = (1 << 64) - 1
+    value = 0xCBF29CE484222325
+    words = [int.from_bytes(struct.pack("<f", x), "little") for x in numbers]
+    for word in words + ([] if category is None else [category]):
+        value = ((value ^ word) * 0x100000001B3) & mask
+    value ^= value >> 30
+    value = (value * 0xBF58476D1CE4E5B9) & mask
+    value ^= value >> 27
+    value = (value * 0x94D049BB133111EB) & mask
+    return value ^ (value >> 31)
+
+
+def test_features_hash_matches_a_plain_python_reference_on_fixture_rows():
+    """The stored hash is a fixed function of the model inputs, not of a library version."""
+    from model_factory import training_matrix
+
+    from models.features import NUMERIC_FEATURES
+
+    x, _, _ = training_matrix()
+    rows = x[:50].astype(np.float32)
+    width = len(NUMERIC_FEATURES)
+    hashes = features_hash(rows, slice(0, width), slice(width, rows.shape[1]))
+    expected = [_reference_hash(row[:width].tolist(), int(np.argmax(row[width:]))) for row in rows]
+    assert hashes.tolist() == expected
+    assert features_hash(rows).tolist() == [_reference_hash(r.tolist(), None) for r in rows]
+    other_genre = rows.copy()
+    other_genre[0, width:] = np.roll(other_genre[0, width:], 1)
+    changed = features_hash(other_genre, slice(0, width), slice(width, rows.shape[1]))
+    assert (changed != hashes).tolist() == [True] + [False] * 49
+
+
 def test_up_to_date_excuses_each_stored_copy_once():
     import pyarrow as pa
 

@@ -408,6 +408,8 @@ def test_interrupt_exit_code_through_the_cli(runner, model_dir, tmp_path, monkey
     result = run(runner, model_dir, TRACKS_2000, "-o", tmp_path / "s.parquet")
     assert result.exit_code == 130
     assert result.output == "Error: interrupted; nothing partial was written\n"
+    (line,) = (tmp_path / "runs.jsonl").read_text().splitlines()
+    assert json.loads(line)["status"] == "interrupted"
 
 
 def test_progress_bar_draws_rows_of_total_only_when_enabled():
