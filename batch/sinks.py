@@ -367,6 +367,13 @@ class DuckDBSink(Sink):
             )
             self.rows_written = _count(con, self.table_sql)
             return
+        # A table written before features_hash existed gains the column (NULL for old rows).
+        for field in SCORE_FIELDS[4:]:
+            if field.name in self.schema.names:
+                con.execute(
+                    f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS "
+                    f"{quote_column(field.name)} UBIGINT"
+                )
         if self.mode == "upsert":
             key = quote_column(self.key)
             con.execute(

@@ -235,6 +235,23 @@ def test_up_to_date_excuses_each_stored_copy_once():
     assert lookup.skip(pa.array(["a"]), np.array([1], np.uint64)).tolist() == [False]
 
 
+def test_a_table_from_before_features_hash_gains_the_column(runner, model_dir, tmp_path, catalogs):
+    """Nightly upserts into a table an older popbatch created keep working."""
+    v1, _ = catalogs
+    db = tmp_path / "old.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute(
+            "CREATE TABLE scores (track_id VARCHAR, popularity_prob DOUBLE, popular BOOLEAN, "
+            "model_id VARCHAR, scored_at TIMESTAMP)"
+        )
+        con.execute("INSERT INTO scores VALUES ('gone', 0.5, true, 'old', now()::TIMESTAMP)")
+    result = run(runner, model_dir, v1, "-o", db, "--into", "scores", "--mode", "upsert")
+    assert result.exit_code == 0, result.output
+    table = read_table(db)
+    assert table.filter(pl.col("track_id") == "gone")["features_hash"].to_list() == [None]
+    assert table.filter(pl.col("track_id") != "gone")["features_hash"].null_count() == 0
+
+
 # ----------------------------------------------------------------- run log
 def test_every_run_is_recorded_beside_a_file_target(runner, model_dir, tmp_path, catalogs):
     v1, _ = catalogs
