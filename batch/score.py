@@ -351,18 +351,15 @@ def _duckdb_lookup(
     import duckdb
 
     from batch.lock import connect_duckdb
-    from batch.sinks import _table_exists
+    from batch.sinks import table_exists
 
     if not sink.path.is_file():
         return None
+    # Read-only: analysts' readers may stay; a writer makes this wait, then exit 75.
+    con = None
     try:
         con = connect_duckdb(sink.path, read_only=True, wait=max(wait, COMMIT_WAIT_SECONDS))
-    except duckdb.Error as exc:
-        raise OutputError(
-            f"{sink.path}: cannot open the target for --incremental ({exc})".replace("\n", " ")
-        ) from None
-    try:
-        if not _table_exists(con, sink.table):
+        if not table_exists(con, sink.table):
             return None
         columns = [row[0] for row in con.sql(f"DESCRIBE {sink.table_sql}").fetchall()]
         if columns != schema.names:
@@ -373,8 +370,14 @@ def _duckdb_lookup(
             f"WHERE model_id = {model}"
         ).to_arrow_reader(1 << 16)
         return UpToDate.from_batches(reader, key)
+    except duckdb.Error as exc:
+        raise OutputError(
+            f"{sink.name}: cannot read the stored scores for --incremental "
+            f"({' '.join(str(exc).split())[:200]}); run once without --incremental"
+        ) from None
     finally:
-        con.close()
+        if con is not None:
+            con.close()
 
 
 def default_output(

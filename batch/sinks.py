@@ -349,7 +349,7 @@ class DuckDBSink(Sink):
 
     def apply(self, con) -> None:
         """Run this sink's statements inside the caller's open transaction."""
-        exists = _table_exists(con, self.table)
+        exists = table_exists(con, self.table)
         if self.only_if_rows and self.rows == 0 and not exists:
             return
         if self.carry_over is not None and exists:
@@ -439,7 +439,7 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _table_exists(con, table: str) -> bool:
+def table_exists(con, table: str) -> bool:
     """Whether a (validated) table name exists, asked without raising: inside a
     DuckDB transaction any error aborts it, and a later COMMIT silently rolls back.
     """
