@@ -26,10 +26,13 @@ from typing import Any
 import duckdb
 
 from batch.errors import OutputError
-from batch.lock import lock_error_from_duckdb
+from batch.lock import connect_duckdb
 from batch.sources import DUCKDB_SUFFIXES
 
 RUNS_TABLE = "popbatch_runs"
+# A reader (popbatch sql) may hold the database for a moment when a failed
+# run's row is written after the rollback: wait this long for it.
+LOCK_WAIT_SECONDS = 5.0
 RUNS_JSONL = "runs.jsonl"
 STATUSES = ("success", "failed", "interrupted")
 RUN_FIELDS = (
@@ -154,9 +157,9 @@ def _insert_duckdb(
     placeholders = ", ".join(f"${name}" for name in RUN_FIELDS)
     insert = f"INSERT INTO {RUNS_TABLE} ({', '.join(RUN_FIELDS)}) VALUES ({placeholders})"
     try:
-        con = connection or duckdb.connect(str(database))
+        con = connection or connect_duckdb(database, wait=LOCK_WAIT_SECONDS)
     except duckdb.Error as exc:
-        raise lock_error_from_duckdb(exc, database) or OutputError(
+        raise OutputError(
             f"{database}: cannot record the run in {RUNS_TABLE} ({' '.join(str(exc).split())})"
         ) from None
     try:

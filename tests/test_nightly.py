@@ -326,9 +326,11 @@ def test_with_wait_score_runs_once_the_holder_lets_go(runner, model_dir, tmp_pat
 def test_duckdb_writer_holding_the_target_is_exit_75_not_a_traceback(
     runner, model_dir, tmp_path, catalogs, monkeypatch
 ):
+    import batch.runlog
     import batch.sinks
 
     monkeypatch.setattr(batch.sinks, "COMMIT_WAIT_SECONDS", 0.0)
+    monkeypatch.setattr(batch.runlog, "LOCK_WAIT_SECONDS", 0.0)
     v1, _ = catalogs
     db = tmp_path / "target.duckdb"
     holder = hold(HOLD_DUCKDB, db)
