@@ -183,7 +183,7 @@ def score(
         sink = sink if isinstance(sink, Sink) else open_sink(sink, key=key)
         if incremental:
             _check_incremental(sink)
-        lock = TargetLock(sink.target, wait).acquire()
+        lock = _lock_target(sink.target, wait)
     except BaseException:
         source.close()
         raise
@@ -200,6 +200,23 @@ def score(
     finally:
         lock.release()
     return summary
+
+
+def _lock_target(target: Path, wait: float) -> TargetLock:
+    """Take the target's lock, creating the output folder first as a sink would."""
+    directory = target.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"{directory}: cannot create the output directory ({exc.strerror})"
+        ) from None
+    try:
+        return TargetLock(target, wait).acquire()
+    except OSError as exc:
+        raise OutputError(
+            f"{target}: cannot write in {directory} ({exc.strerror or exc})"
+        ) from None
 
 
 def _check_incremental(sink: Sink) -> None:

@@ -312,6 +312,17 @@ def test_a_second_process_holding_the_target_makes_score_exit_75(
     assert not out.exists() and not (tmp_path / "runs.jsonl").exists()  # not a run: not logged
 
 
+def test_an_output_in_a_new_folder_is_locked_and_logged_there(runner, model_dir, tmp_path):
+    out = tmp_path / "new" / "deeper" / "scores.parquet"
+    result = run(runner, model_dir, TRACKS_2000, "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "runs.jsonl",
+        "scores.parquet",
+        "scores.parquet.lock",
+    ]
+
+
 def test_with_wait_score_runs_once_the_holder_lets_go(runner, model_dir, tmp_path, catalogs):
     v1, _ = catalogs
     out = tmp_path / "scores.parquet"
