@@ -198,19 +198,22 @@ def score(
             )  # fmt: skip
             log.update(summary.to_dict())
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
     return summary
 
 
-def _lock_target(target: Path, wait: float) -> TargetLock:
-    """Take the target's lock, creating the output folder first as a sink would."""
+def _lock_target(target: Path, wait: float) -> TargetLock | None:
+    """Take the target's lock, creating the output folder first as a sink would.
+
+    None when the folder cannot be made: nothing can be written there, and the
+    sink says why when it opens (before any output).
+    """
     directory = target.parent
     try:
         directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(
-            f"{directory}: cannot create the output directory ({exc.strerror})"
-        ) from None
+    except OSError:
+        return None
     try:
         return TargetLock(target, wait).acquire()
     except OSError as exc:
@@ -471,8 +474,9 @@ class _Job:
                 (self.sink, self.schema),
                 (self.rejects_sink, self.preprocessor.rejects_schema),
             ):
-                sink.open(schema, self.preprocessor.by_final)
+                # Listed before open: a Ctrl-C inside open still gets its temp file removed.
                 opened.append(sink)
+                sink.open(schema, self.preprocessor.by_final)
             reader = _Reader(self._prepare(batch_size), self.QUEUE_DEPTH, self.stop)
             with reader, _Writer(self._write, self.QUEUE_DEPTH, self.stop) as writer:
                 for prepared, hashes, skipped in reader:
