@@ -22,7 +22,9 @@ Rows whose key and features appear several times are matched copy for copy
 
 Memory: the lookup holds 8 bytes (a hash of key and ``features_hash``) plus
 two 4-byte counters per stored row of the current model, about 160 MB for 10
-million rows; the target itself is streamed, never loaded.
+million rows, and about 8 more bytes per row while it is built; the target
+itself is streamed, never loaded (measured: 1M stored rows, built in ~1 s,
+RSS +131 MB of which most is the Arrow/polars allocators' pools).
 """
 
 from __future__ import annotations
@@ -114,14 +116,13 @@ class UpToDate:
     """
 
     def __init__(self, pairs: np.ndarray) -> None:
-        values, counts = np.unique(pairs, return_counts=True)
-        self.values = values
-        self.counts = counts.astype(np.uint32)
-        self.used = np.zeros(len(values), np.uint32)
-
-    @classmethod
-    def empty(cls) -> UpToDate:
-        return cls(np.zeros(0, np.uint64))
+        pairs.sort()  # in place: np.unique would hold two more copies of every row
+        new = np.ones(len(pairs), bool)
+        new[1:] = pairs[1:] != pairs[:-1]
+        starts = np.flatnonzero(new)
+        self.values = pairs[starts]
+        self.counts = np.diff(np.append(starts, len(pairs))).astype(np.uint32)
+        self.used = np.zeros(len(self.values), np.uint32)
 
     @classmethod
     def from_batches(cls, batches: Iterable[pa.RecordBatch], key: str) -> UpToDate:
@@ -136,7 +137,9 @@ class UpToDate:
                 batch.column(key), batch.column(HASH_COLUMN).to_numpy(zero_copy_only=False)
             )
             parts.append(pairs[valid])
-        return cls(np.concatenate(parts) if parts else np.zeros(0, np.uint64))
+        pairs = np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+        parts.clear()
+        return cls(pairs)
 
     def __len__(self) -> int:
         return int(self.counts.sum())
