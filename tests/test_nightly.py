@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import duckdb
@@ -423,6 +424,7 @@ def test_readers_during_a_run_see_the_old_or_the_new_table_or_exit_75(
     while writer.poll() is None or not outcomes:
         result = runner.invoke(cli, query)
         outcomes.append((result.exit_code, result.output))
+        time.sleep(0.02)  # leave the writer gaps to take the file (it retries for 10 s)
     assert writer.wait(60) == 0, writer.stderr.read()
     for code, output in outcomes:
         if code == 75:
