@@ -22,7 +22,6 @@ from conftest import SMALL_TITLE_CASE, TRACKS_2000
 from model_factory import training_matrix
 
 from batch.cli import cli
-from batch.manifest import default_model_dir
 from batch.score import RunSummary, default_output, score
 from batch.sinks import ParquetSink
 from batch.sources import CsvSource
@@ -363,10 +362,6 @@ def test_default_output_is_beside_the_input(runner, model_dir, tmp_path, tracks_
     assert default_output(tmp_path / "parts") == tmp_path / "parts.scored.parquet"
 
 
-@pytest.mark.skipif(
-    not (default_model_dir() / "manifest.json").exists(),
-    reason="the embedded default model (models/default) is not built yet",
-)
 def test_readme_first_command_with_the_embedded_model(runner, tmp_path, monkeypatch):
     """`popbatch score batch/sample/catalog.csv -o scored.parquet`, as the README says."""
     monkeypatch.chdir(tmp_path)

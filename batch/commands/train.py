@@ -82,21 +82,21 @@ BALANCE_METHODS = ("smote", "adasyn", "undersample", "class-weight", "none")
     help="K of the out-of-fold predictions that train the meta learner.",
 )
 @click.option(
-    "--rf-trees", default=50, show_default=True, type=click.IntRange(min=1), help="RF trees."
+    "--rf-trees", default=10, show_default=True, type=click.IntRange(min=1), help="RF trees."
 )
 @click.option(
-    "--rf-depth", default=8, show_default=True, type=click.IntRange(min=1), help="RF max depth."
+    "--rf-depth", default=5, show_default=True, type=click.IntRange(min=1), help="RF max depth."
 )
 @click.option(
     "--xgb-rounds",
-    default=300,
+    default=30,
     show_default=True,
     type=click.IntRange(min=1),
     help="XGBoost maximum rounds (early stopping on validation picks fewer).",
 )
 @click.option(
     "--xgb-depth",
-    default=4,
+    default=3,
     show_default=True,
     type=click.IntRange(min=1),
     help="XGBoost max tree depth.",
