@@ -50,6 +50,16 @@ class LazyGroup(click.Group):
         module_name, attr = target.split(":")
         return getattr(importlib.import_module(module_name), attr)
 
+    def make_context(self, *args, **kwargs) -> click.Context:
+        # Ctrl-C while options are parsed: 130 like everywhere else, not click's
+        # "Aborted!" with exit code 1.
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise UserFacingError(
+                "interrupted; nothing partial was written", EXIT_INTERRUPTED
+            ) from None
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)

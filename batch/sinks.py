@@ -106,6 +106,11 @@ class FileSink(Sink):
             raise OutputError(f"{self.path}: is a directory; give a file name for the output")
         try:
             directory.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            # mkdir says "File exists" when a file sits where the directory should be.
+            raise OutputError(
+                f"{directory}: a file is in the way of the output directory; choose another -o"
+            ) from None
         except OSError as exc:
             raise OutputError(
                 f"{directory}: cannot create the output directory ({exc.strerror})"
