@@ -233,8 +233,10 @@ class _Job:
                 (self.sink, self.schema),
                 (self.rejects_sink, self.preprocessor.rejects_schema),
             ):
-                sink.open(schema, self.preprocessor.by_final)
+                # Listed before opening: a Ctrl-C inside open() (after the temporary
+                # file exists) must still abort it. abort() is safe on an unopened sink.
                 opened.append(sink)
+                sink.open(schema, self.preprocessor.by_final)
             reader = _Reader(self._prepare(batch_size), self.QUEUE_DEPTH, self.stop)
             with reader, _Writer(self._write, self.QUEUE_DEPTH, self.stop) as writer:
                 for prepared in reader:

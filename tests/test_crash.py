@@ -262,3 +262,26 @@ def test_interrupt_inside_a_native_import_still_exits_130(runner, model_dir, tmp
     monkeypatch.setattr(batch.runner.OnnxScorer, "__init__", broken)
     result = runner.invoke(cli, args)
     assert result.exit_code == 1 and isinstance(result.exception, ImportError)
+
+
+def test_interrupt_while_the_outputs_open_leaves_no_temp_file(
+    runner, model_dir, tmp_path, monkeypatch
+):
+    """Ctrl-C after the rejects' temporary file exists but before its sink counted as
+    opened left that file behind (found by the SIGINT crash test under load)."""
+    import batch.sinks
+    from batch.cli import cli
+
+    real = batch.sinks.ParquetSink._open_writer
+
+    def open_then_interrupt(self):
+        real(self)
+        if ".rejects." in self.path.name:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch.sinks.ParquetSink, "_open_writer", open_then_interrupt)
+    output = tmp_path / "scored.parquet"
+    args = ["score", str(TRACKS_2000), "-o", str(output), "--model", str(model_dir)]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 130, result.output
+    assert list(tmp_path.iterdir()) == []
