@@ -480,8 +480,18 @@ MODEL_BUILDERS = {
 
 
 # ------------------------------------------------------------------- helpers
+# The run log (batch/runlog.py) records every run, failed ones too: it is not output.
+RUN_LOG_TABLE, RUN_LOG_FILE = "popbatch_runs", "runs.jsonl"
+
+
 def digest(path: Path) -> str:
-    """sha256 of a file, or of every file under a directory (names and bytes)."""
+    """sha256 of a file, or of every file under a directory (names and bytes); for a
+    DuckDB database, of every table's rows except the run log's."""
+    if path.suffix == ".duckdb" and path.is_file():
+        try:
+            return table_digest(path)
+        except duckdb.Error:
+            pass  # not a database: its bytes, below
     hasher = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
@@ -492,17 +502,37 @@ def digest(path: Path) -> str:
 
 def ours(output: Path) -> list[str]:
     """Files beside the output that a run could have made (its name is in theirs;
-    /proc's other entries come and go with processes)."""
+    /proc's other entries come and go with processes). The target's lock file
+    (``<target>.lock``, batch/lock.py) is not output: it may stay."""
     stem = output.name.split(".")[0]
-    return sorted(p.name for p in output.parent.iterdir() if stem in p.name or p.suffix == ".tmp")
+    return sorted(
+        p.name
+        for p in output.parent.iterdir()
+        if (stem in p.name or p.suffix == ".tmp") and p.suffix != ".lock" and p.name != RUN_LOG_FILE
+    )
 
 
 def tables(db: Path) -> list[str]:
     con = duckdb.connect(str(db), read_only=True)
     try:
-        return sorted(r[0] for r in con.sql("SHOW TABLES").fetchall())
+        names = sorted(r[0] for r in con.sql("SHOW TABLES").fetchall())
     finally:
         con.close()
+    return [n for n in names if n != RUN_LOG_TABLE]
+
+
+def table_digest(db: Path) -> str:
+    hasher = hashlib.sha256()
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        for (name,) in sorted(con.sql("SHOW TABLES").fetchall()):
+            if name == RUN_LOG_TABLE:
+                continue
+            rows = con.sql(f'SELECT * FROM "{name}"').fetchall()
+            hasher.update(repr((name, sorted(map(repr, rows)))).encode())
+    finally:
+        con.close()
+    return hasher.hexdigest()
 
 
 def limit_file_size() -> None:

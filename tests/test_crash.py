@@ -159,6 +159,16 @@ def temps(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
 
 
+def files(directory: Path) -> list[str]:
+    """What is left in ``directory``, except the target's lock file (batch/lock.py)
+    and the run log (batch/runlog.py, which records failed runs too)."""
+    return sorted(
+        p.name
+        for p in directory.iterdir()
+        if not p.name.endswith(".lock") and p.name != "runs.jsonl"
+    )
+
+
 # Kill points by the temporary file's size as a share of the final file (timing
 # based), or by a hook: (id, share or None, hook or None, expected version).
 FILE_POINTS = [
@@ -197,7 +207,7 @@ def test_killed_file_output_is_previous_or_complete(sig, catalogs, model_dir, tm
     assert (left != []) == (sig == signal.SIGKILL)
     assert start(command(catalogs["large"], output, model_dir)).wait(timeout=120) == 0
     assert version(parquet_keys(output)) == "new"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["scored.parquet"]
+    assert files(tmp_path) == ["scored.parquet"]
 
 
 DUCKDB_POINTS = [
@@ -252,7 +262,7 @@ def test_interrupt_inside_a_native_import_still_exits_130(runner, model_dir, tmp
     result = runner.invoke(cli, args)
     assert result.exit_code == 130, result.output
     assert result.output == "Error: interrupted; nothing partial was written\n"
-    assert list(tmp_path.iterdir()) == []
+    assert files(tmp_path) == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
     # Without an interrupt, an unexpected error is not disguised as one.
@@ -284,4 +294,4 @@ def test_interrupt_while_the_outputs_open_leaves_no_temp_file(
     args = ["score", str(TRACKS_2000), "-o", str(output), "--model", str(model_dir)]
     result = runner.invoke(cli, args)
     assert result.exit_code == 130, result.output
-    assert list(tmp_path.iterdir()) == []
+    assert files(tmp_path) == []
