@@ -9,6 +9,8 @@ one-line message and its exit code here, in one place.
 from __future__ import annotations
 
 import importlib
+import signal
+import threading
 
 import click
 
@@ -51,6 +53,27 @@ class LazyGroup(click.Group):
         module_name, attr = target.split(":")
         return getattr(importlib.import_module(module_name), attr)
 
+    def main(self, *args, **kwargs):
+        # Remember that Ctrl-C was pressed: a native extension imported at that
+        # moment (onnxruntime) turns the KeyboardInterrupt into an ImportError
+        # ("initialization failed"), which must still end as "interrupted", 130.
+        previous = _install_interrupt_flag()
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    def make_context(self, *args, **kwargs) -> click.Context:
+        # Ctrl-C while options are parsed: 130 like everywhere else, not click's
+        # "Aborted!" with exit code 1.
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise UserFacingError(
+                "interrupted; nothing partial was written", EXIT_INTERRUPTED
+            ) from None
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -60,6 +83,33 @@ class LazyGroup(click.Group):
             raise UserFacingError(
                 "interrupted; nothing partial was written", EXIT_INTERRUPTED
             ) from None
+        except Exception:
+            if _interrupted.is_set():  # an error caused by the interrupt
+                raise UserFacingError(
+                    "interrupted; nothing partial was written", EXIT_INTERRUPTED
+                ) from None
+            raise
+
+
+_interrupted = threading.Event()
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    _interrupted.set()
+    raise KeyboardInterrupt
+
+
+def _install_interrupt_flag():
+    """Handle SIGINT as Python does, but remember it; returns the previous handler
+    (None when not in the main thread, where handlers cannot be set)."""
+    _interrupted.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:
+        return None  # SIGINT ignored or handled by an embedding program: leave it
+    signal.signal(signal.SIGINT, _on_sigint)
+    return previous
 
 
 def one_line(exc: BaseException) -> str:

@@ -39,6 +39,7 @@ REASON_COLUMN = "reason"
 _BAD = "__popbatch_bad__"
 _GENRE_POS = "__popbatch_genre_position__"
 _EXPLICIT = "explicit"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -489,7 +490,8 @@ def _plain_numbers(batch: pa.RecordBatch, columns: set[str]) -> pa.RecordBatch:
 
 
 def _valid(expr: pl.Expr, spec: NumericInput) -> pl.Expr:
-    ok = expr.is_finite()
+    # The feature matrix is float32: a larger value would silently become inf.
+    ok = expr.is_finite() & (expr.abs() <= FLOAT32_MAX)
     if spec.valid_min is not None:
         ok = ok & (expr >= spec.valid_min)
     if spec.valid_max is not None:
@@ -512,6 +514,8 @@ def _reason(spec: NumericInput, parsed: pl.Expr, present: bool) -> pl.Expr:
         .then(pl.lit(f"{name} is NaN"))
         .when(parsed.is_infinite())
         .then(pl.format(f"{name} {{}} is infinite", value))
+        .when(parsed.abs() > FLOAT32_MAX)
+        .then(pl.format(f"{name} {{}} is too large for the model (float32)", value))
     )
     if spec.valid_min is not None:
         expr = expr.when(parsed < spec.valid_min).then(

@@ -18,6 +18,7 @@ sinks on the same file share one transaction.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import uuid
 from abc import ABC, abstractmethod
@@ -115,11 +116,17 @@ class FileSink(Sink):
             raise OutputError(f"{self.path}: is a directory; give a file name for the output")
         try:
             directory.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            # mkdir says "File exists" when a file sits where the directory should be.
+            raise OutputError(
+                f"{directory}: a file is in the way of the output directory; choose another -o"
+            ) from None
         except OSError as exc:
             raise OutputError(
                 f"{directory}: cannot create the output directory ({exc.strerror})"
             ) from None
         self.schema = schema
+        _remove_stale_temps(directory, self.path.name)
         self.tmp = directory / f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         try:
             self._open_writer()
@@ -252,6 +259,28 @@ class CsvSink(FileSink):
         if self._writer is not None:
             writer, self._writer = self._writer, None
             writer.close()
+
+
+def _remove_stale_temps(directory: Path, name: str) -> None:
+    """Delete temporary files of ``name`` left by runs that were killed (SIGKILL, power
+    loss): their process id, in the name, no longer runs. A live run's file is kept.
+    """
+    for stale in directory.glob(f".{glob.escape(name)}.*.tmp"):
+        parts = stale.name[len(name) + 2 :].split(".")
+        if len(parts) != 3 or not parts[0].isdigit() or _running(int(parts[0])):
+            continue
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _unwritable(path: Path, exc: BaseException) -> str:

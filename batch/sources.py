@@ -137,6 +137,13 @@ class CsvSource(Source):
 
     def _header(self, path: Path) -> list[str]:
         _check_file(path)
+        if not _compressed(path) and path.is_file():
+            with open(path, "rb") as f:
+                if b"\x00" in f.read(1 << 16):
+                    raise InputError(
+                        f"{path}: holds binary data (NUL bytes), not CSV text; "
+                        "check that this is the catalog file"
+                    )
         try:
             reader = pacsv.open_csv(
                 path,
@@ -144,10 +151,15 @@ class CsvSource(Source):
                 parse_options=self._parse_options(),
             )
         except pa.ArrowInvalid as exc:
-            raise InputError(f"{path}: {_csv_reason(exc)}") from None
+            raise InputError(f"{path}: {self._reason(path, exc)}") from None
         names = reader.schema.names
         reader.close()
+        _check_header(path, names, self.delimiter)
         return names
+
+    def _reason(self, path: Path, exc: BaseException) -> str:
+        """Why a CSV file cannot be read, naming the offending row where it can."""
+        return _csv_reason(exc, path, self.delimiter)
 
     @property
     def schema(self) -> pa.Schema:
@@ -189,18 +201,90 @@ class CsvSource(Source):
                 if "straddl" in str(exc) and block < CSV_MAX_BLOCK_BYTES:
                     block *= 4
                     continue
-                raise InputError(f"{path}: {_csv_reason(exc)}") from None
+                raise InputError(f"{path}: {self._reason(path, exc)}") from None
 
 
-def _csv_reason(exc: BaseException) -> str:
+# Delimiters a one-column header hints at when --delimiter was not given.
+_OTHER_DELIMITERS = {";": "';'", "\t": "$'\\t'", "|": "'|'"}
+
+
+def _check_header(path: Path, names: list[str], delimiter: str) -> None:
+    """Refuse headers that cannot be a catalog's, with the fix."""
+    if not any(name.strip() for name in names):
+        raise InputError(f"{path}: the first line is blank; the file needs a header row")
+    if len(names) == 1:
+        for other, shell in _OTHER_DELIMITERS.items():
+            if other != delimiter and other in names[0]:
+                raise InputError(
+                    f"{path}: the header is one column holding {other!r}; "
+                    f"pass --delimiter {shell} if the file is {other!r}-separated"
+                )
+
+
+def _csv_reason(exc: BaseException, path: Path | None = None, delimiter: str = ",") -> str:
     text = " ".join(str(exc).split())
     if "Empty CSV file" in text:
         return "the file is empty (no header row)"
-    if "invalid UTF8" in text or "UTF8" in text:
-        return "the file is not valid UTF-8; re-save it as UTF-8"
+    if "UTF8" in text:
+        line = _first_non_utf8_line(path) if path is not None else None
+        where = f" (line {line})" if line else ""
+        return (
+            f"the file is not valid UTF-8{where}; re-save it as UTF-8, for example "
+            "'iconv -f latin1 -t utf-8 IN.csv > OUT.csv' for a Latin-1 file"
+        )
     if "Expected" in text and "columns" in text:
-        return f"ragged rows ({text}); check the delimiter (--delimiter) and quoting"
-    return f"cannot read as CSV ({text})"
+        found = _first_ragged_row(path, delimiter) if path is not None else None
+        if found is not None:
+            row, fields, expected = found
+            return (
+                f"row {row} has {fields} fields but the header has {expected}; fix or remove "
+                "that row, or check --delimiter and quoting"
+            )
+        return f"ragged rows ({text[:200]}); check the delimiter (--delimiter) and quoting"
+    return f"cannot read as CSV ({text[:300]})"
+
+
+def _compressed(path: Path) -> bool:
+    return str(path).lower().endswith((".gz", ".bz2", ".zst"))
+
+
+def _first_non_utf8_line(path: Path) -> int | None:
+    """1-based line number of the first line that is not UTF-8 (only on the error path)."""
+    if _compressed(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError:
+                    return number
+    except OSError:
+        return None
+    return None
+
+
+def _first_ragged_row(path: Path, delimiter: str) -> tuple[int, int, int] | None:
+    """(data row number, fields, header fields) of the first ragged row, read with
+    Python's csv module (quoted newlines respected). Only run on the error path:
+    pyarrow does not report the row number when values may hold newlines.
+    """
+    import csv
+
+    if _compressed(path):
+        return None
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            header = next(reader, None)
+            if header is None:
+                return None
+            for number, record in enumerate(reader, start=1):
+                if record and len(record) != len(header):
+                    return number, len(record), len(header)
+    except (OSError, csv.Error):
+        return None
+    return None
 
 
 def _check_file(path: Path) -> None:
