@@ -221,8 +221,12 @@ def prepare_model(bench: Bench) -> tuple[Path, Path | None]:
     if args.model:
         model_dir = Path(args.model)
     else:
-        if run_dir is None:
-            run_dir = bench.out / "train" if args.skip_train else train(bench)
+        if run_dir is None and args.skip_train:
+            run_dir = bench.out / "train"
+            if not (run_dir / "stack").is_dir():
+                raise SystemExit(f"bench: --skip-train, but {_rel(run_dir)} holds no trained run")
+        elif run_dir is None:
+            run_dir = train(bench)
         model_dir = export(bench, run_dir)
     stack_dir = None
     if run_dir is not None and (run_dir / "stack" / "stack.json").is_file():
@@ -501,7 +505,8 @@ def report(results: dict[str, Any]) -> str:
     text.append("")
     for g in results.get("goals", []):
         verdict = {True: "met", False: "NOT met", None: "not measured"}[g["met"]]
-        text.append(f"goal {g['goal']}: {g['value']} -> {verdict} ({g['detail']})")
+        value = f"{g['value']:,}" if isinstance(g["value"], int) else g["value"]
+        text.append(f"goal {g['goal']}: {value} -> {verdict} ({g['detail']})")
     return "\n".join(text)
 
 
