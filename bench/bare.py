@@ -6,7 +6,8 @@ largest batch size; inference goes through ``batch.runner.OnnxScorer``, the
 session ``popbatch score`` uses. No reading, no preprocessing, no writing is
 timed: the difference to an end-to-end run is their cost.
 
-Prints one JSON line: rows/s per batch size.
+Prints one JSON line: rows per wall second and per CPU second, per batch size
+(CPU seconds stay meaningful when other jobs share the cores).
 
     python bench/bare.py MODEL_DIR catalog.parquet --threads 2 --batch-sizes 16384 65536 262144
 """
@@ -42,15 +43,17 @@ def catalog_matrix(bundle, catalog: Path, rows: int) -> np.ndarray:
     return np.ascontiguousarray(np.tile(features, (reps, 1))[:rows], np.float32)
 
 
-def rows_per_second(scorer: OnnxScorer, x: np.ndarray, batch_size: int, seconds: float) -> int:
-    """Batches of ``batch_size`` rows of ``x`` for ``seconds`` (at least 3), after one warm-up."""
+def rates(scorer: OnnxScorer, x: np.ndarray, batch_size: int, seconds: float) -> tuple[int, int]:
+    """(rows per wall second, rows per CPU second) over batches of ``batch_size`` rows of
+    ``x`` for ``seconds`` (at least 3 batches), after one warm-up batch."""
     batch = np.ascontiguousarray(x[:batch_size])
     scorer.predict(batch)
-    runs, started = 0, time.perf_counter()
+    runs, started, cpu = 0, time.perf_counter(), time.process_time()
     while runs < 3 or time.perf_counter() - started < seconds:
         scorer.predict(batch)
         runs += 1
-    return round(runs * batch_size / (time.perf_counter() - started))
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return round(runs * batch_size / wall), round(runs * batch_size / cpu)
 
 
 def main() -> None:
@@ -65,8 +68,17 @@ def main() -> None:
     bundle = load_model(args.model)
     scorer = OnnxScorer(bundle, threads=args.threads)
     x = catalog_matrix(bundle, args.catalog, max(args.batch_sizes))
-    rates = {str(b): rows_per_second(scorer, x, b, args.seconds) for b in args.batch_sizes}
-    print(json.dumps({"threads": scorer.threads, "width": x.shape[1], "rows_per_second": rates}))
+    measured = {str(b): rates(scorer, x, b, args.seconds) for b in args.batch_sizes}
+    print(
+        json.dumps(
+            {
+                "threads": scorer.threads,
+                "width": x.shape[1],
+                "rows_per_second": {b: r[0] for b, r in measured.items()},
+                "rows_per_cpu_second": {b: r[1] for b, r in measured.items()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

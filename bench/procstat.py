@@ -10,6 +10,7 @@ than the interval; at 20 ms that is well below a 65,536-row batch.
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -30,6 +31,8 @@ class Measured:
 
     command: list[str]
     seconds: float
+    cpu_seconds: float
+    """User + system CPU seconds of the process and the children it waited for."""
     peak_rss_mb: float
     returncode: int
     stdout: str
@@ -77,6 +80,9 @@ def measure(
         Copy the command's stderr to ours when it fails.
     """
     full_env = {**os.environ, **(env or {})}
+    # CPU time of waited-for children accrues in RUSAGE_CHILDREN when they exit:
+    # its growth over this call is this command's CPU (robust to a busy machine).
+    cpu_before = _children_cpu()
     started = time.perf_counter()
     process = subprocess.Popen(
         list(command), cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -91,6 +97,7 @@ def measure(
         peak = max(peak, _tree_rss(watched))
         time.sleep(interval)
     seconds = time.perf_counter() - started
+    cpu_seconds = _children_cpu() - cpu_before
     for reader in readers:
         reader.join()
     stderr = b"".join(err_chunks).decode(errors="replace")
@@ -99,11 +106,17 @@ def measure(
     return Measured(
         command=list(command),
         seconds=seconds,
+        cpu_seconds=cpu_seconds,
         peak_rss_mb=peak / 2**20,
         returncode=process.returncode,
         stdout=b"".join(out_chunks).decode(errors="replace"),
         stderr=stderr,
     )
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _drain(pipe: IO[bytes], chunks: list[bytes]) -> threading.Thread:
