@@ -55,7 +55,7 @@ FIXTURE = ROOT / "tests" / "data" / "tracks_2000.csv"
 PYTHON = sys.executable
 PACKAGES = (
     "polars", "pyarrow", "duckdb", "numpy", "onnxruntime", "pandas", "scikit-learn",
-    "xgboost", "tensorflow-cpu", "keras", "psutil",
+    "xgboost-cpu", "tensorflow-cpu", "keras", "psutil",
 )  # fmt: skip
 BARE_BATCH_SIZES = (16_384, 65_536, 262_144)
 DEFAULT_BATCH_SIZE = 65_536  # popbatch score's
@@ -258,7 +258,13 @@ def _tree_params(stack_dir: Path | None) -> dict[str, Any] | None:
         return None
     info = json.loads((stack_dir / "stack.json").read_text()).get("info", {})
     learners = info.get("params", {}).get("learners", {})
-    return {"rf": learners.get("rf"), "xgb": learners.get("xgb")}
+    params = {"rf": learners.get("rf"), "xgb": learners.get("xgb")}
+    try:  # early stopping decides how many rounds XGBoost really kept
+        booster = json.loads((stack_dir / "xgb.json").read_text())["learner"]["gradient_booster"]
+        params["xgb_trees"] = int(booster["model"]["gbtree_model_param"]["num_trees"])
+    except (OSError, KeyError, ValueError):
+        pass
+    return params
 
 
 # -- 2. catalogs -------------------------------------------------------------------------------
@@ -511,11 +517,25 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def model_line(model: dict[str, Any]) -> str:
+    text = f"model {model['model_id'][:12]}: {model['inputs']} inputs, {model['bytes']:,} bytes"
+    params = model.get("params") or {}
+    rf, xgb = params.get("rf") or {}, params.get("xgb") or {}
+    if rf and xgb:
+        rounds = params.get("xgb_trees", xgb.get("n_estimators"))
+        text += (
+            f"; RandomForest {rf.get('n_estimators')} trees depth {rf.get('max_depth')}, "
+            f"XGBoost {rounds} rounds depth {xgb.get('max_depth')}"
+        )
+    return text
+
+
 def report(results: dict[str, Any]) -> str:
     m = results["machine"]
     text = [
         f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM; load average "
         f"{results['load_average']['start']} at start, {results['load_average']['end']} at end",
+        model_line(results["model"]),
         "",
         table(results),
         "",
