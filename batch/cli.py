@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "export": "batch.commands.export:export",
     "model": "batch.commands.model:model",
     "score": "batch.commands.score:score",
+    "train": "batch.commands.train:train",
 }
 
 EPILOG = """\b

@@ -1,0 +1,149 @@
+"""The three base learners and the two reference models.
+
+Every learner trains on float32 numpy arrays (no pandas column names), so
+the exported XGBoost graph sees inputs ``f0..fN`` and the RandomForest has
+no feature-name checks. Sizes are bounded on purpose: trees decide how fast
+the exported ONNX graph scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.balance import Balanced
+
+
+@dataclass
+class LearnerParams:
+    """Hyper-parameters of the base learners (defaults keep the exported graph small)."""
+
+    epochs: int = 100
+    batch_size: int = 16
+    patience: int = 10
+    rf: dict[str, Any] = field(
+        default_factory=lambda: {
+            "n_estimators": 50,
+            "max_depth": 8,
+            "min_samples_leaf": 5,
+            "max_features": "sqrt",
+        }
+    )
+    xgb: dict[str, Any] = field(
+        default_factory=lambda: {
+            "n_estimators": 300,
+            "max_depth": 4,
+            "learning_rate": 0.05,
+            "subsample": 0.8,
+            "colsample_bytree": 0.8,
+            "min_child_weight": 1.0,
+            "reg_lambda": 1.0,
+        }
+    )
+    xgb_early_stopping: int = 30
+
+
+def build_ann(n_inputs: int, seed: int):
+    """Dense 64 relu -> Dropout 0.3 -> Dense 32 relu -> Dropout 0.3 -> Dense 1 sigmoid."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(n_inputs,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(),
+        loss="binary_crossentropy",
+        metrics=[
+            keras.metrics.Precision(name="precision"),
+            keras.metrics.Recall(name="recall"),
+            "accuracy",
+        ],
+    )
+    return model
+
+
+def fit_ann(
+    train: Balanced,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    params: LearnerParams,
+    seed: int,
+) -> tuple[Any, dict[str, list[float]]]:
+    """Fit the network on scaled inputs; early stopping on the validation split
+    restores the best weights. Returns the model and its per-epoch history."""
+    import keras
+
+    model = build_ann(train.x.shape[1], seed)
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=params.patience, restore_best_weights=True
+    )
+    history = model.fit(
+        train.x,
+        train.y.astype(np.float32),
+        validation_data=(x_val, y_val.astype(np.float32)),
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        class_weight=train.class_weight,
+        callbacks=[stop],
+        shuffle=True,
+        verbose=0,
+    )
+    return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def fit_rf(train: Balanced, params: LearnerParams, seed: int):
+    from sklearn.ensemble import RandomForestClassifier
+
+    model = RandomForestClassifier(
+        **params.rf,
+        class_weight=train.class_weight,
+        random_state=seed,
+        n_jobs=2,
+    )
+    return model.fit(train.x, train.y)
+
+
+def fit_xgb(
+    train: Balanced,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    params: LearnerParams,
+    seed: int,
+):
+    """Fit XGBoost with early stopping on the validation split, then refit with
+    exactly the best number of rounds, so the saved model holds only the trees
+    it uses (the exported graph converts every tree)."""
+    from xgboost import XGBClassifier
+
+    common = {
+        **params.xgb,
+        "tree_method": "hist",
+        "objective": "binary:logistic",
+        "eval_metric": "aucpr",
+        "random_state": seed,
+        "n_jobs": 2,
+    }
+    weights = train.sample_weight()
+    probe = XGBClassifier(**common, early_stopping_rounds=params.xgb_early_stopping)
+    probe.fit(train.x, train.y, sample_weight=weights, eval_set=[(x_val, y_val)], verbose=False)
+    rounds = int(probe.best_iteration) + 1
+    model = XGBClassifier(**{**common, "n_estimators": rounds})
+    model.fit(train.x, train.y, sample_weight=weights, verbose=False)
+    return model
+
+
+def fit_logistic(x_scaled: np.ndarray, y: np.ndarray, seed: int):
+    """The plain reference model: logistic regression on the scaled features."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(max_iter=2000, random_state=seed).fit(x_scaled, y)

@@ -1,0 +1,455 @@
+"""``popbatch train`` as a library call: data -> split -> base learners -> stack -> report.
+
+:func:`train` does the whole run and returns a :class:`TrainResult`; the
+click command only turns options into a :class:`TrainConfig`.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from batch.errors import TrainingError
+from batch.stats import numeric_stats, onehot_share
+from models.balance import balance
+from models.data import TrainingData, feature_matrix, genre_vocabulary, load_training_data
+from models.evaluate import best_f1_threshold, evaluate
+from models.features import (
+    DEFAULT_POPULAR_ABOVE,
+    KEY_COLUMN,
+    LABEL_COLUMN,
+    NUMERIC_FEATURE_NAMES,
+    feature_names,
+)
+from models.learners import LearnerParams, fit_logistic
+from models.split import grouped_split
+from models.stack import NativeStack
+from models.stacking import fit_base_models, fit_meta, out_of_fold
+
+MIN_CLASS_ROWS = 10  # per class over all rows: fewer cannot fill three splits and K folds
+OUTLIER_QUANTILES = (0.01, 0.99)
+MODEL_ORDER = ("ann", "rf", "xgb", "stack", "logistic", "majority")
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (recorded in report.json and the stack)."""
+
+    data: Path
+    out: Path
+    table: str | None = None
+    popular_above: float = DEFAULT_POPULAR_ABOVE
+    balance: str = "class-weight"
+    outliers: str = "keep"
+    use_genre: bool = True
+    tune: bool = False
+    tune_budget: float = 5.0
+    seed: int = 42
+    folds: int = 5
+    learners: LearnerParams = field(default_factory=LearnerParams)
+
+    def as_params(self) -> dict[str, Any]:
+        params = asdict(self)
+        params["data"] = str(self.data)
+        params["out"] = str(self.out)
+        return params
+
+
+@dataclass
+class TrainResult:
+    stack: NativeStack
+    report: dict[str, Any]
+    out: Path
+
+
+@dataclass
+class Splits:
+    """Feature matrices (unclipped float32), labels and track ids per split."""
+
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    groups: dict[str, np.ndarray]
+    frames: dict[str, pl.DataFrame]
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import keras
+
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+
+
+def labels(frame: pl.DataFrame, popular_above: float) -> np.ndarray:
+    return (frame[LABEL_COLUMN].to_numpy() > popular_above).astype(np.int64)
+
+
+def check_classes(y: np.ndarray, data: TrainingData, popular_above: float) -> None:
+    positives = int(y.sum())
+    negatives = int(y.size - positives)
+    if positives < MIN_CLASS_ROWS or negatives < MIN_CLASS_ROWS:
+        raise TrainingError(
+            f"{data.source}: {positives} popular and {negatives} other rows with "
+            f"popularity > {popular_above:g}; each class needs at least {MIN_CLASS_ROWS} "
+            "rows: change --popular-above or add data"
+        )
+
+
+def make_splits(data: TrainingData, y: np.ndarray, seed: int) -> tuple[Splits, list[str] | None]:
+    groups = data.frame[KEY_COLUMN].to_numpy()
+    split = grouped_split(groups, y, seed)
+    rows = {"train": split.train, "validation": split.validation, "test": split.test}
+    frames = {name: data.frame[idx] for name, idx in rows.items()}
+    vocabulary = genre_vocabulary(frames["train"]["genre"]) if data.has_genre else None
+    splits = Splits(
+        x={name: feature_matrix(frame, vocabulary) for name, frame in frames.items()},
+        y={name: y[idx] for name, idx in rows.items()},
+        groups={name: groups[idx] for name, idx in rows.items()},
+        frames=frames,
+    )
+    for name in ("validation", "test"):
+        if np.unique(splits.y[name]).size < 2:
+            raise TrainingError(f"{data.source}: the {name} split has one class only; add data")
+    return splits, vocabulary
+
+
+def outlier_bounds(x_train: np.ndarray, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """1st/99th percentiles of each numeric feature; one-hot columns unbounded."""
+    lower = np.full(n_features, -np.inf)
+    upper = np.full(n_features, np.inf)
+    numeric = x_train[:, : len(NUMERIC_FEATURE_NAMES)].astype(np.float64)
+    lower[: numeric.shape[1]] = np.quantile(numeric, OUTLIER_QUANTILES[0], axis=0)
+    upper[: numeric.shape[1]] = np.quantile(numeric, OUTLIER_QUANTILES[1], axis=0)
+    return lower, upper
+
+
+def bounds_list(values: np.ndarray) -> list[float | None]:
+    return [None if not np.isfinite(v) else float(v) for v in values]
+
+
+def scaler_for(x_clipped: np.ndarray) -> tuple[list[float], list[float]]:
+    """StandardScaler on the clipped training rows (sklearn maps a zero scale to 1)."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x_clipped.astype(np.float64))
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    return scaler.mean_.tolist(), scale.tolist()
+
+
+def scaling(stack: NativeStack) -> Callable[[np.ndarray], np.ndarray]:
+    """Scale clipped inputs exactly as :meth:`NativeStack.base_probabilities` does."""
+    mean = np.asarray(stack.scaler_mean, np.float32)
+    scale = np.asarray(stack.scaler_scale, np.float32)
+    return lambda c: (np.asarray(c, np.float32) - mean) / scale
+
+
+def feature_stats(x_train: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """Training-split statistics per input (raw values, as the scorer sees them)."""
+    stats: dict[str, Any] = {}
+    for i, name in enumerate(names):
+        if name in NUMERIC_FEATURE_NAMES:
+            stats[name] = numeric_stats(x_train[:, i])
+        else:
+            stats[name] = onehot_share(x_train[:, i])
+    return stats
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = [
+        "numpy",
+        "polars",
+        "duckdb",
+        "pyarrow",
+        "scikit-learn",
+        "xgboost",
+        "tensorflow-cpu",
+        "tensorflow",
+        "keras",
+        "imbalanced-learn",
+        "matplotlib",
+    ]
+    found: dict[str, str] = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    import platform
+
+    found["python"] = platform.python_version()
+    return found
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = round(now - self._start, 3)
+        self._start = now
+
+
+def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResult:
+    """Run a whole training: returns the fitted stack and the report (both written to ``out``).
+
+    Raises
+    ------
+    InputError, SchemaError, TrainingError
+        Unusable data (exit 2 at the CLI).
+    """
+    watch = Stopwatch()
+    notes: list[str] = []
+    progress(f"loading {config.data}" + (f" table {config.table}" if config.table else ""))
+    data = load_training_data(config.data, config.table, config.use_genre)
+    counts = data.counts
+    progress(
+        f"loading: {counts['rows_read']} rows read, {counts['duplicates_dropped']} exact "
+        f"duplicates and {counts['missing_dropped']} rows with missing values dropped"
+    )
+    y_all = labels(data.frame, config.popular_above)
+    check_classes(y_all, data, config.popular_above)
+    watch.lap("loading")
+
+    seed_everything(config.seed)
+    splits, vocabulary = make_splits(data, y_all, config.seed)
+    names = feature_names(vocabulary)
+    progress(
+        "splitting: "
+        + ", ".join(f"{k} {v.size} rows ({int(v.sum())} popular)" for k, v in splits.y.items())
+        + f"; {len(names)} inputs"
+    )
+
+    x_train, y_train = splits.x["train"], splits.y["train"]
+    groups_train = splits.groups["train"]
+    lower, upper = outlier_bounds(x_train, len(names))
+    outliers_dropped = 0
+    if config.outliers == "drop":
+        keep = np.all((x_train >= lower) & (x_train <= upper), axis=1)
+        outliers_dropped = int((~keep).sum())
+        x_train, y_train, groups_train = x_train[keep], y_train[keep], groups_train[keep]
+        progress(f"outliers: dropped {outliers_dropped} training rows outside the 1st-99th pct")
+    if config.outliers != "cap":
+        lower[:] = -np.inf
+        upper[:] = np.inf
+    stack = NativeStack(
+        feature_names=names,
+        genre_vocabulary=vocabulary,
+        clip_lower=bounds_list(lower),
+        clip_upper=bounds_list(upper),
+        scaler_mean=[],
+        scaler_scale=[],
+        meta_coef=[],
+        meta_intercept=0.0,
+        threshold=0.5,
+        ann=None,
+        rf=None,
+        xgb=None,
+    )
+    c_train = stack.clip(x_train)
+    c_val = stack.clip(splits.x["validation"])
+    stack.scaler_mean, stack.scaler_scale = scaler_for(c_train)
+    scale = scaling(stack)
+    watch.lap("splitting")
+
+    params = config.learners
+    tuning: dict[str, Any] | None = None
+    if config.tune:
+        from models.tune import tune
+
+        tuning = tune(
+            c_train, y_train, groups_train, c_val, splits.y["validation"], config, progress
+        )
+        params.rf.update(tuning["rf"]["best_params"])
+        params.xgb.update(tuning["xgb"]["best_params"])
+        watch.lap("tuning")
+
+    progress(f"stacking: {config.folds}-fold out-of-fold probabilities (balance {config.balance})")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        oof = out_of_fold(
+            c_train,
+            y_train,
+            groups_train,
+            c_val,
+            splits.y["validation"],
+            scale,
+            config.balance,
+            params,
+            config.seed,
+            config.folds,
+            progress,
+        )
+        meta, meta_scores = fit_meta(oof, y_train, groups_train, config.seed, config.folds)
+        watch.lap("out_of_fold")
+        progress("base learners: refit on the whole training split")
+        balanced = balance(c_train, y_train, config.balance, config.seed)
+        models = fit_base_models(
+            balanced, c_val, splits.y["validation"], scale, params, config.seed
+        )
+    for warning in caught:
+        message = str(warning.message)
+        # Only the balancing fallbacks matter to a user; keep each once.
+        if message.startswith(config.balance) and message not in notes:
+            notes.append(message)
+    for note in notes:
+        progress(f"warning: {note}")
+    progress(f"base learners: {models.describe()}")
+    watch.lap("base_learners")
+
+    stack.ann, stack.rf, stack.xgb = models.ann, models.rf, models.xgb
+    stack.meta_coef = [float(v) for v in meta.coef_[0]]
+    stack.meta_intercept = float(meta.intercept_[0])
+    base_val = stack.base_probabilities(splits.x["validation"])
+    stack.threshold = best_f1_threshold(splits.y["validation"], stack.meta_probability(base_val))
+    progress(
+        f"stacking: meta weights {np.round(stack.meta_coef, 3).tolist()}, "
+        f"C={meta.C}, threshold {stack.threshold:.4f} (best F1 on validation)"
+    )
+
+    progress("evaluation: test split")
+    plain = fit_logistic(scale(c_train), y_train, config.seed)
+    probabilities = {
+        "validation": model_probabilities(stack, plain, splits.x["validation"], y_train),
+        "test": model_probabilities(stack, plain, splits.x["test"], y_train),
+    }
+    thresholds = {
+        name: (
+            stack.threshold
+            if name == "stack"
+            else 0.5
+            if name == "majority"
+            else best_f1_threshold(splits.y["validation"], probabilities["validation"][name])
+        )
+        for name in MODEL_ORDER
+    }
+    metrics = {
+        "threshold": stack.threshold,
+        "test": {
+            name: evaluate(splits.y["test"], probabilities["test"][name], thresholds[name])
+            for name in MODEL_ORDER
+        },
+        "validation": {
+            name: evaluate(
+                splits.y["validation"], probabilities["validation"][name], thresholds[name]
+            )
+            for name in MODEL_ORDER
+        },
+        "meta": {
+            "C": float(meta.C),
+            "cv_average_precision": {str(k): v for k, v in meta_scores.items()},
+        },
+    }
+    watch.lap("evaluation")
+
+    stack.info = {
+        "label": {"column": LABEL_COLUMN, "popular_above": config.popular_above},
+        "training_data": {
+            "file": data.source,
+            "table": data.table,
+            "sha256": data.sha256,
+            "rows": counts["rows_read"],
+        },
+        "feature_stats": feature_stats(x_train, names),
+        "metrics": metrics,
+        "params": {**config.as_params(), "tuning": tuning},
+    }
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stack.save(out / "stack")
+    write_test_split(out / "stack" / "test.parquet", splits, names)
+    progress(f"stack: written to {out / 'stack'}")
+    watch.lap("saving")
+
+    report = {
+        "data": data_summary(data, splits, balanced, outliers_dropped, vocabulary),
+        "params": stack.info["params"],
+        "metrics": metrics,
+        "notes": notes,
+        "versions": package_versions(),
+    }
+    from models.report import write_report
+
+    progress("report: plots and report.html")
+    write_report(out, report, stack, splits, probabilities, models.history, config)
+    watch.lap("report")
+    report["timings"] = watch.seconds
+    report["timings"]["total"] = round(sum(watch.seconds.values()), 3)
+    from models.report import write_json
+
+    write_json(out / "report.json", report)
+    progress(f"report: {out / 'report.json'} and {out / 'report.html'}")
+    return TrainResult(stack=stack, report=report, out=out)
+
+
+def model_probabilities(
+    stack: NativeStack, plain: Any, x: np.ndarray, y_train: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Each model's probability for raw rows ``x``; the stack's comes from the NativeStack."""
+    base = stack.base_probabilities(x)
+    scaled = scaling(stack)(stack.clip(x))
+    return {
+        "ann": base[:, 0],
+        "rf": base[:, 1],
+        "xgb": base[:, 2],
+        "stack": stack.meta_probability(base),
+        "logistic": plain.predict_proba(scaled)[:, 1],
+        # The majority class's rate as a constant score: ranks nothing.
+        "majority": np.full(x.shape[0], float(y_train.mean())),
+    }
+
+
+def data_summary(
+    data: TrainingData,
+    splits: Splits,
+    balanced: Any,
+    outliers_dropped: int,
+    vocabulary: list[str] | None,
+) -> dict[str, Any]:
+    per_split = {
+        name: {
+            "rows": int(y.size),
+            "popular": int(y.sum()),
+            "share_popular": float(y.mean()),
+            "track_ids": int(np.unique(splits.groups[name]).size),
+        }
+        for name, y in splits.y.items()
+    }
+    per_split["train_balanced"] = {
+        "rows": int(balanced.y.size),
+        "popular": int(balanced.y.sum()),
+        "share_popular": float(balanced.y.mean()),
+        "class_weight": balanced.class_weight,
+    }
+    return {
+        "file": data.source,
+        "table": data.table,
+        "sha256": data.sha256,
+        "rows": {**data.counts, "outliers_dropped_from_train": outliers_dropped},
+        "splits": per_split,
+        "genres": len(vocabulary) if vocabulary is not None else None,
+    }
+
+
+def write_test_split(path: Path, splits: Splits, names: list[str]) -> None:
+    """The untouched test split as the scorer would build it (unclipped float32)."""
+    x = splits.x["test"]
+    columns = {name: pl.Series(name, x[:, i], dtype=pl.Float32) for i, name in enumerate(names)}
+    frame = pl.DataFrame(columns).with_columns(
+        pl.Series("y", splits.y["test"], dtype=pl.Int8),
+        pl.Series(KEY_COLUMN, splits.groups["test"], dtype=pl.String),
+    )
+    frame.write_parquet(path)

@@ -1,0 +1,318 @@
+"""The training report: report.json, report.html and the PNG plots it shows.
+
+Plots use matplotlib's Agg backend (no display needed, safe under cron).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.evaluate import permutation_importance
+from models.features import GENRE_COLUMN, LABEL_COLUMN, NUMERIC_FEATURE_NAMES
+
+PLOTS = {
+    "popularity_distribution": "Popularity distribution and the label threshold",
+    "class_balance": "Class balance per split",
+    "correlation": "Feature correlation (training split)",
+    "ann_history": "ANN training history",
+    "roc_curves": "ROC curves (test split)",
+    "pr_curves": "Precision-recall curves (test split)",
+    "confusion_matrix": "Confusion matrix of the stack (test split, chosen threshold)",
+    "feature_importance": "Feature importance",
+    "popularity_by_genre": "Popularity by genre",
+}
+CURVE_MODELS = ("ann", "rf", "xgb", "stack", "logistic", "majority")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    path.write_text(json.dumps(_finite(report), indent=2), encoding="utf-8")
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, NaN/inf to None (never invalid JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_report(
+    out: Path,
+    report: dict[str, Any],
+    stack: Any,
+    splits: Any,
+    probabilities: dict[str, dict[str, np.ndarray]],
+    history: dict[str, list[float]],
+    config: Any,
+) -> None:
+    """Draw every plot into ``out/plots`` and write ``out/report.html``; adds
+    ``plots`` and ``importance`` to ``report``."""
+    plt = _pyplot()
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    frames = splits.frames
+    drawn: dict[str, str | None] = {}
+    drawn["popularity_distribution"] = _popularity(plt, plots, frames, config.popular_above)
+    drawn["class_balance"] = _class_balance(plt, plots, report["data"]["splits"])
+    drawn["correlation"] = _correlation(plt, plots, frames["train"])
+    drawn["ann_history"] = _history(plt, plots, history)
+    y_test = splits.y["test"]
+    drawn["roc_curves"] = _curves(plt, plots, y_test, probabilities["test"], "roc")
+    drawn["pr_curves"] = _curves(plt, plots, y_test, probabilities["test"], "pr")
+    cm = report["metrics"]["test"]["stack"]["at_threshold"]["confusion_matrix"]
+    drawn["confusion_matrix"] = _confusion(plt, plots, cm, stack.threshold)
+    importance = _importances(stack, splits, config.seed)
+    report["importance"] = importance
+    drawn["feature_importance"] = _importance_plot(plt, plots, importance)
+    drawn["popularity_by_genre"] = _by_genre(plt, plots, frames, config.popular_above)
+    report["plots"] = {k: v for k, v in drawn.items() if v}
+    (out / "report.html").write_text(_html(report, drawn), encoding="utf-8")
+
+
+def _save(plt: Any, fig: Any, plots: Path, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(plots / f"{name}.png", dpi=100)
+    plt.close(fig)
+    return f"plots/{name}.png"
+
+
+def _popularity(plt: Any, plots: Path, frames: dict, popular_above: float) -> str:
+    values = np.concatenate([f[LABEL_COLUMN].to_numpy() for f in frames.values()])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist(values, bins=np.arange(0, 102, 2), color="#4c72b0")
+    ax.axvline(popular_above, color="#c44e52", linestyle="--", label=f"popular > {popular_above:g}")
+    share = float(np.mean(values > popular_above))
+    ax.set(xlabel="popularity", ylabel="rows", title=f"Popularity ({share:.1%} popular)")
+    ax.legend()
+    return _save(plt, fig, plots, "popularity_distribution")
+
+
+def _class_balance(plt: Any, plots: Path, per_split: dict) -> str:
+    names = list(per_split)
+    popular = [per_split[n]["popular"] for n in names]
+    other = [per_split[n]["rows"] - per_split[n]["popular"] for n in names]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(names, other, label="not popular", color="#8da0cb")
+    ax.bar(names, popular, bottom=other, label="popular", color="#fc8d62")
+    for i, n in enumerate(names):
+        ax.text(
+            i,
+            per_split[n]["rows"],
+            f"{per_split[n]['share_popular']:.1%}",
+            ha="center",
+            va="bottom",
+        )
+    ax.set(ylabel="rows", title="Class balance per split (train_balanced: after --balance)")
+    ax.legend()
+    return _save(plt, fig, plots, "class_balance")
+
+
+def _correlation(plt: Any, plots: Path, train: Any) -> str:
+    columns = [*NUMERIC_FEATURE_NAMES, LABEL_COLUMN]
+    matrix = train.select(columns).to_numpy().astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.nan_to_num(np.corrcoef(matrix, rowvar=False))
+    fig, ax = plt.subplots(figsize=(8, 7))
+    image = ax.imshow(corr, cmap="coolwarm", vmin=-1, vmax=1)
+    ax.set_xticks(range(len(columns)), columns, rotation=90)
+    ax.set_yticks(range(len(columns)), columns)
+    for i in range(len(columns)):
+        for j in range(len(columns)):
+            ax.text(j, i, f"{corr[i, j]:.1f}", ha="center", va="center", fontsize=6)
+    fig.colorbar(image, ax=ax)
+    ax.set_title("Pearson correlation, training split")
+    return _save(plt, fig, plots, "correlation")
+
+
+def _history(plt: Any, plots: Path, history: dict[str, list[float]]) -> str:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
+        epochs = range(1, len(history.get(metric, [])) + 1)
+        ax.plot(epochs, history.get(metric, []), label=f"train {metric}")
+        ax.plot(epochs, history.get(f"val_{metric}", []), label=f"validation {metric}")
+        ax.set(xlabel="epoch", ylabel=metric, title=f"ANN {metric} per epoch")
+        ax.legend()
+    return _save(plt, fig, plots, "ann_history")
+
+
+def _curves(plt: Any, plots: Path, y: np.ndarray, probs: dict, kind: str) -> str:
+    from sklearn.metrics import auc, precision_recall_curve, roc_curve
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for name in CURVE_MODELS:
+        p = probs[name]
+        if kind == "roc":
+            fpr, tpr, _ = roc_curve(y, p)
+            ax.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
+        else:
+            precision, recall, _ = precision_recall_curve(y, p)
+            ax.plot(recall, precision, label=name, drawstyle="steps-post")
+    if kind == "roc":
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, test split")
+    else:
+        ax.set(xlabel="recall", ylabel="precision", title="Precision-recall, test split")
+    ax.legend(fontsize=8)
+    return _save(plt, fig, plots, "roc_curves" if kind == "roc" else "pr_curves")
+
+
+def _confusion(plt: Any, plots: Path, cm: list[list[int]], threshold: float) -> str:
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(cm, cmap="Blues")
+    for i in range(2):
+        for j in range(2):
+            ax.text(j, i, str(cm[i][j]), ha="center", va="center", fontsize=14)
+    ax.set_xticks([0, 1], ["not popular", "popular"])
+    ax.set_yticks([0, 1], ["not popular", "popular"])
+    ax.set(xlabel="predicted", ylabel="actual", title=f"Stack, threshold {threshold:.3f}")
+    return _save(plt, fig, plots, "confusion_matrix")
+
+
+def _importances(stack: Any, splits: Any, seed: int) -> dict[str, dict[str, float]]:
+    names = stack.feature_names
+    blocks = {n: [i] for i, n in enumerate(names) if n in NUMERIC_FEATURE_NAMES}
+    genre_columns = [i for i, n in enumerate(names) if n not in NUMERIC_FEATURE_NAMES]
+    if genre_columns:
+        blocks[GENRE_COLUMN] = genre_columns
+    permutation = permutation_importance(
+        stack.predict_proba, splits.x["validation"], splits.y["validation"], blocks, seed
+    )
+    return {
+        "rf": dict(zip(names, map(float, stack.rf.feature_importances_), strict=True)),
+        "xgb": dict(zip(names, map(float, stack.xgb.feature_importances_), strict=True)),
+        "stack_permutation_validation_roc_auc_drop": permutation,
+    }
+
+
+def _importance_plot(plt: Any, plots: Path, importance: dict[str, dict[str, float]]) -> str:
+    fig, axes = plt.subplots(1, 3, figsize=(15, 6))
+    titles = {
+        "rf": "RandomForest impurity importance",
+        "xgb": "XGBoost gain importance",
+        "stack_permutation_validation_roc_auc_drop": "Stack permutation (ROC-AUC drop, val)",
+    }
+    for ax, (key, title) in zip(axes, titles.items(), strict=True):
+        top = sorted(importance[key].items(), key=lambda kv: kv[1], reverse=True)[:20][::-1]
+        ax.barh([k for k, _ in top], [v for _, v in top], color="#55a868")
+        ax.set_title(title)
+        ax.tick_params(axis="y", labelsize=8)
+    return _save(plt, fig, plots, "feature_importance")
+
+
+def _by_genre(plt: Any, plots: Path, frames: dict, popular_above: float) -> str | None:
+    import polars as pl
+
+    if "genre" not in frames["train"].columns:
+        return None
+    rows = pl.concat([f.select("genre", LABEL_COLUMN) for f in frames.values()])
+    table = (
+        rows.group_by("genre")
+        .agg(
+            pl.col(LABEL_COLUMN).mean().alias("mean"),
+            (pl.col(LABEL_COLUMN) > popular_above).mean().alias("share"),
+            pl.len().alias("rows"),
+        )
+        .sort("mean", descending=True)
+    )
+    shown = pl.concat([table.head(15), table.tail(15)]).unique(maintain_order=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 7), sharey=True)
+    labels = shown["genre"].to_list()[::-1]
+    axes[0].barh(labels, shown["mean"].to_list()[::-1], color="#4c72b0")
+    axes[0].set(xlabel="mean popularity", title="Top and bottom 15 genres by mean popularity")
+    axes[1].barh(labels, shown["share"].to_list()[::-1], color="#c44e52")
+    axes[1].set(xlabel=f"share with popularity > {popular_above:g}", title="Share popular")
+    axes[0].tick_params(axis="y", labelsize=8)
+    return _save(plt, fig, plots, "popularity_by_genre")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return html.escape(str(value))
+
+
+def _html(report: dict[str, Any], drawn: dict[str, str | None]) -> str:
+    test = report["metrics"]["test"]
+    rows = []
+    for name, m in test.items():
+        t, h = m["at_threshold"], m["at_0.5"]
+        cells = [
+            name,
+            m["roc_auc"],
+            m["pr_auc"],
+            t["threshold"],
+            t["accuracy"],
+            t["precision"],
+            t["recall"],
+            t["f1"],
+            h["precision"],
+            h["recall"],
+            h["f1"],
+        ]
+        rows.append("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in cells) + "</tr>")
+    header = (
+        "<tr><th>model</th><th>ROC-AUC</th><th>PR-AUC</th><th>threshold</th><th>accuracy</th>"
+        "<th>precision</th><th>recall</th><th>F1</th><th>precision@0.5</th><th>recall@0.5</th>"
+        "<th>F1@0.5</th></tr>"
+    )
+    data = report["data"]
+    splits = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v['rows']}</td><td>{v['popular']}</td>"
+        f"<td>{v['share_popular']:.2%}</td></tr>"
+        for k, v in data["splits"].items()
+    )
+    figures = "".join(
+        f"<figure><img src='{html.escape(path)}' alt='{html.escape(PLOTS[key])}'>"
+        f"<figcaption>{html.escape(PLOTS[key])}</figcaption></figure>"
+        for key, path in drawn.items()
+        if path
+    )
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.get("notes", []))
+    rows_text = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in data["rows"].items())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>popbatch training report</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 1200px; }}
+table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+figure {{ display: inline-block; margin: 1em; vertical-align: top; }}
+img {{ max-width: 100%; border: 1px solid #eee; }}
+</style></head><body>
+<h1>popbatch training report</h1>
+<p>Data: {html.escape(str(data["file"]))}; rows: {html.escape(rows_text)}.
+Genres in training: {data["genres"] if data["genres"] is not None else "not used"}.</p>
+<h2>Splits</h2>
+<table><tr><th>split</th><th>rows</th><th>popular</th><th>share</th></tr>{splits}</table>
+<h2>Test metrics</h2>
+<p>Thresholds are chosen on the validation split (best F1 of the positive class);
+the majority baseline uses 0.5. Stack threshold: {report["metrics"]["threshold"]:.4f}.</p>
+<table>{header}{"".join(rows)}</table>
+<ul>{notes}</ul>
+<h2>Plots</h2>
+{figures}
+</body></html>
+"""
