@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from batch.errors import InputError, ModelError, SchemaError
+from batch.sources import DUCKDB_SUFFIXES, open_source
 from batch.stats import bin_counts, psi
 from models.features import normalized_names, parse_explicit
 
@@ -47,79 +48,35 @@ class DriftThresholds:
 
 THRESHOLDS = DriftThresholds()
 DEFAULT_BATCH_SIZE = 65_536
-DUCKDB_SUFFIXES = (".duckdb", ".ddb", ".db")
 
 
 # ---------------------------------------------------------------------------
 # Reading the catalog in batches
-# TODO(lead): switch to batch.sources once the score branch is merged; this is
-# a minimal reader so drift does not wait for it.
 
 
 def read_batches(
     source: Path | str, table: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> Iterator[pl.DataFrame]:
-    """Stream a CSV file, Parquet file/glob/directory or DuckDB table in bounded batches.
+    """Stream a catalog through :func:`batch.sources.open_source` as polars frames.
 
-    CSV columns are read as text (parsed per feature later), so one odd value
-    does not stop the read. Column names are as in the file.
+    The same reader as ``popbatch score``: CSV columns arrive as text (parsed
+    per feature later, so one odd value does not stop the read), Parquet
+    files, globs and hive directories, or a DuckDB table. Column names are as
+    in the input.
 
     Raises
     ------
     InputError
-        For a missing file, an unknown format, a DuckDB file without
-        ``--table`` or an unreadable input.
+        For a missing or unreadable input, an unknown format, or a DuckDB
+        file without ``--table``.
+    LockError
+        If a DuckDB input is held by a writer.
     """
-    text = str(source)
-    path = Path(text)
-    is_glob = any(ch in text for ch in "*?[")
-    if not is_glob and not path.exists():
-        raise InputError(f"{text}: no such file or directory")
-    lower = text.lower()
-    if lower.endswith(DUCKDB_SUFFIXES):
-        yield from _duckdb_batches(path, table, batch_size)
-        return
-    if table is not None:
-        raise InputError(f"{text}: --table is only for a DuckDB database input")
-    if path.is_dir():
-        frame = pl.scan_parquet(path / "**" / "*.parquet", hive_partitioning=True)
-    elif lower.endswith(".parquet"):
-        frame = pl.scan_parquet(text)
-    elif lower.endswith((".csv", ".csv.gz", ".tsv")):
-        frame = pl.scan_csv(text, infer_schema=False, separator="\t" if ".tsv" in lower else ",")
-    else:
-        raise InputError(f"{text}: expected a .csv, .parquet or .duckdb input (or a directory)")
-    try:
-        yield from frame.collect_batches(chunk_size=batch_size, engine="streaming", lazy=True)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise InputError(f"{text}: cannot read ({' '.join(str(exc).split())})") from None
-
-
-def _duckdb_batches(path: Path, table: str | None, batch_size: int) -> Iterator[pl.DataFrame]:
-    import duckdb
-
-    from batch.sqlrun import quote_identifier
-
-    if table is None:
-        raise InputError(f"{path}: a DuckDB input needs --table NAME")
-    quoted = quote_identifier(table, "--table")
-    try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error as exc:
-        from batch.lock import lock_error_from_duckdb
-
-        raise lock_error_from_duckdb(exc, path) or InputError(
-            f"{path}: not a DuckDB database ({' '.join(str(exc).split())})"
-        ) from None
-    try:
-        try:
-            reader = con.sql(f"SELECT * FROM {quoted}").to_arrow_reader(batch_size)
-        except duckdb.Error:
-            raise InputError(f"{path}: no table {table!r}; check --table") from None
-        for batch in reader:
+    if str(source).lower().endswith(DUCKDB_SUFFIXES) and table is None:
+        raise InputError(f"{source}: a DuckDB input needs --table NAME")
+    with open_source([str(source)], table=table) as reader:
+        for batch in reader.batches(None, batch_size):
             yield pl.from_arrow(batch)
-    finally:
-        con.close()
 
 
 # ---------------------------------------------------------------------------

@@ -183,3 +183,33 @@ def lock_error_from_duckdb(exc: BaseException, database: Path | str) -> LockErro
         f"{database} is locked by another process ({_holder_text(pid, started)}); "
         "DuckDB allows one writer at a time: try again when it has finished"
     )
+
+
+def connect_duckdb(database: Path | str, *, read_only: bool = False, wait: float = 0):
+    """``duckdb.connect`` that waits up to ``wait`` seconds for DuckDB's file lock.
+
+    DuckDB lets many read-only processes or one writing process open a file.
+    While another process holds a conflicting lock this retries every
+    :data:`POLL_SECONDS`; when the wait is over it raises the one-line
+    :class:`~batch.errors.LockError` naming the holder (exit code 75).
+
+    Raises
+    ------
+    LockError
+        The file is still locked by another process after ``wait`` seconds.
+    duckdb.Error
+        Any other failure to open (the caller words it: input or output).
+    """
+    import duckdb
+
+    deadline = time.monotonic() + max(0.0, float(wait))
+    while True:
+        try:
+            return duckdb.connect(str(database), read_only=read_only)
+        except duckdb.Error as exc:
+            locked = lock_error_from_duckdb(exc, database)
+            if locked is None:
+                raise
+            if time.monotonic() >= deadline:
+                raise locked from None
+        time.sleep(POLL_SECONDS)

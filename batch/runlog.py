@@ -5,9 +5,12 @@ A DuckDB target gets a row in table ``popbatch_runs`` (created from
 in the output's folder. ``popbatch sql --report runs`` reads either
 (``--db target.duckdb`` or ``--runs out/runs.jsonl``).
 
-The score command calls :func:`record_run` once at the end of a run, or wraps
-the run in :func:`recorded_run`, which also records failures and re-raises
-the original error.
+:func:`batch.score.score` wraps each run (after taking the target lock) in
+:func:`recorded_run`, which also records failures and re-raises the original
+error. A successful run on a DuckDB target records its row with
+:func:`record_success` inside the transaction that writes the scores, so the
+scores and the row commit together. A failed run's row is written after the
+rollback, in its own transaction: the tables are as they were, plus that row.
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ from typing import Any
 import duckdb
 
 from batch.errors import OutputError
-from batch.lock import lock_error_from_duckdb
+from batch.lock import connect_duckdb
+from batch.sources import DUCKDB_SUFFIXES
 
 RUNS_TABLE = "popbatch_runs"
+# A reader (popbatch sql) may hold the database for a moment when a failed
+# run's row is written after the rollback: wait this long for it.
+LOCK_WAIT_SECONDS = 5.0
 RUNS_JSONL = "runs.jsonl"
-DUCKDB_SUFFIXES = (".duckdb", ".ddb", ".db")
 STATUSES = ("success", "failed", "interrupted")
 RUN_FIELDS = (
     "run_id",
@@ -46,8 +52,8 @@ RUN_FIELDS = (
 
 
 def is_duckdb_target(target: Path | str) -> bool:
-    """A target is a DuckDB database when its file name ends in .duckdb, .ddb or .db."""
-    return Path(target).suffix.lower() in DUCKDB_SUFFIXES
+    """A target is a DuckDB database when its file name ends in .duckdb, .ddb, .db or .duck."""
+    return Path(target).name.lower().endswith(DUCKDB_SUFFIXES)
 
 
 def runs_jsonl_path(target: Path | str) -> Path:
@@ -151,9 +157,9 @@ def _insert_duckdb(
     placeholders = ", ".join(f"${name}" for name in RUN_FIELDS)
     insert = f"INSERT INTO {RUNS_TABLE} ({', '.join(RUN_FIELDS)}) VALUES ({placeholders})"
     try:
-        con = connection or duckdb.connect(str(database))
+        con = connection or connect_duckdb(database, wait=LOCK_WAIT_SECONDS)
     except duckdb.Error as exc:
-        raise lock_error_from_duckdb(exc, database) or OutputError(
+        raise OutputError(
             f"{database}: cannot record the run in {RUNS_TABLE} ({' '.join(str(exc).split())})"
         ) from None
     try:
@@ -205,10 +211,27 @@ def recorded_run(
         _record_quietly(target, summary, "interrupted", "interrupted (Ctrl-C)", connection)
         raise exc
     except BaseException as exc:
+        summary.pop("recorded", None)
         _record_quietly(target, summary, "failed", exc, connection)
         raise
+    if summary.pop("recorded", False):
+        return  # record_success already wrote the row, with the run's own commit
     summary["finished_at"] = utc_now()
     record_run(target, summary, "success", connection=connection)
+
+
+def record_success(
+    target: Path | str, summary: dict[str, Any], connection: duckdb.DuckDBPyConnection
+) -> None:
+    """Record a successful run inside the caller's open transaction on the target.
+
+    Marks ``summary`` so that :func:`recorded_run` does not record it again.
+    If the transaction is rolled back afterwards, :func:`recorded_run` records
+    the failure instead.
+    """
+    summary["finished_at"] = utc_now()
+    record_run(target, summary, "success", connection=connection)
+    summary["recorded"] = True
 
 
 def _record_quietly(

@@ -10,10 +10,17 @@ small pipeline: a reader thread reads and preprocesses the next batch and a
 writer thread writes the previous one while onnxruntime (which releases the
 GIL) scores the current one. Queues between the stages hold at most a couple
 of batches, so memory stays flat in the size of the input.
+
+Each run holds the target's lock (:mod:`batch.lock`) from start to end and is
+recorded in the run log (:mod:`batch.runlog`), success or failure. With
+``incremental=True`` rows the target already holds for the same key, feature
+values and model are skipped and carried over (:mod:`batch.incremental`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import threading
 import time
@@ -26,12 +33,33 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from batch.errors import InputError
+from batch.errors import InputError, OutputError
+from batch.incremental import (
+    HASH_COLUMN,
+    CarryOver,
+    SkippedRows,
+    UpToDate,
+    as_columns,
+    features_hash,
+)
+from batch.lock import TargetLock
 from batch.manifest import ModelBundle, load_model
 from batch.preprocess import FeatureBuffer, Prepared, Preprocessor
+from batch.runlog import record_success, recorded_run
 from batch.runner import OnnxScorer
-from batch.sinks import SCORE_FIELDS, Sink, commit_all, open_sink, rejects_sink_for
-from batch.sources import GLOB_CHARS, Source, open_source
+from batch.sinks import (
+    COMMIT_WAIT_SECONDS,
+    SCORE_FIELDS,
+    DuckDBSink,
+    DuckDBWriteBack,
+    ParquetSink,
+    Sink,
+    commit_all,
+    open_sink,
+    rejects_sink_for,
+)
+from batch.sources import GLOB_CHARS, Source, open_source, quote_column
+from models.features import normalize_column_name
 
 DEFAULT_BATCH_SIZE = 65536
 ProgressCallback = Callable[[int, int | None], None]
@@ -39,7 +67,7 @@ ProgressCallback = Callable[[int, int | None], None]
 
 @dataclass
 class RunSummary:
-    """What a run did. Always ``rows_read == rows_scored + rows_rejected``."""
+    """What a run did. Always ``rows_read == rows_scored + rows_rejected + rows_skipped``."""
 
     input: str
     output: str
@@ -49,7 +77,9 @@ class RunSummary:
     rows_read: int = 0
     rows_scored: int = 0
     rows_rejected: int = 0
+    rows_skipped: int = 0
     rows_written: int | None = None
+    incremental: bool = False
     rows_genre_other: int = 0
     seconds: float = 0.0
     rows_per_second: float = 0.0
@@ -63,8 +93,12 @@ class RunSummary:
     def line(self) -> str:
         """The one summary line printed on stderr at the end of a run."""
         rejected = f", {self.rows_rejected:,} rejected" if self.rows_rejected else ""
+        if self.incremental:
+            rejected += f", {self.rows_skipped:,} up to date"
         rejects = f" (rejects: {self.rejects})" if self.rows_rejected and self.rejects else ""
-        if self.rows_written is not None and self.rows_written != self.rows_scored:
+        if self.incremental and self.rows_written is not None:
+            rejects += f", {self.rows_written:,} rows in the target"
+        elif self.rows_written is not None and self.rows_written != self.rows_scored:
             rejects += f", {self.rows_written:,} rows written (one per key)"
         return (
             f"scored {self.rows_scored:,} of {self.rows_read:,} rows{rejected} from {self.input} "
@@ -87,6 +121,9 @@ def score(
     maps: Mapping[str, str] | None = None,
     fills: Mapping[str, str] | None = None,
     progress: ProgressCallback | None = None,
+    incremental: bool = False,
+    wait: float = 0,
+    record: bool = True,
 ) -> RunSummary:
     """Score a catalog and write the scores; nothing is visible until the run succeeds.
 
@@ -113,6 +150,15 @@ def score(
         See :class:`~batch.preprocess.Preprocessor`.
     progress
         Called as ``progress(rows_read_so_far, total_rows_or_None)`` after each batch.
+    incremental
+        Skip rows the target (a Parquet file or DuckDB table, ``replace``
+        mode) already holds with the same key, features and model; they are
+        carried over, so the result equals a full run.
+    wait
+        Seconds to wait for another run's lock on the target (then
+        :class:`~batch.errors.LockError`, exit code 75).
+    record
+        Record the run in the target's run log (``popbatch_runs`` or ``runs.jsonl``).
 
     Returns
     -------
@@ -124,6 +170,8 @@ def score(
         Bad input (exit code 2 in the CLI); nothing is written.
     ModelError, OutputError
         The model cannot be used or the output cannot be written (exit code 1).
+    LockError
+        Another run holds the target (exit code 75); this run is not recorded.
     """
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
@@ -131,6 +179,85 @@ def score(
     bundle = model if isinstance(model, ModelBundle) else load_model(model)
     source = source if isinstance(source, Source) else open_source(source)
     try:
+        key = normalize_column_name(key or bundle.manifest.get("key") or "track_id")
+        sink = sink if isinstance(sink, Sink) else open_sink(sink, key=key)
+        if incremental:
+            _check_incremental(sink)
+        lock = _lock_target(sink.target, wait)
+    except BaseException:
+        source.close()
+        raise
+    log: dict[str, Any] = {"input": source.name, "output": sink.name}
+    try:
+        with recorded_run(sink.target, log) if record else contextlib.nullcontext():
+            summary = _score_locked(
+                source, sink, bundle, log, started,
+                batch_size=batch_size, threads=threads, on_invalid=on_invalid,
+                rejects=rejects, key=key, columns=columns, maps=maps, fills=fills,
+                progress=progress, incremental=incremental, wait=wait, record=record,
+            )  # fmt: skip
+            log.update(summary.to_dict())
+    finally:
+        if lock is not None:
+            lock.release()
+    return summary
+
+
+def _lock_target(target: Path, wait: float) -> TargetLock | None:
+    """Take the target's lock, creating the output folder first as a sink would.
+
+    None when the folder cannot be made: nothing can be written there, and the
+    sink says why when it opens (before any output).
+    """
+    directory = target.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    try:
+        return TargetLock(target, wait).acquire()
+    except OSError as exc:
+        raise OutputError(
+            f"{target}: cannot write in {directory} ({exc.strerror or exc})"
+        ) from None
+
+
+def _check_incremental(sink: Sink) -> None:
+    if isinstance(sink, DuckDBWriteBack) or not isinstance(sink, ParquetSink | DuckDBSink):
+        raise InputError(
+            "--incremental needs a Parquet output or a DuckDB table (-o FILE.parquet, "
+            "or -o FILE.duckdb --into TABLE)"
+        )
+    if isinstance(sink, DuckDBSink) and sink.mode != "replace":
+        raise InputError(
+            f"--incremental keeps the target equal to a full --mode replace run; drop --mode "
+            f"{sink.mode}"
+        )
+
+
+def _score_locked(
+    source: Source,
+    sink: Sink,
+    bundle: ModelBundle,
+    log: dict[str, Any],
+    started: float,
+    *,
+    batch_size: int,
+    threads: int | None,
+    on_invalid: str,
+    rejects: Sink | str | Path | None,
+    key: str,
+    columns: str | Sequence[str],
+    maps: Mapping[str, str] | None,
+    fills: Mapping[str, str] | None,
+    progress: ProgressCallback | None,
+    incremental: bool,
+    wait: float,
+    record: bool,
+) -> RunSummary:
+    """The run itself, with the target locked (see :func:`score`)."""
+    try:
+        log["model_id"] = bundle.model_id
         preprocessor = Preprocessor(
             bundle.manifest,
             key=key,
@@ -139,7 +266,6 @@ def score(
             fills=fills or {},
             on_invalid=on_invalid,
         ).bind(source.schema, source.name)
-        sink = sink if isinstance(sink, Sink) else open_sink(sink, key=preprocessor.key)
         rejects_sink = rejects if isinstance(rejects, Sink) else rejects_sink_for(sink, rejects)
         scorer = OnnxScorer(bundle, threads)
     except BaseException:
@@ -155,16 +281,123 @@ def score(
         batch_size=batch_size,
         threads=scorer.threads,
         fills=preprocessor.fills_applied,
+        incremental=incremental,
     )
     job = _Job(source, preprocessor, scorer, sink, rejects_sink, scored_at, summary, progress)
-    job.run(batch_size)
+    job.wait = wait
+    if record and isinstance(sink, DuckDBSink):
+
+        def record_in_transaction(con: Any) -> None:
+            log.update(summary.to_dict())
+            record_success(sink.target, log, con)
+
+        job.in_transaction = record_in_transaction
+    try:
+        if incremental:
+            job.up_to_date = _Incremental.load(sink, job.schema, key, bundle.model_id, wait)
+        job.run(batch_size)
+    except BaseException:
+        source.close()
+        log.update({k: getattr(summary, k) for k in _COUNTS})
+        raise
     summary.rows_written = sink.rows_written
     summary.seconds = time.perf_counter() - started
     summary.rows_per_second = summary.rows_read / summary.seconds if summary.seconds else 0.0
     if summary.rows_rejected == 0 and rejects_sink.rows_written is None:
         summary.rejects = None  # nothing was written there
-    assert summary.rows_read == summary.rows_scored + summary.rows_rejected
+    assert summary.rows_read == summary.rows_scored + summary.rows_rejected + summary.rows_skipped
     return summary
+
+
+_COUNTS = ("rows_read", "rows_scored", "rows_rejected", "rows_skipped")
+
+
+class _Incremental:
+    """An incremental run's lookup of up-to-date rows and its staged skipped rows."""
+
+    def __init__(self, lookup: UpToDate, skipped: SkippedRows, key: str) -> None:
+        self.lookup = lookup
+        self.skipped = skipped
+        self.key = key
+
+    @classmethod
+    def load(
+        cls, sink: Sink, schema: pa.Schema, key: str, model_id: str, wait: float
+    ) -> _Incremental | None:
+        """Read the target's (key, features_hash) of ``model_id``; None when there is
+        nothing to compare with (no target yet, or its columns differ from this run's:
+        then every row is scored, which is what a full run would write).
+        """
+        if key not in schema.names:
+            raise InputError(
+                f"--incremental matches rows by the key column {key!r}; keep it with --columns"
+            )
+        if isinstance(sink, DuckDBSink):
+            lookup = _duckdb_lookup(sink, schema, key, model_id, wait)
+        else:
+            lookup = _parquet_lookup(sink.path, schema, key, model_id)
+        if lookup is None:
+            return None
+        target = sink.target
+        staged = target.parent / f".{target.name}.{os.getpid()}.skipped.parquet"
+        skipped = SkippedRows(staged, schema.field(key))
+        sink.carry_over = CarryOver(skipped, key, model_id)
+        return cls(lookup, skipped, key)
+
+
+def _parquet_lookup(path: Path, schema: pa.Schema, key: str, model_id: str) -> UpToDate | None:
+    import pyarrow.dataset as ds
+
+    if not path.is_file():
+        return None
+    try:
+        stored = ds.dataset(path, format="parquet")
+        if not stored.schema.remove_metadata().equals(schema.remove_metadata()):
+            return None
+        batches = stored.to_batches(
+            columns=[key, HASH_COLUMN], filter=ds.field("model_id") == model_id
+        )
+        return UpToDate.from_batches(batches, key)
+    except (pa.ArrowException, OSError) as exc:
+        raise OutputError(
+            f"{path}: cannot read the previous output for --incremental "
+            f"({' '.join(str(exc).split())[:200]}); remove it or run without --incremental"
+        ) from None
+
+
+def _duckdb_lookup(
+    sink: DuckDBSink, schema: pa.Schema, key: str, model_id: str, wait: float
+) -> UpToDate | None:
+    import duckdb
+
+    from batch.lock import connect_duckdb
+    from batch.sinks import table_exists
+
+    if not sink.path.is_file():
+        return None
+    # Read-only: analysts' readers may stay; a writer makes this wait, then exit 75.
+    con = None
+    try:
+        con = connect_duckdb(sink.path, read_only=True, wait=max(wait, COMMIT_WAIT_SECONDS))
+        if not table_exists(con, sink.table):
+            return None
+        columns = [row[0] for row in con.sql(f"DESCRIBE {sink.table_sql}").fetchall()]
+        if columns != schema.names:
+            return None
+        model = "'" + model_id.replace("'", "''") + "'"
+        reader = con.sql(
+            f"SELECT {quote_column(key)}, {HASH_COLUMN} FROM {sink.table_sql} "
+            f"WHERE model_id = {model}"
+        ).to_arrow_reader(1 << 16)
+        return UpToDate.from_batches(reader, key)
+    except duckdb.Error as exc:
+        raise OutputError(
+            f"{sink.name}: cannot read the stored scores for --incremental "
+            f"({' '.join(str(exc).split())[:200]}); run once without --incremental"
+        ) from None
+    finally:
+        if con is not None:
+            con.close()
 
 
 def default_output(
@@ -225,6 +458,14 @@ class _Job:
         self.schema = pa.schema([*preprocessor.output_schema, *SCORE_FIELDS])
         self.stop = threading.Event()
         self.buffers: queue.Queue[FeatureBuffer] = queue.Queue()
+        self.wait = 0.0
+        self.in_transaction: Callable[[Any], None] | None = None
+        self.up_to_date: _Incremental | None = None
+        # features_hash: numeric inputs by value, the genre one-hot block by position
+        self.hash_columns = (
+            as_columns([n.position for n in preprocessor.numeric]),
+            as_columns(sorted(preprocessor.genre_positions.values())) or None,
+        )
 
     def run(self, batch_size: int) -> None:
         opened: list[Sink] = []
@@ -233,27 +474,31 @@ class _Job:
                 (self.sink, self.schema),
                 (self.rejects_sink, self.preprocessor.rejects_schema),
             ):
-                sink.open(schema, self.preprocessor.by_final)
+                # Listed before open: a Ctrl-C inside open still gets its temp file removed.
                 opened.append(sink)
+                sink.open(schema, self.preprocessor.by_final)
             reader = _Reader(self._prepare(batch_size), self.QUEUE_DEPTH, self.stop)
             with reader, _Writer(self._write, self.QUEUE_DEPTH, self.stop) as writer:
-                for prepared in reader:
+                for prepared, hashes, skipped in reader:
                     probability, popular = self.scorer.predict(prepared.features)
                     self.buffers.put(prepared.buffer)  # the matrix is no longer needed
                     prepared.features = None
-                    writer.put((prepared, probability, popular))
-                    self._count(prepared)
+                    writer.put((prepared, hashes, probability, popular))
+                    self._count(prepared, skipped)
             # The source may be the database we write to: close it before committing.
             self.source.close()
-            commit_all(opened)
+            commit_all(opened, wait=self.wait, in_transaction=self.in_transaction)
         except BaseException:
             self.stop.set()
             self.source.close()
             for sink in opened:
                 sink.abort()
             raise
+        finally:
+            if self.up_to_date is not None:
+                self.up_to_date.skipped.remove()
 
-    def _prepare(self, batch_size: int) -> Iterator[Prepared]:
+    def _prepare(self, batch_size: int) -> Iterator[tuple[Prepared, np.ndarray, int]]:
         # One feature matrix being built, one queued, one in inference: three
         # buffers, handed back by the inference loop, so none is ever allocated
         # per batch (created lazily; untouched pages cost no memory).
@@ -267,7 +512,25 @@ class _Job:
                 return  # the run is stopping
             prepared = self.preprocessor.transform(batch, first_row=next_row, buffer=buffer)
             next_row += batch.num_rows
-            yield prepared
+            hashes = features_hash(prepared.features, *self.hash_columns)
+            skipped = 0
+            if self.up_to_date is not None:
+                hashes, skipped = self._skip_up_to_date(prepared, hashes)
+            yield prepared, hashes, skipped
+
+    def _skip_up_to_date(self, prepared: Prepared, hashes: np.ndarray) -> tuple[np.ndarray, int]:
+        """Drop the rows the target already holds (staging their key and hash)."""
+        incremental = self.up_to_date
+        keys = prepared.passthrough.column(incremental.key)
+        skip = incremental.lookup.skip(keys, hashes)
+        skipped = int(skip.sum())
+        if skipped:
+            incremental.skipped.write(keys.filter(pa.array(skip)), hashes[skip])
+            keep = ~skip
+            prepared.features = np.ascontiguousarray(prepared.features[keep])
+            prepared.passthrough = prepared.passthrough.filter(pa.array(keep))
+            hashes = hashes[keep]
+        return hashes, skipped
 
     def _free_buffer(self) -> FeatureBuffer | None:
         while not self.stop.is_set():
@@ -277,17 +540,18 @@ class _Job:
                 continue
         return None
 
-    def _count(self, prepared: Prepared) -> None:
+    def _count(self, prepared: Prepared, skipped: int) -> None:
         summary = self.summary
         summary.rows_read += prepared.rows
         summary.rows_rejected += prepared.rows_rejected
-        summary.rows_scored += prepared.rows - prepared.rows_rejected
+        summary.rows_skipped += skipped
+        summary.rows_scored += prepared.rows - prepared.rows_rejected - skipped
         summary.rows_genre_other += prepared.genre_other
         if self.progress is not None:
             self.progress(summary.rows_read, self.source.total_rows)
 
-    def _write(self, item: tuple[Prepared, np.ndarray, np.ndarray]) -> None:
-        prepared, probability, popular = item
+    def _write(self, item: tuple[Prepared, np.ndarray, np.ndarray, np.ndarray]) -> None:
+        prepared, hashes, probability, popular = item
         n = len(probability)
         arrays = [
             *prepared.passthrough.columns,
@@ -295,6 +559,7 @@ class _Job:
             pa.array(popular, pa.bool_()),
             pa.repeat(self.model_id, n),
             pa.repeat(self.scored_at, n),
+            pa.array(hashes, pa.uint64()),
         ]
         # A source may hand a later batch a slightly different type (e.g. a Parquet
         # file whose column is int32 where the first was int64): conform to the output.

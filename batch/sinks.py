@@ -21,26 +21,33 @@ import contextlib
 import os
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from batch.errors import InputError, OutputError
+from batch.incremental import CarryOver
+from batch.lock import connect_duckdb
 from batch.sources import DUCKDB_SUFFIXES, quote_column, quote_identifier
 
 # The columns every scored output ends with; the same types as sql/scored_table.sql
-# (DOUBLE, BOOLEAN, VARCHAR, TIMESTAMP). scored_at is UTC, stored without a zone
-# as DuckDB's TIMESTAMP is, and is the same for every row of a run.
+# (DOUBLE, BOOLEAN, VARCHAR, TIMESTAMP, UBIGINT). scored_at is UTC, stored without
+# a zone as DuckDB's TIMESTAMP is, and is the same for every row of a run;
+# features_hash identifies the row's model inputs (batch.incremental).
 SCORE_FIELDS = (
     pa.field("popularity_prob", pa.float64()),
     pa.field("popular", pa.bool_()),
     pa.field("model_id", pa.string()),
     pa.field("scored_at", pa.timestamp("us")),
+    pa.field("features_hash", pa.uint64()),
 )
+# A reader (popbatch sql) may hold the database for a moment: the final commit
+# waits at least this long for it to let go before giving up with exit code 75.
+COMMIT_WAIT_SECONDS = 10.0
 MODES = ("replace", "append", "upsert")
 FILE_SUFFIXES = (".parquet", ".pq", ".csv")
 
@@ -58,6 +65,8 @@ class Sink(ABC):
     target: Path
     #: only written when it has rows or replaces an earlier version (rejects outputs)
     only_if_rows: bool = False
+    #: incremental runs: keeps the stored rows of skipped input rows at commit
+    carry_over: CarryOver | None = None
 
     def __init__(self) -> None:
         self.rows = 0
@@ -142,10 +151,28 @@ class FileSink(Sink):
 
     def finish(self) -> None:
         try:
+            if self.carry_over is not None:
+                self._write_kept_rows()
             self._close_writer()
             _fsync(self.tmp)
         except OSError as exc:
             raise OutputError(f"{self.path}: writing failed ({_reason(exc)})") from None
+
+    def _write_kept_rows(self) -> None:
+        """Append the previous output's rows that this incremental run left up to date."""
+        import duckdb
+
+        query = self.carry_over.sql(f"read_parquet({_sql_string(str(self.path))})")
+        try:
+            with duckdb.connect() as con:
+                for batch in con.sql(query).to_arrow_reader(65536):
+                    if batch.num_rows:
+                        self._write_batch(batch.cast(self.schema))
+                        self.carry_over.kept += batch.num_rows
+        except duckdb.Error as exc:
+            raise OutputError(
+                f"{self.path}: cannot carry over the up-to-date rows ({_one_line(exc)})"
+            ) from None
 
     def commit(self) -> None:
         """Rename the finished temporary file over the target."""
@@ -159,7 +186,7 @@ class FileSink(Sink):
             self.abort()
             raise OutputError(f"{self.path}: cannot replace the output ({_reason(exc)})") from None
         self.tmp = None
-        self.rows_written = self.rows
+        self.rows_written = self.rows + (self.carry_over.kept if self.carry_over else 0)
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):  # the run already failed; the temp file goes anyway
@@ -322,8 +349,16 @@ class DuckDBSink(Sink):
 
     def apply(self, con) -> None:
         """Run this sink's statements inside the caller's open transaction."""
-        exists = _table_exists(con, self.table)
+        exists = table_exists(con, self.table)
         if self.only_if_rows and self.rows == 0 and not exists:
+            return
+        if self.carry_over is not None and exists:
+            # Incremental: keep the rows of skipped input rows, replace the rest.
+            kept = self.carry_over.sql(self.table_sql, rowids=True)
+            con.execute(f"DELETE FROM {self.table_sql} WHERE rowid NOT IN ({kept})")
+            self.carry_over.kept = _count(con, self.table_sql)
+            con.execute(f"INSERT INTO {self.table_sql} BY NAME " + self._source(dedupe=False))
+            self.rows_written = _count(con, self.table_sql)
             return
         if self.mode == "replace" or not exists:
             con.execute(
@@ -332,6 +367,13 @@ class DuckDBSink(Sink):
             )
             self.rows_written = _count(con, self.table_sql)
             return
+        # A table written before features_hash existed gains the column (NULL for old rows).
+        for field in SCORE_FIELDS[4:]:
+            if field.name in self.schema.names:
+                con.execute(
+                    f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS "
+                    f"{quote_column(field.name)} UBIGINT"
+                )
         if self.mode == "upsert":
             key = quote_column(self.key)
             con.execute(
@@ -359,6 +401,7 @@ class DuckDBWriteBack(DuckDBSink):
         "popular": "BOOLEAN",
         "model_id": "VARCHAR",
         "scored_at": "TIMESTAMP",
+        "features_hash": "UBIGINT",
     }
 
     def __init__(self, path: str | Path, table: str, key: str = "track_id") -> None:
@@ -396,7 +439,7 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _table_exists(con, table: str) -> bool:
+def table_exists(con, table: str) -> bool:
     """Whether a (validated) table name exists, asked without raising: inside a
     DuckDB transaction any error aborts it, and a later COMMIT silently rolls back.
     """
@@ -420,11 +463,21 @@ def _count(con, table_sql: str) -> int:
 
 
 # ------------------------------------------------------------------ commit
-def commit_all(sinks: Sequence[Sink]) -> None:
+def commit_all(
+    sinks: Sequence[Sink],
+    wait: float = 0,
+    in_transaction: Callable[[Any], None] | None = None,
+) -> None:
     """Commit a run's sinks; DuckDB sinks on one file share one transaction.
 
+    ``in_transaction(con)`` runs inside the transaction on the first sink's
+    database (the run log row of a successful run), so it commits or rolls
+    back with the scores. Opening a database waits up to
+    ``max(wait, COMMIT_WAIT_SECONDS)`` for other processes (readers) to let go.
+
     On any failure every sink not yet committed is aborted and the DuckDB
-    transaction rolled back, then :class:`~batch.errors.OutputError` is raised.
+    transaction rolled back, then :class:`~batch.errors.OutputError` (or
+    :class:`~batch.errors.LockError`) is raised.
     """
     try:
         for sink in sinks:
@@ -438,8 +491,10 @@ def commit_all(sinks: Sequence[Sink]) -> None:
         if isinstance(sink, DuckDBSink):
             groups.setdefault(sink.path.resolve(), []).append(sink)
     try:
+        main = sinks[0].path.resolve() if isinstance(sinks[0], DuckDBSink) else None
         for path, group in groups.items():
-            _commit_duckdb(path, group)
+            hook = in_transaction if path == main else None
+            _commit_duckdb(path, group, max(wait, COMMIT_WAIT_SECONDS), hook)
         for sink in sinks:
             if isinstance(sink, FileSink):
                 sink.commit()
@@ -448,11 +503,16 @@ def commit_all(sinks: Sequence[Sink]) -> None:
             sink.abort()  # removes staging files; no-op for committed file sinks
 
 
-def _commit_duckdb(path: Path, sinks: Sequence[DuckDBSink]) -> None:
+def _commit_duckdb(
+    path: Path,
+    sinks: Sequence[DuckDBSink],
+    wait: float,
+    in_transaction: Callable[[Any], None] | None,
+) -> None:
     import duckdb
 
     try:
-        con = duckdb.connect(str(path))
+        con = connect_duckdb(path, wait=wait)
     except duckdb.Error as exc:
         raise OutputError(
             f"{path}: cannot open the database for writing ({_one_line(exc)})"
@@ -461,6 +521,8 @@ def _commit_duckdb(path: Path, sinks: Sequence[DuckDBSink]) -> None:
         con.begin()
         for sink in sinks:
             sink.apply(con)
+        if in_transaction is not None:
+            in_transaction(con)
         con.commit()
     except duckdb.Error as exc:
         with contextlib.suppress(duckdb.Error):
@@ -469,6 +531,10 @@ def _commit_duckdb(path: Path, sinks: Sequence[DuckDBSink]) -> None:
         raise OutputError(
             f"{path}: writing {names} failed ({_one_line(exc)}); the database is unchanged"
         ) from None
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.rollback()
+        raise
     finally:
         con.close()
 

@@ -304,9 +304,15 @@ class DuckDBSource(Source):
     kind = "duckdb"
 
     def __init__(
-        self, path: str | Path, table: str | None = None, query: str | None = None
+        self,
+        path: str | Path,
+        table: str | None = None,
+        query: str | None = None,
+        wait: float = 0,
     ) -> None:
         import duckdb
+
+        from batch.lock import connect_duckdb
 
         self.path = Path(path)
         if (table is None) == (query is None):
@@ -318,7 +324,8 @@ class DuckDBSource(Source):
         if not self.path.is_file():
             raise InputError(f"{self.path}: no such DuckDB database file")
         try:
-            self.con = duckdb.connect(str(self.path), read_only=True)
+            # A writer holding the file is a LockError (exit 75) after ``wait`` seconds.
+            self.con = connect_duckdb(self.path, read_only=True, wait=wait)
         except duckdb.Error as exc:
             raise InputError(f"{self.path}: cannot open as DuckDB ({_one_line(exc)})") from None
         try:
@@ -411,6 +418,7 @@ def open_source(
     table: str | None = None,
     query: str | None = None,
     delimiter: str = ",",
+    wait: float = 0,
 ) -> Source:
     """Build the right :class:`Source` for the given inputs.
 
@@ -419,6 +427,8 @@ def open_source(
     inputs
         One or more paths: CSV files, Parquet files, globs or one directory,
         or one DuckDB file (with ``table`` or ``query``).
+    wait
+        Seconds to wait for a process writing a DuckDB input to let go.
 
     Raises
     ------
@@ -434,7 +444,7 @@ def open_source(
     if table is not None or query is not None:
         if len(inputs) != 1:
             raise InputError("--table/--query read from exactly one DuckDB file")
-        return DuckDBSource(inputs[0], table=table, query=query)
+        return DuckDBSource(inputs[0], table=table, query=query, wait=wait)
     kinds = {input_kind(i) for i in inputs}
     if len(kinds) > 1:
         raise InputError(f"inputs mix {' and '.join(sorted(kinds))}; score one kind at a time")

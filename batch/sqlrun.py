@@ -13,7 +13,7 @@ installed). Each starts with a comment header::
     -- param: table = scored (identifier) what it names
     -- param: limit = 20 (integer) what it means
 
-Identifier parameters are validated (:func:`quote_identifier`) and put into
+Identifier parameters are validated (:func:`batch.sources.quote_identifier`) and put into
 the text where it says ``{name}``; every other parameter is bound as a DuckDB
 prepared parameter ``$name``. Nothing a user types is pasted into SQL.
 """
@@ -33,7 +33,8 @@ import duckdb
 import pyarrow as pa
 
 from batch.errors import InputError
-from batch.lock import lock_error_from_duckdb
+from batch.lock import connect_duckdb
+from batch.sources import quote_identifier
 
 SQL_PACKAGE = "batch.sql"
 REPORTS_DIR = "reports"
@@ -44,7 +45,6 @@ RUNS_VIEW = "popbatch_runs"
 # (CREATE, INSERT, COPY, ATTACH, INSTALL, ...) needs --write.
 READ_ONLY_STATEMENTS = frozenset({"SELECT", "EXPLAIN", "PRAGMA", "CALL", "SET"})
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PARAM_LINE = re.compile(
     r"^--\s*param:\s*(?P<name>[A-Za-z_]\w*)\s*=\s*(?P<default>\S+)\s*"
     r"\((?P<kind>identifier|integer|number|text)\)\s*(?P<help>.*)$"
@@ -78,26 +78,6 @@ def read_sql(name: str) -> str:
 
 # ---------------------------------------------------------------------------
 # Identifiers
-
-
-def quote_identifier(name: str, what: str = "identifier") -> str:
-    """Validate a user-given SQL name and return it double-quoted.
-
-    ``schema.table`` is accepted (each part validated and quoted).
-
-    Raises
-    ------
-    InputError
-        If a part is not letters, digits and underscores starting with a
-        letter or underscore (so ``x; DROP TABLE t`` and quotes never reach SQL).
-    """
-    parts = name.split(".")
-    if not 1 <= len(parts) <= 2 or not all(_IDENTIFIER.match(p) for p in parts):
-        raise InputError(
-            f"{what} {name!r} is not a plain SQL name; use letters, digits and "
-            "underscores (optionally schema.table)"
-        )
-    return ".".join(f'"{p}"' for p in parts)
 
 
 def scored_table_ddl(table: str, key: str = "track_id") -> str:
@@ -237,8 +217,14 @@ def parse_params(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
 # Connections and views
 
 
-def connect(db: Path | str | None = None, write: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(
+    db: Path | str | None = None, write: bool = False, wait: float = 0
+) -> duckdb.DuckDBPyConnection:
     """Open ``db`` (read-only unless ``write``) or an in-memory database.
+
+    While ``popbatch score`` commits into ``db`` (DuckDB lets no other process
+    open the file then, not even to read) this retries for up to ``wait``
+    seconds before raising the LockError.
 
     Raises
     ------
@@ -254,11 +240,8 @@ def connect(db: Path | str | None = None, write: bool = False) -> duckdb.DuckDBP
         if not write and not path.exists():
             raise InputError(f"{path}: no such database (pass --write to create one)")
         try:
-            con = duckdb.connect(str(path), read_only=not write)
+            con = connect_duckdb(path, read_only=not write, wait=wait)
         except duckdb.Error as exc:
-            lock_error = lock_error_from_duckdb(exc, path)
-            if lock_error is not None:
-                raise lock_error from None
             raise InputError(f"{path}: not a DuckDB database ({one_line(exc)})") from None
     # Errors as JSON carry the query position, which the message reports.
     con.execute("SET errors_as_json = true")

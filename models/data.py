@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from batch.errors import InputError, SchemaError, TrainingError
+from batch.sources import quote_identifier
 from models.features import (
     GENRE_COLUMN,
     KEY_COLUMN,
@@ -28,7 +29,6 @@ from models.features import (
     parse_explicit,
 )
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 # pandas writes its row index as an unnamed first column ("Unnamed: 0"); it
 # differs on every row, so it must not count when looking for exact duplicates.
 _INDEX_COLUMN = re.compile(r"^(unnamed_\d+|index)$")
@@ -53,21 +53,6 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def quote_identifier(table: str) -> str:
-    """Validate a (schema-qualified) table name and quote it for DuckDB SQL.
-
-    Raises
-    ------
-    InputError
-        If the name is not a plain identifier: it is never pasted into SQL raw.
-    """
-    if not _IDENTIFIER.match(table):
-        raise InputError(
-            f"--table {table!r}: not a plain table name (letters, digits, _; optional schema.)"
-        )
-    return ".".join(f'"{part}"' for part in table.split("."))
 
 
 def read_table(path: Path, table: str | None = None) -> pl.DataFrame:
@@ -105,7 +90,7 @@ def _separator(suffix: str) -> str:
 def _read_duckdb(path: Path, table: str) -> pl.DataFrame:
     import duckdb
 
-    quoted = quote_identifier(table)
+    quoted = quote_identifier(table, "--table")
     try:
         with duckdb.connect(str(path), read_only=True) as con:
             arrow = con.sql(f"SELECT * FROM {quoted}").to_arrow_table()

@@ -25,17 +25,20 @@ class LearnerParams:
     patience: int = 10
     rf: dict[str, Any] = field(
         default_factory=lambda: {
-            "n_estimators": 50,
-            "max_depth": 8,
+            # Small on purpose: the trees decide scoring speed (bench/tree_sizes.py
+            # measured 10x5 + 30x3 at ~4x the rows/s of 50x8 + 300x4 with the same
+            # stack quality on the 10k sample); the network carries the stack.
+            "n_estimators": 10,
+            "max_depth": 5,
             "min_samples_leaf": 5,
             "max_features": "sqrt",
         }
     )
     xgb: dict[str, Any] = field(
         default_factory=lambda: {
-            "n_estimators": 300,
-            "max_depth": 4,
-            "learning_rate": 0.05,
+            "n_estimators": 30,
+            "max_depth": 3,
+            "learning_rate": 0.1,
             "subsample": 0.8,
             "colsample_bytree": 0.8,
             "min_child_weight": 1.0,

@@ -22,13 +22,12 @@ from conftest import SMALL_TITLE_CASE, TRACKS_2000
 from model_factory import training_matrix
 
 from batch.cli import cli
-from batch.manifest import default_model_dir
 from batch.score import RunSummary, default_output, score
 from batch.sinks import ParquetSink
 from batch.sources import CsvSource
 
 SAMPLE = Path(__file__).resolve().parents[1] / "batch" / "sample" / "catalog.csv"
-SCORE_COLUMNS = ["popularity_prob", "popular", "model_id", "scored_at"]
+SCORE_COLUMNS = ["popularity_prob", "popular", "model_id", "scored_at", "features_hash"]
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +52,13 @@ def tracks_db(tmp_path):
     con.execute(f"CREATE TABLE tracks AS SELECT * FROM read_csv('{TRACKS_2000}')")
     con.close()
     return path
+
+
+def listing(directory: Path) -> list[str]:
+    """Files in a directory, leaving out the lock files and run log every run leaves."""
+    return sorted(
+        p.name for p in directory.iterdir() if p.suffix != ".lock" and p.name != "runs.jsonl"
+    )
 
 
 def run(runner, model_dir, *args):
@@ -87,7 +93,7 @@ def test_csv_to_parquet_in_small_batches(runner, model_dir, tmp_path, reference,
     )
     check_scores(frame.with_columns(pl.col("unnamed_0").cast(pl.Int64)), reference, model_id)
     assert "scored 2,000 of 2,000 rows from" in result.output
-    assert [p.name for p in tmp_path.iterdir()] == ["scored.parquet"]  # no temp files left
+    assert listing(tmp_path) == ["scored.parquet"]  # no temp files left
 
 
 def test_parquet_file_glob_and_hive_directory(runner, model_dir, tmp_path, reference, model_id):
@@ -102,7 +108,7 @@ def test_parquet_file_glob_and_hive_directory(runner, model_dir, tmp_path, refer
         result = run(runner, model_dir, *inputs, "-o", out, "--columns", "all", "--batch-size", 512)
         assert result.exit_code == 0, result.output
         frame = pl.read_parquet(out)
-        assert "track_genre" in frame.columns and frame.columns[-4:] == SCORE_COLUMNS
+        assert "track_genre" in frame.columns and frame.columns[-5:] == SCORE_COLUMNS
         check_scores(frame, reference, model_id)
 
 
@@ -187,7 +193,7 @@ def test_write_back_twice_keeps_rows_and_values(runner, model_dir, tracks_db, re
         outputs.append(read())
     first, second = outputs
     assert first.height == second.height == 2000
-    assert first.columns[-4:] == SCORE_COLUMNS
+    assert first.columns[-5:] == SCORE_COLUMNS
     assert first["popularity_prob"].to_list() == second["popularity_prob"].to_list()
     assert first["popular"].to_list() == second["popular"].to_list()
     assert second["scored_at"].n_unique() == 1
@@ -246,7 +252,9 @@ def test_failure_in_third_batch_leaves_no_output_and_keeps_previous(runner, mode
     assert result.exit_code == 2
     assert result.output.startswith(f"Error: {source}: row 1250 (track_id ")
     assert "energy -1.0 is outside [0, 1]" in result.output
-    assert list(tmp_path.iterdir()) == [source]  # no output, no temp file
+    assert listing(tmp_path) == [source.name]  # no output, no temp file
+    (logged,) = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert logged["status"] == "failed" and logged["error"].startswith(f"{source}: row 1250")
 
     previous = tmp_path / "previous.parquet"
     pq.write_table(pa.table({"track_id": ["kept"]}), previous)
@@ -263,7 +271,9 @@ def test_failure_in_third_batch_leaves_no_output_and_keeps_previous(runner, mode
     assert result.exit_code == 2
     con = duckdb.connect(str(db), read_only=True)
     assert con.sql("SELECT * FROM scores").fetchall() == [("kept",)]
-    assert [r[0] for r in con.sql("SHOW TABLES").fetchall()] == ["scores"]
+    assert [r[0] for r in con.sql("SHOW TABLES").fetchall()] == ["popbatch_runs", "scores"]
+    # the failed run's row was written after the rollback, in its own transaction
+    assert con.sql("SELECT status, rows_scored FROM popbatch_runs").fetchall() == [("failed", 1000)]
     con.close()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
@@ -352,10 +362,6 @@ def test_default_output_is_beside_the_input(runner, model_dir, tmp_path, tracks_
     assert default_output(tmp_path / "parts") == tmp_path / "parts.scored.parquet"
 
 
-@pytest.mark.skipif(
-    not (default_model_dir() / "manifest.json").exists(),
-    reason="the embedded default model (models/default) is not built yet",
-)
 def test_readme_first_command_with_the_embedded_model(runner, tmp_path, monkeypatch):
     """`popbatch score batch/sample/catalog.csv -o scored.parquet`, as the README says."""
     monkeypatch.chdir(tmp_path)
@@ -384,7 +390,7 @@ def test_interrupt_midway_writes_nothing_and_keeps_previous_output(model_dir, tm
     with pytest.raises(KeyboardInterrupt):
         score(TRACKS_2000, out, model_dir, batch_size=300, progress=interrupt)
     assert pl.read_parquet(out)["track_id"].to_list() == ["kept"]
-    assert [p.name for p in tmp_path.iterdir()] == ["s.parquet"]
+    assert listing(tmp_path) == ["s.parquet"]
 
 
 def test_interrupt_exit_code_through_the_cli(runner, model_dir, tmp_path, monkeypatch):
@@ -397,6 +403,8 @@ def test_interrupt_exit_code_through_the_cli(runner, model_dir, tmp_path, monkey
     result = run(runner, model_dir, TRACKS_2000, "-o", tmp_path / "s.parquet")
     assert result.exit_code == 130
     assert result.output == "Error: interrupted; nothing partial was written\n"
+    (line,) = (tmp_path / "runs.jsonl").read_text().splitlines()
+    assert json.loads(line)["status"] == "interrupted"
 
 
 def test_progress_bar_draws_rows_of_total_only_when_enabled():
@@ -455,7 +463,7 @@ def test_columns_csv_cannot_hold_are_refused_without_leftovers(runner, model_dir
     assert result.exit_code == 2
     assert result.output.startswith(f"Error: {out}: cannot write these columns as .csv (")
     assert result.output.endswith("; pass fewer --columns or write .parquet\n")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["lists.parquet"]
+    assert listing(tmp_path) == ["lists.parquet"]
 
 
 def test_scorer_slices_large_batches_without_changing_scores(model_dir, monkeypatch):

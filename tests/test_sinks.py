@@ -28,7 +28,8 @@ def batch(keys, prob=0.5):
     at = dt.datetime(2026, 11, 21, 5, 0)
     return pa.RecordBatch.from_arrays(
         [pa.array(keys), pa.array([prob] * n), pa.array([prob >= 0.5] * n),
-         pa.array(["m"] * n), pa.array([at] * n, pa.timestamp("us"))],
+         pa.array(["m"] * n), pa.array([at] * n, pa.timestamp("us")),
+         pa.array(range(n), pa.uint64())],
         schema=SCHEMA,
     )  # fmt: skip
 
@@ -53,7 +54,7 @@ def test_file_sinks_commit_by_rename(tmp_path):
     commit_all(sinks)
     assert pq.read_table(tmp_path / "s.parquet").num_rows == 2
     assert (tmp_path / "s.csv").read_text().splitlines()[0] == (
-        '"track_id","popularity_prob","popular","model_id","scored_at"'
+        '"track_id","popularity_prob","popular","model_id","scored_at","features_hash"'
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "s.parquet"]
 

@@ -398,8 +398,8 @@ def test_runtime_error_is_one_line(runner):
     [
         (
             "table=x; DROP TABLE scores",
-            "Error: report 'top_predicted', --param table 'x; DROP TABLE scores' is not a plain "
-            "SQL name; use letters, digits and underscores (optionally schema.table)\n",
+            "Error: report 'top_predicted', --param table name 'x; DROP TABLE scores' is not a "
+            "plain SQL identifier; use letters, digits and underscores (optionally schema.table)\n",
         ),
         (
             "limit=ten",
@@ -469,7 +469,7 @@ def test_scored_table_ddl_quotes_validated_names(tmp_path):
         ("scored_at", "TIMESTAMP"),
         ("features_hash", "UBIGINT"),
     ]
-    with pytest.raises(InputError, match="not a plain SQL name"):
+    with pytest.raises(InputError, match="not a plain SQL identifier"):
         sqlrun.scored_table_ddl('scores"; DROP TABLE x; --')
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -49,18 +50,28 @@ def export(run_dir: Path, out_dir: Path, no_throughput: bool, quiet: bool) -> No
     identical) and only then writes model.onnx and manifest.json. Needs the
     training extras.
     """
-    # Heavy imports (TensorFlow, converters) only when the command runs.
-    from export.build import export_run
-
     show_progress = not quiet and sys.stderr.isatty()
 
     def progress(line: str) -> None:
         if show_progress:
             click.echo(line, err=True)
 
+    export_and_report(run_dir, out_dir, measure_throughput=not no_throughput, progress=progress)
+
+
+def export_and_report(
+    run_dir: Path, out_dir: Path, *, measure_throughput: bool, progress: Callable[[str], None]
+) -> dict:
+    """Run :func:`export.build.export_run` and print its parity proof and result lines.
+
+    Shared by ``popbatch export`` and the end of ``popbatch train``.
+    """
+    # Heavy imports (TensorFlow, converters) only when the command runs.
     try:
+        from export.build import export_run
+
         summary = export_run(
-            run_dir, out_dir, measure_throughput=not no_throughput, progress=progress
+            run_dir, out_dir, measure_throughput=measure_throughput, progress=progress
         )
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in TRAINING_MODULES:
@@ -78,3 +89,4 @@ def export(run_dir: Path, out_dir: Path, no_throughput: bool, quiet: bool) -> No
         f"id {summary['model_id'][:12]})"
         + (f", {throughput:,} rows/s on 2 threads" if throughput else "")
     )
+    return summary

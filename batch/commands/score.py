@@ -29,6 +29,7 @@ HELP = """Score catalogs: predict which tracks will be popular.
   popbatch score 'catalog/*.parquet' -o scored.csv --columns all
   popbatch score catalog.duckdb --table tracks -o catalog.duckdb --into scores --mode upsert
   popbatch score catalog.duckdb --table tracks --write-back
+  popbatch score catalog.parquet -o scored.parquet --incremental --wait 600
 
 INPUT is CSV files, Parquet files, a glob or a directory of Parquet files
 (hive partitions included), or a DuckDB database with --table or --query.
@@ -37,7 +38,8 @@ the catalog. Column names are normalised as in training ("Duration (ms)" ->
 duration_ms).
 
 The output holds the key column (--columns: key, all, or a comma list) then
-popularity_prob, popular, model_id and scored_at (UTC, one time per run).
+popularity_prob, popular, model_id, scored_at (UTC, one time per run) and
+features_hash (a stable hash of the row's model inputs).
 Without -o it is <input stem>.scored.parquet beside the input. Files are
 written to a temporary name and renamed at the end; DuckDB targets change in
 one transaction at the end: a failed run writes nothing.
@@ -46,12 +48,22 @@ Rows with a missing, non-numeric, NaN/inf or out-of-range model input are
 written with their row number, reason and original values to --rejects
 (default <output stem>.rejects.<ext>, or table <table>_rejects in a DuckDB
 target), or stop the run with --on-invalid fail.
+
+--incremental scores only rows that are new, whose feature values changed
+(features_hash) or that another model scored, and carries the others over
+from the existing Parquet output or DuckDB table: the result equals a full
+run. One run at a time per target: a lock file <target>.lock makes a second
+run wait up to --wait seconds, then exit 75 naming the holder. Every run is
+recorded in table popbatch_runs of a DuckDB target, or in runs.jsonl beside
+a file output.
 """
 
 EPILOG = """\b
 Exit codes: 0 success; 1 the run failed (I/O, model); 2 usage or input error
 (bad option, missing file, column or table, invalid row with --on-invalid fail);
-130 interrupted. Nothing is written unless the run succeeds."""
+75 another run (or a DuckDB writer) holds the target: try again later;
+130 interrupted. Nothing is written unless the run succeeds (the run log
+records failures too)."""
 
 
 def _columns(value: str) -> str | list[str]:
@@ -117,6 +129,19 @@ def _columns(value: str) -> str | list[str]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the run summary as JSON here.",
 )
+@click.option(
+    "--incremental",
+    is_flag=True,
+    help="Score only new or changed rows (or rows of an older model); keep the rest.",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long for another run holding the target, then exit 75.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
 def score(
     inputs: tuple[str, ...],
@@ -137,6 +162,8 @@ def score(
     rejects: str | None,
     threads: int | None,
     summary_path: Path | None,
+    incremental: bool,
+    wait: float,
     quiet: bool,
 ) -> None:
     if table is not None and query is not None:
@@ -156,7 +183,7 @@ def score(
             )
         _refuse_overwriting_input(inputs, output, table, query)
         sink = open_sink(output, into=into, mode=mode or "replace", key=key)
-    source = open_source(inputs, table=table, query=query, delimiter=delimiter)
+    source = open_source(inputs, table=table, query=query, delimiter=delimiter, wait=wait)
     progress = ProgressBar(enabled=False if quiet else None)
     try:
         summary = run_score(
@@ -172,6 +199,8 @@ def score(
             maps=maps,
             fills=fills,
             progress=progress,
+            incremental=incremental,
+            wait=wait,
         )
     finally:
         progress.close()

@@ -31,6 +31,11 @@ unless --write is given.
 Output: an aligned table when stdout is a terminal, CSV otherwise; with -o
 the format follows the file's extension (.csv, .json, .parquet). DuckDB
 errors are shown as one line with the query position (exit code 2).
+
+While popbatch score commits into the database (a few seconds at the end of
+a run) DuckDB lets no other process open it: the command exits 75, or with
+--wait SECONDS retries until the commit is over. It then sees the tables
+before or after the run, never half-written.
 """
 
 
@@ -80,6 +85,14 @@ def _write(result: duckdb.DuckDBPyRelation | None, sql: str, fmt: str, output: P
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE."
 )
 @click.option("--write", is_flag=True, help="Open the database read-write and allow writes.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long while popbatch score commits into --db, then exit 75.",
+)
 def sql(
     query: str | None,
     db: Path | None,
@@ -91,6 +104,7 @@ def sql(
     fmt: str | None,
     output: Path | None,
     write: bool,
+    wait: float,
 ) -> None:
     if list_:
         _list_reports()
@@ -100,7 +114,7 @@ def sql(
     if params and report is None:
         raise InputError("--param is for --report; a query takes its values inline")
     fmt = sqlrun.choose_format(fmt, output, sys.stdout.isatty())
-    con = sqlrun.connect(db, write=write)
+    con = sqlrun.connect(db, write=write, wait=wait)
     try:
         if scored is not None:
             sqlrun.attach_scored(con, scored)

@@ -7,9 +7,13 @@ the command so that importing the CLI never loads it.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import click
+
+# Where the exported model goes inside --out (model.onnx + manifest.json).
+MODEL_SUBDIR = "model"
 
 BALANCE_METHODS = ("smote", "adasyn", "undersample", "class-weight", "none")
 
@@ -78,26 +82,30 @@ BALANCE_METHODS = ("smote", "adasyn", "undersample", "class-weight", "none")
     help="K of the out-of-fold predictions that train the meta learner.",
 )
 @click.option(
-    "--rf-trees", default=50, show_default=True, type=click.IntRange(min=1), help="RF trees."
+    "--rf-trees", default=10, show_default=True, type=click.IntRange(min=1), help="RF trees."
 )
 @click.option(
-    "--rf-depth", default=8, show_default=True, type=click.IntRange(min=1), help="RF max depth."
+    "--rf-depth", default=5, show_default=True, type=click.IntRange(min=1), help="RF max depth."
 )
 @click.option(
     "--xgb-rounds",
-    default=300,
+    default=30,
     show_default=True,
     type=click.IntRange(min=1),
     help="XGBoost maximum rounds (early stopping on validation picks fewer).",
 )
 @click.option(
     "--xgb-depth",
-    default=4,
+    default=3,
     show_default=True,
     type=click.IntRange(min=1),
     help="XGBoost max tree depth.",
 )
-@click.option("--no-export", is_flag=True, help="Write the stack only; skip the ONNX export.")
+@click.option(
+    "--no-export",
+    is_flag=True,
+    help="Write the stack only; skip the ONNX export into OUT/model.",
+)
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 def train(
     data: Path,
@@ -125,7 +133,9 @@ def train(
     Reads DATA, splits it 70/15/15 by track_id, fits a Keras network, a
     RandomForest and XGBoost, stacks them with a logistic regression on
     out-of-fold probabilities and evaluates everything on the test split.
-    Writes OUT/report.json, OUT/report.html, OUT/plots/*.png and OUT/stack/.
+    Writes OUT/report.json, OUT/report.html, OUT/plots/*.png and OUT/stack/,
+    then exports the stack to OUT/model (model.onnx + manifest.json, parity
+    proven) unless --no-export.
     """
     _import_tensorflow_quietly()
     from models.learners import LearnerParams
@@ -151,8 +161,11 @@ def train(
         learners=learners,
     )
 
+    show_progress = not quiet and sys.stderr.isatty()
+
     def progress(message: str) -> None:
-        if not quiet:
+        # Stage lines only on a terminal; warnings (e.g. a SMOTE fallback) always.
+        if show_progress or message.startswith("warning:"):
             click.echo(f"train: {message}", err=True)
 
     result = run_training(config, progress)
@@ -161,7 +174,13 @@ def train(
         f"wrote {result.out}: stack test ROC-AUC {_num(stack_metrics['roc_auc'])}, "
         f"PR-AUC {_num(stack_metrics['pr_auc'])}, threshold {result.stack.threshold:.4f}"
     )
-    # Export is wired in by the export command's owner; --no-export is accepted now.
+    if not no_export:
+        from batch.commands.export import export_and_report
+
+        progress(f"export: ONNX graph and parity proof into {out / MODEL_SUBDIR}")
+        export_and_report(
+            result.out, out / MODEL_SUBDIR, measure_throughput=True, progress=progress
+        )
 
 
 def _import_tensorflow_quietly() -> None:

@@ -1,0 +1,55 @@
+"""The embedded default model (models/default): shipped, valid, usable without training extras."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import polars as pl
+
+from batch.cli import cli
+from batch.manifest import default_model_dir, load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "batch" / "sample" / "catalog.csv"
+SCHEMA = ROOT / "export" / "manifest_schema.json"
+
+
+def test_default_model_is_shipped_and_verified():
+    bundle = load_model()  # checks sha256 against the manifest
+    jsonschema.validate(bundle.manifest, json.loads(SCHEMA.read_text()))
+    assert bundle.directory == default_model_dir()
+    assert bundle.manifest["label"]["definition"] == "popularity > 71"
+    # onnxruntime holds tree ensembles at ~10x their file size: the budget is 20 MB
+    assert len(bundle.onnx_bytes) <= 20_000_000
+
+
+def test_scoring_install_scores_with_the_default_model(tmp_path):
+    """TensorFlow, scikit-learn and xgboost unimportable, unpickling an error: score still works."""
+    out = tmp_path / "scored.parquet"
+    code = f"""
+import pickle, sys
+for name in ("tensorflow", "keras", "sklearn", "xgboost", "skl2onnx", "tf2onnx", "onnxmltools",
+             "joblib"):
+    sys.modules[name] = None
+def refuse(*args, **kwargs):
+    raise AssertionError("the scoring path unpickled something")
+pickle.load = pickle.loads = pickle.Unpickler = refuse
+from batch.cli import cli
+cli(["score", {str(SAMPLE)!r}, "-o", {str(out)!r}, "--quiet"], prog_name="popbatch")
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    scored = pl.read_parquet(out)
+    assert scored.height > 0 and scored["popularity_prob"].is_between(0, 1).all()
+    assert scored["model_id"].unique().to_list() == [load_model().model_id]
+
+
+def test_model_info_shows_the_default_model(runner):
+    result = runner.invoke(cli, ["model", "info"])
+    assert result.exit_code == 0, result.output
+    assert load_model().model_id[:12] in result.output
+    assert "popularity > 71" in result.output

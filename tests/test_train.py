@@ -1,0 +1,237 @@
+"""popbatch train: split, balancing, normalisation, determinism, the report, bad input.
+
+Runs on the committed fixture (tests/data/tracks_2000.csv, real rows); the
+end-to-end run uses tiny models so the file stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import polars as pl
+import pytest
+from conftest import SMALL_TITLE_CASE, TRACKS_2000
+
+from batch.cli import cli
+from models.balance import balance
+from models.data import feature_matrix, genre_vocabulary, load_training_data
+from models.features import normalized_names
+from models.learners import LearnerParams, fit_rf, fit_xgb
+from models.split import grouped_split
+
+TINY = ["--epochs", "2", "--folds", "2", "--rf-trees", "5", "--rf-depth", "4",
+        "--xgb-rounds", "10", "--xgb-depth", "2"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_training_data(TRACKS_2000)
+
+
+@pytest.fixture(scope="module")
+def labelled(data):
+    y = (data.frame["popularity"].to_numpy() > 71).astype(np.int64)
+    groups = data.frame["track_id"].to_numpy()
+    return y, groups
+
+
+def test_no_track_id_in_two_splits(data, labelled):
+    y, groups = labelled
+    split = grouped_split(groups, y, seed=42)
+    ids = {name: set(groups[getattr(split, name)]) for name in ("train", "validation", "test")}
+    assert not ids["train"] & ids["validation"]
+    assert not ids["train"] & ids["test"]
+    assert not ids["validation"] & ids["test"]
+    # every row lands in exactly one split
+    assert sorted(np.concatenate([split.train, split.validation, split.test])) == list(
+        range(len(y))
+    )
+    # the fixture lists some tracks under several genres: the split must keep them together
+    assert data.frame["track_id"].n_unique() < data.frame.height
+
+
+def test_same_seed_same_split_other_seed_other_split(labelled):
+    y, groups = labelled
+    a, b, c = (grouped_split(groups, y, seed=s) for s in (7, 7, 8))
+    assert np.array_equal(a.test, b.test) and np.array_equal(a.train, b.train)
+    assert not np.array_equal(a.test, c.test)
+
+
+def test_smote_changes_only_the_class_ratio_of_the_rows_it_is_given(data, labelled):
+    y, _ = labelled
+    x = feature_matrix(data.frame, genre_vocabulary(data.frame["genre"]))
+    before = y.mean()
+    result = balance(x, y, "smote", seed=1)
+    assert result.y.mean() == pytest.approx(0.5)
+    # the original rows are kept in front; only synthetic minority rows are added
+    assert np.array_equal(result.x[: len(y)], x)
+    assert int((result.y == 0).sum()) == int((y == 0).sum())
+    assert y.mean() == before  # the caller's labels are not touched
+
+
+def test_undersample_and_class_weight(data, labelled):
+    y, _ = labelled
+    x = feature_matrix(data.frame, None)
+    under = balance(x, y, "undersample", seed=1)
+    assert int(under.y.sum()) == int(y.sum()) and under.y.mean() == pytest.approx(0.5)
+    weighted = balance(x, y, "class-weight", seed=1)
+    assert weighted.x is x and weighted.class_weight[1] > 1 > weighted.class_weight[0]
+
+
+@pytest.mark.parametrize("method", ["smote", "adasyn"])
+def test_synthesis_falls_back_below_six_minority_rows(method):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4)).astype(np.float32)
+    y = np.zeros(60, np.int64)
+    y[:5] = 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = balance(x, y, method, seed=0)
+    assert result.x is x and result.y.tolist() == y.tolist()
+    assert any("only 5 minority rows (needs 6)" in str(w.message) for w in caught)
+
+
+def test_title_case_headers_normalise():
+    header = pl.read_csv(SMALL_TITLE_CASE, n_rows=0).columns
+    names = normalized_names(header)
+    assert names["Duration (ms)"] == "duration_ms"
+    assert names["Track ID"] == "track_id"
+    assert names["Popularity"] == "popularity"
+    assert names["Unnamed: 0"] == "unnamed_0"
+    # the small file's audio features all map onto the model's names except the two it lacks
+    assert {"danceability", "energy", "loudness", "tempo", "explicit"} <= set(names.values())
+
+
+def test_same_seed_same_rf_and_xgb_predictions(data, labelled):
+    y, groups = labelled
+    split = grouped_split(groups, y, seed=3)
+    x = feature_matrix(data.frame, None)
+    train = balance(x[split.train], y[split.train], "none", seed=3)
+    params = LearnerParams()
+    params.rf.update(n_estimators=10, max_depth=4)
+    params.xgb.update(n_estimators=20, max_depth=2)
+    x_val, y_val = x[split.validation], y[split.validation]
+    rf = [fit_rf(train, params, seed=3).predict_proba(x_val) for _ in range(2)]
+    xgb = [fit_xgb(train, x_val, y_val, params, seed=3).predict_proba(x_val) for _ in range(2)]
+    # RandomForest averages its trees in 2 threads: the same trees, summed in any order
+    np.testing.assert_allclose(rf[0], rf[1], rtol=0, atol=1e-12)
+    assert np.array_equal(xgb[0], xgb[1])
+
+
+def _in_range(name: str, value) -> bool:
+    if value is None:
+        return False
+    if name in ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc"):
+        return isinstance(value, float | int) and 0.0 <= value <= 1.0 and not math.isnan(value)
+    return True
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from click.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("train") / "run"
+    args = ["train", "--data", str(TRACKS_2000), "--out", str(out), "--balance", "smote", *TINY]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_train_end_to_end_report(trained):
+    out, _result = trained
+    report = json.loads((out / "report.json").read_text())
+    assert {"data", "params", "metrics", "versions", "timings"} <= set(report)
+    test_metrics = report["metrics"]["test"]
+    assert set(test_metrics) == {"ann", "rf", "xgb", "stack", "logistic", "majority"}
+    for model, metrics in test_metrics.items():
+        for name in ("roc_auc", "pr_auc"):
+            assert _in_range(name, metrics[name]), (model, name, metrics[name])
+        for cut in ("at_threshold", "at_0.5"):
+            for name in ("accuracy", "precision", "recall", "f1"):
+                assert _in_range(name, metrics[cut][name]), (model, cut, name)
+        matrix = np.array(metrics["at_threshold"]["confusion_matrix"])
+        assert matrix.shape == (2, 2) and matrix.sum() == report["data"]["splits"]["test"]["rows"]
+    assert 0 < report["metrics"]["threshold"] < 1
+    for plot in ("roc", "pr", "history", "confusion", "correlation"):
+        assert any(plot in p.name for p in (out / "plots").glob("*.png")), plot
+    assert "<img" in (out / "report.html").read_text()
+
+
+def test_train_balances_training_rows_only(trained):
+    out, _ = trained
+    splits = json.loads((out / "report.json").read_text())["data"]["splits"]
+    # SMOTE evened the training rows; validation and test keep the real, rare positives
+    assert splits["train_balanced"]["share_popular"] == pytest.approx(0.5)
+    for name in ("validation", "test"):
+        assert splits[name]["share_popular"] < 0.1
+    test = pl.read_parquet(out / "stack" / "test.parquet")
+    assert (
+        test.height == splits["test"]["rows"] and int(test["y"].sum()) == splits["test"]["popular"]
+    )
+
+
+def test_saved_stack_reproduces_the_reported_test_metrics(trained):
+    from sklearn.metrics import roc_auc_score
+
+    from models.stack import NativeStack
+
+    out, _ = trained
+    stack = NativeStack.load(out / "stack")
+    test = pl.read_parquet(out / "stack" / "test.parquet")
+    x = test.select(stack.feature_names).to_numpy().astype(np.float32)
+    reported = json.loads((out / "report.json").read_text())["metrics"]["test"]["stack"]
+    assert roc_auc_score(test["y"].to_numpy(), stack.predict_proba(x)) == pytest.approx(
+        reported["roc_auc"], abs=1e-9
+    )
+
+
+def test_train_exports_the_model_with_parity(trained):
+    out, result = trained
+    assert "max |native - onnx|" in result.output
+    manifest = json.loads((out / "model" / "manifest.json").read_text())
+    assert manifest["parity"]["labels_identical"] is True
+    assert manifest["parity"]["max_abs_diff"] <= 1e-5
+    assert manifest["training_data"]["file"] == TRACKS_2000.name
+
+
+def test_missing_file(runner, tmp_path):
+    missing = tmp_path / "nope.csv"
+    result = runner.invoke(cli, ["train", "--data", str(missing), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert result.output.strip().endswith(
+        f"{missing}: file not found; pass an existing CSV, Parquet or DuckDB file"
+    )
+
+
+def test_file_without_label_column(runner, tmp_path):
+    path = tmp_path / "nolabel.csv"
+    pl.read_csv(TRACKS_2000).drop("popularity").write_csv(path)
+    result = runner.invoke(cli, ["train", "--data", str(path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert f"Error: {path}: missing label column 'popularity'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_file_missing_feature_columns(runner, tmp_path):
+    path = tmp_path / "nofeatures.csv"
+    pl.read_csv(TRACKS_2000).drop("tempo", "valence").write_csv(path)
+    result = runner.invoke(cli, ["train", "--data", str(path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert (
+        result.output.strip() == f"Error: {path}: missing feature columns: valence, tempo; add them"
+    )
+
+
+def test_small_title_case_file_names_what_it_lacks(runner, tmp_path):
+    result = runner.invoke(
+        cli, ["train", "--data", str(SMALL_TITLE_CASE), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"Error: {SMALL_TITLE_CASE}: missing feature columns: time_signature, track_genre; "
+        "add them or pass --no-genre"
+    )
+    assert not (tmp_path / "o").exists()
