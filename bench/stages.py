@@ -1,7 +1,9 @@
 """Where the time of ``popbatch score`` goes: each stage timed alone, one after another.
 
 Runs popbatch's own pieces (``ParquetSource``/``CsvSource``, ``Preprocessor``,
-``OnnxScorer``, ``ParquetSink`` and the job's batch assembly) over a catalog
+the incremental features hash, ``OnnxScorer``, ``ParquetSink`` and the job's
+batch assembly; the last two are private to ``batch.score``, so this script
+follows their shape) over a catalog
 *without* the reader/writer threads, so each stage's wall and CPU seconds
 are its own. On 2 cores the threaded job overlaps the stages, but it cannot
 make their CPU seconds disappear: with inference using both cores, every
@@ -25,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from batch.incremental import features_hash  # noqa: E402
 from batch.manifest import load_model  # noqa: E402
 from batch.preprocess import FeatureBuffer, Preprocessor  # noqa: E402
 from batch.runner import OnnxScorer  # noqa: E402
@@ -77,8 +80,9 @@ def main() -> None:
         rows = 0
         while (batch := clock("read", next_batch, batches)) is not None:
             prepared = clock("preprocess", preprocessor.transform, batch, rows + 1, buffer)
+            hashes = clock("features hash", features_hash, prepared.features, *job.hash_columns)
             probability, popular = clock("inference", scorer.predict, prepared.features)
-            clock("assemble + write", job._write, (prepared, probability, popular))
+            clock("assemble + write", job._write, (prepared, hashes, probability, popular))
             rows += batch.num_rows
         clock("commit", lambda: (sink.finish(), sink.commit()))
         source.close()
