@@ -4,12 +4,21 @@ Never invents rows: every row is a fixture row (tests/data/tracks_2000.csv);
 the continuous audio features get a small multiplicative jitter (+-1%, seeded,
 clipped to the valid range) so the tiles are not byte-identical.
 
+The Parquet file is written first, in 200k-row chunks; the CSV file and the
+DuckDB table ``tracks`` are then made from it by DuckDB, streaming, so all
+three hold the same rows in the same order. :func:`build_catalogs` caches the
+files by row count and seed and only builds what is missing.
+
     python bench/catalog.py 2000000 /tmp/catalog_2m.parquet
+    python bench/catalog.py 2000000 /tmp/catalogs --all     # .parquet, .csv and .duckdb
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +36,90 @@ CONTINUOUS = (
     "instrumentalness", "liveness", "valence", "tempo",
 )  # fmt: skip
 CHUNK = 200_000
+
+
+TABLE = "tracks"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The same catalog in the three input kinds ``popbatch score`` reads."""
+
+    rows: int
+    seed: int
+    parquet: Path
+    csv: Path
+    duckdb: Path
+    table: str = TABLE
+
+
+KINDS = ("parquet", "csv", "duckdb")
+
+
+def build_catalogs(
+    rows: int, folder: Path, seed: int = 0, kinds: tuple[str, ...] = KINDS
+) -> Catalog:
+    """Catalogs of ``rows`` rows in ``folder`` (Parquet plus ``kinds``), reusing existing files.
+
+    Files are named by row count and seed, and each appears only when complete
+    (written under a temporary name, then renamed), so a cached file is never
+    a half-written one from an interrupted run.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"catalog_{rows}_seed{seed}"
+    catalog = Catalog(
+        rows,
+        seed,
+        parquet=stem.with_suffix(".parquet"),
+        csv=stem.with_suffix(".csv"),
+        duckdb=stem.with_suffix(".duckdb"),
+    )
+    if not catalog.parquet.exists():
+        _atomically(catalog.parquet, lambda tmp: build_parquet(rows, tmp, seed))
+    if "csv" in kinds and not catalog.csv.exists():
+        _atomically(catalog.csv, lambda tmp: build_csv(catalog.parquet, tmp))
+    if "duckdb" in kinds and not catalog.duckdb.exists():
+        _atomically(catalog.duckdb, lambda tmp: build_duckdb(catalog.parquet, tmp))
+    return catalog
+
+
+def _atomically(target: Path, write: Callable[[Path], object]) -> None:
+    temporary = target.with_name(f".{target.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        write(temporary)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def build_csv(parquet: Path, path: Path) -> Path:
+    """The Parquet catalog as CSV with a header row (DuckDB streams it, in file order)."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        con.execute("SET preserve_insertion_order = true")
+        con.execute(
+            f"COPY (SELECT * FROM read_parquet('{_sql_path(parquet)}')) "
+            f"TO '{_sql_path(path)}' (FORMAT csv, HEADER true)"
+        )
+    return path
+
+
+def build_duckdb(parquet: Path, path: Path, table: str = TABLE) -> Path:
+    """A DuckDB database holding the Parquet catalog as table ``table``."""
+    import duckdb
+
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            f"CREATE TABLE \"{table}\" AS SELECT * FROM read_parquet('{_sql_path(parquet)}')"
+        )
+        con.execute("CHECKPOINT")
+    return path
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
 
 
 def build_parquet(rows: int, path: Path, seed: int = 0) -> Path:
@@ -70,5 +163,8 @@ def build_parquet(rows: int, path: Path, seed: int = 0) -> Path:
 if __name__ == "__main__":
     count = int(sys.argv[1])
     out = Path(sys.argv[2])
-    build_parquet(count, out)
-    print(out, pq.ParquetFile(out).metadata.num_rows, "rows", pa.__version__)
+    if "--all" in sys.argv[3:]:
+        print(build_catalogs(count, out))
+    else:
+        build_parquet(count, out)
+        print(out, pq.ParquetFile(out).metadata.num_rows, "rows", pa.__version__)

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import polars as pl
@@ -22,13 +20,8 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.procstat import measure  # noqa: E402
 from tests.test_drift import build_manifest, training_frame  # noqa: E402
-
-MEASURE = """
-import resource, subprocess, sys
-subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=False)
-print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-"""
 
 
 def make_catalog(folder: Path, rows: int) -> dict[str, Path]:
@@ -41,15 +34,10 @@ def make_catalog(folder: Path, rows: int) -> dict[str, Path]:
 
 
 def peak_rss_mb(args: list[str]) -> tuple[float, float]:
-    start = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-c", MEASURE, sys.executable, "-m", "batch", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(out.stdout.strip()) / 1024, time.perf_counter() - start
+    run = measure([sys.executable, "-m", "batch", *args])
+    if run.returncode not in (0, 3):  # 3 = drift found, a normal outcome
+        raise SystemExit(f"popbatch {args[0]} failed (exit {run.returncode})")
+    return run.peak_rss_mb, run.seconds
 
 
 def main() -> None:

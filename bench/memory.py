@@ -2,9 +2,9 @@
 
 Builds Parquet catalogs of 200k and 2M rows (fixture rows tiled with small
 seeded jitter, see ``bench/catalog.py``), scores each in a fresh subprocess
-Parquet -> Parquet, samples the child's RSS with psutil every 20 ms, and
-prints peak RSS side by side. Acceptance (issue 4): peak RSS at 2M rows is
-at most ~1.2x that at 200k rows.
+Parquet -> Parquet, samples its RSS (children included) with psutil every
+20 ms (``bench/procstat.py``), and prints peak RSS side by side.
+Acceptance (issue 4): peak RSS at 2M rows is at most ~1.2x that at 200k rows.
 
     python bench/memory.py                          # embedded default model
     python -m tests.model_factory runs/test_model   # the small real test model, then
@@ -16,36 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.catalog import build_parquet  # noqa: E402
-
-
-def peak_rss(command: list[str], interval: float = 0.02) -> tuple[float, float, int]:
-    """Run ``command``; return (wall seconds, peak RSS in MB, exit code)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    watched = psutil.Process(process.pid)
-    peak = 0
-    while process.poll() is None:
-        try:
-            peak = max(peak, watched.memory_info().rss)
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(interval)
-    _, err = process.communicate()
-    if process.returncode != 0:
-        sys.stderr.write(err.decode(errors="replace"))
-    return time.perf_counter() - started, peak / 2**20, process.returncode
+from bench.procstat import measure  # noqa: E402
 
 
 def main() -> None:
@@ -74,7 +53,8 @@ def main() -> None:
             command += ["--model", args.model]
         if args.threads:
             command += ["--threads", str(args.threads)]
-        seconds, peak, code = peak_rss(command)
+        run = measure(command)
+        seconds, peak, code = run.seconds, run.peak_rss_mb, run.returncode
         if code != 0:
             raise SystemExit(f"popbatch score failed on {rows} rows (exit {code})")
         results.append(

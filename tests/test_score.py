@@ -464,3 +464,18 @@ def test_columns_csv_cannot_hold_are_refused_without_leftovers(runner, model_dir
     assert result.output.startswith(f"Error: {out}: cannot write these columns as .csv (")
     assert result.output.endswith("; pass fewer --columns or write .parquet\n")
     assert listing(tmp_path) == ["lists.parquet"]
+
+
+def test_scorer_slices_large_batches_without_changing_scores(model_dir, monkeypatch):
+    """OnnxScorer runs onnxruntime on CHUNK_ROWS-row slices (to bound its memory): the
+    scores must equal one call on the whole matrix, row for row, last partial slice included."""
+    from batch.manifest import load_model
+    from batch.runner import OnnxScorer
+
+    x = np.ascontiguousarray(training_matrix()[0], np.float32)
+    monkeypatch.setattr(OnnxScorer, "CHUNK_ROWS", 300)  # 2,000 rows: 6 whole slices + 200
+    probability, popular = OnnxScorer(load_model(model_dir), threads=1).predict(x)
+    expected, label = ort.InferenceSession(str(model_dir / "model.onnx")).run(None, {"features": x})
+    np.testing.assert_array_equal(probability, expected.reshape(-1))
+    assert popular.dtype == bool
+    assert popular.tolist() == (label.reshape(-1) == 1).tolist()

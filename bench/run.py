@@ -1,0 +1,656 @@
+"""popbatch's benchmark: train, export, score end to end, the notebook baseline, bare inference.
+
+In one run on one machine (never in the test suite):
+
+1. ``popbatch train`` on the shared 10k sample (the fixture when it is absent),
+   then ``popbatch export`` of that run: wall seconds each.
+2. Catalogs of ``--rows`` rows (fixture rows tiled with seeded jitter) as
+   Parquet, CSV and a DuckDB table (``bench/catalog.py``, cached by rows and seed).
+3. ``popbatch score`` Parquet -> Parquet, CSV -> Parquet and DuckDB table ->
+   DuckDB table, each in a fresh process: wall seconds, rows/s, peak RSS
+   (children included, ``bench/procstat.py``).
+4. The notebook baseline on the same model and rows (``bench/baseline.py``:
+   pandas, the native Keras/RandomForest/XGBoost/logistic stack), checked
+   against popbatch's labels and probabilities.
+5. Bare onnxruntime throughput on an in-memory matrix (``bench/bare.py``), so
+   the cost of reading, preprocessing and writing shows as overhead.
+
+Prints a table and the goals of issue 6, and writes everything (machine,
+versions, exact commands) to ``bench/out/results.json``.
+
+    python bench/run.py                          # train, export, 1M and 10M rows
+    python bench/run.py --quick                  # 200k rows, tiny training: checks the script
+    python bench/run.py --run runs/sample        # export and use an existing trained run
+    python bench/run.py --model exported --run runs/sample   # an exported model (no export)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.catalog import Catalog, build_catalogs  # noqa: E402
+from bench.procstat import Measured, measure  # noqa: E402
+
+SAMPLE_NAME = "spotify_tracks_PARTIAL_sample_10000.csv"
+# ../shared/data beside a clone (CI), or two levels up (the development worktrees).
+SAMPLE_CANDIDATES = (ROOT.parent / "shared/data", ROOT.parent.parent / "shared/data")
+FIXTURE = ROOT / "tests" / "data" / "tracks_2000.csv"
+PYTHON = sys.executable
+PACKAGES = (
+    "polars", "pyarrow", "duckdb", "numpy", "onnxruntime", "pandas", "scikit-learn",
+    "xgboost-cpu", "tensorflow-cpu", "keras", "psutil",
+)  # fmt: skip
+BARE_BATCH_SIZES = (16_384, 65_536, 262_144)
+DEFAULT_BATCH_SIZE = 65_536  # popbatch score's
+# Goals of issue 6.
+GOAL_SPEEDUP = 5.0
+GOAL_ROWS_PER_SECOND = 1_000_000
+GOAL_OVERHEAD = 0.20
+GOAL_RSS_GROWTH = 0.10
+GOAL_RSS_MB = 600
+
+
+@dataclass
+class Bench:
+    """One benchmark run: options, where files go, and everything measured so far."""
+
+    args: argparse.Namespace
+    out: Path
+    started: float = field(default_factory=time.perf_counter)
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def run(self, what: str, command: list[str], env: dict[str, str] | None = None) -> Measured:
+        """Measure ``command`` in a fresh process; record it; stop the benchmark if it fails."""
+        say(f"{what}: {' '.join(command)}")
+        load = load_average()
+        measured = measure(command, env=env)
+        self.results.setdefault("commands", []).append(
+            {
+                "what": what,
+                "command": _shell(command),
+                "env": env or {},
+                "load_average_before": load,
+                "seconds": round(measured.seconds, 2),
+            }
+        )
+        if not measured.ok:
+            raise SystemExit(f"bench: {what} failed with exit code {measured.returncode}")
+        say(f"  {measured.seconds:.1f} s, peak RSS {measured.peak_rss_mb:.0f} MB")
+        return measured
+
+    def skip(self, what: str, why: str) -> None:
+        say(f"skipped {what}: {why}")
+        self.results.setdefault("skipped", []).append({"what": what, "why": why})
+
+
+def say(line: str) -> None:
+    print(f"[bench] {line}", file=sys.stderr, flush=True)
+
+
+def _shell(command: list[str]) -> str:
+    import shlex
+
+    return " ".join(shlex.quote(str(part)) for part in command)
+
+
+def _rel(path: Path) -> str:
+    """Paths in recorded commands relative to the repository when they are inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+# -- the machine -------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, RAM, load average, OS and Python: what the numbers depend on."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def load_average() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    try:
+        found["popbatch_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        found["popbatch_commit"] = None
+    return found
+
+
+# -- 1. training and export --------------------------------------------------------------------
+
+
+def training_data(quick: bool) -> Path:
+    if not quick:
+        for folder in SAMPLE_CANDIDATES:
+            if (folder / SAMPLE_NAME).is_file():
+                return folder / SAMPLE_NAME
+    return FIXTURE
+
+
+def has_command(name: str) -> bool:
+    from batch.cli import COMMANDS
+
+    return name in COMMANDS
+
+
+def train(bench: Bench) -> Path:
+    """``popbatch train --no-export`` into OUT/train; returns the run directory."""
+    run_dir = bench.out / "train"
+    if not has_command("train"):
+        raise SystemExit(
+            "bench: this checkout has no 'popbatch train'; pass --run RUN_DIR (a trained run) "
+            "or --model MODEL_DIR --run RUN_DIR"
+        )
+    data = training_data(bench.args.quick)
+    command = [PYTHON, "-m", "batch", "train", "--data", _rel(data), "--out", _rel(run_dir)]
+    command += ["--no-export", "--quiet"]
+    if bench.args.quick:
+        command += ["--epochs", "3", "--folds", "2"]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    measured = bench.run("train", command)
+    bench.results["train"] = {
+        "data": str(data),
+        "seconds": round(measured.seconds, 1),
+        "cpu_seconds": round(measured.cpu_seconds, 1),
+        "peak_rss_mb": round(measured.peak_rss_mb),
+    }
+    return run_dir
+
+
+def export(bench: Bench, run_dir: Path) -> Path:
+    """``popbatch export RUN_DIR`` into OUT/model; returns the model directory."""
+    model_dir = bench.out / "model"
+    command = [PYTHON, "-m", "batch", "export", _rel(run_dir), "--out", _rel(model_dir)]
+    measured = bench.run("export", command)
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    bench.results["export"] = {
+        "run": str(run_dir),
+        "seconds": round(measured.seconds, 1),
+        "cpu_seconds": round(measured.cpu_seconds, 1),
+        "peak_rss_mb": round(measured.peak_rss_mb),
+        "model_bytes": (model_dir / "model.onnx").stat().st_size,
+        "parity": manifest.get("parity"),
+        "output": measured.stdout.strip().splitlines()[-2:],
+    }
+    return model_dir
+
+
+def prepare_model(bench: Bench) -> tuple[Path, Path | None]:
+    """(model directory, stack directory or None): trained and exported unless given."""
+    args = bench.args
+    run_dir = Path(args.run) if args.run else None
+    if args.model:
+        model_dir = Path(args.model)
+    else:
+        if run_dir is None and args.skip_train:
+            run_dir = bench.out / "train"
+            if not (run_dir / "stack").is_dir():
+                raise SystemExit(f"bench: --skip-train, but {_rel(run_dir)} holds no trained run")
+        elif run_dir is None:
+            run_dir = train(bench)
+        model_dir = export(bench, run_dir)
+    stack_dir = None
+    if run_dir is not None and (run_dir / "stack" / "stack.json").is_file():
+        stack_dir = run_dir / "stack"
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    bench.results["model"] = {
+        "dir": str(model_dir),
+        "model_id": manifest["model_id"],
+        "bytes": (model_dir / "model.onnx").stat().st_size,
+        "inputs": manifest["input"]["width"],
+        "threshold": manifest.get("threshold"),
+        "stack": str(stack_dir) if stack_dir else None,
+        "params": _tree_params(stack_dir),
+    }
+    return model_dir, stack_dir
+
+
+def _tree_params(stack_dir: Path | None) -> dict[str, Any] | None:
+    if stack_dir is None:
+        return None
+    info = json.loads((stack_dir / "stack.json").read_text()).get("info", {})
+    learners = info.get("params", {}).get("learners", {})
+    params = {"rf": learners.get("rf"), "xgb": learners.get("xgb")}
+    try:  # early stopping decides how many rounds XGBoost really kept
+        booster = json.loads((stack_dir / "xgb.json").read_text())["learner"]["gradient_booster"]
+        params["xgb_trees"] = int(booster["model"]["gbtree_model_param"]["num_trees"])
+    except (OSError, KeyError, ValueError):
+        pass
+    return params
+
+
+# -- 2. catalogs -------------------------------------------------------------------------------
+
+
+def catalog(bench: Bench, rows: int, kinds: tuple[str, ...]) -> Catalog:
+    """The catalog of ``rows`` rows with ``kinds`` built (cached across runs)."""
+    started = time.perf_counter()
+    built = build_catalogs(rows, bench.out / "catalogs", seed=bench.args.seed, kinds=kinds)
+    seconds = time.perf_counter() - started
+    if seconds > 1:
+        say(f"catalog of {rows:,} rows ({', '.join(kinds)}) built in {seconds:.0f} s")
+    bench.results.setdefault("catalogs", {})[str(rows)] = {
+        "parquet": str(built.parquet),
+        "csv": str(built.csv) if built.csv.exists() else None,
+        "duckdb": str(built.duckdb) if built.duckdb.exists() else None,
+        "parquet_mb": round(built.parquet.stat().st_size / 2**20),
+    }
+    return built
+
+
+# -- 3. popbatch score end to end --------------------------------------------------------------
+
+
+def score(bench: Bench, model_dir: Path, built: Catalog, kind: str) -> dict[str, Any]:
+    """``popbatch score`` of one input kind in a fresh process."""
+    work = bench.out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    summary = work / f"summary_{kind}_{built.rows}.json"
+    if kind == "duckdb":
+        # Score into a copy, so the cached catalog stays as built.
+        target = work / f"scored_{built.rows}.duckdb"
+        shutil.copyfile(built.duckdb, target)
+        io = [_rel(target), "--table", built.table, "-o", _rel(target)]
+        io += ["--into", "scores", "--mode", "replace"]
+    else:
+        target = work / f"scored_{kind}_{built.rows}.parquet"
+        io = [_rel(getattr(built, kind)), "-o", _rel(target)]
+    command = [PYTHON, "-m", "batch", "score", *io, "--model", _rel(model_dir)]
+    command += ["--threads", str(bench.args.threads), "--quiet", "--summary", _rel(summary)]
+    if bench.args.batch_size:
+        command += ["--batch-size", str(bench.args.batch_size)]
+    measured = bench.run(f"score {kind} {built.rows:,}", command)
+    job = json.loads(summary.read_text())
+    if kind == "duckdb":
+        target.unlink(missing_ok=True)  # ~100 MB per million rows; the numbers are kept
+    return {
+        "kind": kind,
+        "rows": built.rows,
+        "rows_scored": job["rows_scored"],
+        "rows_rejected": job["rows_rejected"],
+        "seconds": round(measured.seconds, 2),
+        "cpu_seconds": round(measured.cpu_seconds, 2),
+        "job_seconds": round(job["seconds"], 2),
+        "rows_per_second": round(built.rows / measured.seconds),
+        "peak_rss_mb": round(measured.peak_rss_mb),
+        "output": str(target) if kind != "duckdb" else None,
+        "batch_size": job["batch_size"],
+        "threads": job["threads"],
+    }
+
+
+# -- 4. the notebook baseline ------------------------------------------------------------------
+
+
+def baseline(bench: Bench, stack_dir: Path, built: Catalog, kind: str) -> dict[str, Any]:
+    """``bench/baseline.py``: pandas + the native stack on the whole file."""
+    output = bench.out / "work" / f"baseline_{kind}_{built.rows}.parquet"
+    command = [PYTHON, _rel(ROOT / "bench" / "baseline.py"), _rel(stack_dir)]
+    command += [_rel(getattr(built, kind)), _rel(output), "--threads", str(bench.args.threads)]
+    measured = bench.run(f"baseline {kind} {built.rows:,}", command)
+    stages = json.loads(measured.stdout.strip().splitlines()[-1])["seconds"]
+    return {
+        "kind": kind,
+        "rows": built.rows,
+        "seconds": round(measured.seconds, 2),
+        "cpu_seconds": round(measured.cpu_seconds, 2),
+        "rows_per_second": round(built.rows / measured.seconds),
+        "seconds_without_model_load": round(sum(stages.values()) - stages["load_model"], 2),
+        "stages": stages,
+        "peak_rss_mb": round(measured.peak_rss_mb),
+        "output": str(output),
+    }
+
+
+def agreement(reference: Path, other: Path, threshold: float | None) -> dict[str, Any]:
+    """Label mismatches and max |probability difference| between two outputs, row by row."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = ["track_id", "popularity_prob", "popular"]
+    a, b = pq.read_table(reference, columns=columns), pq.read_table(other, columns=columns)
+    same_keys = a.num_rows == b.num_rows and a["track_id"].cast(pa.large_string()).equals(
+        b["track_id"].cast(pa.large_string())
+    )  # a CSV input passes the key through as string, Parquet as large_string
+    if not same_keys:
+        return {"reference": str(reference), "other": str(other), "same_rows": False}
+    pa_, pb = a["popularity_prob"].to_numpy(), b["popularity_prob"].to_numpy()
+    differ = a["popular"].to_numpy() != b["popular"].to_numpy()
+    result = {
+        "reference": str(reference),
+        "other": str(other),
+        "same_rows": True,
+        "rows": a.num_rows,
+        "label_mismatches": int(differ.sum()),
+        "max_abs_prob_diff": float(np.abs(pa_ - pb).max()),
+    }
+    if threshold is not None and differ.any():
+        # A mismatch is a float edge when both probabilities sit within 1e-5 of the threshold.
+        near = np.abs(pa_[differ] - threshold) <= 1e-5
+        result["mismatches_within_1e-5_of_threshold"] = int(near.sum())
+    return result
+
+
+# -- 5. bare inference -------------------------------------------------------------------------
+
+
+def bare(bench: Bench, model_dir: Path, built: Catalog) -> dict[str, Any]:
+    command = [PYTHON, _rel(ROOT / "bench" / "bare.py"), _rel(model_dir), _rel(built.parquet)]
+    command += ["--threads", str(bench.args.threads), "--seconds", str(bench.args.bare_seconds)]
+    sizes = sorted({*BARE_BATCH_SIZES, bench.args.batch_size or DEFAULT_BATCH_SIZE})
+    command += ["--batch-sizes", *map(str, sizes)]
+    measured = bench.run("bare onnxruntime", command)
+    found = json.loads(measured.stdout.strip().splitlines()[-1])
+    found["peak_rss_mb"] = round(measured.peak_rss_mb)
+    return found
+
+
+# -- goals and the table -----------------------------------------------------------------------
+
+
+def goals(results: dict[str, Any], bare_batch: int) -> list[dict[str, Any]]:
+    """Issue 6's goals, each with the measured value and met / not met (None: not measured)."""
+    e2e = {(r["kind"], r["rows"]): r for r in results.get("e2e", [])}
+    parquet = sorted((r for (k, _), r in e2e.items() if k == "parquet"), key=lambda r: r["rows"])
+    base = {(r["kind"], r["rows"]): r for r in results.get("baseline", [])}
+    bare_rate = results.get("bare", {}).get("rows_per_second", {}).get(str(bare_batch))
+    bare_cpu_rate = results.get("bare", {}).get("rows_per_cpu_second", {}).get(str(bare_batch))
+    found = []
+
+    def goal(name: str, value: Any, met: bool | None, detail: str) -> None:
+        found.append({"goal": name, "value": value, "met": met, "detail": detail})
+
+    if not parquet:
+        return found
+    small, large = parquet[0], parquet[-1]
+    reference = base.get(("parquet", small["rows"]))
+    if reference:
+        speedup = small["rows_per_second"] / reference["rows_per_second"]
+        goal(
+            f"Parquet->Parquet >= {GOAL_SPEEDUP:g}x the baseline's rows/s",
+            round(speedup, 2),
+            speedup >= GOAL_SPEEDUP,
+            f"{small['rows']:,} rows: {small['rows_per_second']:,} vs "
+            f"{reference['rows_per_second']:,} rows/s (process wall time, both); CPU seconds "
+            f"{small['cpu_seconds']} vs {reference['cpu_seconds']}: "
+            f"{reference['cpu_seconds'] / small['cpu_seconds']:.2f}x",
+        )
+    else:
+        goal(f"Parquet->Parquet >= {GOAL_SPEEDUP:g}x the baseline", None, None, "no baseline run")
+    goal(
+        f"Parquet->Parquet >= {GOAL_ROWS_PER_SECOND:,} rows/s",
+        large["rows_per_second"],
+        large["rows_per_second"] >= GOAL_ROWS_PER_SECOND,
+        f"{large['rows']:,} rows in {large['seconds']} s",
+    )
+    if bare_rate:
+        inference = large["rows"] / bare_rate
+        overhead = large["seconds"] / inference - 1
+        goal(
+            f"read + preprocess + write overhead <= {GOAL_OVERHEAD:.0%}",
+            f"{overhead:.0%}",
+            overhead <= GOAL_OVERHEAD,
+            f"{large['rows']:,} rows: e2e {large['seconds']} s (job {large['job_seconds']} s) vs "
+            f"bare inference {inference:.2f} s at {bare_rate:,} rows/s (batch {bare_batch:,})"
+            + _cpu_overhead(large, bare_cpu_rate),
+        )
+    if large is not small:
+        growth = large["peak_rss_mb"] / small["peak_rss_mb"] - 1
+        goal(
+            f"peak RSS at {large['rows']:,} within {GOAL_RSS_GROWTH:.0%} of {small['rows']:,}",
+            f"{growth:+.1%}",
+            growth <= GOAL_RSS_GROWTH,
+            f"{small['peak_rss_mb']} -> {large['peak_rss_mb']} MB",
+        )
+    peak = max(r["peak_rss_mb"] for r in parquet)
+    goal(f"peak RSS < {GOAL_RSS_MB} MB", peak, peak < GOAL_RSS_MB, "largest Parquet->Parquet run")
+    return found
+
+
+def _cpu_overhead(run: dict[str, Any], bare_cpu_rate: int | None) -> str:
+    """The same overhead in CPU seconds: robust to other jobs on the machine."""
+    if not bare_cpu_rate:
+        return ""
+    inference_cpu = run["rows"] / bare_cpu_rate
+    return (
+        f"; in CPU seconds {run['cpu_seconds']} vs {inference_cpu:.2f}: "
+        f"{run['cpu_seconds'] / inference_cpu - 1:.0%}"
+    )
+
+
+def table(results: dict[str, Any]) -> str:
+    """The results as a Markdown table (the README's format)."""
+    lines = [
+        "| step | rows | wall s | CPU s | rows/s | peak RSS MB | notes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+
+    def row(
+        step: str, rows: Any, seconds: Any, cpu: Any, rate: Any, rss: Any, notes: str = ""
+    ) -> None:
+        cells = [
+            step,
+            f"{rows:,}" if isinstance(rows, int) else rows,
+            f"{seconds:.1f}" if isinstance(seconds, float | int) else seconds,
+            f"{cpu:.1f}" if isinstance(cpu, float | int) else cpu,
+            f"{rate:,}" if isinstance(rate, int) else rate,
+            f"{rss:,}" if isinstance(rss, int) else rss,
+            notes,
+        ]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+
+    if "train" in results:
+        t = results["train"]
+        row("popbatch train", "-", t["seconds"], t["cpu_seconds"], "-", t["peak_rss_mb"],
+            Path(t["data"]).name)  # fmt: skip
+    if "export" in results:
+        e = results["export"]
+        parity = e.get("parity") or {}
+        note = f"{e['model_bytes']:,} bytes; parity max diff {parity.get('max_abs_diff', '?'):.2g}"
+        row("popbatch export", "-", e["seconds"], e["cpu_seconds"], "-", e["peak_rss_mb"], note)
+    bare_result = results.get("bare")
+    if bare_result:
+        per_cpu = bare_result.get("rows_per_cpu_second", {})
+        for batch, rate in bare_result["rows_per_second"].items():
+            note = f"{per_cpu[batch]:,} rows per CPU-second" if batch in per_cpu else ""
+            row(f"bare onnxruntime, batch {int(batch):,}", "in memory", "-", "-", rate, "-", note)
+    for r in results.get("e2e", []):
+        arrow = {"parquet": "Parquet -> Parquet", "csv": "CSV -> Parquet"}.get(
+            r["kind"], "DuckDB table -> DuckDB table"
+        )
+        note = f"job {r['job_seconds']} s"
+        row(f"popbatch score {arrow}", r["rows"], r["seconds"], r["cpu_seconds"],
+            r["rows_per_second"], r["peak_rss_mb"], note)  # fmt: skip
+    for r in results.get("baseline", []):
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items())
+        row(f"baseline pandas + native stack, {r['kind']}", r["rows"], r["seconds"],
+            r["cpu_seconds"], r["rows_per_second"], r["peak_rss_mb"], stages)  # fmt: skip
+    return "\n".join(lines)
+
+
+def model_line(model: dict[str, Any]) -> str:
+    text = f"model {model['model_id'][:12]}: {model['inputs']} inputs, {model['bytes']:,} bytes"
+    params = model.get("params") or {}
+    rf, xgb = params.get("rf") or {}, params.get("xgb") or {}
+    if rf and xgb:
+        rounds = params.get("xgb_trees", xgb.get("n_estimators"))
+        text += (
+            f"; RandomForest {rf.get('n_estimators')} trees depth {rf.get('max_depth')}, "
+            f"XGBoost {rounds} rounds depth {xgb.get('max_depth')}"
+        )
+    return text
+
+
+def report(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    text = [
+        f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM; load average "
+        f"{results['load_average']['start']} at start, {results['load_average']['end']} at end",
+        model_line(results["model"]),
+        "",
+        table(results),
+        "",
+    ]
+    for a in results.get("agreement", []):
+        if a.get("same_rows"):
+            text.append(
+                f"agreement {Path(a['other']).name} vs {Path(a['reference']).name}: "
+                f"{a['label_mismatches']} label mismatches in {a['rows']:,} rows, "
+                f"max |prob diff| {a['max_abs_prob_diff']:.2e}"
+            )
+        else:
+            text.append(
+                f"agreement {Path(a['other']).name} vs {Path(a['reference']).name}: "
+                "NOT the same rows in the same order"
+            )
+    for s in results.get("skipped", []):
+        text.append(f"skipped: {s['what']} ({s['why']})")
+    text.append("")
+    for g in results.get("goals", []):
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[g["met"]]
+        value = f"{g['value']:,}" if isinstance(g["value"], int) else g["value"]
+        text.append(f"goal {g['goal']}: {value} -> {verdict} ({g['detail']})")
+    return "\n".join(text)
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def fits(bench: Bench, estimate: float) -> bool:
+    return bench.elapsed() + estimate <= bench.args.budget_minutes * 60
+
+
+def measure_all(bench: Bench, model_dir: Path, stack_dir: Path | None) -> None:
+    args, results = bench.args, bench.results
+    rows_list = sorted(args.rows)
+    smallest = catalog(bench, rows_list[0], ("parquet", "csv", "duckdb"))
+    results["bare"] = bare(bench, model_dir, smallest)
+    e2e = results.setdefault("e2e", [])
+    for kind in ("parquet", "csv", "duckdb"):
+        e2e.append(score(bench, model_dir, smallest, kind))
+    if stack_dir is None:
+        bench.skip("baseline", "no trained stack (pass --run RUN_DIR)")
+    else:
+        threshold = results["model"]["threshold"]
+        for kind in ("parquet", "csv"):
+            done = baseline(bench, stack_dir, smallest, kind)
+            results.setdefault("baseline", []).append(done)
+            reference = Path(e2e[0]["output"])
+            results.setdefault("agreement", []).append(
+                agreement(reference, Path(done["output"]), threshold)
+            )
+        results["agreement"].append(agreement(Path(e2e[0]["output"]), Path(e2e[1]["output"]), None))
+    per_row = {r["kind"]: r["seconds"] / r["rows"] for r in e2e}
+    for rows in rows_list[1:]:
+        bench.skip(f"baseline at {rows:,} rows", "pandas holds the whole file and matrix in memory")
+        for kind in ("parquet", "csv", "duckdb"):
+            # Scoring time plus about as much again to build a missing catalog file.
+            estimate = per_row[kind] * rows * 2
+            if kind != "parquet" and not fits(bench, estimate):
+                bench.skip(
+                    f"{kind} at {rows:,} rows",
+                    f"~{estimate:.0f} s would exceed the {args.budget_minutes:g}-minute budget",
+                )
+                continue
+            built = catalog(bench, rows, (kind,))
+            e2e.append(score(bench, model_dir, built, kind))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--quick", action="store_true", help="200k rows, tiny training")
+    parser.add_argument("--skip-train", action="store_true", help="reuse OUT/train (or --run)")
+    parser.add_argument("--run", help="a trained run directory (holding stack/): not retrained")
+    parser.add_argument("--model", help="an exported model directory: not exported")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=None, help="popbatch's default if unset")
+    parser.add_argument("--seed", type=int, default=0, help="catalog jitter seed")
+    parser.add_argument("--bare-seconds", type=float, default=3.0)
+    parser.add_argument(
+        "--budget-minutes", type=float, default=19.0, help="skip optional large runs beyond this"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rows = [200_000]
+        args.bare_seconds = 1.0
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    bench = Bench(args, args.out)
+    results = bench.results
+    results.update(
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        command=_shell([PYTHON, "bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
+        machine=machine(),
+        versions=versions(),
+        load_average={"start": load_average()},
+    )
+    model_dir, stack_dir = prepare_model(bench)
+    measure_all(bench, model_dir, stack_dir)
+    results["load_average"]["end"] = load_average()
+    results["seconds_total"] = round(bench.elapsed(), 1)
+    results["goals"] = goals(results, bare_batch=args.batch_size or DEFAULT_BATCH_SIZE)
+    path = args.out / "results.json"
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(report(results))
+    print(f"\n{results['seconds_total']:.0f} s in all; results in {_rel(path)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Where the time of ``popbatch score`` goes: each stage timed alone, one after another.
+
+Runs popbatch's own pieces (``ParquetSource``/``CsvSource``, ``Preprocessor``,
+the incremental features hash, ``OnnxScorer``, ``ParquetSink`` and the job's
+batch assembly; the last two are private to ``batch.score``, so this script
+follows their shape) over a catalog
+*without* the reader/writer threads, so each stage's wall and CPU seconds
+are its own. On 2 cores the threaded job overlaps the stages, but it cannot
+make their CPU seconds disappear: with inference using both cores, every
+CPU-second of reading, preprocessing and writing is roughly half a second of
+wall time added to the run.
+
+    python bench/stages.py MODEL_DIR catalog.parquet [--threads 2] [--batch-size 65536]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from batch.incremental import features_hash  # noqa: E402
+from batch.manifest import load_model  # noqa: E402
+from batch.preprocess import FeatureBuffer, Preprocessor  # noqa: E402
+from batch.runner import OnnxScorer  # noqa: E402
+from batch.score import RunSummary, _Job  # noqa: E402
+from batch.sinks import open_sink  # noqa: E402
+from batch.sources import open_source  # noqa: E402
+
+
+class Clock:
+    """Wall and process-CPU seconds per named stage."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
+
+    def __call__(self, stage: str, work, *args):
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = work(*args)
+        self.wall[stage] += time.perf_counter() - wall
+        self.cpu[stage] += time.process_time() - cpu
+        return result
+
+
+def next_batch(iterator):
+    return next(iterator, None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("catalog", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=65_536)
+    args = parser.parse_args()
+
+    clock = Clock()
+    bundle = clock("load model", load_model, args.model)
+    scorer = clock("create session", OnnxScorer, bundle, args.threads)
+    source = open_source([args.catalog])
+    preprocessor = Preprocessor(bundle.manifest).bind(source.schema, source.name)
+    with tempfile.TemporaryDirectory() as tmp:
+        sink = open_sink(Path(tmp) / "scored.parquet", key=preprocessor.key)
+        scored_at = datetime.now(UTC)
+        summary = RunSummary(source.name, sink.name, None, bundle.model_id, scored_at.isoformat())
+        rejects = open_sink(Path(tmp) / "rejects.parquet")
+        job = _Job(source, preprocessor, scorer, sink, rejects, scored_at, summary, None)
+        sink.open(job.schema, preprocessor.by_final)
+        buffer = FeatureBuffer(args.batch_size, preprocessor.width)
+        batches = source.batches(preprocessor.read_columns, args.batch_size)
+        rows = 0
+        while (batch := clock("read", next_batch, batches)) is not None:
+            prepared = clock("preprocess", preprocessor.transform, batch, rows + 1, buffer)
+            hashes = clock("features hash", features_hash, prepared.features, *job.hash_columns)
+            probability, popular = clock("inference", scorer.predict, prepared.features)
+            clock("assemble + write", job._write, (prepared, hashes, probability, popular))
+            rows += batch.num_rows
+        clock("commit", lambda: (sink.finish(), sink.commit()))
+        source.close()
+    total_wall, total_cpu = sum(clock.wall.values()), sum(clock.cpu.values())
+    print(f"{rows:,} rows, batch {args.batch_size:,}, onnxruntime threads {scorer.threads}")
+    print(f"{'stage':<18} {'wall s':>8} {'CPU s':>8} {'wall %':>7} {'rows/s (wall)':>14}")
+    for stage in clock.wall:
+        wall = clock.wall[stage]
+        rate = f"{rows / wall:,.0f}" if wall > 0.05 else "-"
+        print(
+            f"{stage:<18} {wall:8.2f} {clock.cpu[stage]:8.2f} {wall / total_wall:7.1%} {rate:>14}"
+        )
+    print(f"{'total':<18} {total_wall:8.2f} {total_cpu:8.2f}")
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "wall": {k: round(v, 3) for k, v in clock.wall.items()},
+                "cpu": {k: round(v, 3) for k, v in clock.cpu.items()},
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
