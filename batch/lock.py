@@ -185,8 +185,15 @@ def lock_error_from_duckdb(exc: BaseException, database: Path | str) -> LockErro
     )
 
 
+# DuckDB's own default is 80% of RAM, and its buffer pool keeps what it read: scoring a
+# 10M-row table peaked at 1.6 GB. Bounded, DuckDB evicts and spills instead.
+DUCKDB_MEMORY_LIMIT = "256MB"
+
+
 def connect_duckdb(database: Path | str, *, read_only: bool = False, wait: float = 0):
     """``duckdb.connect`` that waits up to ``wait`` seconds for DuckDB's file lock.
+
+    The connection's memory is bounded by :data:`DUCKDB_MEMORY_LIMIT`.
 
     DuckDB lets many read-only processes or one writing process open a file.
     While another process holds a conflicting lock this retries every
@@ -205,7 +212,11 @@ def connect_duckdb(database: Path | str, *, read_only: bool = False, wait: float
     deadline = time.monotonic() + max(0.0, float(wait))
     while True:
         try:
-            return duckdb.connect(str(database), read_only=read_only)
+            return duckdb.connect(
+                str(database),
+                read_only=read_only,
+                config={"memory_limit": DUCKDB_MEMORY_LIMIT},
+            )
         except duckdb.Error as exc:
             locked = lock_error_from_duckdb(exc, database)
             if locked is None:
