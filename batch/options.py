@@ -86,3 +86,15 @@ def model_option(f: F) -> F:
         metavar="MODEL_DIR",
         help="Model directory (model.onnx + manifest.json); default: the embedded model.",
     )(f)
+
+
+def wait_option(help: str) -> Callable[[F], F]:
+    """``--wait SECONDS``: how long to wait for another run's lock before exit code 75."""
+    return click.option(
+        "--wait",
+        type=click.FloatRange(min=0),
+        default=0,
+        show_default=True,
+        metavar="SECONDS",
+        help=help,
+    )

@@ -14,7 +14,7 @@ import click
 
 from batch.errors import InputError
 from batch.manifest import load_model
-from batch.options import input_options, model_option
+from batch.options import input_options, model_option, wait_option
 from batch.progress import ProgressBar
 from batch.score import default_output
 from batch.score import score as run_score
@@ -134,14 +134,7 @@ def _columns(value: str) -> str | list[str]:
     is_flag=True,
     help="Score only new or changed rows (or rows of an older model); keep the rest.",
 )
-@click.option(
-    "--wait",
-    type=click.FloatRange(min=0),
-    default=0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Wait this long for another run holding the target, then exit 75.",
-)
+@wait_option("Wait this long for another run holding the target, then exit 75.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
 def score(
     inputs: tuple[str, ...],

@@ -12,6 +12,7 @@ import duckdb
 
 from batch import sqlrun
 from batch.errors import InputError, OutputError
+from batch.options import wait_option
 
 HELP = """Run DuckDB SQL over scored tables, or a named report.
 
@@ -85,14 +86,7 @@ def _write(result: duckdb.DuckDBPyRelation | None, sql: str, fmt: str, output: P
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE."
 )
 @click.option("--write", is_flag=True, help="Open the database read-write and allow writes.")
-@click.option(
-    "--wait",
-    type=click.FloatRange(min=0),
-    default=0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Wait this long while popbatch score commits into --db, then exit 75.",
-)
+@wait_option("Wait this long while popbatch score commits into --db, then exit 75.")
 def sql(
     query: str | None,
     db: Path | None,
