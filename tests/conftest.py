@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,20 @@ from click.testing import CliRunner
 DATA = Path(__file__).parent / "data"
 TRACKS_2000 = DATA / "tracks_2000.csv"
 SMALL_TITLE_CASE = DATA / "spotify_data_small.csv"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# Made by the test run itself (pytest, hypothesis, the interpreter), not by popbatch.
+RUNNER_FILES = {".pytest_cache", ".hypothesis", "__pycache__"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_root_stays_clean():
+    """No test may leave files in the repository root (a lock, a run log, an output)."""
+    before = set(os.listdir(ROOT))
+    yield
+    new = set(os.listdir(ROOT)) - before - RUNNER_FILES
+    assert not new, f"tests wrote into the repository root: {sorted(new)}"
 
 
 @pytest.fixture

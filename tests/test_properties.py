@@ -80,10 +80,11 @@ class TableSource(Source):
 class MemorySink(Sink):
     """Collects the batches written, as a table once the run is done."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: Path) -> None:
         super().__init__()
         self.name = "memory"
-        self.target = Path("memory")
+        # The run's lock and run log go beside the target: keep them out of the cwd.
+        self.target = directory / "memory"
         self.batches: list[pa.RecordBatch] = []
 
     def open(self, schema: pa.Schema, input_names: Mapping[str, str] | None = None) -> None:
@@ -207,8 +208,13 @@ def bundle(model_dir):
     return load_model(model_dir)
 
 
-def run(table: pa.Table, bundle, batch_size: int):
-    scores, rejects = MemorySink(), MemorySink()
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("properties")
+
+
+def run(table: pa.Table, bundle, batch_size: int, scratch: Path):
+    scores, rejects = MemorySink(scratch), MemorySink(scratch)
     summary = score(
         TableSource(table), scores, bundle, batch_size=batch_size, threads=1, rejects=rejects
     )
@@ -217,10 +223,10 @@ def run(table: pa.Table, bundle, batch_size: int):
 
 @PROFILE
 @given(data=catalogs(), sizes=st.tuples(st.integers(1, 7), st.integers(8, 64)))
-def test_every_row_is_scored_or_rejected_whatever_the_batch_size(bundle, data, sizes):
+def test_every_row_is_scored_or_rejected_whatever_the_batch_size(bundle, scratch, data, sizes):
     table, must_score = data
     rows = table.num_rows
-    results = [run(table, bundle, size) for size in sizes]
+    results = [run(table, bundle, size, scratch) for size in sizes]
     summary, scored, rejected = results[0]
 
     assert summary.rows_read == rows == summary.rows_scored + summary.rows_rejected
