@@ -109,6 +109,7 @@ class FileSink(Sink):
         self.target = self.path
         self.name = str(self.path)
         self.tmp: Path | None = None
+        self._writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
 
     def open(self, schema: pa.Schema, input_names: Mapping[str, str] | None = None) -> None:
         directory = self.path.parent
@@ -140,10 +141,13 @@ class FileSink(Sink):
             raise InputError(_unwritable(self.path, exc)) from None
 
     @abstractmethod
-    def _open_writer(self) -> None: ...
+    def _open_writer(self) -> None:
+        """Set ``self._writer``: a pyarrow writer (``write_batch``, ``close``) on ``self.tmp``."""
 
-    @abstractmethod
-    def _close_writer(self) -> None: ...
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()
 
     def _write(self, batch: pa.RecordBatch) -> None:
         try:
@@ -153,8 +157,8 @@ class FileSink(Sink):
         except pa.ArrowException as exc:
             raise InputError(_unwritable(self.path, exc)) from None
 
-    @abstractmethod
-    def _write_batch(self, batch: pa.RecordBatch) -> None: ...
+    def _write_batch(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
 
     def finish(self) -> None:
         try:
@@ -218,7 +222,6 @@ class ParquetSink(FileSink):
         super().__init__(path)
         self.compression = compression
         self.unique = set(unique)
-        self._writer: pq.ParquetWriter | None = None
 
     def _open_writer(self) -> None:
         dictionary = [
@@ -230,14 +233,6 @@ class ParquetSink(FileSink):
             self.tmp, self.schema, compression=self.compression, use_dictionary=dictionary
         )
 
-    def _write_batch(self, batch: pa.RecordBatch) -> None:
-        self._writer.write_batch(batch)
-
-    def _close_writer(self) -> None:
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            writer.close()
-
 
 class CsvSink(FileSink):
     """A CSV file with a header row (``popular`` as true/false, ``scored_at`` ISO 8601)."""
@@ -245,20 +240,11 @@ class CsvSink(FileSink):
     def __init__(self, path: str | Path, delimiter: str = ",") -> None:
         super().__init__(path)
         self.delimiter = delimiter
-        self._writer: pacsv.CSVWriter | None = None
 
     def _open_writer(self) -> None:
         self._writer = pacsv.CSVWriter(
             self.tmp, self.schema, write_options=pacsv.WriteOptions(delimiter=self.delimiter)
         )
-
-    def _write_batch(self, batch: pa.RecordBatch) -> None:
-        self._writer.write_batch(batch)
-
-    def _close_writer(self) -> None:
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            writer.close()
 
 
 def _remove_stale_temps(directory: Path, name: str) -> None:

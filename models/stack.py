@@ -58,6 +58,31 @@ class NativeStack:
     info: dict[str, Any] = field(default_factory=dict)
     """label, training_data, train_stats, params: carried into the manifest."""
 
+    @classmethod
+    def unfitted(
+        cls,
+        feature_names: list[str],
+        genre_vocabulary: list[str] | None,
+        clip_lower: list[float | None],
+        clip_upper: list[float | None],
+    ) -> NativeStack:
+        """A stack whose inputs are fixed and whose scaler, learners and meta learner
+        are still to be fitted (training fills them in)."""
+        return cls(
+            feature_names=feature_names,
+            genre_vocabulary=genre_vocabulary,
+            clip_lower=clip_lower,
+            clip_upper=clip_upper,
+            scaler_mean=[],
+            scaler_scale=[],
+            meta_coef=[],
+            meta_intercept=0.0,
+            threshold=0.5,
+            ann=None,
+            rf=None,
+            xgb=None,
+        )
+
     def clip(self, x: np.ndarray) -> np.ndarray:
         lower = np.array([-np.inf if v is None else v for v in self.clip_lower], np.float32)
         upper = np.array([np.inf if v is None else v for v in self.clip_upper], np.float32)

@@ -99,20 +99,7 @@ def build_stack(
     upper = np.quantile(x_train[:, :n_numeric], 0.99, axis=0).tolist()
     pad = [None] * (len(names) - n_numeric)
     clip_lower, clip_upper = lower + pad, upper + pad
-    stack = NativeStack(
-        feature_names=names,
-        genre_vocabulary=genres,
-        clip_lower=clip_lower,
-        clip_upper=clip_upper,
-        scaler_mean=[],
-        scaler_scale=[],
-        meta_coef=[],
-        meta_intercept=0.0,
-        threshold=0.5,
-        ann=None,
-        rf=None,
-        xgb=None,
-    )
+    stack = NativeStack.unfitted(names, genres, clip_lower, clip_upper)
     clipped = stack.clip(x_train)
     mean = clipped.mean(axis=0)
     scale = clipped.std(axis=0)
