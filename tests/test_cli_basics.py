@@ -50,5 +50,7 @@ def test_ruff_clean():
     ruff = str(Path(sys.executable).with_name("ruff"))
     if not Path(ruff).exists():
         ruff = shutil.which("ruff") or pytest.fail("ruff is not installed (test extras)")
-    result = subprocess.run([ruff, "check", "."], cwd=ROOT, capture_output=True, text=True)
+    # --no-cache: the suite may not leave a .ruff_cache in the repository root.
+    command = [ruff, "check", "--no-cache", "."]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
