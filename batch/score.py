@@ -611,18 +611,32 @@ class _Reader:
         self.stop = stop
         self.channel: queue.Queue = queue.Queue(maxsize=depth)
         self.thread = threading.Thread(target=self._produce, name="popbatch-reader", daemon=True)
+        self.entered = threading.Event()
+        self.finished = threading.Event()
 
     def _produce(self) -> None:
+        self.entered.set()
         try:
+            if self.stop.is_set():
+                return  # start() was interrupted: never touch the source
             for item in self.items:
                 if not _put(self.channel, item, self.stop):
                     return
             _put(self.channel, _DONE, self.stop)
         except BaseException as exc:
             _put(self.channel, _Failure(exc), self.stop)
+        finally:
+            self.finished.set()
 
     def __enter__(self) -> _Reader:
-        self.thread.start()
+        try:
+            self.thread.start()
+        except BaseException:
+            # Ctrl-C inside start(): the thread may run with no __exit__ to stop it,
+            # and a thread still reading while the interpreter shuts down aborts
+            # the process ("terminate called", exit -6) instead of exiting 130.
+            self._stop_and_wait()
+            raise
         return self
 
     def __iter__(self) -> Iterator[Any]:
@@ -634,9 +648,13 @@ class _Reader:
                 raise item.exc
             yield item
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def _stop_and_wait(self) -> None:
         self.stop.set()
-        self.thread.join()
+        if self.entered.is_set():  # otherwise it sees `stop` first thing and returns
+            self.finished.wait()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._stop_and_wait()
 
 
 class _Writer:
@@ -650,7 +668,12 @@ class _Writer:
         self.thread = threading.Thread(target=self._loop, name="popbatch-writer", daemon=True)
 
     def __enter__(self) -> _Writer:
-        self.thread.start()
+        try:
+            self.thread.start()
+        except BaseException:  # Ctrl-C inside start(): let a started thread end
+            self.stop.set()
+            self.channel.put(_DONE)
+            raise
         return self
 
     def _loop(self) -> None:

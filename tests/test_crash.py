@@ -295,3 +295,46 @@ def test_interrupt_while_the_outputs_open_leaves_no_temp_file(
     result = runner.invoke(cli, args)
     assert result.exit_code == 130, result.output
     assert files(tmp_path) == []
+
+
+@pytest.mark.parametrize("thread_name", ["popbatch-reader", "popbatch-writer"])
+def test_interrupt_inside_a_thread_start_stops_reading_before_exit(
+    thread_name, runner, model_dir, tmp_path, monkeypatch
+):
+    """Ctrl-C can land inside ``Thread.start()`` after the thread was launched; the
+    kill-point test above found the reader then still reading while the interpreter
+    shut down, and the process aborted ("terminate called", exit -6) instead of
+    exiting 130. The source must not be read once the run has returned, and no
+    pipeline thread may be left waiting.
+    """
+    import threading
+
+    import batch.sources
+    from batch.cli import cli
+
+    real_start, real_batches = threading.Thread.start, batch.sources.CsvSource.batches
+    reading, returned = [], threading.Event()
+
+    def start(self):
+        real_start(self)
+        if self.name == thread_name:
+            raise KeyboardInterrupt  # as if SIGINT arrived while start() waited
+
+    def slow_batches(self, *args, **kwargs):
+        for item in real_batches(self, *args, **kwargs):
+            time.sleep(0.2)  # a slow read, still in progress when the run stops
+            reading.append(returned.is_set())
+            yield item
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    monkeypatch.setattr(batch.sources.CsvSource, "batches", slow_batches)
+    output = tmp_path / "scored.parquet"
+    args = ["score", str(TRACKS_2000), "-o", str(output), "--model", str(model_dir)]
+    result = runner.invoke(cli, args)
+    returned.set()
+    time.sleep(0.5)  # time for a leftover thread to read
+    assert result.exit_code == 130, result.output
+    assert result.output == "Error: interrupted; nothing partial was written\n"
+    assert True not in reading  # nothing read after the run returned
+    assert [t.name for t in threading.enumerate() if t.name.startswith("popbatch")] == []
+    assert files(tmp_path) == []
