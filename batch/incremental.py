@@ -49,7 +49,10 @@ Columns = slice | list[int] | None
 
 
 def features_hash(
-    matrix: np.ndarray, numeric: Columns = None, onehot: Columns = None
+    matrix: np.ndarray,
+    numeric: Columns = None,
+    onehot: Columns = None,
+    hot: np.ndarray | None = None,
 ) -> np.ndarray:
     """A stable uint64 hash of each row of a float32 feature matrix.
 
@@ -63,6 +66,11 @@ def features_hash(
         Columns of one one-hot block (the genre), hashed by which of them is
         set: one argmax instead of a hash step per category, ~3x faster on
         the 129-input model than hashing every column.
+    hot
+        Optional: which column of the ``onehot`` block is set in each row (an
+        index into the block), when the caller already knows it; the hash is
+        the same, without the argmax over the block (~70% of this function's
+        time on the default model).
 
     The same values give the same hash on every machine and in every
     popbatch version that keeps this function (it depends on numpy's
@@ -78,7 +86,8 @@ def features_hash(
         value ^= column
         value *= _FNV_PRIME
     if onehot is not None and rows and matrix[:1, onehot].shape[1]:
-        value ^= matrix[:, onehot].argmax(axis=1).astype(np.uint64)
+        index = matrix[:, onehot].argmax(axis=1) if hot is None else hot
+        value ^= index.astype(np.uint64)
         value *= _FNV_PRIME
     value ^= value >> np.uint64(30)  # splitmix64 finaliser: every bit depends on every word
     value *= _MIX1

@@ -96,6 +96,9 @@ class Prepared:
         or None when every row is valid.
     rows
         Rows in the input batch (valid + rejected).
+    genre_positions
+        For each valid row, the feature position of its genre's one-hot
+        column; None without a genre vocabulary.
     """
 
     features: np.ndarray
@@ -104,6 +107,7 @@ class Prepared:
     rows: int
     genre_other: int = 0
     buffer: FeatureBuffer | None = None
+    genre_positions: np.ndarray | None = None
 
     @property
     def rows_rejected(self) -> int:
@@ -389,8 +393,11 @@ class Preprocessor:
             keep = pa.array(~bad)
             passthrough = passthrough.filter(keep)
             table = table.filter(~pl.col(_BAD))
-        features, genre_other = self._matrix(table, buffer)
-        return Prepared(features, passthrough, rejects, n, genre_other, buffer)
+        features, genre_positions = self._matrix(table, buffer)
+        genre_other = 0
+        if genre_positions is not None:
+            genre_other = int((genre_positions == self.other_position).sum())
+        return Prepared(features, passthrough, rejects, n, genre_other, buffer, genre_positions)
 
     def _parsed(self, frame: pl.DataFrame, spec: NumericInput) -> pl.Expr:
         """A Float64 expression for one model input (null where it is not a number)."""
@@ -427,20 +434,24 @@ class Preprocessor:
             return_dtype=pl.Int32,
         ).alias(_GENRE_POS)
 
-    def _matrix(self, table: pl.DataFrame, buffer: FeatureBuffer | None) -> tuple[np.ndarray, int]:
+    def _matrix(
+        self, table: pl.DataFrame, buffer: FeatureBuffer | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The feature matrix, and each row's genre position (None without a genre)."""
         rows = table.height
         buffer = buffer or FeatureBuffer(rows, self.width)
         out = buffer.take(rows)
-        if rows == 0:
-            return out, 0
-        numeric = table.select([s.column for s in self.numeric]).to_numpy(order="c")
-        out[:, self._numeric_index] = numeric
-        genre_other = 0
-        if self.genre_column:
+        if not self.genre_column:
+            positions = None
+        elif rows == 0:
+            positions = np.empty(0, np.int32)
+        else:
             positions = table[_GENRE_POS].to_numpy()
             buffer.set_hot(np.arange(rows), positions)
-            genre_other = int((positions == self.other_position).sum())
-        return out, genre_other
+        if rows:
+            numeric = table.select([s.column for s in self.numeric]).to_numpy(order="c")
+            out[:, self._numeric_index] = numeric
+        return out, positions
 
     def _rejects(
         self,

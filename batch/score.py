@@ -462,10 +462,15 @@ class _Job:
         self.in_transaction: Callable[[Any], None] | None = None
         self.up_to_date: _Incremental | None = None
         # features_hash: numeric inputs by value, the genre one-hot block by position
+        block = sorted(preprocessor.genre_positions.values())
         self.hash_columns = (
             as_columns([n.position for n in preprocessor.numeric]),
-            as_columns(sorted(preprocessor.genre_positions.values())) or None,
+            as_columns(block) or None,
         )
+        # feature position -> index in the one-hot block: the preprocessor already
+        # knows which genre column it set, so the hash needs no argmax over the block.
+        self.block_index = np.zeros(preprocessor.width, np.int64)
+        self.block_index[block] = np.arange(len(block))
 
     def run(self, batch_size: int) -> None:
         opened: list[Sink] = []
@@ -512,11 +517,16 @@ class _Job:
                 return  # the run is stopping
             prepared = self.preprocessor.transform(batch, first_row=next_row, buffer=buffer)
             next_row += batch.num_rows
-            hashes = features_hash(prepared.features, *self.hash_columns)
+            hashes = self._hash(prepared)
             skipped = 0
             if self.up_to_date is not None:
                 hashes, skipped = self._skip_up_to_date(prepared, hashes)
             yield prepared, hashes, skipped
+
+    def _hash(self, prepared: Prepared) -> np.ndarray:
+        positions = prepared.genre_positions
+        hot = None if positions is None else self.block_index[positions]
+        return features_hash(prepared.features, *self.hash_columns, hot=hot)
 
     def _skip_up_to_date(self, prepared: Prepared, hashes: np.ndarray) -> tuple[np.ndarray, int]:
         """Drop the rows the target already holds (staging their key and hash)."""

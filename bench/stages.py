@@ -27,7 +27,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from batch.incremental import features_hash  # noqa: E402
 from batch.manifest import load_model  # noqa: E402
 from batch.preprocess import FeatureBuffer, Preprocessor  # noqa: E402
 from batch.runner import OnnxScorer  # noqa: E402
@@ -80,7 +79,7 @@ def main() -> None:
         rows = 0
         while (batch := clock("read", next_batch, batches)) is not None:
             prepared = clock("preprocess", preprocessor.transform, batch, rows + 1, buffer)
-            hashes = clock("features hash", features_hash, prepared.features, *job.hash_columns)
+            hashes = clock("features hash", job._hash, prepared)
             probability, popular = clock("inference", scorer.predict, prepared.features)
             clock("assemble + write", job._write, (prepared, hashes, probability, popular))
             rows += batch.num_rows

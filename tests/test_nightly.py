@@ -448,3 +448,27 @@ def test_python_api_records_and_locks_too(model_dir, tmp_path, catalogs):
     ]
     score(v1, tmp_path / "quiet.parquet", model_dir, record=False)
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 2
+
+
+def test_stored_hash_is_the_reference_hash_of_each_scored_row(model_dir, tmp_path):
+    """The job hashes the genre by the position the preprocessor set, not by an argmax
+    over the one-hot block; the stored value must be the same function of the row."""
+    from batch.manifest import load_model
+    from batch.preprocess import Preprocessor
+    from batch.sources import open_source
+
+    out = tmp_path / "scored.parquet"
+    score(TRACKS_2000, out, model_dir, batch_size=300, columns=["Unnamed: 0"], record=False)
+    bundle = load_model(model_dir)
+    with open_source([TRACKS_2000]) as source:
+        preprocessor = Preprocessor(bundle.manifest, columns=["Unnamed: 0"])
+        preprocessor.bind(source.schema, source.name)
+        batch = next(iter(source.batches(preprocessor.read_columns, 5000)))
+        matrix = preprocessor.transform(batch).features
+    numeric = [n.position for n in preprocessor.numeric]
+    block = sorted(preprocessor.genre_positions.values())
+    expected = [
+        _reference_hash(row[numeric].tolist(), int(np.argmax(row[block]))) for row in matrix
+    ]
+    stored = pl.read_parquet(out)["features_hash"].to_list()  # in input order
+    assert len(expected) == 2000 and stored == expected
