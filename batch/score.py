@@ -500,6 +500,7 @@ class _Job:
                 sink.abort()
             raise
         finally:
+            self.scorer.close()
             if self.up_to_date is not None:
                 self.up_to_date.skipped.remove()
 
