@@ -266,3 +266,57 @@ def test_export_without_training_extras_says_how_to_install(runner, stack_dir, t
         "install them with: pip install 'popbatch[train]'"
     )
     assert not (tmp_path / "m").exists()
+
+
+def _dense_model(weight: np.ndarray, bias: np.ndarray, first: str = "MatMul"):
+    """x [N, F] -> Relu(x @ weight + bias): the shape of tf2onnx's first Dense layer."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node(first, ["x", "w"], ["xw"]),
+        helper.make_node("Add", ["xw", "b"], ["z"]),
+        helper.make_node("Relu", ["z"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", weight.shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", weight.shape[1]])],
+        initializer=[numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what export writes (export/graph.py)
+    return model
+
+
+def test_scaler_folded_into_the_first_layer_equals_scaling_first():
+    import onnxruntime as ort
+
+    from export.graph import fold_scaler
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(5, 3)).astype(np.float32)
+    bias = rng.normal(size=3).astype(np.float32)
+    mean, scale = rng.normal(size=5) * 100, rng.uniform(0.5, 50, size=5)
+    x = (rng.normal(size=(64, 5)) * scale + mean).astype(np.float32)
+    scaled = ((x - mean.astype(np.float32)) / scale.astype(np.float32)).astype(np.float32)
+    expected = np.maximum(scaled @ weight + bias, 0)
+
+    model = _dense_model(weight, bias)
+    assert fold_scaler(model, mean, scale)
+    session = ort.InferenceSession(model.SerializeToString())
+    (folded,) = session.run(None, {"x": x})
+    np.testing.assert_allclose(folded, expected, rtol=1e-5, atol=1e-5)
+
+    other = _dense_model(weight, bias, first="Sub")  # not a MatMul: left as it is
+    before = other.SerializeToString()
+    assert not fold_scaler(other, mean, scale)
+    assert other.SerializeToString() == before
+
+
+def test_exported_graph_has_no_separate_scaler_pass(exported_model):
+    import onnx
+
+    model_dir, _ = exported_model
+    ops = [node.op_type for node in onnx.load(model_dir / "model.onnx").graph.node]
+    assert "Div" not in ops and "Sub" not in ops, ops
