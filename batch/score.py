@@ -139,7 +139,8 @@ def score(
     batch_size
         Rows per batch (memory grows with it, not with the input).
     threads
-        onnxruntime intra-op threads; ``None`` for every available core.
+        Threads running onnxruntime on slices of each batch at once; ``None`` for
+        every available core.
     on_invalid
         ``"reject"`` writes invalid rows to ``rejects`` and goes on; ``"fail"``
         stops at the first (and writes nothing).
