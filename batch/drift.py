@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from batch import DEFAULT_BATCH_SIZE
 from batch.errors import InputError, ModelError, SchemaError
 from batch.sources import DUCKDB_SUFFIXES, open_source
 from batch.stats import bin_counts, psi
@@ -47,7 +48,6 @@ class DriftThresholds:
 
 
 THRESHOLDS = DriftThresholds()
-DEFAULT_BATCH_SIZE = 65_536
 
 
 # ---------------------------------------------------------------------------

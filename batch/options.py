@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from batch import DEFAULT_BATCH_SIZE
+
 F = Callable[..., Any]
 
 
@@ -67,7 +69,7 @@ def input_options(f: F) -> F:
         click.option(
             "--batch-size",
             type=click.IntRange(min=1),
-            default=65536,
+            default=DEFAULT_BATCH_SIZE,
             show_default=True,
             help="Rows per batch; memory grows with this, not with the input.",
         ),

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from batch import DEFAULT_BATCH_SIZE
 from batch.errors import InputError, OutputError
 from batch.incremental import (
     HASH_COLUMN,
@@ -61,7 +62,6 @@ from batch.sinks import (
 from batch.sources import GLOB_CHARS, Source, open_source, quote_column
 from models.features import normalize_column_name
 
-DEFAULT_BATCH_SIZE = 65536
 ProgressCallback = Callable[[int, int | None], None]
 
 

@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("model", type=Path, help="model directory (model.onnx + manifest.json)")
     parser.add_argument("catalog", type=Path, help="a catalog whose rows make the matrix")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16_384, 65_536, 262_144])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16_384, 32_768, 65_536])
     parser.add_argument("--seconds", type=float, default=3.0, help="per batch size")
     args = parser.parse_args()
 

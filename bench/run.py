@@ -57,8 +57,8 @@ PACKAGES = (
     "polars", "pyarrow", "duckdb", "numpy", "onnxruntime", "pandas", "scikit-learn",
     "xgboost-cpu", "tensorflow-cpu", "keras", "psutil",
 )  # fmt: skip
-BARE_BATCH_SIZES = (16_384, 65_536, 262_144)
-DEFAULT_BATCH_SIZE = 65_536  # popbatch score's
+BARE_BATCH_SIZES = (16_384, 32_768, 65_536, 262_144)
+DEFAULT_BATCH_SIZE = 32_768  # popbatch score's (batch.DEFAULT_BATCH_SIZE)
 # Goals of issue 6.
 GOAL_SPEEDUP = 5.0
 GOAL_ROWS_PER_SECOND = 1_000_000
