@@ -9,7 +9,7 @@ Acceptance (issue 4): peak RSS at 2M rows is at most ~1.2x that at 200k rows.
     python bench/memory.py                          # embedded default model
     python -m tests.model_factory runs/test_model   # the small real test model, then
     python bench/memory.py --model runs/test_model
-    python bench/memory.py --rows 200000 2000000 --batch-size 65536 --json out.json
+    python bench/memory.py --rows 200000 2000000 --batch-size 32768 --json out.json
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from batch import DEFAULT_BATCH_SIZE  # noqa: E402
 from bench.catalog import build_parquet  # noqa: E402
 from bench.procstat import measure  # noqa: E402
 
@@ -31,7 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[200_000, 2_000_000])
     parser.add_argument("--model", help="model directory (default: the embedded model)")
-    parser.add_argument("--batch-size", type=int, default=65536)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--workdir", help="where catalogs go (default: a temp dir)")
     parser.add_argument("--json", help="also write the results here")
