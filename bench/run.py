@@ -144,6 +144,18 @@ def machine() -> dict[str, Any]:
     }
 
 
+def commit() -> str:
+    """The measured code: ``git describe`` of the checkout (``-dirty`` with local changes)."""
+    try:
+        found = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return found.stdout.strip()
+
+
 def load_average() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
@@ -534,7 +546,8 @@ def report(results: dict[str, Any]) -> str:
     m = results["machine"]
     text = [
         f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM; load average "
-        f"{results['load_average']['start']} at start, {results['load_average']['end']} at end",
+        f"{results['load_average']['start']} at start, {results['load_average']['end']} at end; "
+        f"commit {results.get('commit', 'unknown')}",
         model_line(results["model"]),
         "",
         table(results),
@@ -637,6 +650,7 @@ def main(argv: list[str] | None = None) -> None:
     results.update(
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         command=_shell([PYTHON, "bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
+        commit=commit(),
         machine=machine(),
         versions=versions(),
         load_average={"start": load_average()},
