@@ -235,3 +235,18 @@ def test_small_title_case_file_names_what_it_lacks(runner, tmp_path):
         "add them or pass --no-genre"
     )
     assert not (tmp_path / "o").exists()
+
+
+def test_train_options_default_to_the_learners_defaults():
+    """`popbatch train` and `models.learners.LearnerParams` must train the same model."""
+    from batch.commands.train import train as command
+
+    defaults = {p.name: p.default for p in command.params}
+    params = LearnerParams()
+    assert (defaults["rf_trees"], defaults["rf_depth"]) == (
+        params.rf["n_estimators"], params.rf["max_depth"],
+    )  # fmt: skip
+    assert (defaults["xgb_rounds"], defaults["xgb_depth"]) == (
+        params.xgb["n_estimators"], params.xgb["max_depth"],
+    )  # fmt: skip
+    assert (defaults["epochs"], defaults["batch_size"]) == (params.epochs, params.batch_size)

@@ -82,7 +82,7 @@ BALANCE_METHODS = ("smote", "adasyn", "undersample", "class-weight", "none")
     help="K of the out-of-fold predictions that train the meta learner.",
 )
 @click.option(
-    "--rf-trees", default=10, show_default=True, type=click.IntRange(min=1), help="RF trees."
+    "--rf-trees", default=5, show_default=True, type=click.IntRange(min=1), help="RF trees."
 )
 @click.option(
     "--rf-depth", default=5, show_default=True, type=click.IntRange(min=1), help="RF max depth."
@@ -96,7 +96,7 @@ BALANCE_METHODS = ("smote", "adasyn", "undersample", "class-weight", "none")
 )
 @click.option(
     "--xgb-depth",
-    default=3,
+    default=2,
     show_default=True,
     type=click.IntRange(min=1),
     help="XGBoost max tree depth.",
