@@ -4,7 +4,7 @@ Fits the stack's base learners on the shared 10k sample (grouped 70/15/15 split 
 track_id), one Keras network for all rows of the table, then for each RandomForest /
 XGBoost size: ROC-AUC and PR-AUC on the test split (meta learner fitted on the
 validation split), the exported graph's bytes and onnxruntime rows/s (2 threads, batch
-65,536) for each tree form of export/trees.py. Never run by the test suite.
+export.runtime.BATCH_SIZE) for each tree form of export/trees.py. Never run by the test suite.
 
     python bench/tree_sizes.py [--data ../shared/data/spotify_tracks_PARTIAL_sample_10000.csv]
 """
@@ -36,7 +36,7 @@ DEFAULT_DATA = ROOT.parent.parent / "shared/data/spotify_tracks_PARTIAL_sample_1
 SIZES = (
     (200, 16, 1, 400, 6),  # the prototype's sizes
     (100, 12, 2, 300, 5),
-    (50, 8, 5, 300, 4),  # popbatch train's defaults (train branch, before early stopping)
+    (50, 8, 5, 300, 4),  # popbatch train's first defaults (before early stopping)
     (30, 8, 5, 150, 4),
     (20, 6, 5, 100, 3),
     (10, 6, 5, 50, 3),

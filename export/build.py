@@ -51,7 +51,8 @@ def export_run(
     out_dir
         The model directory to write; created if missing, existing files replaced.
     measure_throughput
-        Measure onnxruntime rows/s (2 threads, batch 65,536) for the manifest (~2 s).
+        Measure onnxruntime rows/s (2 threads, the scorer's default batch) for the
+        manifest (~2 s).
     progress
         Called with one line per stage.
 
@@ -96,7 +97,7 @@ def export_run(
 
     throughput = None
     if measure_throughput:
-        say("measuring onnxruntime throughput (2 threads, batch 65,536)")
+        say(f"measuring onnxruntime throughput (2 threads, batch {runtime.BATCH_SIZE:,})")
         throughput = runtime.measure_throughput(model_bytes, x)
     manifest = build_manifest(stack, model_bytes, parity.manifest(), opsets, throughput)
     out_dir = Path(out_dir)

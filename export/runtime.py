@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from batch import DEFAULT_BATCH_SIZE
+
 THREADS = 2
-BATCH_SIZE = 65_536
+BATCH_SIZE = DEFAULT_BATCH_SIZE  # what popbatch score uses
 # ORT_ENABLE_BASIC: constant folding and redundant-node removal only, so the saved file is
 # plain ONNX that any onnxruntime build loads; EXTENDED adds onnxruntime-only fused ops and
 # measured no faster on the tree-dominated stack (see README, "Export and the model file").

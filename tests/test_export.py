@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from batch import DEFAULT_BATCH_SIZE
 from batch.cli import cli
 from export import parity as parity_check
 from export.manifest import build_manifest, schema
@@ -100,7 +101,7 @@ def test_manifest_validates_and_describes_the_graph(exported_model, native):
     assert manifest["genre"]["vocabulary"] == native.genre_vocabulary
     assert manifest["genre"]["other"] == OTHER_GENRE
     assert manifest["throughput"]["threads"] == 2
-    assert manifest["throughput"]["batch_size"] == 65_536
+    assert manifest["throughput"]["batch_size"] == DEFAULT_BATCH_SIZE  # as popbatch score
     assert manifest["throughput"]["rows_per_second"] > 0
 
 
