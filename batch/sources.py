@@ -7,7 +7,7 @@ so a missing column stops a run before any output is written, and knows its
 row count where that is cheap (Parquet metadata, a DuckDB table's count).
 
 >>> with open_source(["catalog.parquet"]) as source:          # doctest: +SKIP
-...     for batch in source.batches(["track_id", "tempo"], batch_size=65536):
+...     for batch in source.batches(["track_id", "tempo"], batch_size=32768):
 ...         ...
 """
 
@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 
+from batch import DEFAULT_BATCH_SIZE
 from batch.errors import InputError
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".csv.bz2", ".csv.zst", ".tsv.gz")
@@ -72,6 +73,7 @@ class Source(ABC):
     """A catalog to score: its column schema, its row count if cheap, and its batches."""
 
     kind: str = "source"
+    _total: int | None = None  # set by sources that can count rows cheaply
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -84,11 +86,11 @@ class Source(ABC):
     @property
     def total_rows(self) -> int | None:
         """Number of rows if known without reading them (None for CSV)."""
-        return None
+        return self._total
 
     @abstractmethod
     def batches(
-        self, columns: Sequence[str] | None = None, batch_size: int = 65536
+        self, columns: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> Iterator[pa.RecordBatch]:
         """Yield record batches of at most ``batch_size`` rows with only ``columns``."""
 
@@ -166,7 +168,7 @@ class CsvSource(Source):
         return pa.schema([(n, pa.string()) for n in self._names])
 
     def batches(
-        self, columns: Sequence[str] | None = None, batch_size: int = 65536
+        self, columns: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> Iterator[pa.RecordBatch]:
         wanted = list(columns) if columns is not None else list(self._names)
         for path in self.paths:
@@ -333,12 +335,8 @@ class ParquetSource(Source):
     def schema(self) -> pa.Schema:
         return self.dataset.schema
 
-    @property
-    def total_rows(self) -> int | None:
-        return self._total
-
     def batches(
-        self, columns: Sequence[str] | None = None, batch_size: int = 65536
+        self, columns: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> Iterator[pa.RecordBatch]:
         try:
             # No readahead and no scanner threads: with them the scanner decodes row
@@ -452,12 +450,8 @@ class DuckDBSource(Source):
     def schema(self) -> pa.Schema:
         return self._schema
 
-    @property
-    def total_rows(self) -> int | None:
-        return self._total
-
     def batches(
-        self, columns: Sequence[str] | None = None, batch_size: int = 65536
+        self, columns: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> Iterator[pa.RecordBatch]:
         import duckdb
 
