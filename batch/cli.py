@@ -14,17 +14,17 @@ import threading
 
 import click
 
-from batch import __version__
-from batch.errors import EXIT_INTERRUPTED, PopbatchError
+from popbatch.core import __version__
+from popbatch.core.errors import EXIT_INTERRUPTED, PopbatchError
 
 # name -> "module:attribute"; each module owns its options and help text.
 COMMANDS: dict[str, str] = {
-    "drift": "batch.commands.drift:drift",
-    "sql": "batch.commands.sql:sql",
-    "export": "batch.commands.export:export",
-    "model": "batch.commands.model:model",
-    "score": "batch.commands.score:score",
-    "train": "batch.commands.train:train",
+    "drift": "popbatch.batch.commands.drift:drift",
+    "sql": "popbatch.batch.commands.sql:sql",
+    "export": "popbatch.batch.commands.export:export",
+    "model": "popbatch.batch.commands.model:model",
+    "score": "popbatch.batch.commands.score:score",
+    "train": "popbatch.batch.commands.train:train",
 }
 
 EPILOG = """\b

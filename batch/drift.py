@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from popbatch.batch.sources import DUCKDB_SUFFIXES, open_source
 
-from batch import DEFAULT_BATCH_SIZE
-from batch.errors import InputError, ModelError, SchemaError
-from batch.sources import DUCKDB_SUFFIXES, open_source
-from batch.stats import bin_counts, psi
-from models.features import normalized_names, parse_explicit
+from popbatch.core import DEFAULT_BATCH_SIZE
+from popbatch.core.errors import InputError, ModelError, SchemaError
+from popbatch.core.features import normalized_names, parse_explicit
+from popbatch.core.stats import bin_counts, psi
 
 
 @dataclass(frozen=True)

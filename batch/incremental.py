@@ -247,7 +247,7 @@ class CarryOver:
         self.kept = 0
 
     def sql(self, stored: str, rowids: bool = False) -> str:
-        from batch.sources import quote_column
+        from popbatch.batch.sources import quote_column
 
         self.skipped.close()
         return kept_rows_sql(

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from batch.errors import LockError
+from popbatch.core.errors import LockError
 
 LOCK_SUFFIX = ".lock"
 POLL_SECONDS = 0.1

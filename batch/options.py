@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from batch import DEFAULT_BATCH_SIZE
+from popbatch.core import DEFAULT_BATCH_SIZE
 
 F = Callable[..., Any]
 

@@ -29,8 +29,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch.errors import InputError, InvalidRowError, SchemaError
-from models.features import normalize_column_name, normalized_names, parse_explicit
+from popbatch.core.errors import InputError, InvalidRowError, SchemaError
+from popbatch.core.features import normalize_column_name, normalized_names, parse_explicit
 
 # Columns the scorer adds; an input column of the same name is never passed through.
 OUTPUT_COLUMNS = ("popularity_prob", "popular", "model_id", "scored_at")

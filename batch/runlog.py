@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from popbatch.batch.lock import connect_duckdb
+from popbatch.batch.sources import DUCKDB_SUFFIXES
 
-from batch.errors import OutputError
-from batch.lock import connect_duckdb
-from batch.sources import DUCKDB_SUFFIXES
+from popbatch.core.errors import OutputError
 
 RUNS_TABLE = "popbatch_runs"
 # A reader (popbatch sql) may hold the database for a moment when a failed
@@ -152,7 +152,7 @@ def record_run(
 def _insert_duckdb(
     database: Path, record: dict[str, Any], connection: duckdb.DuckDBPyConnection | None
 ) -> None:
-    from batch.sqlrun import runs_table_ddl
+    from popbatch.batch.sqlrun import runs_table_ddl
 
     placeholders = ", ".join(f"${name}" for name in RUN_FIELDS)
     insert = f"INSERT INTO {RUNS_TABLE} ({', '.join(RUN_FIELDS)}) VALUES ({placeholders})"

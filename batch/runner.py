@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from batch.errors import ModelError
-from batch.manifest import ModelBundle
+from popbatch.core.bundle import ModelBundle
+from popbatch.core.errors import ModelError
 
 
 def available_cores() -> int:

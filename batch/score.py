@@ -1,6 +1,6 @@
 """The scoring job as a Python API: source -> preprocess -> infer -> sink.
 
->>> from batch.score import score
+>>> from popbatch.batch.score import score
 >>> summary = score("catalog.csv", "scored.parquet", model="runs/x/model")  # doctest: +SKIP
 >>> summary.rows_scored, summary.rows_rejected                              # doctest: +SKIP
 (1000, 0)
@@ -32,10 +32,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-
-from batch import DEFAULT_BATCH_SIZE
-from batch.errors import InputError, OutputError
-from batch.incremental import (
+from popbatch.batch.incremental import (
     HASH_COLUMN,
     CarryOver,
     SkippedRows,
@@ -43,12 +40,11 @@ from batch.incremental import (
     as_columns,
     features_hash,
 )
-from batch.lock import TargetLock
-from batch.manifest import ModelBundle, load_model
-from batch.preprocess import FeatureBuffer, Prepared, Preprocessor
-from batch.runlog import record_success, recorded_run
-from batch.runner import OnnxScorer
-from batch.sinks import (
+from popbatch.batch.lock import TargetLock
+from popbatch.batch.preprocess import FeatureBuffer, Prepared, Preprocessor
+from popbatch.batch.runlog import record_success, recorded_run
+from popbatch.batch.runner import OnnxScorer
+from popbatch.batch.sinks import (
     COMMIT_WAIT_SECONDS,
     SCORE_FIELDS,
     DuckDBSink,
@@ -59,8 +55,12 @@ from batch.sinks import (
     open_sink,
     rejects_sink_for,
 )
-from batch.sources import GLOB_CHARS, Source, open_source, quote_column
-from models.features import normalize_column_name
+from popbatch.batch.sources import GLOB_CHARS, Source, open_source, quote_column
+
+from popbatch.core import DEFAULT_BATCH_SIZE
+from popbatch.core.bundle import ModelBundle, load_model
+from popbatch.core.errors import InputError, OutputError
+from popbatch.core.features import normalize_column_name
 
 ProgressCallback = Callable[[int, int | None], None]
 
@@ -370,9 +370,8 @@ def _duckdb_lookup(
     sink: DuckDBSink, schema: pa.Schema, key: str, model_id: str, wait: float
 ) -> UpToDate | None:
     import duckdb
-
-    from batch.lock import connect_duckdb
-    from batch.sinks import table_exists
+    from popbatch.batch.lock import connect_duckdb
+    from popbatch.batch.sinks import table_exists
 
     if not sink.path.is_file():
         return None

@@ -29,11 +29,11 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from popbatch.batch.incremental import CarryOver
+from popbatch.batch.lock import connect_duckdb
+from popbatch.batch.sources import DUCKDB_SUFFIXES, quote_column, quote_identifier
 
-from batch.errors import InputError, OutputError
-from batch.incremental import CarryOver
-from batch.lock import connect_duckdb
-from batch.sources import DUCKDB_SUFFIXES, quote_column, quote_identifier
+from popbatch.core.errors import InputError, OutputError
 
 # The columns every scored output ends with; the same types as sql/scored_table.sql
 # (DOUBLE, BOOLEAN, VARCHAR, TIMESTAMP, UBIGINT). scored_at is UTC, stored without

@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 
-from batch import DEFAULT_BATCH_SIZE
-from batch.errors import InputError
+from popbatch.core import DEFAULT_BATCH_SIZE
+from popbatch.core.errors import InputError
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".csv.bz2", ".csv.zst", ".tsv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
@@ -393,8 +393,7 @@ class DuckDBSource(Source):
         wait: float = 0,
     ) -> None:
         import duckdb
-
-        from batch.lock import connect_duckdb
+        from popbatch.batch.lock import connect_duckdb
 
         self.path = Path(path)
         if (table is None) == (query is None):

@@ -6,7 +6,7 @@ nightly target is never changed by a query typed to look at it. DuckDB errors
 become one-line :class:`~batch.errors.InputError` messages with the query
 position; DuckDB's file lock becomes a :class:`~batch.errors.LockError`.
 
-Reports are ``.sql`` files under ``sql/reports/`` (package ``batch.sql`` when
+Reports are ``.sql`` files under ``sql/reports/`` (package ``popbatch.sql`` when
 installed). Each starts with a comment header::
 
     -- One-line description.
@@ -31,12 +31,12 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from popbatch.batch.lock import connect_duckdb
+from popbatch.batch.sources import quote_identifier
 
-from batch.errors import InputError
-from batch.lock import connect_duckdb
-from batch.sources import quote_identifier
+from popbatch.core.errors import InputError
 
-SQL_PACKAGE = "batch.sql"
+SQL_PACKAGE = "popbatch.sql"
 REPORTS_DIR = "reports"
 SCORED_VIEW = "scored"
 RUNS_VIEW = "popbatch_runs"
@@ -56,16 +56,9 @@ _PARAM_LINE = re.compile(
 
 
 def sql_dir() -> Traversable:
-    """The folder holding popbatch's ``.sql`` files.
-
-    Installed, it is the ``batch.sql`` package (``sql/`` mapped in
-    pyproject.toml); running from a source checkout, where ``batch.sql`` is
-    not importable, it is the repository's ``sql/`` beside ``batch/``.
-    """
-    try:
-        return resources.files(SQL_PACKAGE)
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "sql"
+    """The folder holding popbatch's ``.sql`` files: the ``popbatch.sql`` package
+    (the repository's ``sql/``, mapped in pyproject.toml)."""
+    return resources.files(SQL_PACKAGE)
 
 
 def read_sql(name: str) -> str:

@@ -25,10 +25,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from batch.manifest import load_model  # noqa: E402
-from batch.preprocess import Preprocessor  # noqa: E402
-from batch.runner import OnnxScorer  # noqa: E402
-from batch.sources import open_source  # noqa: E402
+from popbatch.batch.preprocess import Preprocessor  # noqa: E402
+from popbatch.batch.runner import OnnxScorer  # noqa: E402
+from popbatch.batch.sources import open_source  # noqa: E402
+
+from popbatch.core.bundle import load_model  # noqa: E402
 
 SAMPLE_ROWS = 65_536
 

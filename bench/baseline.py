@@ -38,7 +38,7 @@ def load_stack(stack_dir: Path, threads: int):
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from models.stack import NativeStack
+    from popbatch.models.stack import NativeStack
 
     stack = NativeStack.load(stack_dir)
     stack.rf.set_params(n_jobs=threads)
@@ -59,7 +59,7 @@ def feature_matrix(frame, stack):
     import numpy as np
     import pandas as pd
 
-    from models.features import GENRE_COLUMN, NUMERIC_FEATURE_NAMES, OTHER_GENRE, onehot_name
+    from popbatch.core.features import GENRE_COLUMN, NUMERIC_FEATURE_NAMES, OTHER_GENRE, onehot_name
 
     numeric = frame[list(NUMERIC_FEATURE_NAMES)].astype("float32")
     parts = [numeric]

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.features import NUMERIC_FEATURES, parse_explicit  # noqa: E402
+from popbatch.core.features import NUMERIC_FEATURES, parse_explicit  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "data" / "tracks_2000.csv"
 CONTINUOUS = (

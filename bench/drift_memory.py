@@ -1,7 +1,7 @@
 """Peak memory of ``popbatch drift`` at two catalog sizes (bounded batches: it should not grow).
 
 Builds CSV and Parquet catalogs by repeating tests/data/tracks_2000.csv (real
-rows), a manifest from the same fixture, and runs ``python -m batch drift`` in
+rows), a manifest from the same fixture, and runs ``python -m popbatch drift`` in
 a fresh process per measurement, reading its peak RSS.
 
     python bench/drift_memory.py [--rows 200000 2000000] [--batch-size 65536]
@@ -34,7 +34,7 @@ def make_catalog(folder: Path, rows: int) -> dict[str, Path]:
 
 
 def peak_rss_mb(args: list[str]) -> tuple[float, float]:
-    run = measure([sys.executable, "-m", "batch", *args])
+    run = measure([sys.executable, "-m", "popbatch", *args])
     if run.returncode not in (0, 3):  # 3 = drift found, a normal outcome
         raise SystemExit(f"popbatch {args[0]} failed (exit {run.returncode})")
     return run.peak_rss_mb, run.seconds

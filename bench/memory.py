@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from batch import DEFAULT_BATCH_SIZE  # noqa: E402
 from bench.catalog import build_parquet  # noqa: E402
 from bench.procstat import measure  # noqa: E402
+from popbatch.core import DEFAULT_BATCH_SIZE  # noqa: E402
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
         if not catalog.exists():
             build_parquet(rows, catalog)
         command = [
-            sys.executable, "-m", "batch", "score", str(catalog),
+            sys.executable, "-m", "popbatch", "score", str(catalog),
             "-o", str(workdir / f"scored_{rows}.parquet"),
             "--batch-size", str(args.batch_size), "--quiet",
         ]  # fmt: skip

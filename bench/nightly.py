@@ -21,8 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import batch.sinks as sinks  # noqa: E402
-from batch.score import score  # noqa: E402
+import popbatch.batch.sinks as sinks  # noqa: E402
+from popbatch.batch.score import score  # noqa: E402
+
 from bench.catalog import build_parquet  # noqa: E402
 
 WRITE_WINDOWS: list[float] = []

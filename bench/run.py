@@ -188,7 +188,7 @@ def training_data(quick: bool) -> Path:
 
 
 def has_command(name: str) -> bool:
-    from batch.cli import COMMANDS
+    from popbatch.batch.cli import COMMANDS
 
     return name in COMMANDS
 

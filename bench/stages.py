@@ -27,12 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from batch.manifest import load_model  # noqa: E402
-from batch.preprocess import FeatureBuffer, Preprocessor  # noqa: E402
-from batch.runner import OnnxScorer  # noqa: E402
-from batch.score import RunSummary, _Job  # noqa: E402
-from batch.sinks import open_sink  # noqa: E402
-from batch.sources import open_source  # noqa: E402
+from popbatch.batch.preprocess import FeatureBuffer, Preprocessor  # noqa: E402
+from popbatch.batch.runner import OnnxScorer  # noqa: E402
+from popbatch.batch.score import RunSummary, _Job  # noqa: E402
+from popbatch.batch.sinks import open_sink  # noqa: E402
+from popbatch.batch.sources import open_source  # noqa: E402
+
+from popbatch.core.bundle import load_model  # noqa: E402
 
 
 class Clock:

@@ -23,13 +23,13 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from popbatch.export import runtime  # noqa: E402
+from popbatch.export.graph import build_graph  # noqa: E402
+from popbatch.export.trees import TREE_FORMS  # noqa: E402
+from popbatch.models.stack import NativeStack  # noqa: E402
 from stack_factory import _fit_ann, feature_matrix  # noqa: E402
 
-from export import runtime  # noqa: E402
-from export.graph import build_graph  # noqa: E402
-from export.trees import TREE_FORMS  # noqa: E402
-from models.features import GENRE_COLUMN, KEY_COLUMN, LABEL_COLUMN  # noqa: E402
-from models.stack import NativeStack  # noqa: E402
+from popbatch.core.features import GENRE_COLUMN, KEY_COLUMN, LABEL_COLUMN  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent.parent / "shared/data/spotify_tracks_PARTIAL_sample_10000.csv"
 # (rf trees, rf depth, rf min_samples_leaf, xgb rounds, xgb depth)

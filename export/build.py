@@ -12,12 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from batch.errors import InputError, OutputError
-from batch.manifest import MANIFEST_FILE
-from export import parity as parity_check
-from export import runtime
-from export.manifest import MODEL_FILE, build_manifest
-from models.stack import STACK_FILE
+from popbatch.export import parity as parity_check
+from popbatch.export import runtime
+from popbatch.export.manifest import MODEL_FILE, build_manifest
+from popbatch.models.stack import STACK_FILE
+
+from popbatch.core.bundle import MANIFEST_FILE
+from popbatch.core.errors import InputError, OutputError
 
 STACK_DIR = "stack"
 # onnxruntime holds tree ensembles at about 10x their file size; the scorer must stay < 600 MB.
@@ -74,7 +75,7 @@ def export_run(
     """
     # TensorFlow's C++ start-up notices (oneDNN, CPU features) are noise for a user.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from models.stack import NativeStack
+    from popbatch.models.stack import NativeStack
 
     say = progress or (lambda line: None)
     stack_dir = stack_directory(run_dir)
@@ -82,7 +83,7 @@ def export_run(
     stack = NativeStack.load(stack_dir)
 
     say("converting the network, the forest, XGBoost and the meta learner to one ONNX graph")
-    from export.graph import build_graph
+    from popbatch.export.graph import build_graph
 
     model = build_graph(stack)
     model_bytes = runtime.optimize(model.SerializeToString())

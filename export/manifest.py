@@ -11,9 +11,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from batch import __version__
-from batch.manifest import SUPPORTED_FORMAT
-from models.features import GENRE_COLUMN, KEY_COLUMN, NUMERIC_FEATURES, OTHER_GENRE, onehot_name
+from popbatch.core import __version__
+from popbatch.core.bundle import SUPPORTED_FORMAT
+from popbatch.core.features import (
+    GENRE_COLUMN,
+    KEY_COLUMN,
+    NUMERIC_FEATURES,
+    OTHER_GENRE,
+    onehot_name,
+)
 
 SCHEMA_FILE = Path(__file__).with_name("manifest_schema.json")
 MODEL_FILE = "model.onnx"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from batch.errors import ModelError
+from popbatch.core.errors import ModelError
 
 TOLERANCE = 1e-5
 TEST_FILE = "test.parquet"

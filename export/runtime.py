@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from batch import DEFAULT_BATCH_SIZE
+from popbatch.core import DEFAULT_BATCH_SIZE
 
 THREADS = 2
 BATCH_SIZE = DEFAULT_BATCH_SIZE  # what popbatch score uses
@@ -82,8 +82,9 @@ def measure_throughput(
 
     One warm-up batch, then whole batches until ``seconds`` have passed (at least 3).
     """
-    from batch.manifest import ModelBundle
-    from batch.runner import OnnxScorer
+    from popbatch.batch.runner import OnnxScorer
+
+    from popbatch.core.bundle import ModelBundle
 
     manifest = {
         "input": {"name": "features", "width": x.shape[1]},

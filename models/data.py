@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from popbatch.batch.sources import quote_identifier
 
-from batch.errors import InputError, SchemaError, TrainingError
-from batch.sources import quote_identifier
-from models.features import (
+from popbatch.core.errors import InputError, SchemaError, TrainingError
+from popbatch.core.features import (
     GENRE_COLUMN,
     KEY_COLUMN,
     LABEL_COLUMN,

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from models.balance import Balanced
+from popbatch.models.balance import Balanced
 
 
 @dataclass

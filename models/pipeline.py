@@ -15,23 +15,23 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from popbatch.models.balance import balance
+from popbatch.models.data import TrainingData, feature_matrix, genre_vocabulary, load_training_data
+from popbatch.models.evaluate import best_f1_threshold, evaluate
+from popbatch.models.learners import LearnerParams, fit_logistic
+from popbatch.models.split import grouped_split
+from popbatch.models.stack import NativeStack
+from popbatch.models.stacking import fit_base_models, fit_meta, out_of_fold
 
-from batch.errors import TrainingError
-from batch.stats import numeric_stats, onehot_share
-from models.balance import balance
-from models.data import TrainingData, feature_matrix, genre_vocabulary, load_training_data
-from models.evaluate import best_f1_threshold, evaluate
-from models.features import (
+from popbatch.core.errors import TrainingError
+from popbatch.core.features import (
     DEFAULT_POPULAR_ABOVE,
     KEY_COLUMN,
     LABEL_COLUMN,
     NUMERIC_FEATURE_NAMES,
     feature_names,
 )
-from models.learners import LearnerParams, fit_logistic
-from models.split import grouped_split
-from models.stack import NativeStack
-from models.stacking import fit_base_models, fit_meta, out_of_fold
+from popbatch.core.stats import numeric_stats, onehot_share
 
 MIN_CLASS_ROWS = 10  # per class over all rows: fewer cannot fill three splits and K folds
 OUTLIER_QUANTILES = (0.01, 0.99)
@@ -255,7 +255,7 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
     params = config.learners
     tuning: dict[str, Any] | None = None
     if config.tune:
-        from models.tune import tune
+        from popbatch.models.tune import tune
 
         tuning = tune(
             c_train, y_train, groups_train, c_val, splits.y["validation"], config, progress
@@ -368,14 +368,14 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
         "notes": notes,
         "versions": package_versions(),
     }
-    from models.report import write_report
+    from popbatch.models.report import write_report
 
     progress("report: plots and report.html")
     write_report(out, report, stack, splits, probabilities, models.history, config)
     watch.lap("report")
     report["timings"] = watch.seconds
     report["timings"]["total"] = round(sum(watch.seconds.values()), 3)
-    from models.report import write_json
+    from popbatch.models.report import write_json
 
     write_json(out / "report.json", report)
     progress(f"report: {out / 'report.json'} and {out / 'report.html'}")

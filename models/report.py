@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from popbatch.models.evaluate import permutation_importance
 
-from models.evaluate import permutation_importance
-from models.features import GENRE_COLUMN, LABEL_COLUMN, NUMERIC_FEATURE_NAMES
+from popbatch.core.features import GENRE_COLUMN, LABEL_COLUMN, NUMERIC_FEATURE_NAMES
 
 PLOTS = {
     "popularity_distribution": "Popularity distribution and the label threshold",

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from models.balance import Balanced, balance
-from models.learners import LearnerParams, fit_ann, fit_rf, fit_xgb
-from models.split import grouped_folds
+from popbatch.models.balance import Balanced, balance
+from popbatch.models.learners import LearnerParams, fit_ann, fit_rf, fit_xgb
+from popbatch.models.split import grouped_folds
 
 META_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 Progress = Callable[[str], None]

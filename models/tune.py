@@ -12,10 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-from models.balance import balance
-from models.learners import LearnerParams, fit_rf, fit_xgb
-from models.split import grouped_folds
+from popbatch.models.balance import balance
+from popbatch.models.learners import LearnerParams, fit_rf, fit_xgb
+from popbatch.models.split import grouped_folds
 
 RF_SPACE = {
     "n_estimators": [30, 50, 80],

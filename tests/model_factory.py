@@ -23,9 +23,8 @@ import onnx
 import polars as pl
 from onnx import TensorProto, helper, numpy_helper
 
-from batch import __version__
-from batch.stats import numeric_stats, onehot_share
-from models.features import (
+from popbatch.core import __version__
+from popbatch.core.features import (
     DEFAULT_POPULAR_ABOVE,
     GENRE_COLUMN,
     KEY_COLUMN,
@@ -36,6 +35,7 @@ from models.features import (
     onehot_name,
     parse_explicit,
 )
+from popbatch.core.stats import numeric_stats, onehot_share
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACKS_2000 = ROOT / "tests" / "data" / "tracks_2000.csv"

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from batch.stats import numeric_stats, onehot_share
-from models.features import (
+from popbatch.core.features import (
     GENRE_COLUMN,
     KEY_COLUMN,
     LABEL_COLUMN,
@@ -25,6 +24,7 @@ from models.features import (
     feature_names,
     parse_explicit,
 )
+from popbatch.core.stats import numeric_stats, onehot_share
 
 SEED = 7
 POPULAR_ABOVE = 71
@@ -76,11 +76,10 @@ def build_stack(
     Returns the :class:`models.stack.NativeStack`. ``out_dir/test.parquet``
     holds the held-out 30 % of rows as float32 feature columns, ``y`` and ``track_id``.
     """
+    from popbatch.models.stack import NativeStack
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from xgboost import XGBClassifier
-
-    from models.stack import NativeStack
 
     frame = pl.read_csv(csv)
     rng = np.random.default_rng(SEED)

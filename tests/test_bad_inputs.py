@@ -48,8 +48,7 @@ import pyarrow.parquet as pq
 import pytest
 from badinputs.make_corpus import real_rows, to_csv, with_value
 from conftest import TRACKS_2000
-
-from batch.cli import cli
+from popbatch.batch.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = Path(__file__).parent / "badinputs"
@@ -547,7 +546,7 @@ def limit_file_size() -> None:
 
 def run_process(args: list[str], limit: bool) -> tuple[int, str]:
     done = subprocess.run(
-        [sys.executable, "-m", "batch", "score", *args],
+        [sys.executable, "-m", "popbatch", "score", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -560,7 +559,7 @@ def run_process(args: list[str], limit: bool) -> tuple[int, str]:
 def run_deleting_input(args: list[str], victim: Path, output: Path) -> tuple[int, str]:
     """Start a run, delete ``victim`` once the first scored batch is on disk, wait."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "batch", "score", *args],
+        [sys.executable, "-m", "popbatch", "score", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

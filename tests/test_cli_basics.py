@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from popbatch.batch.cli import COMMANDS, cli
 
-from batch import __version__
-from batch.cli import COMMANDS, cli
+from popbatch.core import __version__
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def test_every_command_has_help(runner, name):
 def test_scoring_package_imports_no_training_stack():
     """Importing the CLI and the scorer must not pull in TensorFlow, sklearn or xgboost."""
     code = (
-        "import sys, batch.cli, batch.manifest, models.features\n"
+        "import sys, popbatch, popbatch.batch.cli, popbatch.batch.score, popbatch.core.bundle\n"
         "bad = [m for m in ('tensorflow', 'sklearn', 'xgboost', 'keras') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

@@ -40,7 +40,7 @@ def start(catalog: Path, output: Path, model_dir: Path, *extra: str) -> subproce
     args = ["score", str(catalog), "-o", str(output), "--model", str(model_dir),
             "--columns", "row_id", "--key", "row_id", "--threads", "1", "-q", *extra]  # fmt: skip
     return subprocess.Popen(
-        [sys.executable, "-m", "batch", *args],
+        [sys.executable, "-m", "popbatch", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

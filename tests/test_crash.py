@@ -16,7 +16,7 @@ Afterwards the output is absent or the complete previous version (read back:
 row count and keys), or, after the rename, the complete new one; a rerun
 completes. A killed run leaves its temporary file behind (nothing can delete
 it); the next run on the same output deletes temporary files whose process is
-gone (``batch.sinks._remove_stale_temps``). After SIGINT the exit code is 130,
+gone (``popbatch.batch.sinks._remove_stale_temps``). After SIGINT the exit code is 130,
 the message is one line, and no temporary file is left.
 """
 
@@ -45,7 +45,7 @@ INTO = ("--into", "scores", "--mode", "replace")
 # Runs the CLI with a kill point patched in: argv[1] names the point.
 HOOK = """
 import os, signal, sys
-import batch.sinks as sinks
+import popbatch.batch.sinks as sinks
 
 point = sys.argv.pop(1)
 
@@ -68,7 +68,7 @@ def apply(self, con):
         die()  # statements applied, COMMIT not yet sent
 
 os.replace, sinks.DuckDBSink.apply = replace, apply
-from batch.cli import cli
+from popbatch.batch.cli import cli
 cli(prog_name="popbatch")
 """
 
@@ -108,7 +108,7 @@ def command(inputs: Path, output: Path, model_dir: Path, *extra: str) -> list[st
 
 
 def start(args: list[str], hook: str | None = None) -> subprocess.Popen:
-    prefix = ["-c", HOOK, hook] if hook else ["-m", "batch"]
+    prefix = ["-c", HOOK, hook] if hook else ["-m", "popbatch"]
     return subprocess.Popen(
         [sys.executable, *prefix, *args],
         cwd=ROOT,
@@ -247,8 +247,8 @@ def test_interrupt_inside_a_native_import_still_exits_130(runner, model_dir, tmp
     0.02 s steps after start; it printed a traceback and exited 1. The CLI now
     remembers the signal and reports it as an interrupt.
     """
-    import batch.runner
-    from batch.cli import cli
+    import popbatch.batch.runner
+    from popbatch.batch.cli import cli
 
     def initialise(*args, **kwargs):
         try:
@@ -256,7 +256,7 @@ def test_interrupt_inside_a_native_import_still_exits_130(runner, model_dir, tmp
         except KeyboardInterrupt:
             raise ImportError("initialization failed") from None
 
-    monkeypatch.setattr(batch.runner.OnnxScorer, "__init__", initialise)
+    monkeypatch.setattr(popbatch.batch.runner.OnnxScorer, "__init__", initialise)
     output = tmp_path / "scored.parquet"
     args = ["score", str(TRACKS_2000), "-o", str(output), "--model", str(model_dir)]
     result = runner.invoke(cli, args)
@@ -269,7 +269,7 @@ def test_interrupt_inside_a_native_import_still_exits_130(runner, model_dir, tmp
     def broken(*args, **kwargs):
         raise ImportError("initialization failed")
 
-    monkeypatch.setattr(batch.runner.OnnxScorer, "__init__", broken)
+    monkeypatch.setattr(popbatch.batch.runner.OnnxScorer, "__init__", broken)
     result = runner.invoke(cli, args)
     assert result.exit_code == 1 and isinstance(result.exception, ImportError)
 
@@ -279,17 +279,17 @@ def test_interrupt_while_the_outputs_open_leaves_no_temp_file(
 ):
     """Ctrl-C after the rejects' temporary file exists but before its sink counted as
     opened left that file behind (found by the SIGINT crash test under load)."""
-    import batch.sinks
-    from batch.cli import cli
+    import popbatch.batch.sinks
+    from popbatch.batch.cli import cli
 
-    real = batch.sinks.ParquetSink._open_writer
+    real = popbatch.batch.sinks.ParquetSink._open_writer
 
     def open_then_interrupt(self):
         real(self)
         if ".rejects." in self.path.name:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(batch.sinks.ParquetSink, "_open_writer", open_then_interrupt)
+    monkeypatch.setattr(popbatch.batch.sinks.ParquetSink, "_open_writer", open_then_interrupt)
     output = tmp_path / "scored.parquet"
     args = ["score", str(TRACKS_2000), "-o", str(output), "--model", str(model_dir)]
     result = runner.invoke(cli, args)
@@ -309,10 +309,10 @@ def test_interrupt_inside_a_thread_start_stops_reading_before_exit(
     """
     import threading
 
-    import batch.sources
-    from batch.cli import cli
+    import popbatch.batch.sources
+    from popbatch.batch.cli import cli
 
-    real_start, real_batches = threading.Thread.start, batch.sources.CsvSource.batches
+    real_start, real_batches = threading.Thread.start, popbatch.batch.sources.CsvSource.batches
     reading, returned = [], threading.Event()
 
     def start(self):
@@ -327,7 +327,7 @@ def test_interrupt_inside_a_thread_start_stops_reading_before_exit(
             yield item
 
     monkeypatch.setattr(threading.Thread, "start", start)
-    monkeypatch.setattr(batch.sources.CsvSource, "batches", slow_batches)
+    monkeypatch.setattr(popbatch.batch.sources.CsvSource, "batches", slow_batches)
     output = tmp_path / "scored.parquet"
     args = ["score", str(TRACKS_2000), "-o", str(output), "--model", str(model_dir)]
     result = runner.invoke(cli, args)

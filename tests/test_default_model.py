@@ -9,9 +9,9 @@ from pathlib import Path
 
 import jsonschema
 import polars as pl
+from popbatch.batch.cli import cli
 
-from batch.cli import cli
-from batch.manifest import default_model_dir, load_model
+from popbatch.core.bundle import default_model_dir, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "batch" / "sample" / "catalog.csv"
@@ -38,7 +38,7 @@ for name in ("tensorflow", "keras", "sklearn", "xgboost", "skl2onnx", "tf2onnx",
 def refuse(*args, **kwargs):
     raise AssertionError("the scoring path unpickled something")
 pickle.load = pickle.loads = pickle.Unpickler = refuse
-from batch.cli import cli
+from popbatch.batch.cli import cli
 cli(["score", {str(SAMPLE)!r}, "-o", {str(out)!r}, "--quiet"], prog_name="popbatch")
 """
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -16,12 +16,11 @@ import jsonschema
 import numpy as np
 import polars as pl
 import pytest
+from popbatch.batch.cli import cli
+from popbatch.batch.drift import THRESHOLDS, DriftCheck, check_drift
 
-from batch.cli import cli
-from batch.drift import THRESHOLDS, DriftCheck, check_drift
-from batch.errors import EXIT_DRIFT
-from batch.stats import bin_counts, numeric_stats, onehot_share, psi
-from models.features import (
+from popbatch.core.errors import EXIT_DRIFT
+from popbatch.core.features import (
     GENRE_COLUMN,
     NUMERIC_FEATURES,
     OTHER_GENRE,
@@ -29,6 +28,7 @@ from models.features import (
     onehot_name,
     parse_explicit,
 )
+from popbatch.core.stats import bin_counts, numeric_stats, onehot_share, psi
 from tests.conftest import SMALL_TITLE_CASE, TRACKS_2000
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,7 +231,7 @@ def test_model_without_manifest_is_exit_1(runner, catalog, tmp_path):
 
 
 def test_manifest_without_training_stats_is_a_model_error(manifest):
-    from batch.errors import ModelError
+    from popbatch.core.errors import ModelError
 
     stripped = json.loads(json.dumps(manifest))
     del stripped["features"][0]["train"]["bins"]

@@ -13,12 +13,12 @@ from types import SimpleNamespace
 import numpy as np
 import polars as pl
 import pytest
+from popbatch.batch.cli import cli
+from popbatch.export import parity as parity_check
+from popbatch.export.manifest import build_manifest, schema
 
-from batch import DEFAULT_BATCH_SIZE
-from batch.cli import cli
-from export import parity as parity_check
-from export.manifest import build_manifest, schema
-from models.features import NUMERIC_FEATURES, OTHER_GENRE
+from popbatch.core import DEFAULT_BATCH_SIZE
+from popbatch.core.features import NUMERIC_FEATURES, OTHER_GENRE
 
 PARITY_LINE = re.compile(
     r"^parity on ([\d,]+) test rows: max \|native - onnx\| = (\S+) \(tolerance 1e-05\), "
@@ -29,7 +29,7 @@ PARITY_LINE = re.compile(
 
 @pytest.fixture(scope="module")
 def native(stack_dir):
-    from models.stack import NativeStack
+    from popbatch.models.stack import NativeStack
 
     return NativeStack.load(stack_dir)
 
@@ -108,9 +108,8 @@ def test_manifest_validates_and_describes_the_graph(exported_model, native):
 def test_stack_without_genre_exports_with_parity(tmp_path):
     """A --no-genre model: 14 inputs, clipping on, genre null in a valid manifest."""
     import jsonschema
+    from popbatch.export.build import export_run
     from stack_factory import build_stack
-
-    from export.build import export_run
 
     tracks = Path(__file__).parent / "data" / "tracks_2000.csv"
     build_stack(tracks, tmp_path / "run" / "stack", with_genre=False, ann_epochs=1)
@@ -162,7 +161,7 @@ def test_cli_export_prints_parity_and_writes_the_model(runner, stack_dir, tmp_pa
 
 
 def test_parity_failure_writes_nothing(runner, stack_dir, tmp_path, monkeypatch):
-    from models.stack import NativeStack
+    from popbatch.models.stack import NativeStack
 
     original = NativeStack.predict_proba
     monkeypatch.setattr(NativeStack, "predict_proba", lambda self, x: original(self, x) + 1e-4)
@@ -217,8 +216,8 @@ def test_model_info_json_is_the_manifest(runner, exported_model):
 @pytest.mark.parametrize("form", ["classifier3", "regressor3", "ensemble5"])
 def test_every_tree_form_reproduces_the_native_stack(native, stack_dir, form):
     """The three ways of emitting the trees (export/trees.py) give the same probabilities."""
-    from export import runtime
-    from export.graph import build_graph
+    from popbatch.export import runtime
+    from popbatch.export.graph import build_graph
 
     x = parity_check.split_matrix(stack_dir, native.feature_names)
     model_bytes = build_graph(native, form).SerializeToString()
@@ -228,9 +227,9 @@ def test_every_tree_form_reproduces_the_native_stack(native, stack_dir, form):
 
 
 def test_export_warns_over_the_size_budget(runner, stack_dir, tmp_path, monkeypatch):
-    import export.build
+    import popbatch.export.build
 
-    monkeypatch.setattr(export.build, "SIZE_BUDGET", 1000)
+    monkeypatch.setattr(popbatch.export.build, "SIZE_BUDGET", 1000)
     result = runner.invoke(
         cli, ["export", str(stack_dir), "--out", str(tmp_path / "m"), "-q", "--no-throughput"]
     )
@@ -248,7 +247,7 @@ def test_export_without_training_extras_says_how_to_install(runner, stack_dir, t
     code = (
         "import sys; sys.modules['keras'] = None\n"
         "from click.testing import CliRunner\n"
-        "from batch.cli import cli\n"
+        "from popbatch.batch.cli import cli\n"
         f"r = CliRunner().invoke(cli, ['export', {str(stack_dir)!r}, '--out', "
         f"{str(tmp_path / 'm')!r}])\n"
         "print(r.exit_code); print(r.output)\n"
@@ -292,8 +291,7 @@ def _dense_model(weight: np.ndarray, bias: np.ndarray, first: str = "MatMul"):
 
 def test_scaler_folded_into_the_first_layer_equals_scaling_first():
     import onnxruntime as ort
-
-    from export.graph import fold_scaler
+    from popbatch.export.graph import fold_scaler
 
     rng = np.random.default_rng(0)
     weight = rng.normal(size=(5, 3)).astype(np.float32)

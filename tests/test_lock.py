@@ -15,11 +15,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
-from batch import sqlrun
-from batch.cli import cli
-from batch.errors import EXIT_LOCKED, LockError
-from batch.lock import (
+from popbatch.batch import sqlrun
+from popbatch.batch.cli import cli
+from popbatch.batch.lock import (
     TargetLock,
     lock_error_from_duckdb,
     lock_path,
@@ -27,11 +25,13 @@ from batch.lock import (
     target_lock,
 )
 
+from popbatch.core.errors import EXIT_LOCKED, LockError
+
 ROOT = Path(__file__).resolve().parents[1]
 
 HOLD_LOCK = """
 import sys, time
-from batch.lock import target_lock
+from popbatch.batch.lock import target_lock
 with target_lock(sys.argv[1]):
     print("locked", flush=True)
     sys.stdin.readline()  # hold until the test closes stdin

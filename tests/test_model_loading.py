@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from popbatch.batch.cli import cli
 
-from batch.cli import cli
-from batch.errors import ModelError
-from batch.manifest import load_model
+from popbatch.core.bundle import load_model
+from popbatch.core.errors import ModelError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ import sys
 for name in ("tensorflow", "keras", "sklearn", "xgboost", "skl2onnx", "tf2onnx", "onnxmltools"):
     sys.modules[name] = None
 import numpy as np, onnxruntime as ort
-from batch.manifest import load_model
+from popbatch.core.bundle import load_model
 bundle = load_model({str(exported_model[0])!r})
 session = ort.InferenceSession(bundle.onnx_bytes, providers=["CPUExecutionProvider"])
 row = np.zeros((1, bundle.manifest["input"]["width"]), np.float32)

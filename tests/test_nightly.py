@@ -22,11 +22,10 @@ import polars as pl
 import pytest
 from conftest import TRACKS_2000
 from model_factory import build_model
+from popbatch.batch.cli import cli
+from popbatch.batch.incremental import UpToDate, features_hash
+from popbatch.batch.score import score
 from test_lock import HOLD_DUCKDB, HOLD_LOCK, ROOT, hold, release
-
-from batch.cli import cli
-from batch.incremental import UpToDate, features_hash
-from batch.score import score
 
 SAMPLE = ROOT / "batch" / "sample" / "catalog.csv"
 COLUMNS = ["--columns", "Unnamed: 0,track_id"]
@@ -208,7 +207,7 @@ def test_features_hash_matches_a_plain_python_reference_on_fixture_rows():
     """The stored hash is a fixed function of the model inputs, not of a library version."""
     from model_factory import training_matrix
 
-    from models.features import NUMERIC_FEATURES
+    from popbatch.core.features import NUMERIC_FEATURES
 
     x, _, _ = training_matrix()
     rows = x[:50].astype(np.float32)
@@ -338,11 +337,11 @@ def test_with_wait_score_runs_once_the_holder_lets_go(runner, model_dir, tmp_pat
 def test_duckdb_writer_holding_the_target_is_exit_75_not_a_traceback(
     runner, model_dir, tmp_path, catalogs, monkeypatch
 ):
-    import batch.runlog
-    import batch.sinks
+    import popbatch.batch.runlog
+    import popbatch.batch.sinks
 
-    monkeypatch.setattr(batch.sinks, "COMMIT_WAIT_SECONDS", 0.0)
-    monkeypatch.setattr(batch.runlog, "LOCK_WAIT_SECONDS", 0.0)
+    monkeypatch.setattr(popbatch.batch.sinks, "COMMIT_WAIT_SECONDS", 0.0)
+    monkeypatch.setattr(popbatch.batch.runlog, "LOCK_WAIT_SECONDS", 0.0)
     v1, _ = catalogs
     db = tmp_path / "target.duckdb"
     holder = hold(HOLD_DUCKDB, db)
@@ -401,7 +400,7 @@ def test_popbatch_sql_waits_for_a_commit_or_exits_75(runner, tmp_path):
 
 SCORE_INTO = """
 import sys
-from batch.cli import cli
+from popbatch.batch.cli import cli
 sys.exit(cli.main(["score", sys.argv[1], "-o", sys.argv[2], "--into", "scores",
                    "--batch-size", "500", "--model", sys.argv[3], "-q"], standalone_mode=True))
 """
@@ -453,9 +452,10 @@ def test_python_api_records_and_locks_too(model_dir, tmp_path, catalogs):
 def test_stored_hash_is_the_reference_hash_of_each_scored_row(model_dir, tmp_path):
     """The job hashes the genre by the position the preprocessor set, not by an argmax
     over the one-hot block; the stored value must be the same function of the row."""
-    from batch.manifest import load_model
-    from batch.preprocess import Preprocessor
-    from batch.sources import open_source
+    from popbatch.batch.preprocess import Preprocessor
+    from popbatch.batch.sources import open_source
+
+    from popbatch.core.bundle import load_model
 
     out = tmp_path / "scored.parquet"
     score(TRACKS_2000, out, model_dir, batch_size=300, columns=["Unnamed: 0"], record=False)

@@ -10,9 +10,9 @@ import pyarrow.csv as pacsv
 import pytest
 from conftest import SMALL_TITLE_CASE, TRACKS_2000
 from model_factory import training_matrix
+from popbatch.batch.preprocess import Preprocessor
 
-from batch.errors import InputError, InvalidRowError, SchemaError
-from batch.preprocess import Preprocessor
+from popbatch.core.errors import InputError, InvalidRowError, SchemaError
 
 
 @pytest.fixture(scope="module")

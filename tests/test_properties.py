@@ -28,12 +28,12 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
+from popbatch.batch.score import score
+from popbatch.batch.sinks import Sink
+from popbatch.batch.sources import Source
 
-from batch.manifest import load_model
-from batch.score import score
-from batch.sinks import Sink
-from batch.sources import Source
-from models.features import NUMERIC_FEATURES
+from popbatch.core.bundle import load_model
+from popbatch.core.features import NUMERIC_FEATURES
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 

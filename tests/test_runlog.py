@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import duckdb
 import pytest
+from popbatch.batch.runlog import RUN_FIELDS, record_run, recorded_run, run_record
 
-from batch.errors import InputError, OutputError
-from batch.runlog import RUN_FIELDS, record_run, recorded_run, run_record
+from popbatch.core.errors import InputError, OutputError
 
 SUMMARY = {
     "input": ["a.csv", "b.csv"],
@@ -118,6 +118,6 @@ def test_a_failing_run_log_does_not_hide_the_runs_error(tmp_path):
 
 
 def test_run_fields_match_the_table_definition():
-    from batch.sqlrun import runs_columns
+    from popbatch.batch.sqlrun import runs_columns
 
     assert list(runs_columns()) == list(RUN_FIELDS)

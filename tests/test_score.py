@@ -20,11 +20,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import SMALL_TITLE_CASE, TRACKS_2000
 from model_factory import training_matrix
-
-from batch.cli import cli
-from batch.score import RunSummary, default_output, score
-from batch.sinks import ParquetSink
-from batch.sources import CsvSource
+from popbatch.batch.cli import cli
+from popbatch.batch.score import RunSummary, default_output, score
+from popbatch.batch.sinks import ParquetSink
+from popbatch.batch.sources import CsvSource
 
 SAMPLE = Path(__file__).resolve().parents[1] / "batch" / "sample" / "catalog.csv"
 SCORE_COLUMNS = ["popularity_prob", "popular", "model_id", "scored_at", "features_hash"]
@@ -394,7 +393,7 @@ def test_interrupt_midway_writes_nothing_and_keeps_previous_output(model_dir, tm
 
 
 def test_interrupt_exit_code_through_the_cli(runner, model_dir, tmp_path, monkeypatch):
-    import batch.score as scoring
+    import popbatch.batch.score as scoring
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -410,7 +409,7 @@ def test_interrupt_exit_code_through_the_cli(runner, model_dir, tmp_path, monkey
 def test_progress_bar_draws_rows_of_total_only_when_enabled():
     import io
 
-    from batch.progress import ProgressBar
+    from popbatch.batch.progress import ProgressBar
 
     stream = io.StringIO()
     ProgressBar(stream)(100, 1000)  # StringIO is not a terminal: nothing drawn
@@ -469,8 +468,9 @@ def test_columns_csv_cannot_hold_are_refused_without_leftovers(runner, model_dir
 def test_scorer_slices_large_batches_without_changing_scores(model_dir, monkeypatch):
     """OnnxScorer runs onnxruntime on CHUNK_ROWS-row slices (to bound its memory): the
     scores must equal one call on the whole matrix, row for row, last partial slice included."""
-    from batch.manifest import load_model
-    from batch.runner import OnnxScorer
+    from popbatch.batch.runner import OnnxScorer
+
+    from popbatch.core.bundle import load_model
 
     x = np.ascontiguousarray(training_matrix()[0], np.float32)
     monkeypatch.setattr(OnnxScorer, "CHUNK_ROWS", 300)  # 2,000 rows: 6 whole slices + 200

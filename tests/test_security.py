@@ -29,11 +29,11 @@ import pickle
 import duckdb
 import pytest
 from conftest import TRACKS_2000
+from popbatch.batch import sqlrun
+from popbatch.batch.cli import cli
+from popbatch.batch.sources import quote_identifier
 
-from batch import sqlrun
-from batch.cli import cli
-from batch.errors import InputError
-from batch.sources import quote_identifier
+from popbatch.core.errors import InputError
 
 PAYLOADS = [
     "x; DROP TABLE t",

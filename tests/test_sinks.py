@@ -6,9 +6,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from batch.errors import InputError, OutputError
-from batch.sinks import (
+from popbatch.batch.sinks import (
     SCORE_FIELDS,
     CsvSink,
     DuckDBSink,
@@ -17,6 +15,8 @@ from batch.sinks import (
     open_sink,
     rejects_sink_for,
 )
+
+from popbatch.core.errors import InputError, OutputError
 
 SCHEMA = pa.schema([pa.field("track_id", pa.string()), *SCORE_FIELDS])
 

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import SMALL_TITLE_CASE, TRACKS_2000
+from popbatch.batch.sources import CsvSource, DuckDBSource, ParquetSource, open_source
 
-from batch.errors import InputError
-from batch.sources import CsvSource, DuckDBSource, ParquetSource, open_source
+from popbatch.core.errors import InputError
 
 
 def sizes(source, batch_size, columns=None):
@@ -111,9 +111,9 @@ def test_csv_row_longer_than_a_block_is_read_once(tmp_path, monkeypatch):
     """A field longer than the read block reopens the file with a larger block,
     skipping the rows already yielded: every row arrives exactly once.
     """
-    import batch.sources
+    import popbatch.batch.sources
 
-    monkeypatch.setattr(batch.sources, "CSV_BLOCK_BYTES", 1 << 16)
+    monkeypatch.setattr(popbatch.batch.sources, "CSV_BLOCK_BYTES", 1 << 16)
     path = tmp_path / "long.csv"
     rows = [f"{i},short" for i in range(3000)]
     rows[2500] = "2500," + "y" * (1 << 18)  # 256 KB field, 4x the block

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
-import shutil
-import subprocess
-import sys
 import tomllib
 from datetime import datetime
 from pathlib import Path
@@ -20,11 +16,11 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
+from popbatch.batch import sqlrun
+from popbatch.batch.cli import cli
+from popbatch.batch.runlog import record_run
 
-from batch import sqlrun
-from batch.cli import cli
-from batch.errors import InputError
-from batch.runlog import record_run
+from popbatch.core.errors import InputError
 from tests.conftest import TRACKS_2000
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -479,8 +475,8 @@ def test_scored_table_ddl_quotes_validated_names(tmp_path):
 
 def test_package_data_globs_cover_every_sql_file():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert config["package-dir"]["batch.sql"] == "sql"
-    globs = config["package-data"]["batch.sql"]
+    assert config["package-dir"]["popbatch.sql"] == "sql"
+    globs = config["package-data"]["popbatch.sql"]
     files = [p.relative_to(ROOT / "sql").as_posix() for p in (ROOT / "sql").rglob("*.sql")]
     assert files
     for name in files:
@@ -489,28 +485,8 @@ def test_package_data_globs_cover_every_sql_file():
         )
 
 
-def test_sql_dir_from_a_checkout():
+def test_sql_dir_is_the_repositorys_sql_folder():
     assert Path(str(sqlrun.sql_dir())) == ROOT / "sql"
-
-
-def test_sql_dir_from_an_installed_layout(tmp_path):
-    """Installed, sql/ is batch/sql/ inside the package (pyproject's package-dir mapping)."""
-    site = tmp_path / "site"
-    shutil.copytree(ROOT / "batch", site / "batch", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "models", site / "models", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "sql", site / "batch" / "sql")
-    code = (
-        "from batch import sqlrun; "
-        "print(sqlrun.sql_dir()); print(','.join(r.name for r in sqlrun.list_reports()))"
-    )
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    where, names = out.stdout.splitlines()
-    assert str(site / "batch" / "sql") in where
-    assert names == "label_changes,popular_by_genre,runs,score_distribution,top_predicted"
 
 
 def test_readme_lists_every_report_as_list_describes_it():

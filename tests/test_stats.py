@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from batch.stats import bin_counts, numeric_stats, psi
+from popbatch.core.stats import bin_counts, numeric_stats, psi
 
 
 def test_bin_counts_edges_are_inclusive_on_the_right():

@@ -14,13 +14,13 @@ import numpy as np
 import polars as pl
 import pytest
 from conftest import SMALL_TITLE_CASE, TRACKS_2000
+from popbatch.batch.cli import cli
+from popbatch.models.balance import balance
+from popbatch.models.data import feature_matrix, genre_vocabulary, load_training_data
+from popbatch.models.learners import LearnerParams, fit_rf, fit_xgb
+from popbatch.models.split import grouped_split
 
-from batch.cli import cli
-from models.balance import balance
-from models.data import feature_matrix, genre_vocabulary, load_training_data
-from models.features import normalized_names
-from models.learners import LearnerParams, fit_rf, fit_xgb
-from models.split import grouped_split
+from popbatch.core.features import normalized_names
 
 TINY = ["--epochs", "2", "--folds", "2", "--rf-trees", "5", "--rf-depth", "4",
         "--xgb-rounds", "10", "--xgb-depth", "2"]  # fmt: skip
@@ -174,9 +174,8 @@ def test_train_balances_training_rows_only(trained):
 
 
 def test_saved_stack_reproduces_the_reported_test_metrics(trained):
+    from popbatch.models.stack import NativeStack
     from sklearn.metrics import roc_auc_score
-
-    from models.stack import NativeStack
 
     out, _ = trained
     stack = NativeStack.load(out / "stack")
@@ -239,7 +238,7 @@ def test_small_title_case_file_names_what_it_lacks(runner, tmp_path):
 
 def test_train_options_default_to_the_learners_defaults():
     """`popbatch train` and `models.learners.LearnerParams` must train the same model."""
-    from batch.commands.train import train as command
+    from popbatch.batch.commands.train import train as command
 
     defaults = {p.name: p.default for p in command.params}
     params = LearnerParams()

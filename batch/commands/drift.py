@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import click
+from popbatch.batch.drift import DEFAULT_BATCH_SIZE, THRESHOLDS, check_drift, format_report
 
-from batch.drift import DEFAULT_BATCH_SIZE, THRESHOLDS, check_drift, format_report
-from batch.errors import EXIT_DRIFT
-from batch.manifest import default_model_dir, read_manifest
+from popbatch.core.bundle import default_model_dir, read_manifest
+from popbatch.core.errors import EXIT_DRIFT
 
 HELP = f"""Check a catalog for drift from the data the model was trained on.
 

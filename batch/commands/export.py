@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from batch.errors import InputError
+from popbatch.core.errors import InputError
 
 # What export imports beyond the scoring install (the [train] extra).
 TRAINING_MODULES = {
@@ -68,7 +68,7 @@ def export_and_report(
     """
     # Heavy imports (TensorFlow, converters) only when the command runs.
     try:
-        from export.build import export_run
+        from popbatch.export.build import export_run
 
         summary = export_run(
             run_dir, out_dir, measure_throughput=measure_throughput, progress=progress

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from batch.manifest import default_model_dir, load_model
+from popbatch.core.bundle import default_model_dir, load_model
 
 
 @click.group("model")

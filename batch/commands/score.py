@@ -11,16 +11,16 @@ import os
 from pathlib import Path
 
 import click
+from popbatch.batch.options import input_options, model_option, wait_option
+from popbatch.batch.progress import ProgressBar
+from popbatch.batch.score import default_output
+from popbatch.batch.score import score as run_score
+from popbatch.batch.sinks import MODES, DuckDBWriteBack, is_duckdb_path, open_sink
+from popbatch.batch.sources import open_source
 
-from batch.errors import InputError
-from batch.manifest import load_model
-from batch.options import input_options, model_option, wait_option
-from batch.progress import ProgressBar
-from batch.score import default_output
-from batch.score import score as run_score
-from batch.sinks import MODES, DuckDBWriteBack, is_duckdb_path, open_sink
-from batch.sources import open_source
-from models.features import normalize_column_name
+from popbatch.core.bundle import load_model
+from popbatch.core.errors import InputError
+from popbatch.core.features import normalize_column_name
 
 HELP = """Score catalogs: predict which tracks will be popular.
 

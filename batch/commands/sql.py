@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 import duckdb
+from popbatch.batch import sqlrun
+from popbatch.batch.options import wait_option
 
-from batch import sqlrun
-from batch.errors import InputError, OutputError
-from batch.options import wait_option
+from popbatch.core.errors import InputError, OutputError
 
 HELP = """Run DuckDB SQL over scored tables, or a named report.
 

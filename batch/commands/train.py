@@ -138,9 +138,9 @@ def train(
     proven) unless --no-export.
     """
     _import_tensorflow_quietly()
-    from models.learners import LearnerParams
-    from models.pipeline import TrainConfig
-    from models.pipeline import train as run_training
+    from popbatch.models.learners import LearnerParams
+    from popbatch.models.pipeline import TrainConfig
+    from popbatch.models.pipeline import train as run_training
 
     learners = LearnerParams(epochs=epochs, batch_size=batch_size)
     learners.rf.update(n_estimators=rf_trees, max_depth=rf_depth)
@@ -175,7 +175,7 @@ def train(
         f"PR-AUC {_num(stack_metrics['pr_auc'])}, threshold {result.stack.threshold:.4f}"
     )
     if not no_export:
-        from batch.commands.export import export_and_report
+        from popbatch.batch.commands.export import export_and_report
 
         progress(f"export: ONNX graph and parity proof into {out / MODEL_SUBDIR}")
         export_and_report(

@@ -1,7 +1,7 @@
 import sys
 
 try:
-    from batch.cli import cli
+    from popbatch.batch.cli import cli
 except KeyboardInterrupt:  # Ctrl-C while the CLI is still being imported
     sys.stderr.write("Error: interrupted; nothing partial was written\n")
     sys.exit(130)

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from batch.errors import ModelError
+from popbatch.core.errors import ModelError
 
 MANIFEST_FILE = "manifest.json"
 SUPPORTED_FORMAT = 1
@@ -23,7 +23,7 @@ PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".sav", ".dill")
 
 def default_model_dir() -> Path:
     """The embedded default model shipped in ``models/default``."""
-    return Path(str(resources.files("models.default")))
+    return Path(str(resources.files("popbatch.models.default")))
 
 
 @dataclass(frozen=True)

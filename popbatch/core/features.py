@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from batch.errors import SchemaError
+from popbatch.core.errors import SchemaError
 
 LABEL_COLUMN = "popularity"
 KEY_COLUMN = "track_id"
