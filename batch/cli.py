@@ -15,7 +15,7 @@ import threading
 import click
 
 from popbatch.core import __version__
-from popbatch.core.errors import EXIT_INTERRUPTED, PopbatchError
+from popbatch.core.errors import EXIT_INTERRUPTED, PopbatchError, one_line
 
 # name -> "module:attribute"; each module owns its options and help text.
 COMMANDS: dict[str, str] = {
@@ -110,11 +110,6 @@ def _install_interrupt_flag():
         return None  # SIGINT ignored or handled by an embedding program: leave it
     signal.signal(signal.SIGINT, _on_sigint)
     return previous
-
-
-def one_line(exc: BaseException) -> str:
-    """Collapse an error message to one line, as promised to cron users."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 @click.group(cls=LazyGroup, epilog=EPILOG)

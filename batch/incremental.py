@@ -38,6 +38,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from popbatch.core.sqlquote import quote_column, quote_string
+
 HASH_COLUMN = "features_hash"
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -226,15 +228,11 @@ def kept_rows_sql(
         f"WITH skipped AS (SELECT {key_sql} AS k, {HASH_COLUMN} AS h, count(*) AS n "
         f"FROM {skipped} GROUP BY ALL), "
         f"stored AS (SELECT {rowid}*, row_number() OVER (PARTITION BY {key_sql}, {HASH_COLUMN}) "
-        f"AS popbatch_copy FROM {stored} WHERE model_id = {_sql_string(model_id)}) "
+        f"AS popbatch_copy FROM {stored} WHERE model_id = {quote_string(model_id)}) "
         f"SELECT {select} FROM stored JOIN skipped "
         f"ON stored.{key_sql} = skipped.k AND stored.{HASH_COLUMN} = skipped.h "
         "WHERE popbatch_copy <= skipped.n"
     )
-
-
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 class CarryOver:
@@ -247,12 +245,11 @@ class CarryOver:
         self.kept = 0
 
     def sql(self, stored: str, rowids: bool = False) -> str:
-        from popbatch.batch.sources import quote_column
 
         self.skipped.close()
         return kept_rows_sql(
             stored,
-            f"read_parquet({_sql_string(str(self.skipped.path))})",
+            f"read_parquet({quote_string(str(self.skipped.path))})",
             quote_column(self.key),
             self.model_id,
             rowids=rowids,

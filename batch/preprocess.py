@@ -29,7 +29,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from popbatch.core.errors import InputError, InvalidRowError, SchemaError
+from popbatch.core.errors import InputError, InvalidRowError, SchemaError, one_line
 from popbatch.core.features import normalize_column_name, normalized_names, parse_explicit
 
 # Columns the scorer adds; an input column of the same name is never passed through.
@@ -351,7 +351,7 @@ class Preprocessor:
         except (pl.exceptions.PolarsError, pa.ArrowException) as exc:
             raise InputError(
                 f"{self.source_name}: cannot read the model inputs from rows {first_row}-"
-                f"{first_row + batch.num_rows - 1} ({' '.join(str(exc).split())[:200]}); "
+                f"{first_row + batch.num_rows - 1} ({one_line(exc, 200)}); "
                 "check the column types"
             ) from None
 

@@ -27,7 +27,7 @@ import duckdb
 from popbatch.batch.lock import connect_duckdb
 from popbatch.batch.sources import DUCKDB_SUFFIXES
 
-from popbatch.core.errors import OutputError
+from popbatch.core.errors import OutputError, one_line
 
 RUNS_TABLE = "popbatch_runs"
 # A reader (popbatch sql) may hold the database for a moment when a failed
@@ -160,14 +160,14 @@ def _insert_duckdb(
         con = connection or connect_duckdb(database, wait=LOCK_WAIT_SECONDS)
     except duckdb.Error as exc:
         raise OutputError(
-            f"{database}: cannot record the run in {RUNS_TABLE} ({' '.join(str(exc).split())})"
+            f"{database}: cannot record the run in {RUNS_TABLE} ({one_line(exc)})"
         ) from None
     try:
         con.execute(runs_table_ddl())
         con.execute(insert, record)
     except duckdb.Error as exc:
         raise OutputError(
-            f"{database}: cannot record the run in {RUNS_TABLE} ({' '.join(str(exc).split())})"
+            f"{database}: cannot record the run in {RUNS_TABLE} ({one_line(exc)})"
         ) from None
     finally:
         if connection is None:

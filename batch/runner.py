@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from popbatch.core.bundle import ModelBundle
-from popbatch.core.errors import ModelError
+from popbatch.core.errors import ModelError, one_line
 
 
 def available_cores() -> int:
@@ -66,7 +66,7 @@ class OnnxScorer:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(
                 f"{bundle.directory}: onnxruntime cannot load the model "
-                f"({' '.join(str(exc).split())[:300]}); re-export it"
+                f"({one_line(exc, 300)}); re-export it"
             ) from None
         manifest = bundle.manifest
         self.input_name = manifest["input"]["name"]
@@ -140,6 +140,6 @@ class OnnxScorer:
             )
         except Exception as exc:
             raise ModelError(
-                f"{self.bundle.directory}: inference failed ({' '.join(str(exc).split())[:300]})"
+                f"{self.bundle.directory}: inference failed ({one_line(exc, 300)})"
             ) from None
         return np.asarray(probability).reshape(-1), np.asarray(label).reshape(-1)

@@ -55,12 +55,13 @@ from popbatch.batch.sinks import (
     open_sink,
     rejects_sink_for,
 )
-from popbatch.batch.sources import GLOB_CHARS, Source, open_source, quote_column
+from popbatch.batch.sources import GLOB_CHARS, Source, open_source
 
 from popbatch.core import DEFAULT_BATCH_SIZE
 from popbatch.core.bundle import ModelBundle, load_model
-from popbatch.core.errors import InputError, OutputError
+from popbatch.core.errors import InputError, OutputError, one_line
 from popbatch.core.features import normalize_column_name
+from popbatch.core.sqlquote import quote_column, quote_string
 
 ProgressCallback = Callable[[int, int | None], None]
 
@@ -362,7 +363,7 @@ def _parquet_lookup(path: Path, schema: pa.Schema, key: str, model_id: str) -> U
     except (pa.ArrowException, OSError) as exc:
         raise OutputError(
             f"{path}: cannot read the previous output for --incremental "
-            f"({' '.join(str(exc).split())[:200]}); remove it or run without --incremental"
+            f"({one_line(exc, 200)}); remove it or run without --incremental"
         ) from None
 
 
@@ -384,7 +385,7 @@ def _duckdb_lookup(
         columns = [row[0] for row in con.sql(f"DESCRIBE {sink.table_sql}").fetchall()]
         if columns != schema.names:
             return None
-        model = "'" + model_id.replace("'", "''") + "'"
+        model = quote_string(model_id)
         reader = con.sql(
             f"SELECT {quote_column(key)}, {HASH_COLUMN} FROM {sink.table_sql} "
             f"WHERE model_id = {model}"
@@ -393,7 +394,7 @@ def _duckdb_lookup(
     except duckdb.Error as exc:
         raise OutputError(
             f"{sink.name}: cannot read the stored scores for --incremental "
-            f"({' '.join(str(exc).split())[:200]}); run once without --incremental"
+            f"({one_line(exc, 200)}); run once without --incremental"
         ) from None
     finally:
         if con is not None:
@@ -582,7 +583,7 @@ class _Job:
         except pa.ArrowException as exc:
             raise InputError(
                 f"{self.source.name}: a column changed type part-way through the input "
-                f"({' '.join(str(exc).split())[:200]}); pass fewer --columns"
+                f"({one_line(exc, 200)}); pass fewer --columns"
             ) from None
         if n:
             self.sink.write(pa.RecordBatch.from_arrays(arrays, schema=self.schema))

@@ -31,9 +31,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from popbatch.batch.incremental import CarryOver
 from popbatch.batch.lock import connect_duckdb
-from popbatch.batch.sources import DUCKDB_SUFFIXES, quote_column, quote_identifier
+from popbatch.batch.sources import DUCKDB_SUFFIXES
 
-from popbatch.core.errors import InputError, OutputError
+from popbatch.core import files
+from popbatch.core.errors import InputError, OutputError, one_line
+from popbatch.core.sqlquote import quote_column, quote_identifier, quote_string
 
 # The columns every scored output ends with; the same types as sql/scored_table.sql
 # (DOUBLE, BOOLEAN, VARCHAR, TIMESTAMP, UBIGINT). scored_at is UTC, stored without
@@ -52,10 +54,6 @@ HASH_FIELD = SCORE_FIELDS[4].name
 COMMIT_WAIT_SECONDS = 10.0
 MODES = ("replace", "append", "upsert")
 FILE_SUFFIXES = (".parquet", ".pq", ".csv")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 class Sink(ABC):
@@ -166,7 +164,6 @@ class FileSink(Sink):
             if self.carry_over is not None:
                 self._write_kept_rows()
             self._close_writer()
-            _fsync(self.tmp)
         except OSError as exc:
             raise OutputError(f"{self.path}: writing failed ({_reason(exc)})") from None
 
@@ -174,7 +171,7 @@ class FileSink(Sink):
         """Append the previous output's rows that this incremental run left up to date."""
         import duckdb
 
-        query = self.carry_over.sql(f"read_parquet({_sql_string(str(self.path))})")
+        query = self.carry_over.sql(f"read_parquet({quote_string(str(self.path))})")
         try:
             with duckdb.connect() as con:
                 for batch in con.sql(query).to_arrow_reader(65536):
@@ -183,7 +180,7 @@ class FileSink(Sink):
                         self.carry_over.kept += batch.num_rows
         except duckdb.Error as exc:
             raise OutputError(
-                f"{self.path}: cannot carry over the up-to-date rows ({_one_line(exc)})"
+                f"{self.path}: cannot carry over the up-to-date rows ({one_line(exc)})"
             ) from None
 
     def commit(self) -> None:
@@ -192,8 +189,7 @@ class FileSink(Sink):
             self.abort()
             return
         try:
-            os.replace(self.tmp, self.path)
-            _fsync(self.path.parent)
+            files.replace(self.tmp, self.path)
         except OSError as exc:
             self.abort()
             raise OutputError(f"{self.path}: cannot replace the output ({_reason(exc)})") from None
@@ -273,24 +269,12 @@ def _running(pid: int) -> bool:
 def _unwritable(path: Path, exc: BaseException) -> str:
     return (
         f"{path}: cannot write these columns as {path.suffix or 'this type'} "
-        f"({_one_line(exc)[:200]}); pass fewer --columns or write .parquet"
+        f"({one_line(exc)[:200]}); pass fewer --columns or write .parquet"
     )
 
 
-def _fsync(path: Path | None) -> None:
-    """Flush a file or directory to disk so a rename after a crash points at whole data."""
-    if path is None:
-        return
-    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _reason(exc: OSError) -> str:
-    return exc.strerror or _one_line(exc)
+    return exc.strerror or one_line(exc)
 
 
 # ------------------------------------------------------------------ DuckDB
@@ -354,7 +338,7 @@ class DuckDBSink(Sink):
 
     def _source(self, dedupe: bool) -> str:
         """SQL reading the staged rows (deduplicated by key: last row wins)."""
-        staged = _sql_string(str(self.stage.tmp))
+        staged = quote_string(str(self.stage.tmp))
         if not dedupe:
             return f"SELECT * FROM read_parquet({staged})"
         return (
@@ -394,7 +378,7 @@ class DuckDBSink(Sink):
             key = quote_column(self.key)
             con.execute(
                 f"DELETE FROM {self.table_sql} WHERE {key} IN "
-                f"(SELECT {key} FROM read_parquet({_sql_string(str(self.stage.tmp))}))"
+                f"(SELECT {key} FROM read_parquet({quote_string(str(self.stage.tmp))}))"
             )
         before = _count(con, self.table_sql)
         con.execute(
@@ -449,10 +433,6 @@ class DuckDBWriteBack(DuckDBSink):
             f"= scores.{quote_column(self.key)}"
         ).fetchall()
         self.rows_written = int(result[0][0]) if result else None
-
-
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def table_exists(con, table: str) -> bool:
@@ -531,7 +511,7 @@ def _commit_duckdb(
         con = connect_duckdb(path, wait=wait)
     except duckdb.Error as exc:
         raise OutputError(
-            f"{path}: cannot open the database for writing ({_one_line(exc)})"
+            f"{path}: cannot open the database for writing ({one_line(exc)})"
         ) from None
     try:
         con.begin()
@@ -545,7 +525,7 @@ def _commit_duckdb(
             con.rollback()
         names = ", ".join(s.table for s in sinks)
         raise OutputError(
-            f"{path}: writing {names} failed ({_one_line(exc)}); the database is unchanged"
+            f"{path}: writing {names} failed ({one_line(exc)}); the database is unchanged"
         ) from None
     except BaseException:
         with contextlib.suppress(duckdb.Error):

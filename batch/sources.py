@@ -24,7 +24,8 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 
 from popbatch.core import DEFAULT_BATCH_SIZE
-from popbatch.core.errors import InputError
+from popbatch.core.errors import InputError, one_line
+from popbatch.core.sqlquote import quote_column, quote_identifier
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".csv.bz2", ".csv.zst", ".tsv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
@@ -34,32 +35,6 @@ DUCKDB_SUFFIXES = (".duckdb", ".ddb", ".db", ".duck")
 CSV_BLOCK_BYTES = 4 << 20
 CSV_MAX_BLOCK_BYTES = 1 << 30
 GLOB_CHARS = re.compile(r"[*?\[]")
-# A plain or schema-qualified SQL identifier; anything else is refused, and what
-# passes is still quoted, so a table name can never carry SQL.
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def quote_identifier(name: str, what: str = "table") -> str:
-    """Validate a (possibly schema-qualified) identifier and return it double-quoted.
-
-    Raises
-    ------
-    InputError
-        If any part is not letters, digits and underscores starting with a
-        letter or underscore (``x; DROP TABLE t`` is refused, never run).
-    """
-    parts = name.split(".")
-    if not 1 <= len(parts) <= 3 or not all(IDENTIFIER.match(p) for p in parts):
-        raise InputError(
-            f"{what} name {name!r} is not a plain SQL identifier; use letters, digits and "
-            "underscores (optionally schema.table)"
-        )
-    return ".".join(f'"{p}"' for p in parts)
-
-
-def quote_column(name: str) -> str:
-    """Double-quote a column name for DuckDB (embedded quotes doubled)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _rows_at_most(batches: Iterator[pa.RecordBatch], batch_size: int) -> Iterator[pa.RecordBatch]:
@@ -224,7 +199,7 @@ def _check_header(path: Path, names: list[str], delimiter: str) -> None:
 
 
 def _csv_reason(exc: BaseException, path: Path | None = None, delimiter: str = ",") -> str:
-    text = " ".join(str(exc).split())
+    text = one_line(exc)
     if "Empty CSV file" in text:
         return "the file is empty (no header row)"
     if "UTF8" in text:
@@ -329,7 +304,7 @@ class ParquetSource(Source):
                 )
             self._total = self.dataset.count_rows()
         except (pa.ArrowInvalid, OSError) as exc:
-            raise InputError(f"{self.name}: not readable as Parquet ({_one_line(exc)})") from None
+            raise InputError(f"{self.name}: not readable as Parquet ({one_line(exc)})") from None
 
     @property
     def schema(self) -> pa.Schema:
@@ -352,7 +327,7 @@ class ParquetSource(Source):
             )
             yield from _rows_at_most(iter(batches), batch_size)
         except (pa.ArrowInvalid, OSError) as exc:
-            raise InputError(f"{self.name}: cannot read Parquet ({_one_line(exc)})") from None
+            raise InputError(f"{self.name}: cannot read Parquet ({one_line(exc)})") from None
 
 
 def _expand(inputs: Sequence[str]) -> tuple[list[str], str | None]:
@@ -408,7 +383,7 @@ class DuckDBSource(Source):
             # A writer holding the file is a LockError (exit 75) after ``wait`` seconds.
             self.con = connect_duckdb(self.path, read_only=True, wait=wait)
         except duckdb.Error as exc:
-            raise InputError(f"{self.path}: cannot open as DuckDB ({_one_line(exc)})") from None
+            raise InputError(f"{self.path}: cannot open as DuckDB ({one_line(exc)})") from None
         try:
             self.relation_sql = self._table_sql if table else f"({query})"
             # The Arrow schema DuckDB will produce, from an empty result (cheap).
@@ -436,7 +411,7 @@ class DuckDBSource(Source):
         except duckdb.Error as exc:
             self.close()
             what = f"table {table!r}" if table else "--query"
-            raise InputError(f"{self.path}: {what} failed ({_one_line(exc)})") from None
+            raise InputError(f"{self.path}: {what} failed ({one_line(exc)})") from None
 
     def tables(self) -> list[str]:
         rows = self.con.sql(
@@ -461,17 +436,13 @@ class DuckDBSource(Source):
             ).to_arrow_reader(batch_size)
             yield from _rows_at_most(iter(reader), batch_size)
         except duckdb.Error as exc:
-            raise InputError(f"{self.name}: reading failed ({_one_line(exc)})") from None
+            raise InputError(f"{self.name}: reading failed ({one_line(exc)})") from None
 
     def close(self) -> None:
         con = getattr(self, "con", None)
         if con is not None:
             con.close()
             self.con = None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 def input_kind(path: str) -> str:

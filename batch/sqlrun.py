@@ -13,7 +13,7 @@ installed). Each starts with a comment header::
     -- param: table = scored (identifier) what it names
     -- param: limit = 20 (integer) what it means
 
-Identifier parameters are validated (:func:`batch.sources.quote_identifier`) and put into
+Identifier parameters are validated (:func:`popbatch.core.sqlquote.quote_identifier`) and put into
 the text where it says ``{name}``; every other parameter is bound as a DuckDB
 prepared parameter ``$name``. Nothing a user types is pasted into SQL.
 """
@@ -32,9 +32,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 from popbatch.batch.lock import connect_duckdb
-from popbatch.batch.sources import quote_identifier
 
-from popbatch.core.errors import InputError
+from popbatch.core.errors import InputError, one_line
+from popbatch.core.sqlquote import quote_identifier, quote_string
 
 SQL_PACKAGE = "popbatch.sql"
 REPORTS_DIR = "reports"
@@ -241,22 +241,17 @@ def connect(
     return con
 
 
-def _sql_string(value: str) -> str:
-    """A SQL string literal (single quotes doubled): paths in view definitions."""
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _scored_source(path_or_glob: str) -> str:
     """The table function reading scored Parquet or CSV files."""
     path = Path(path_or_glob)
     if path.is_dir():
         pattern = str(path / "**" / "*.parquet")
-        return f"read_parquet({_sql_string(pattern)}, union_by_name = true, hive_partitioning = 1)"
+        return f"read_parquet({quote_string(pattern)}, union_by_name = true, hive_partitioning = 1)"
     lower = path_or_glob.lower()
     if lower.endswith(".parquet"):
-        return f"read_parquet({_sql_string(path_or_glob)}, union_by_name = true)"
+        return f"read_parquet({quote_string(path_or_glob)}, union_by_name = true)"
     if lower.endswith((".csv", ".csv.gz")):
-        return f"read_csv({_sql_string(path_or_glob)}, union_by_name = true, header = true)"
+        return f"read_csv({quote_string(path_or_glob)}, union_by_name = true, header = true)"
     raise InputError(
         f"--scored {path_or_glob}: expected .parquet or .csv files (a path, glob or directory)"
     )
@@ -284,7 +279,7 @@ def attach_runs(con: duckdb.DuckDBPyConnection, path: str) -> None:
     if not Path(path).is_file():
         raise InputError(f"--runs {path}: no such file (runs.jsonl sits beside a file output)")
     columns = "{" + ", ".join(f"{k!r}: {v!r}" for k, v in runs_columns().items()) + "}"
-    source = f"read_json({_sql_string(path)}, format = 'newline_delimited', columns = {columns})"
+    source = f"read_json({quote_string(path)}, format = 'newline_delimited', columns = {columns})"
     try:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {RUNS_VIEW} AS SELECT * FROM {source}")
         con.execute(f"SELECT * FROM {RUNS_VIEW} LIMIT 0")
@@ -294,10 +289,6 @@ def attach_runs(con: duckdb.DuckDBPyConnection, path: str) -> None:
 
 # ---------------------------------------------------------------------------
 # Running
-
-
-def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 def error_text(exc: duckdb.Error, sql: str | None = None) -> str:

@@ -17,6 +17,7 @@ from popbatch.export import runtime
 from popbatch.export.manifest import MODEL_FILE, build_manifest
 from popbatch.models.stack import STACK_FILE
 
+from popbatch.core import files
 from popbatch.core.bundle import MANIFEST_FILE
 from popbatch.core.errors import InputError, OutputError
 
@@ -147,11 +148,11 @@ def write_model(out_dir: Path, model_bytes: bytes, manifest: dict[str, Any]) -> 
             (MODEL_FILE, model_bytes),
             (MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode("utf-8")),
         ):
-            temporary = out_dir / f".{name}.tmp"
+            temporary = files.temporary_path(out_dir / name)
             temporary.write_bytes(data)
             staged.append((temporary, out_dir / name))
         for temporary, final in staged:
-            os.replace(temporary, final)
+            files.replace(temporary, final)
     except OSError as exc:
         for temporary, _ in locals().get("staged", []):
             temporary.unlink(missing_ok=True)

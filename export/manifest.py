@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -20,35 +19,14 @@ from popbatch.core.features import (
     OTHER_GENRE,
     onehot_name,
 )
+from popbatch.core.versions import package_versions
 
 SCHEMA_FILE = Path(__file__).with_name("manifest_schema.json")
 MODEL_FILE = "model.onnx"
-PACKAGES = (
-    "onnx",
-    "onnxruntime",
-    "skl2onnx",
-    "onnxmltools",
-    "tf2onnx",
-    "tensorflow-cpu",
-    "keras",
-    "scikit-learn",
-    "xgboost-cpu",
-    "numpy",
-)
 
 
 def schema() -> dict[str, Any]:
     return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
-
-
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def feature_entries(stack) -> list[dict[str, Any]]:

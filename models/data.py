@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from popbatch.batch.sources import quote_identifier
 
-from popbatch.core.errors import InputError, SchemaError, TrainingError
+from popbatch.core.errors import InputError, SchemaError, TrainingError, one_line
 from popbatch.core.features import (
     GENRE_COLUMN,
     KEY_COLUMN,
@@ -28,6 +27,7 @@ from popbatch.core.features import (
     normalized_names,
     parse_explicit,
 )
+from popbatch.core.sqlquote import quote_identifier
 
 # pandas writes its row index as an unnamed first column ("Unnamed: 0"); it
 # differs on every row, so it must not count when looking for exact duplicates.
@@ -79,7 +79,7 @@ def read_table(path: Path, table: str | None = None) -> pl.DataFrame:
         if suffix in (".csv", ".txt", ".tsv"):
             return pl.read_csv(path, infer_schema_length=10000, separator=_separator(suffix))
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise InputError(f"{path}: cannot read it ({' '.join(str(exc).split())[:200]})") from exc
+        raise InputError(f"{path}: cannot read it ({one_line(exc, 200)})") from exc
     raise InputError(f"{path}: unknown format {suffix!r}; use .csv, .parquet or .duckdb")
 
 

@@ -32,6 +32,7 @@ from popbatch.core.features import (
     feature_names,
 )
 from popbatch.core.stats import numeric_stats, onehot_share
+from popbatch.core.versions import package_versions
 
 MIN_CLASS_ROWS = 10  # per class over all rows: fewer cannot fill three splits and K folds
 OUTLIER_QUANTILES = (0.01, 0.99)
@@ -162,34 +163,6 @@ def feature_stats(x_train: np.ndarray, names: list[str]) -> dict[str, Any]:
         else:
             stats[name] = onehot_share(x_train[:, i])
     return stats
-
-
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    names = [
-        "numpy",
-        "polars",
-        "duckdb",
-        "pyarrow",
-        "scikit-learn",
-        "xgboost",
-        "tensorflow-cpu",
-        "tensorflow",
-        "keras",
-        "imbalanced-learn",
-        "matplotlib",
-    ]
-    found: dict[str, str] = {}
-    for name in names:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    import platform
-
-    found["python"] = platform.python_version()
-    return found
 
 
 class Stopwatch:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from popbatch.models.evaluate import permutation_importance
 
+from popbatch.core import files
 from popbatch.core.features import GENRE_COLUMN, LABEL_COLUMN, NUMERIC_FEATURE_NAMES
 
 PLOTS = {
@@ -40,7 +41,7 @@ def _pyplot():
 
 
 def write_json(path: Path, report: dict[str, Any]) -> None:
-    path.write_text(json.dumps(_finite(report), indent=2), encoding="utf-8")
+    files.write_atomically(path, json.dumps(_finite(report), indent=2))
 
 
 def _finite(value: Any) -> Any:
@@ -88,7 +89,7 @@ def write_report(
     drawn["feature_importance"] = _importance_plot(plt, plots, importance)
     drawn["popularity_by_genre"] = _by_genre(plt, plots, frames, config.popular_above)
     report["plots"] = {k: v for k, v in drawn.items() if v}
-    (out / "report.html").write_text(_html(report, drawn), encoding="utf-8")
+    files.write_atomically(out / "report.html", _html(report, drawn))
 
 
 def _save(plt: Any, fig: Any, plots: Path, name: str) -> str:

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from popbatch.core import files
+
 STACK_FILE = "stack.json"
 BASE_LEARNERS = ("ann", "rf", "xgb")
 
@@ -133,7 +135,7 @@ class NativeStack:
             "threshold": self.threshold,
             "info": self.info,
         }
-        (directory / STACK_FILE).write_text(json.dumps(spec, indent=2), encoding="utf-8")
+        files.write_atomically(directory / STACK_FILE, json.dumps(spec, indent=2))
 
     @classmethod
     def load(cls, directory: Path) -> NativeStack:

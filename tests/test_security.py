@@ -31,9 +31,9 @@ import pytest
 from conftest import TRACKS_2000
 from popbatch.batch import sqlrun
 from popbatch.batch.cli import cli
-from popbatch.batch.sources import quote_identifier
 
 from popbatch.core.errors import InputError
+from popbatch.core.sqlquote import quote_identifier
 
 PAYLOADS = [
     "x; DROP TABLE t",

@@ -7,7 +7,6 @@ into a source, a sink and a model, and prints the summary.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
@@ -18,8 +17,9 @@ from popbatch.batch.score import score as run_score
 from popbatch.batch.sinks import MODES, DuckDBWriteBack, is_duckdb_path, open_sink
 from popbatch.batch.sources import open_source
 
+from popbatch.core import files
 from popbatch.core.bundle import load_model
-from popbatch.core.errors import InputError
+from popbatch.core.errors import InputError, OutputError
 from popbatch.core.features import normalize_column_name
 
 HELP = """Score catalogs: predict which tracks will be popular.
@@ -198,7 +198,14 @@ def score(
     finally:
         progress.close()
     if summary_path is not None:
-        _write_json(summary_path, summary.to_dict())
+        try:
+            files.write_atomically(
+                summary_path, json.dumps(summary.to_dict(), indent=2, default=str) + "\n"
+            )
+        except OSError as exc:
+            raise OutputError(
+                f"{summary_path}: cannot write the summary ({exc.strerror})"
+            ) from None
     if not quiet:
         click.echo(summary.line(), err=True)
 
@@ -231,11 +238,3 @@ def _refuse_overwriting_input(
     for item in inputs:
         if Path(item).resolve() == target:
             raise InputError(f"{output}: the output would overwrite the input; choose another -o")
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """Write JSON through a temporary file so a reader never sees half a summary."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

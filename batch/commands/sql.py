@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import duckdb
 from popbatch.batch import sqlrun
 from popbatch.batch.options import wait_option
 
+from popbatch.core import files
 from popbatch.core.errors import InputError, OutputError
 
 HELP = """Run DuckDB SQL over scored tables, or a named report.
@@ -57,11 +57,11 @@ def _write(result: duckdb.DuckDBPyRelation | None, sql: str, fmt: str, output: P
         sqlrun.write_result(schema, batches, fmt, sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    tmp = files.temporary_path(output)
     try:
         with open(tmp, "wb") as stream:
             sqlrun.write_result(schema, batches, fmt, stream)
-        os.replace(tmp, output)
+        files.replace(tmp, output)
     except OSError as exc:
         raise OutputError(f"{output}: cannot write ({exc.strerror})") from None
     finally:

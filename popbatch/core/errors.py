@@ -63,3 +63,15 @@ class LockError(PopbatchError):
     """Another run holds the lock on the same target."""
 
     exit_code = EXIT_LOCKED
+
+
+def one_line(error: BaseException | str, limit: int | None = None) -> str:
+    """An error's text on one line (cron logs keep one line per failure), cut at ``limit``.
+
+    >>> one_line(ValueError("bad\\n  value"))
+    'bad value'
+    """
+    text = " ".join(str(error).split())
+    if not text and isinstance(error, BaseException):
+        text = type(error).__name__
+    return text if limit is None else text[:limit]
