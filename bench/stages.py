@@ -2,7 +2,7 @@
 
 Runs popbatch's own pieces (``ParquetSource``/``CsvSource``, ``Preprocessor``,
 the incremental features hash, ``OnnxScorer``, ``ParquetSink`` and the job's
-batch assembly; the last two are private to ``batch.score``, so this script
+batch assembly; the last two are internals of ``popbatch.batch.stream``, so this script
 follows their shape) over a catalog
 *without* the reader/writer threads, so each stage's wall and CPU seconds
 are its own. On 2 cores the threaded job overlaps the stages, but it cannot
@@ -29,9 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 from popbatch.batch.preprocess import FeatureBuffer, Preprocessor  # noqa: E402
 from popbatch.batch.runner import OnnxScorer  # noqa: E402
-from popbatch.batch.score import RunSummary, _Job  # noqa: E402
 from popbatch.batch.sinks import open_sink  # noqa: E402
 from popbatch.batch.sources import open_source  # noqa: E402
+from popbatch.batch.stream import StreamingRun  # noqa: E402
+from popbatch.batch.summary import RunSummary  # noqa: E402
 
 from popbatch.core.bundle import load_model  # noqa: E402
 
@@ -73,7 +74,7 @@ def main() -> None:
         scored_at = datetime.now(UTC)
         summary = RunSummary(source.name, sink.name, None, bundle.model_id, scored_at.isoformat())
         rejects = open_sink(Path(tmp) / "rejects.parquet")
-        job = _Job(source, preprocessor, scorer, sink, rejects, scored_at, summary, None)
+        job = StreamingRun(source, preprocessor, scorer, sink, rejects, scored_at, summary, None)
         sink.open(job.schema, preprocessor.by_final)
         buffer = FeatureBuffer(args.batch_size, preprocessor.width)
         batches = source.batches(preprocessor.read_columns, args.batch_size)

@@ -21,7 +21,8 @@ import pytest
 from conftest import SMALL_TITLE_CASE, TRACKS_2000
 from model_factory import training_matrix
 from popbatch.batch.cli import cli
-from popbatch.batch.score import RunSummary, default_output, score
+from popbatch.batch.naming import default_output
+from popbatch.batch.score import RunSummary, score
 from popbatch.batch.sinks import ParquetSink
 from popbatch.batch.sources import CsvSource
 
@@ -393,12 +394,12 @@ def test_interrupt_midway_writes_nothing_and_keeps_previous_output(model_dir, tm
 
 
 def test_interrupt_exit_code_through_the_cli(runner, model_dir, tmp_path, monkeypatch):
-    import popbatch.batch.score as scoring
+    import popbatch.batch.stream as stream
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(scoring._Job, "run", interrupted)
+    monkeypatch.setattr(stream.StreamingRun, "run", interrupted)
     result = run(runner, model_dir, TRACKS_2000, "-o", tmp_path / "s.parquet")
     assert result.exit_code == 130
     assert result.output == "Error: interrupted; nothing partial was written\n"
@@ -479,3 +480,38 @@ def test_scorer_slices_large_batches_without_changing_scores(model_dir, monkeypa
     np.testing.assert_array_equal(probability, expected.reshape(-1))
     assert popular.dtype == bool
     assert popular.tolist() == (label.reshape(-1) == 1).tolist()
+
+
+# ---------------------------------------------------------------------------
+# The Python API has the CLI's guards (they live in the library, not the command)
+
+
+def test_api_refuses_to_overwrite_the_input(model_dir, tmp_path):
+    from popbatch.core.errors import InputError
+
+    catalog = tmp_path / "catalog.csv"
+    shutil.copy(TRACKS_2000, catalog)
+    before = catalog.read_bytes()
+    with pytest.raises(InputError, match="would overwrite the input"):
+        score(catalog, catalog, model_dir)
+    assert catalog.read_bytes() == before
+
+
+def test_api_default_output_is_beside_the_input(model_dir, tmp_path):
+    catalog = tmp_path / "catalog.csv"
+    shutil.copy(TRACKS_2000, catalog)
+    summary = score(catalog, model=model_dir, record=False)
+    assert summary.output == str(tmp_path / "catalog.scored.parquet")
+    assert pl.read_parquet(tmp_path / "catalog.scored.parquet").height == summary.rows_scored
+
+
+def test_api_takes_one_options_object_and_refuses_unknown_options(model_dir, tmp_path):
+    from popbatch.batch.score import ScoreOptions
+    from popbatch.core.errors import InputError
+
+    options = ScoreOptions(columns="all", batch_size=500, record=False)
+    summary = score(TRACKS_2000, tmp_path / "s.parquet", model_dir, options)
+    assert summary.batch_size == 500
+    assert "danceability" in pl.read_parquet_schema(tmp_path / "s.parquet")
+    with pytest.raises(InputError, match="batch_sise"):
+        score(TRACKS_2000, tmp_path / "t.parquet", model_dir, batch_sise=10)

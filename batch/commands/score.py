@@ -12,15 +12,12 @@ from pathlib import Path
 import click
 from popbatch.batch.options import input_options, model_option, wait_option
 from popbatch.batch.progress import ProgressBar
-from popbatch.batch.score import default_output
+from popbatch.batch.score import ScoreOptions
 from popbatch.batch.score import score as run_score
-from popbatch.batch.sinks import MODES, DuckDBWriteBack, is_duckdb_path, open_sink
-from popbatch.batch.sources import open_source
+from popbatch.batch.sinks import MODES
 
 from popbatch.core import files
-from popbatch.core.bundle import load_model
-from popbatch.core.errors import InputError, OutputError
-from popbatch.core.features import normalize_column_name
+from popbatch.core.errors import OutputError
 
 HELP = """Score catalogs: predict which tracks will be popular.
 
@@ -159,42 +156,27 @@ def score(
     wait: float,
     quiet: bool,
 ) -> None:
-    if table is not None and query is not None:
-        raise InputError("give --table or --query, not both")
-    bundle = load_model(model_dir)
-    key = normalize_column_name(key or bundle.manifest.get("key") or "track_id")
-    column_spec = _columns(columns)
-    if write_back:
-        sink = _write_back_sink(inputs, table, output, into, mode, key)
-        column_spec = "key"
-    else:
-        if output is None:
-            output = (
-                inputs[0]
-                if into and is_duckdb_path(inputs[0])
-                else str(default_output(inputs, table=table, query=query))
-            )
-        _refuse_overwriting_input(inputs, output, table, query)
-        sink = open_sink(output, into=into, mode=mode or "replace", key=key)
-    source = open_source(inputs, table=table, query=query, delimiter=delimiter, wait=wait)
+    options = ScoreOptions(
+        table=table,
+        query=query,
+        delimiter=delimiter,
+        into=into,
+        mode=mode,
+        write_back=write_back,
+        key=key,
+        columns=_columns(columns),
+        maps=maps,
+        fills=fills,
+        on_invalid=on_invalid,
+        rejects=rejects,
+        batch_size=batch_size,
+        threads=threads,
+        incremental=incremental,
+        wait=wait,
+    )
     progress = ProgressBar(enabled=False if quiet else None)
     try:
-        summary = run_score(
-            source,
-            sink,
-            bundle,
-            batch_size=batch_size,
-            threads=threads,
-            on_invalid=on_invalid,
-            rejects=rejects,
-            key=key,
-            columns=column_spec,
-            maps=maps,
-            fills=fills,
-            progress=progress,
-            incremental=incremental,
-            wait=wait,
-        )
+        summary = run_score(inputs, output, model_dir, options, progress=progress)
     finally:
         progress.close()
     if summary_path is not None:
@@ -208,33 +190,3 @@ def score(
             ) from None
     if not quiet:
         click.echo(summary.line(), err=True)
-
-
-def _write_back_sink(
-    inputs: tuple[str, ...],
-    table: str | None,
-    output: str | None,
-    into: str | None,
-    mode: str | None,
-    key: str,
-) -> DuckDBWriteBack:
-    if table is None or not is_duckdb_path(inputs[0]) or len(inputs) != 1:
-        raise InputError(
-            "--write-back updates a DuckDB table: give one DATABASE.duckdb and --table"
-        )
-    if into is not None or mode is not None:
-        raise InputError("--write-back updates --table itself; drop --into/--mode")
-    if output is not None and Path(output).resolve() != Path(inputs[0]).resolve():
-        raise InputError("--write-back writes into the input database; drop -o")
-    return DuckDBWriteBack(inputs[0], table, key=key)
-
-
-def _refuse_overwriting_input(
-    inputs: tuple[str, ...], output: str, table: str | None, query: str | None
-) -> None:
-    if table is not None or query is not None:
-        return  # a DuckDB input may also be the target database
-    target = Path(output).resolve()
-    for item in inputs:
-        if Path(item).resolve() == target:
-            raise InputError(f"{output}: the output would overwrite the input; choose another -o")

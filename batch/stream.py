@@ -1,0 +1,313 @@
+"""The streaming run: source -> preprocess -> infer -> sink, one bounded batch at a time.
+
+A reader thread reads and preprocesses the next batch and a writer thread
+writes the previous one while onnxruntime (which releases the GIL) scores the
+current one. Queues between the stages hold at most a couple of batches, so
+memory stays flat in the size of the input. :func:`popbatch.batch.score.score`
+sets a run up (model, lock, run log) and hands it to :class:`StreamingRun`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from popbatch.batch.incremental import as_columns, features_hash
+from popbatch.batch.incremental_lookup import IncrementalRun
+from popbatch.batch.preprocess import FeatureBuffer, Prepared, Preprocessor
+from popbatch.batch.runner import OnnxScorer
+from popbatch.batch.sinks import SCORE_FIELDS, Sink, commit_all
+from popbatch.batch.sources import Source
+from popbatch.batch.summary import ProgressCallback, RunSummary
+
+from popbatch.core.errors import InputError, one_line
+
+
+class StreamingRun:
+    """One run's pipeline: reader thread -> inference (this thread) -> writer thread."""
+
+    # One batch waiting on each side of inference: enough to overlap (measured no
+    # slower than 2) and each waiting batch costs ~35 MB at 65,536 rows x 129 inputs.
+    QUEUE_DEPTH = 1
+
+    def __init__(
+        self,
+        source: Source,
+        preprocessor: Preprocessor,
+        scorer: OnnxScorer,
+        sink: Sink,
+        rejects_sink: Sink,
+        scored_at: datetime,
+        summary: RunSummary,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.source = source
+        self.preprocessor = preprocessor
+        self.scorer = scorer
+        self.sink = sink
+        self.rejects_sink = rejects_sink
+        self.summary = summary
+        self.progress = progress
+        self.model_id = pa.scalar(scorer.model_id, pa.string())
+        self.scored_at = pa.scalar(scored_at.replace(tzinfo=None), SCORE_FIELDS[3].type)
+        self.schema = pa.schema([*preprocessor.output_schema, *SCORE_FIELDS])
+        self.stop = threading.Event()
+        self.buffers: queue.Queue[FeatureBuffer] = queue.Queue()
+        self.wait = 0.0
+        self.in_transaction: Callable[[Any], None] | None = None
+        self.up_to_date: IncrementalRun | None = None
+        # features_hash: numeric inputs by value, the genre one-hot block by position
+        block = sorted(preprocessor.genre_positions.values())
+        self.hash_columns = (
+            as_columns([n.position for n in preprocessor.numeric]),
+            as_columns(block) or None,
+        )
+        # feature position -> index in the one-hot block: the preprocessor already
+        # knows which genre column it set, so the hash needs no argmax over the block.
+        self.block_index = np.zeros(preprocessor.width, np.int64)
+        self.block_index[block] = np.arange(len(block))
+
+    def run(self, batch_size: int) -> None:
+        opened: list[Sink] = []
+        try:
+            for sink, schema in (
+                (self.sink, self.schema),
+                (self.rejects_sink, self.preprocessor.rejects_schema),
+            ):
+                # Listed before open: a Ctrl-C inside open still gets its temp file removed.
+                opened.append(sink)
+                sink.open(schema, self.preprocessor.by_final)
+            reader = _Reader(self._prepare(batch_size), self.QUEUE_DEPTH, self.stop)
+            with reader, _Writer(self._write, self.QUEUE_DEPTH, self.stop) as writer:
+                for prepared, hashes, skipped in reader:
+                    probability, popular = self.scorer.predict(prepared.features)
+                    self.buffers.put(prepared.buffer)  # the matrix is no longer needed
+                    prepared.features = None
+                    writer.put((prepared, hashes, probability, popular))
+                    self._count(prepared, skipped)
+            # The source may be the database we write to: close it before committing.
+            self.source.close()
+            commit_all(opened, wait=self.wait, in_transaction=self.in_transaction)
+        except BaseException:
+            self.stop.set()
+            self.source.close()
+            for sink in opened:
+                sink.abort()
+            raise
+        finally:
+            self.scorer.close()
+            if self.up_to_date is not None:
+                self.up_to_date.skipped.remove()
+
+    def _prepare(self, batch_size: int) -> Iterator[tuple[Prepared, np.ndarray, int]]:
+        # One feature matrix being built, one queued, one in inference: three
+        # buffers, handed back by the inference loop, so none is ever allocated
+        # per batch (created lazily; untouched pages cost no memory).
+        width = self.preprocessor.width
+        for _ in range(self.QUEUE_DEPTH + 2):
+            self.buffers.put(FeatureBuffer(min(batch_size, 1 << 20), width))
+        next_row = 1
+        for batch in self.source.batches(self.preprocessor.read_columns, batch_size):
+            buffer = self._free_buffer()
+            if buffer is None:
+                return  # the run is stopping
+            prepared = self.preprocessor.transform(batch, first_row=next_row, buffer=buffer)
+            next_row += batch.num_rows
+            hashes = self._hash(prepared)
+            skipped = 0
+            if self.up_to_date is not None:
+                hashes, skipped = self._skip_up_to_date(prepared, hashes)
+            yield prepared, hashes, skipped
+
+    def _hash(self, prepared: Prepared) -> np.ndarray:
+        positions = prepared.genre_positions
+        hot = None if positions is None else self.block_index[positions]
+        return features_hash(prepared.features, *self.hash_columns, hot=hot)
+
+    def _skip_up_to_date(self, prepared: Prepared, hashes: np.ndarray) -> tuple[np.ndarray, int]:
+        """Drop the rows the target already holds (staging their key and hash)."""
+        incremental = self.up_to_date
+        keys = prepared.passthrough.column(incremental.key)
+        skip = incremental.lookup.skip(keys, hashes)
+        skipped = int(skip.sum())
+        if skipped:
+            incremental.skipped.write(keys.filter(pa.array(skip)), hashes[skip])
+            keep = ~skip
+            prepared.features = np.ascontiguousarray(prepared.features[keep])
+            prepared.passthrough = prepared.passthrough.filter(pa.array(keep))
+            hashes = hashes[keep]
+        return hashes, skipped
+
+    def _free_buffer(self) -> FeatureBuffer | None:
+        while not self.stop.is_set():
+            try:
+                return self.buffers.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
+
+    def _count(self, prepared: Prepared, skipped: int) -> None:
+        summary = self.summary
+        summary.rows_read += prepared.rows
+        summary.rows_rejected += prepared.rows_rejected
+        summary.rows_skipped += skipped
+        summary.rows_scored += prepared.rows - prepared.rows_rejected - skipped
+        summary.rows_genre_other += prepared.genre_other
+        if self.progress is not None:
+            self.progress(summary.rows_read, self.source.total_rows)
+
+    def _write(self, item: tuple[Prepared, np.ndarray, np.ndarray, np.ndarray]) -> None:
+        prepared, hashes, probability, popular = item
+        n = len(probability)
+        arrays = [
+            *prepared.passthrough.columns,
+            pa.array(probability.astype(np.float64), pa.float64()),
+            pa.array(popular, pa.bool_()),
+            pa.repeat(self.model_id, n),
+            pa.repeat(self.scored_at, n),
+            pa.array(hashes, pa.uint64()),
+        ]
+        # A source may hand a later batch a slightly different type (e.g. a Parquet
+        # file whose column is int32 where the first was int64): conform to the output.
+        try:
+            arrays = [
+                a if a.type == f.type else a.cast(f.type)
+                for a, f in zip(arrays, self.schema, strict=True)
+            ]
+        except pa.ArrowException as exc:
+            raise InputError(
+                f"{self.source.name}: a column changed type part-way through the input "
+                f"({one_line(exc, 200)}); pass fewer --columns"
+            ) from None
+        if n:
+            self.sink.write(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        if prepared.rejects is not None:
+            self.rejects_sink.write(prepared.rejects)
+
+
+_DONE = object()
+
+
+@dataclass
+class _Failure:
+    exc: BaseException
+
+
+def _put(channel: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    """Put unless the run is stopping (so a thread never blocks on a dead consumer)."""
+    while not stop.is_set():
+        try:
+            channel.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+class _Reader:
+    """Runs an iterator in a thread, at most ``depth`` items ahead of the consumer.
+
+    Errors raised in the thread are re-raised in the consumer. Leaving the
+    ``with`` block stops the thread and waits for it, so nothing reads the
+    source after the job closes it.
+    """
+
+    def __init__(self, items: Iterator[Any], depth: int, stop: threading.Event) -> None:
+        self.items = items
+        self.stop = stop
+        self.channel: queue.Queue = queue.Queue(maxsize=depth)
+        self.thread = threading.Thread(target=self._produce, name="popbatch-reader", daemon=True)
+        self.entered = threading.Event()
+        self.finished = threading.Event()
+
+    def _produce(self) -> None:
+        self.entered.set()
+        try:
+            if self.stop.is_set():
+                return  # start() was interrupted: never touch the source
+            for item in self.items:
+                if not _put(self.channel, item, self.stop):
+                    return
+            _put(self.channel, _DONE, self.stop)
+        except BaseException as exc:
+            _put(self.channel, _Failure(exc), self.stop)
+        finally:
+            self.finished.set()
+
+    def __enter__(self) -> _Reader:
+        try:
+            self.thread.start()
+        except BaseException:
+            # Ctrl-C inside start(): the thread may run with no __exit__ to stop it,
+            # and a thread still reading while the interpreter shuts down aborts
+            # the process ("terminate called", exit -6) instead of exiting 130.
+            self._stop_and_wait()
+            raise
+        return self
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            item = self.channel.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+
+    def _stop_and_wait(self) -> None:
+        self.stop.set()
+        if self.entered.is_set():  # otherwise it sees `stop` first thing and returns
+            self.finished.wait()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._stop_and_wait()
+
+
+class _Writer:
+    """A thread that writes items through ``write`` while the caller computes the next."""
+
+    def __init__(self, write: Callable[[Any], None], depth: int, stop: threading.Event) -> None:
+        self.write = write
+        self.stop = stop
+        self.channel: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, name="popbatch-writer", daemon=True)
+
+    def __enter__(self) -> _Writer:
+        try:
+            self.thread.start()
+        except BaseException:  # Ctrl-C inside start(): let a started thread end
+            self.stop.set()
+            self.channel.put(_DONE)
+            raise
+        return self
+
+    def _loop(self) -> None:
+        while True:
+            item = self.channel.get()
+            if item is _DONE:
+                return
+            if self.error is None and not self.stop.is_set():
+                try:
+                    self.write(item)
+                except BaseException as exc:
+                    self.error = exc
+
+    def put(self, item: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self.channel.put(item)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self.stop.set()  # the run failed: do not write what is still queued
+        self.channel.put(_DONE)
+        self.thread.join()
+        if exc_type is None and self.error is not None:
+            raise self.error

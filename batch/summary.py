@@ -1,0 +1,53 @@
+"""What a scoring run did: :class:`RunSummary`, returned by ``score`` and printed by the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from popbatch.core import DEFAULT_BATCH_SIZE
+
+ProgressCallback = Callable[[int, int | None], None]
+
+
+@dataclass
+class RunSummary:
+    """What a run did. Always ``rows_read == rows_scored + rows_rejected + rows_skipped``."""
+
+    input: str
+    output: str
+    rejects: str | None
+    model_id: str
+    scored_at: str
+    rows_read: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    rows_skipped: int = 0
+    rows_written: int | None = None
+    incremental: bool = False
+    rows_genre_other: int = 0
+    seconds: float = 0.0
+    rows_per_second: float = 0.0
+    batch_size: int = DEFAULT_BATCH_SIZE
+    threads: int = 1
+    fills: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self) -> str:
+        """The one summary line printed on stderr at the end of a run."""
+        rejected = f", {self.rows_rejected:,} rejected" if self.rows_rejected else ""
+        if self.incremental:
+            rejected += f", {self.rows_skipped:,} up to date"
+        rejects = f" (rejects: {self.rejects})" if self.rows_rejected and self.rejects else ""
+        if self.incremental and self.rows_written is not None:
+            rejects += f", {self.rows_written:,} rows in the target"
+        elif self.rows_written is not None and self.rows_written != self.rows_scored:
+            rejects += f", {self.rows_written:,} rows written (one per key)"
+        return (
+            f"scored {self.rows_scored:,} of {self.rows_read:,} rows{rejected} from {self.input} "
+            f"into {self.output}{rejects} in {self.seconds:.2f} s "
+            f"({self.rows_per_second:,.0f} rows/s), model {self.model_id[:12]}"
+        )
