@@ -56,6 +56,7 @@ class TrainConfig:
     seed: int = 42
     folds: int = 5
     learners: LearnerParams = field(default_factory=LearnerParams)
+    heads: tuple[str, ...] = ("popular", "popularity", "genre")  # models.heads.HEADS
 
     def as_params(self) -> dict[str, Any]:
         params = asdict(self)
@@ -210,6 +211,7 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
     groups_train = splits.groups["train"]
     lower, upper = outlier_bounds(x_train, len(names))
     outliers_dropped = 0
+    keep = np.ones(len(x_train), bool)  # the training rows every head fits on
     if config.outliers == "drop":
         keep = np.all((x_train >= lower) & (x_train <= upper), axis=1)
         outliers_dropped = int((~keep).sum())
@@ -315,6 +317,13 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
     }
     watch.lap("evaluation")
 
+    from popbatch.models.heads import HeadsResult, train_heads
+
+    heads = HeadsResult()
+    if set(config.heads) - {"popular"}:
+        heads = train_heads(config, splits, stack, keep, progress)
+        watch.lap("heads")
+
     stack.info = {
         "label": {"column": LABEL_COLUMN, "popular_above": config.popular_above},
         "training_data": {
@@ -330,6 +339,7 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     stack.save(out / "stack")
+    heads.save(out / "stack")
     write_test_split(out / "stack" / "test.parquet", splits, names)
     progress(f"stack: written to {out / 'stack'}")
     watch.lap("saving")
@@ -345,6 +355,13 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
 
     progress("report: plots and report.html")
     write_report(out, report, stack, splits, probabilities, models.history, config)
+    if heads.heads:
+        from popbatch.models.heads import add_html_section, write_plots
+
+        report["heads"] = heads.report
+        drawn = write_plots(out, heads)
+        report["plots"].update(drawn)
+        add_html_section(out, heads.report, drawn)
     watch.lap("report")
     report["timings"] = watch.seconds
     report["timings"]["total"] = round(sum(watch.seconds.values()), 3)

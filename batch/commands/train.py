@@ -12,10 +12,13 @@ from pathlib import Path
 
 import click
 
+from popbatch.core.errors import InputError
+
 # Where the exported model goes inside --out (model.onnx + manifest.json).
 MODEL_SUBDIR = "model"
 
 BALANCE_METHODS = ("smote", "adasyn", "undersample", "class-weight", "none")
+HEADS_DEFAULT = "popular,popularity,genre"
 
 
 @click.command("train")
@@ -65,7 +68,7 @@ BALANCE_METHODS = ("smote", "adasyn", "undersample", "class-weight", "none")
 )
 @click.option("--seed", default=42, show_default=True, type=int, help="Seed of every random step.")
 @click.option(
-    "--epochs", default=100, show_default=True, type=click.IntRange(min=1), help="ANN epochs."
+    "--epochs", default=100, show_default=True, type=click.IntRange(min=1), help="ANN epochs (also caps the heads' networks)."
 )
 @click.option(
     "--batch-size",
@@ -106,6 +109,14 @@ BALANCE_METHODS = ("smote", "adasyn", "undersample", "class-weight", "none")
     is_flag=True,
     help="Write the stack only; skip the ONNX export into OUT/model.",
 )
+@click.option(
+    "--heads",
+    default=HEADS_DEFAULT,
+    show_default=True,
+    metavar="LIST",
+    help="Heads to train: popular (the label, always), popularity (0-100 regression), "
+    "genre (from the audio features).",
+)
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 def train(
     data: Path,
@@ -126,18 +137,21 @@ def train(
     xgb_rounds: int,
     xgb_depth: int,
     no_export: bool,
+    heads: str,
     quiet: bool,
 ) -> None:
-    """Train the stacked popularity model and write its report and stack.
+    """Train the stacked popularity model (and its heads) and write the report and stack.
 
     Reads DATA, splits it 70/15/15 by track_id, fits a Keras network, a
     RandomForest and XGBoost, stacks them with a logistic regression on
     out-of-fold probabilities and evaluates everything on the test split.
     Writes OUT/report.json, OUT/report.html, OUT/plots/*.png and OUT/stack/,
     then exports the stack to OUT/model (model.onnx + manifest.json, parity
-    proven) unless --no-export.
+    proven) unless --no-export. With --heads, also a popularity regression stack
+    (popularity.onnx) and a genre classifier (genre.onnx) on the same split.
     """
     _import_tensorflow_quietly()
+    from popbatch.models.heads import parse_heads
     from popbatch.models.learners import LearnerParams
     from popbatch.models.pipeline import TrainConfig
     from popbatch.models.pipeline import train as run_training
@@ -159,7 +173,12 @@ def train(
         seed=seed,
         folds=folds,
         learners=learners,
+        heads=parse_heads(heads),
     )
+    if no_genre and "genre" in config.heads:
+        if heads != HEADS_DEFAULT:
+            raise InputError("--heads genre learns the track_genre column; drop --no-genre")
+        config.heads = tuple(h for h in config.heads if h != "genre")
 
     show_progress = not quiet and sys.stderr.isatty()
 
@@ -174,6 +193,16 @@ def train(
         f"wrote {result.out}: stack test ROC-AUC {_num(stack_metrics['roc_auc'])}, "
         f"PR-AUC {_num(stack_metrics['pr_auc'])}, threshold {result.stack.threshold:.4f}"
     )
+    heads = result.report.get("heads", {})
+    if "popularity" in heads:
+        test = heads["popularity"]["metrics"]["test"]["stack"]
+        click.echo(f"popularity head: test R² {test['r2']:.4f}, MAE {test['mae']:.3f}")
+    if "genre" in heads:
+        test = heads["genre"]["metrics"]["test"]["combined"]
+        click.echo(
+            f"genre head: test accuracy {test['accuracy']:.4f}, "
+            f"top-3 {test['top3_accuracy']:.4f}"
+        )
     if not no_export:
         from popbatch.batch.commands.export import export_and_report
 
