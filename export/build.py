@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from popbatch.export import parity as parity_check
+from popbatch.export.heads import export_heads
 from popbatch.export import runtime
 from popbatch.export.manifest import MODEL_FILE, build_manifest
 from popbatch.models.stack import STACK_FILE
@@ -97,18 +98,33 @@ def export_run(
     parity = parity_check.compare(stack.predict_proba(x), probability, label, stack.threshold)
     parity_check.require(parity)
 
+    head_files, heads = export_heads(stack_dir, len(stack.feature_names), x, say)
+
     throughput = None
     if measure_throughput:
         say(f"measuring onnxruntime throughput (2 threads, batch {runtime.BATCH_SIZE:,})")
         throughput = runtime.measure_throughput(model_bytes, x)
+        if heads:
+            throughput["by_heads"] = runtime.measure_heads(model_bytes, x, heads, head_files)
     manifest = build_manifest(stack, model_bytes, parity.manifest(), opsets, throughput)
+    if heads:
+        manifest["heads"] = {
+            "popular": {
+                "file": MODEL_FILE,
+                "outputs": manifest["outputs"],
+                "columns": {"popularity_prob": "DOUBLE", "popular": "BOOLEAN"},
+                "metrics": "see metrics",
+            },
+            **heads,
+        }
     out_dir = Path(out_dir)
-    write_model(out_dir, model_bytes, manifest)
+    write_model(out_dir, model_bytes, manifest, head_files)
     warnings = []
-    if len(model_bytes) > SIZE_BUDGET:
+    total = len(model_bytes) + sum(len(b) for b in head_files.values())
+    if total > SIZE_BUDGET:
         warnings.append(
-            f"model.onnx is {len(model_bytes) / 1e6:.1f} MB, over the {SIZE_BUDGET / 1e6:.0f} MB "
-            "budget of the default model; train smaller trees (fewer, shallower) for scoring"
+            f"the model's ONNX files are {total / 1e6:.1f} MB, over the {SIZE_BUDGET / 1e6:.0f} "
+            "MB budget of the default model; train smaller trees (fewer, shallower) for scoring"
         )
     return {
         "warnings": warnings,
@@ -117,6 +133,8 @@ def export_run(
         "model_bytes": len(model_bytes),
         "parity": parity.manifest(),
         "parity_line": parity.line(),
+        "head_parity_lines": [h["parity_line"] for h in heads.values()],
+        "head_bytes": {name: h["bytes"] for name, h in heads.items()},
         "rows_per_second": throughput["rows_per_second"] if throughput else None,
     }
 
@@ -135,16 +153,23 @@ def _opsets(model_bytes: bytes) -> dict[str, int]:
     return {(o.domain or "ai.onnx"): o.version for o in model.opset_import}
 
 
-def write_model(out_dir: Path, model_bytes: bytes, manifest: dict[str, Any]) -> None:
-    """Write both files via temporary names and renames, so no half-written model is seen.
+def write_model(
+    out_dir: Path,
+    model_bytes: bytes,
+    manifest: dict[str, Any],
+    head_files: dict[str, bytes] | None = None,
+) -> None:
+    """Write the files via temporary names and renames, so no half-written model is seen.
 
-    The model goes first: a reader between the two renames finds an old manifest whose
-    model_id no longer matches and refuses it, rather than scoring with a wrong manifest.
+    The models go first (head files, then model.onnx): a reader between the renames
+    finds an old manifest whose hashes no longer match and refuses it, rather than
+    scoring with a wrong manifest.
     """
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         staged = []
         for name, data in (
+            *(head_files or {}).items(),
             (MODEL_FILE, model_bytes),
             (MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode("utf-8")),
         ):
