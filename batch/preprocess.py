@@ -33,7 +33,15 @@ from popbatch.core.errors import InputError, InvalidRowError, SchemaError, one_l
 from popbatch.core.features import normalize_column_name, normalized_names, parse_explicit
 
 # Columns the scorer adds; an input column of the same name is never passed through.
-OUTPUT_COLUMNS = ("popularity_prob", "popular", "model_id", "scored_at")
+OUTPUT_COLUMNS = (
+    "popularity_prob",
+    "popular",
+    "model_id",
+    "scored_at",
+    "popularity_pred",
+    "genre_pred",
+    "genre_prob",
+)
 ROW_COLUMN = "row"
 REASON_COLUMN = "reason"
 _BAD = "__popbatch_bad__"

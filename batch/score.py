@@ -49,6 +49,7 @@ from popbatch.batch.summary import ProgressCallback, RunSummary
 from popbatch.core import DEFAULT_BATCH_SIZE
 from popbatch.core.bundle import ModelBundle, load_model
 from popbatch.core.errors import InputError, OutputError
+from popbatch.core.heads import choose_heads
 from popbatch.core.features import normalize_column_name
 
 __all__ = ["RunSummary", "ScoreOptions", "score"]
@@ -78,7 +79,9 @@ class ScoreOptions:
         input); ``threads``: onnxruntime threads (None: every core);
         ``incremental``: score only new or changed rows and carry the others
         over; ``wait``: seconds to wait for another run's lock; ``record``:
-        write the run log (``popbatch_runs`` or ``runs.jsonl``).
+        write the run log (``popbatch_runs`` or ``runs.jsonl``); ``heads``:
+        the model heads to score (``"popular,genre"`` or a list; None: every
+        head the model has; ``popular`` is always scored).
     """
 
     table: str | None = None
@@ -98,6 +101,7 @@ class ScoreOptions:
     incremental: bool = False
     wait: float = 0
     record: bool = True
+    heads: str | Sequence[str] | None = None
 
 
 def score(
@@ -266,7 +270,8 @@ def _score_locked(
         ).bind(source.schema, source.name)
         rejects = options.rejects
         rejects_sink = rejects if isinstance(rejects, Sink) else rejects_sink_for(sink, rejects)
-        scorer = OnnxScorer(bundle, options.threads)
+        heads = choose_heads(options.heads, bundle.heads)
+        scorer = OnnxScorer(bundle, options.threads, heads=heads)
     except BaseException:
         source.close()
         raise

@@ -35,6 +35,7 @@ from popbatch.batch.sources import DUCKDB_SUFFIXES
 
 from popbatch.core import files
 from popbatch.core.errors import InputError, OutputError, one_line
+from popbatch.core.heads import HEADS, head_columns
 from popbatch.core.sqlquote import quote_column, quote_identifier, quote_string
 
 # The columns every scored output ends with; the same types as sql/scored_table.sql
@@ -374,6 +375,12 @@ class DuckDBSink(Sink):
                     f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS "
                     f"{quote_column(field.name)} UBIGINT"
                 )
+        for name, sql_type in head_columns(HEADS):  # a table scored before these heads
+            if name in self.schema.names:
+                con.execute(
+                    f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS "
+                    f"{quote_column(name)} {sql_type}"
+                )
         if self.mode == "upsert":
             key = quote_column(self.key)
             con.execute(
@@ -415,18 +422,30 @@ class DuckDBWriteBack(DuckDBSink):
             )
         # The table's own name for the key (e.g. "Track ID" read as track_id).
         self.table_key = (input_names or {}).get(self.key, self.key)
-        key_schema = pa.schema([schema.field(self.key), *SCORE_FIELDS])
+        # The extra heads' columns this run scores (popularity_pred, genre_pred, ...).
+        self.columns = {
+            **self.SQL_TYPES,
+            **{n: t for n, t in head_columns(HEADS) if n in schema.names},
+        }
+        fields = [*SCORE_FIELDS, *(schema.field(n) for n in self.columns if n not in self.SQL_TYPES)]
+        key_schema = pa.schema([schema.field(self.key), *fields])
         super().open(key_schema, input_names)
 
     def _write(self, batch: pa.RecordBatch) -> None:
-        self.stage.write(batch.select([self.key, *(f.name for f in SCORE_FIELDS)]))
+        self.stage.write(batch.select([self.key, *self.columns]))
 
     def apply(self, con) -> None:
-        for column, sql_type in self.SQL_TYPES.items():
+        for column, sql_type in self.columns.items():
             con.execute(
                 f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS {column} {sql_type}"
             )
-        sets = ", ".join(f"{c} = scores.{c}" for c in self.SQL_TYPES)
+        sets = ", ".join(f"{c} = scores.{c}" for c in self.columns)
+        # A head this run does not score loses its old answer: the row's model_id and
+        # scored_at would otherwise vouch for a value another run wrote.
+        present = {row[0] for row in con.execute(f"DESCRIBE {self.table_sql}").fetchall()}
+        for name, _ in head_columns(HEADS):
+            if name in present and name not in self.columns:
+                sets += f", {quote_column(name)} = NULL"
         result = con.execute(
             f"UPDATE {self.table_sql} SET {sets} FROM ({self._source(dedupe=True)}) AS scores "
             f"WHERE {self.table_sql}.{quote_column(self.table_key)} "

@@ -56,7 +56,7 @@ class StreamingRun:
         self.progress = progress
         self.model_id = pa.scalar(scorer.model_id, pa.string())
         self.scored_at = pa.scalar(scored_at.replace(tzinfo=None), SCORE_FIELDS[3].type)
-        self.schema = pa.schema([*preprocessor.output_schema, *SCORE_FIELDS])
+        self.schema = pa.schema([*preprocessor.output_schema, *SCORE_FIELDS, *scorer.heads.fields])
         self.stop = threading.Event()
         self.buffers: queue.Queue[FeatureBuffer] = queue.Queue()
         self.wait = 0.0
@@ -86,10 +86,10 @@ class StreamingRun:
             reader = _Reader(self._prepare(batch_size), self.QUEUE_DEPTH, self.stop)
             with reader, _Writer(self._write, self.QUEUE_DEPTH, self.stop) as writer:
                 for prepared, hashes, skipped in reader:
-                    probability, popular = self.scorer.predict(prepared.features)
+                    probability, popular, heads = self.scorer.predict_heads(prepared.features)
                     self.buffers.put(prepared.buffer)  # the matrix is no longer needed
                     prepared.features = None
-                    writer.put((prepared, hashes, probability, popular))
+                    writer.put((prepared, hashes, probability, popular, heads))
                     self._count(prepared, skipped)
             # The source may be the database we write to: close it before committing.
             self.source.close()
@@ -162,8 +162,8 @@ class StreamingRun:
         if self.progress is not None:
             self.progress(summary.rows_read, self.source.total_rows)
 
-    def _write(self, item: tuple[Prepared, np.ndarray, np.ndarray, np.ndarray]) -> None:
-        prepared, hashes, probability, popular = item
+    def _write(self, item: tuple[Prepared, np.ndarray, np.ndarray, np.ndarray, dict]) -> None:
+        prepared, hashes, probability, popular, heads = item
         n = len(probability)
         arrays = [
             *prepared.passthrough.columns,
@@ -172,6 +172,7 @@ class StreamingRun:
             pa.repeat(self.model_id, n),
             pa.repeat(self.scored_at, n),
             pa.array(hashes, pa.uint64()),
+            *self.scorer.heads.arrays(heads),
         ]
         # A source may hand a later batch a slightly different type (e.g. a Parquet
         # file whose column is int32 where the first was int64): conform to the output.

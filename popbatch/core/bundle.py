@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,14 @@ class ModelBundle:
     directory: Path
     manifest: dict[str, Any]
     onnx_bytes: bytes
+    head_bytes: dict[str, bytes] = field(default_factory=dict)
+    """ONNX bytes of the extra heads (``popularity``, ``genre``), each verified
+    against its sha256 in the manifest's ``heads`` section (see :mod:`popbatch.core.heads`)."""
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """The heads this model can score: ``popular`` plus those it has files for."""
+        return ("popular", *self.head_bytes)
 
     @property
     def model_id(self) -> str:
@@ -123,4 +131,9 @@ def load_model(model_dir: Path | None = None) -> ModelBundle:
             f"manifest model_id {str(manifest['model_id'])[:12]}…): the file was changed; "
             "re-export the model or restore the original file"
         )
-    return ModelBundle(directory=directory, manifest=manifest, onnx_bytes=onnx_bytes)
+    from popbatch.core.heads import read_head_files
+
+    head_bytes = read_head_files(directory, manifest)
+    return ModelBundle(
+        directory=directory, manifest=manifest, onnx_bytes=onnx_bytes, head_bytes=head_bytes
+    )

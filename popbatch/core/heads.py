@@ -1,0 +1,97 @@
+"""The heads a model bundle can answer with, and the scored columns each one writes.
+
+A model always has the ``popular`` head (``model.onnx``: ``popularity_prob``,
+``popular``). A model exported with heads lists the others in its manifest's
+``heads`` section, one ONNX file each, with the sha256 of the file::
+
+    "heads": {"popularity": {"file": "popularity.onnx", "sha256": "...", ...},
+              "genre": {"file": "genre.onnx", "sha256": "...", "classes": [...], ...}}
+
+Models exported before heads existed have no such section and score the
+popular head only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from popbatch.core.errors import InputError, ModelError
+
+HEADS = ("popular", "popularity", "genre")
+# The columns each extra head adds to the scored table, with their DuckDB types.
+HEAD_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "popularity": (("popularity_pred", "DOUBLE"),),
+    "genre": (("genre_pred", "VARCHAR"), ("genre_prob", "DOUBLE")),
+}
+
+
+def head_columns(heads: Iterable[str]) -> list[tuple[str, str]]:
+    """(column, DuckDB type) of the extra heads among ``heads``, in :data:`HEADS` order."""
+    wanted = set(heads)
+    return [col for head in HEADS if head in wanted for col in HEAD_COLUMNS.get(head, ())]
+
+
+def read_head_files(directory: Path, manifest: dict[str, Any]) -> dict[str, bytes]:
+    """The ONNX bytes of every head the manifest lists, each checked against its sha256.
+
+    Raises
+    ------
+    ModelError
+        A head file is missing or differs from the manifest (it was changed).
+    """
+    heads = manifest.get("heads") or {}
+    if not isinstance(heads, dict):
+        raise ModelError(f"{directory}: manifest 'heads' is not an object; re-export the model")
+    found: dict[str, bytes] = {}
+    for name in HEADS[1:]:
+        entry = heads.get(name)
+        if entry is None:
+            continue
+        path = Path(directory) / str(entry.get("file", ""))
+        if path.parent != Path(directory) or not path.name.endswith(".onnx"):
+            raise ModelError(f"{directory}: manifest head {name!r} names no ONNX file beside it")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"{path}: cannot read the {name} head ({exc.strerror})") from None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != entry.get("sha256"):
+            raise ModelError(
+                f"{path}: {path.name} does not match its manifest (sha256 {digest[:12]}…, "
+                f"manifest {str(entry.get('sha256'))[:12]}…): the file was changed; "
+                "re-export the model or restore the original file"
+            )
+        found[name] = data
+    return found
+
+
+def choose_heads(requested: str | Iterable[str] | None, available: Iterable[str]) -> tuple[str, ...]:
+    """The heads to score: ``requested`` (None: every head the model has), always with
+    ``popular``.
+
+    Raises
+    ------
+    InputError
+        An unknown head, or one this model was exported without.
+    """
+    available = tuple(available)
+    if requested is None:
+        return available
+    names = [n.strip() for n in (requested.split(",") if isinstance(requested, str) else requested)]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in HEADS]
+    if unknown or not names:
+        raise InputError(
+            f"--heads: unknown head {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(HEADS)}"
+        )
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise InputError(
+            f"--heads {','.join(names)}: this model has no {', '.join(missing)} head "
+            f"(it has {', '.join(available)}); re-export it from a run trained with --heads"
+        )
+    return tuple(h for h in HEADS if h in names or h == "popular")
