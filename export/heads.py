@@ -76,8 +76,9 @@ def drop_zero_class_weights(node: Any) -> None:
     """Remove the leaves' zero class weights from a TreeEnsembleClassifier, in place.
 
     skl2onnx writes every class's weight at every leaf; with 114 genres almost all
-    are 0, and a missing weight adds the same 0. Measured: 60 trees of depth 12
-    shrink from about 40 MB to 2 MB, scoring faster with identical probabilities.
+    are 0, and a missing weight adds the same 0. Measured on a 60-tree, depth-12
+    forest (18,414 nodes, trained on tests/data/tracks_2000.csv): 12.8 MB -> 1.06 MB,
+    11k -> 102k rows/s on one thread, probabilities identical (max diff 0.0).
     """
     from onnx import helper
 
