@@ -6,7 +6,6 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-
 from popbatch.batch.heads import HeadSessions
 
 from popbatch.core.bundle import ModelBundle

@@ -49,8 +49,8 @@ from popbatch.batch.summary import ProgressCallback, RunSummary
 from popbatch.core import DEFAULT_BATCH_SIZE
 from popbatch.core.bundle import ModelBundle, load_model
 from popbatch.core.errors import InputError, OutputError
-from popbatch.core.heads import choose_heads
 from popbatch.core.features import normalize_column_name
+from popbatch.core.heads import choose_heads
 
 __all__ = ["RunSummary", "ScoreOptions", "score"]
 

@@ -427,7 +427,10 @@ class DuckDBWriteBack(DuckDBSink):
             **self.SQL_TYPES,
             **{n: t for n, t in head_columns(HEADS) if n in schema.names},
         }
-        fields = [*SCORE_FIELDS, *(schema.field(n) for n in self.columns if n not in self.SQL_TYPES)]
+        fields = [
+            *SCORE_FIELDS,
+            *(schema.field(n) for n in self.columns if n not in self.SQL_TYPES),
+        ]
         key_schema = pa.schema([schema.field(self.key), *fields])
         super().open(key_schema, input_names)
 

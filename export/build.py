@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from popbatch.export import parity as parity_check
-from popbatch.export.heads import export_heads
 from popbatch.export import runtime
+from popbatch.export.heads import export_heads
 from popbatch.export.manifest import MODEL_FILE, build_manifest
 from popbatch.models.stack import STACK_FILE
 

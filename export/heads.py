@@ -49,7 +49,10 @@ def _register_xgb_regressor() -> None:
     from xgboost import XGBRegressor
 
     update_registered_converter(
-        XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes, convert_xgboost
+        XGBRegressor,
+        "XGBoostXGBRegressor",
+        calculate_linear_regressor_output_shapes,
+        convert_xgboost,
     )
 
 
@@ -117,7 +120,9 @@ class _Builder:
     def clip(self, source: str, lower: list, upper: list) -> str:
         if any(v is not None for v in lower):
             low = [np.finfo(np.float32).min if v is None else v for v in lower]
-            source = self.node("Max", [source, self.const("clip_lower", low, np.float32)], "clipped_low")
+            source = self.node(
+                "Max", [source, self.const("clip_lower", low, np.float32)], "clipped_low"
+            )
         if any(v is not None for v in upper):
             up = [np.finfo(np.float32).max if v is None else v for v in upper]
             source = self.node("Min", [source, self.const("clip_upper", up, np.float32)], "clipped")
@@ -135,8 +140,12 @@ class _Builder:
         """The Keras network, its scaler folded into the first layer (or explicit nodes)."""
         model = stack_graph._ann_graph(SimpleNamespace(ann=ann), width)
         if not stack_graph.fold_scaler(model, mean, scale):
-            centred = self.node("Sub", [source, self.const(f"{prefix}mean", mean, np.float32)], f"{prefix}centred")
-            source = self.node("Div", [centred, self.const(f"{prefix}scale", scale, np.float32)], f"{prefix}scaled")
+            centred = self.node(
+                "Sub", [source, self.const(f"{prefix}mean", mean, np.float32)], f"{prefix}centred"
+            )
+            source = self.node(
+                "Div", [centred, self.const(f"{prefix}scale", scale, np.float32)], f"{prefix}scaled"
+            )
         return self.embed(model, prefix, source)
 
     def model(self, name: str, outputs: list[tuple[str, int]]) -> Any:
@@ -188,19 +197,22 @@ def popularity_graph(head: Any, width: int) -> Any:
 def genre_graph(head: Any, width: int) -> Any:
     """``onnx.ModelProto`` reproducing :meth:`models.genre.GenreHead.predict`."""
     from onnx import TensorProto
-
     from popbatch.models.genre import WIDTH
 
     b = _Builder(width)
     source = "features"
     if width != WIDTH:
-        starts, ends, axes = (b.const(n, v, np.int64) for n, v in (("s0", [0]), ("s1", [WIDTH]), ("ax", [1])))
+        starts, ends, axes = (
+            b.const(n, v, np.int64) for n, v in (("s0", [0]), ("s1", [WIDTH]), ("ax", [1]))
+        )
         source = b.node("Slice", ["features", starts, ends, axes], "numeric")
     clipped = b.clip(source, head.clip_lower, head.clip_upper)
     used = head.used_learners()
     parts = {}
     if "ann" in used:
-        parts["ann"] = b.network(head.ann, WIDTH, head.scaler_mean, head.scaler_scale, clipped, "ann/")
+        parts["ann"] = b.network(
+            head.ann, WIDTH, head.scaler_mean, head.scaler_scale, clipped, "ann/"
+        )
     if "rf" in used:
         parts["rf"] = b.embed(_convert(head.rf, WIDTH), "rf/", clipped)
     if len(parts) == 2:
@@ -212,7 +224,9 @@ def genre_graph(head: Any, width: int) -> Any:
         (p,) = parts.values()
     b.node("ArgMax", [p], GENRE_INDEX, axis=1, keepdims=0)
     b.node("ReduceMax", [p], GENRE_PROB, axes=[1], keepdims=0)
-    return b.model("popbatch_genre", [(GENRE_INDEX, TensorProto.INT64), (GENRE_PROB, TensorProto.FLOAT)])
+    return b.model(
+        "popbatch_genre", [(GENRE_INDEX, TensorProto.INT64), (GENRE_PROB, TensorProto.FLOAT)]
+    )
 
 
 @dataclass(frozen=True)
@@ -248,7 +262,9 @@ class HeadParity:
 def _run(model_bytes: bytes, names: list[str], x: np.ndarray) -> list[np.ndarray]:
     from popbatch.export import runtime
 
-    return runtime.session(model_bytes).run(names, {"features": np.ascontiguousarray(x, np.float32)})
+    return runtime.session(model_bytes).run(
+        names, {"features": np.ascontiguousarray(x, np.float32)}
+    )
 
 
 def popularity_parity(head: Any, model_bytes: bytes, x: np.ndarray) -> HeadParity:
@@ -263,7 +279,9 @@ def genre_parity(head: Any, model_bytes: bytes, x: np.ndarray) -> HeadParity:
     native_index = np.argmax(native, axis=1)
     diff = np.abs(native[np.arange(len(x)), native_index] - np.asarray(prob, np.float64))
     mismatches = int(np.sum(native_index != index))
-    return HeadParity("genre", len(x), float(diff.max()), GENRE_TOLERANCE, mismatches == 0, mismatches)
+    return HeadParity(
+        "genre", len(x), float(diff.max()), GENRE_TOLERANCE, mismatches == 0, mismatches
+    )
 
 
 def load_heads(stack_dir: Path) -> dict[str, Any]:

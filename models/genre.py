@@ -3,7 +3,7 @@
 The catalog's genre is the target here, never an input. Two learners:
 
 - a RandomForestClassifier on the clipped features;
-- a small Keras softmax network (Dense 128 relu, Dropout 0.3, Dense C softmax)
+- a small Keras softmax network (Dense 256 relu, Dropout 0.3, Dense C softmax)
   on the features standardised with this head's own scaler.
 
 Their class probabilities are averaged with the weight ``ann_weight`` chosen
@@ -43,12 +43,12 @@ class ClassifierParams:
     epochs: int = 150
     batch_size: int = 64
     patience: int = 15
-    hidden: tuple[int, ...] = (128,)
+    hidden: tuple[int, ...] = (256,)
     rf: dict[str, Any] = field(
         default_factory=lambda: {
-            "n_estimators": 60,
-            "max_depth": 12,
-            "min_samples_leaf": 3,
+            "n_estimators": 100,
+            "max_depth": 14,
+            "min_samples_leaf": 2,
             "max_features": "sqrt",
         }
     )
@@ -166,7 +166,9 @@ def build_ann(n_inputs: int, n_classes: int, hidden: tuple[int, ...], seed: int)
         layers += [keras.layers.Dense(units, activation="relu"), keras.layers.Dropout(0.3)]
     model = keras.Sequential([*layers, keras.layers.Dense(n_classes, activation="softmax")])
     model.compile(
-        optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+        optimizer=keras.optimizers.Adam(),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
     )
     return model
 
@@ -249,10 +251,11 @@ def fit_head(
         key=lambda w: (scores[w]["accuracy"] + scores[w]["top3_accuracy"], abs(w - 0.5)),
     )
     epochs = len(history.history["loss"])
+    chosen = scores[head.ann_weight]
     progress(
         f"genre: {len(classes)} genres, ann {epochs} epochs, rf {rf.n_estimators} trees; "
-        f"ann weight {head.ann_weight} (validation accuracy "
-        f"{scores[head.ann_weight]['accuracy']:.3f}, top-3 {scores[head.ann_weight]['top3_accuracy']:.3f})"
+        f"ann weight {head.ann_weight} (validation accuracy {chosen['accuracy']:.3f}, "
+        f"top-3 {chosen['top3_accuracy']:.3f})"
     )
     return head, {
         "weights": {str(w): v for w, v in scores.items()},
@@ -260,9 +263,7 @@ def fit_head(
     }
 
 
-def classification_metrics(
-    p: np.ndarray, genres: list[str], classes: list[str]
-) -> dict[str, Any]:
+def classification_metrics(p: np.ndarray, genres: list[str], classes: list[str]) -> dict[str, Any]:
     """Accuracy, top-3 accuracy, macro precision/recall/F1 and per-genre F1."""
     from sklearn.metrics import precision_recall_fscore_support
 
@@ -307,7 +308,8 @@ def evaluate_head(
         probs = {"combined": head.combine(parts), **parts}
         probs["most_frequent"] = np.tile(majority, (len(genres[split]), 1))
         metrics[split] = {
-            name: classification_metrics(p, genres[split], head.classes) for name, p in probs.items()
+            name: classification_metrics(p, genres[split], head.classes)
+            for name, p in probs.items()
         }
         test_probabilities = probs
     return metrics, test_probabilities

@@ -21,35 +21,16 @@ import numpy as np
 
 from popbatch.core.errors import InputError
 from popbatch.core.features import LABEL_COLUMN
+from popbatch.core.heads import HEADS, parse_heads
 
-HEADS = ("popular", "popularity", "genre")
+__all__ = ["HEADS", "HeadsResult", "parse_heads", "train_heads"]
+
 PLOTS = {
     "popularity_pred_vs_actual": "Popularity head: predicted vs actual (test split)",
     "popularity_residuals_by_genre": "Popularity head: residuals by genre (test split)",
     "genre_confusion_matrix": "Genre head: confusion matrix of the 20 most frequent genres (test)",
 }
 Progress = Callable[[str], None]
-
-
-def parse_heads(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """``"popular,genre"`` -> ``("popular", "genre")`` in :data:`HEADS` order.
-
-    The popular head is always included: it is the label every scored table holds.
-
-    Raises
-    ------
-    InputError
-        An unknown head name.
-    """
-    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text)]
-    names = [n for n in names if n]
-    unknown = [n for n in names if n not in HEADS]
-    if unknown or not names:
-        raise InputError(
-            f"--heads {','.join(names) or '(empty)'}: unknown head "
-            f"{', '.join(unknown) or '(none given)'}; choose from {', '.join(HEADS)}"
-        )
-    return tuple(h for h in HEADS if h in names or h == "popular")
 
 
 @dataclass
@@ -100,7 +81,9 @@ def _popularity(config, splits, stack, x_train, groups, train_rows, progress, re
     params.epochs = min(params.epochs, config.learners.epochs)  # --epochs caps every network
     tuning = None
     if config.tune:
-        tuning = popularity.tune(stack, x_train, y_train, groups, splits, targets, params, config, progress)
+        tuning = popularity.tune(
+            stack, x_train, y_train, groups, splits, targets, params, config, progress
+        )
     progress(f"popularity: {config.folds}-fold out-of-fold predictions")
     head, history = popularity.fit_head(
         stack,
@@ -120,9 +103,17 @@ def _popularity(config, splits, stack, x_train, groups, train_rows, progress, re
     result.report["popularity"] = {
         "target": f"{LABEL_COLUMN} (0-100), clipped to [0, 100]",
         "metrics": metrics,
-        "meta": {"coef": head.meta_coef, "intercept": head.meta_intercept, "order": list(popularity.BASE)},
-        "params": {"rf": params.rf, "xgb": params.xgb, "xgb_rounds": int(head.xgb.n_estimators),
-                   "epochs": len(history.get("loss", []))},
+        "meta": {
+            "coef": head.meta_coef,
+            "intercept": head.meta_intercept,
+            "order": list(popularity.BASE),
+        },
+        "params": {
+            "rf": params.rf,
+            "xgb": params.xgb,
+            "xgb_rounds": int(head.xgb.n_estimators),
+            "epochs": len(history.get("loss", [])),
+        },
         "tuning": tuning,
     }
     result.plot_data["popularity"] = (targets["test"], test_predictions, splits.frames["test"])
@@ -134,7 +125,9 @@ def _genre(config, splits, stack, x_train, train_rows, progress, result) -> None
     from popbatch.models import genre
 
     if "genre" not in splits.frames["train"].columns:
-        raise InputError("--heads genre needs the track_genre column as its target; drop --no-genre")
+        raise InputError(
+            "--heads genre needs the track_genre column as its target; drop --no-genre"
+        )
     genres = {k: f["genre"].to_list() for k, f in splits.frames.items()}
     genres_train = [genres["train"][i] for i in np.flatnonzero(train_rows)]
     params = genre.ClassifierParams()
@@ -157,8 +150,11 @@ def _genre(config, splits, stack, x_train, train_rows, progress, result) -> None
         "metrics": metrics,
         "ann_weight": head.ann_weight,
         "validation_by_weight": info["weights"],
-        "params": {"rf": params.rf, "hidden": params.hidden,
-                   "epochs": len(info["history"].get("loss", []))},
+        "params": {
+            "rf": params.rf,
+            "hidden": params.hidden,
+            "epochs": len(info["history"].get("loss", [])),
+        },
     }
     result.plot_data["genre"] = (genres["test"], test_probabilities["combined"], head.classes)
     test = metrics["test"]["combined"]
@@ -167,7 +163,9 @@ def _genre(config, splits, stack, x_train, train_rows, progress, result) -> None
 
 def _without_table(metrics: dict[str, Any]) -> dict[str, Any]:
     """Manifest-sized metrics: the per-genre table stays in report.json."""
-    return {name: {k: v for k, v in m.items() if k != "per_genre_f1"} for name, m in metrics.items()}
+    return {
+        name: {k: v for k, v in m.items() if k != "per_genre_f1"} for name, m in metrics.items()
+    }
 
 
 # ----------------------------------------------------------------- report
@@ -184,8 +182,13 @@ def write_plots(out: Path, result: HeadsResult) -> dict[str, str]:
         fig, ax = plt.subplots(figsize=(6, 6))
         ax.scatter(y, preds["stack"], s=6, alpha=0.4, color="#4c72b0")
         ax.plot([0, 100], [0, 100], color="#c44e52", linestyle="--")
-        ax.set(xlabel="actual popularity", ylabel="predicted popularity", xlim=(0, 100), ylim=(0, 100),
-               title="Popularity stack, test split")
+        ax.set(
+            xlabel="actual popularity",
+            ylabel="predicted popularity",
+            xlim=(0, 100),
+            ylim=(0, 100),
+            title="Popularity stack, test split",
+        )
         drawn["popularity_pred_vs_actual"] = _save(plt, fig, plots, "popularity_pred_vs_actual")
         if "genre" in frame.columns:
             residual = preds["stack"] - y
@@ -196,8 +199,12 @@ def write_plots(out: Path, result: HeadsResult) -> dict[str, str]:
             ax.boxplot([residual[genres == g] for g in top], showfliers=False)
             ax.set_xticks(range(1, len(top) + 1), top, rotation=70, fontsize=8)
             ax.axhline(0, color="#c44e52", linestyle=":")
-            ax.set(ylabel="predicted - actual", title="Residuals of the 25 most frequent genres, test")
-            drawn["popularity_residuals_by_genre"] = _save(plt, fig, plots, "popularity_residuals_by_genre")
+            ax.set(
+                ylabel="predicted - actual", title="Residuals of the 25 most frequent genres, test"
+            )
+            drawn["popularity_residuals_by_genre"] = _save(
+                plt, fig, plots, "popularity_residuals_by_genre"
+            )
     if "genre" in result.plot_data:
         genres, p, classes = result.plot_data["genre"]
         names, counts = np.unique(np.asarray(genres), return_counts=True)
@@ -216,7 +223,9 @@ def write_plots(out: Path, result: HeadsResult) -> dict[str, str]:
             for j in range(cm.shape[1]):
                 if cm[i, j]:
                     ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=6)
-        ax.set(xlabel="predicted", ylabel="actual", title="Genre head, 20 most frequent test genres")
+        ax.set(
+            xlabel="predicted", ylabel="actual", title="Genre head, 20 most frequent test genres"
+        )
         drawn["genre_confusion_matrix"] = _save(plt, fig, plots, "genre_confusion_matrix")
     return drawn
 
@@ -231,14 +240,21 @@ def add_html_section(out: Path, report: dict[str, Any], drawn: dict[str, str]) -
 
 
 def _cell(value: Any) -> str:
-    return f"<td>{value:.4f}</td>" if isinstance(value, float) else f"<td>{html.escape(str(value))}</td>"
+    return (
+        f"<td>{value:.4f}</td>"
+        if isinstance(value, float)
+        else f"<td>{html.escape(str(value))}</td>"
+    )
 
 
 def heads_html(report: dict[str, Any], drawn: dict[str, str]) -> str:
     parts = []
     if "popularity" in report:
         rows = "".join(
-            "<tr>" + _cell(name) + "".join(_cell(m[k]) for k in ("r2", "mae", "mse", "rmse")) + "</tr>"
+            "<tr>"
+            + _cell(name)
+            + "".join(_cell(m[k]) for k in ("r2", "mae", "mse", "rmse"))
+            + "</tr>"
             for name, m in report["popularity"]["metrics"]["test"].items()
         )
         parts.append(
@@ -249,7 +265,8 @@ def heads_html(report: dict[str, Any], drawn: dict[str, str]) -> str:
         keys = ("accuracy", "top3_accuracy", "macro_precision", "macro_recall", "macro_f1")
         test = report["genre"]["metrics"]["test"]
         rows = "".join(
-            "<tr>" + _cell(name) + "".join(_cell(m[k]) for k in keys) + "</tr>" for name, m in test.items()
+            "<tr>" + _cell(name) + "".join(_cell(m[k]) for k in keys) + "</tr>"
+            for name, m in test.items()
         )
         per_genre = sorted(test["combined"]["per_genre_f1"].items(), key=lambda kv: -kv[1]["f1"])
         genre_rows = "".join(

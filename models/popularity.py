@@ -44,15 +44,15 @@ class RegressorParams:
     patience: int = 8
     rf: dict[str, Any] = field(
         default_factory=lambda: {
-            "n_estimators": 20,
-            "max_depth": 10,
+            "n_estimators": 30,
+            "max_depth": 12,
             "min_samples_leaf": 5,
-            "max_features": 0.5,
+            "max_features": 0.33,
         }
     )
     xgb: dict[str, Any] = field(
         default_factory=lambda: {
-            "n_estimators": 300,
+            "n_estimators": 600,
             "max_depth": 4,
             "learning_rate": 0.05,
             "subsample": 0.8,
@@ -275,7 +275,9 @@ def fit_head(
     meta = LinearRegression().fit(oof, y_train)
     head.meta_coef = [float(v) for v in meta.coef_]
     head.meta_intercept = float(meta.intercept_)
-    head.ann, head.rf, head.xgb, history = fit_base(c, s, y_train, c_val, s_val, y_val, params, seed)
+    head.ann, head.rf, head.xgb, history = fit_base(
+        c, s, y_train, c_val, s_val, y_val, params, seed
+    )
     progress(
         f"popularity: meta weights {np.round(head.meta_coef, 3).tolist()}, "
         f"intercept {head.meta_intercept:.3f}"
@@ -364,7 +366,9 @@ def tune(stack, x, y, groups, splits, targets, params: RegressorParams, config, 
                 if learner == "rf":
                     model = fit_rf(c[fit], y[fit], trial, config.seed)
                 else:
-                    model = fit_xgb(c[fit], y[fit], c_val, targets["validation"], trial, config.seed)
+                    model = fit_xgb(
+                        c[fit], y[fit], c_val, targets["validation"], trial, config.seed
+                    )
                 scores.append(mean_absolute_error(y[held], model.predict(c[held])))
             tried.append({"params": candidate, "mae": float(np.mean(scores))})
         best = min(tried, key=lambda t: t["mae"]) if tried else {"params": {}, "mae": None}

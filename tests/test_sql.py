@@ -585,7 +585,10 @@ def scored_with_heads(tmp_path, columns: str = "all") -> Path:
         .otherwise(pl.lit("opera")),
         genre_prob=(0.2 + pl.int_range(pl.len()) / ROWS * 0.79).cast(pl.Float64),
     )
-    keep = ["track_id", *(["track_name", "artists", "track_genre", "popularity"] if columns == "all" else [])]
+    keep = [
+        "track_id",
+        *(["track_name", "artists", "track_genre", "popularity"] if columns == "all" else []),
+    ]
     path = tmp_path / "heads.parquet"
     df.select(
         [*keep, "popularity_prob", "popular", "model_id", "scored_at",
@@ -643,9 +646,7 @@ def test_popularity_outliers(runner, tmp_path):
     rows = run_json(
         runner, ["--scored", str(path), "--report", "popularity_outliers", "--param", "limit=5"]
     )
-    frame = pl.read_parquet(path).with_columns(
-        gap=pl.col("popularity_pred") - pl.col("popularity")
-    )
+    frame = pl.read_parquet(path).with_columns(gap=pl.col("popularity_pred") - pl.col("popularity"))
     expected = frame.sort([pl.col("gap").abs(), "track_id"], descending=[True, False]).head(5)
     assert [r["track_id"] for r in rows] == expected["track_id"].to_list()
     for row, gap in zip(rows, expected["gap"].to_list(), strict=True):

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from popbatch.core.errors import InputError
+from popbatch.core.heads import parse_heads
 
 # Where the exported model goes inside --out (model.onnx + manifest.json).
 MODEL_SUBDIR = "model"
@@ -68,7 +69,11 @@ HEADS_DEFAULT = "popular,popularity,genre"
 )
 @click.option("--seed", default=42, show_default=True, type=int, help="Seed of every random step.")
 @click.option(
-    "--epochs", default=100, show_default=True, type=click.IntRange(min=1), help="ANN epochs (also caps the heads' networks)."
+    "--epochs",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="ANN epochs (also caps the heads' networks).",
 )
 @click.option(
     "--batch-size",
@@ -150,8 +155,8 @@ def train(
     proven) unless --no-export. With --heads, also a popularity regression stack
     (popularity.onnx) and a genre classifier (genre.onnx) on the same split.
     """
+    chosen_heads = parse_heads(heads)  # a typo fails before TensorFlow loads
     _import_tensorflow_quietly()
-    from popbatch.models.heads import parse_heads
     from popbatch.models.learners import LearnerParams
     from popbatch.models.pipeline import TrainConfig
     from popbatch.models.pipeline import train as run_training
@@ -173,7 +178,7 @@ def train(
         seed=seed,
         folds=folds,
         learners=learners,
-        heads=parse_heads(heads),
+        heads=chosen_heads,
     )
     if no_genre and "genre" in config.heads:
         if heads != HEADS_DEFAULT:
@@ -200,8 +205,7 @@ def train(
     if "genre" in heads:
         test = heads["genre"]["metrics"]["test"]["combined"]
         click.echo(
-            f"genre head: test accuracy {test['accuracy']:.4f}, "
-            f"top-3 {test['top3_accuracy']:.4f}"
+            f"genre head: test accuracy {test['accuracy']:.4f}, top-3 {test['top3_accuracy']:.4f}"
         )
     if not no_export:
         from popbatch.batch.commands.export import export_and_report

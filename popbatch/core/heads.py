@@ -68,7 +68,29 @@ def read_head_files(directory: Path, manifest: dict[str, Any]) -> dict[str, byte
     return found
 
 
-def choose_heads(requested: str | Iterable[str] | None, available: Iterable[str]) -> tuple[str, ...]:
+def parse_heads(requested: str | Iterable[str]) -> tuple[str, ...]:
+    """``"popular,genre"`` or a list -> the heads in :data:`HEADS` order, always with
+    ``popular`` (the label every scored table holds).
+
+    Raises
+    ------
+    InputError
+        An empty list or an unknown head name.
+    """
+    names = [n.strip() for n in (requested.split(",") if isinstance(requested, str) else requested)]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in HEADS]
+    if unknown or not names:
+        raise InputError(
+            f"--heads: unknown head {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(HEADS)}"
+        )
+    return tuple(h for h in HEADS if h in names or h == "popular")
+
+
+def choose_heads(
+    requested: str | Iterable[str] | None, available: Iterable[str]
+) -> tuple[str, ...]:
     """The heads to score: ``requested`` (None: every head the model has), always with
     ``popular``.
 
@@ -80,18 +102,11 @@ def choose_heads(requested: str | Iterable[str] | None, available: Iterable[str]
     available = tuple(available)
     if requested is None:
         return available
-    names = [n.strip() for n in (requested.split(",") if isinstance(requested, str) else requested)]
-    names = [n for n in names if n]
-    unknown = [n for n in names if n not in HEADS]
-    if unknown or not names:
-        raise InputError(
-            f"--heads: unknown head {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(HEADS)}"
-        )
-    missing = [n for n in names if n not in available]
+    chosen = parse_heads(requested)
+    missing = [n for n in chosen if n not in available]
     if missing:
         raise InputError(
-            f"--heads {','.join(names)}: this model has no {', '.join(missing)} head "
+            f"--heads {','.join(chosen)}: this model has no {', '.join(missing)} head "
             f"(it has {', '.join(available)}); re-export it from a run trained with --heads"
         )
-    return tuple(h for h in HEADS if h in names or h == "popular")
+    return chosen
