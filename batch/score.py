@@ -286,6 +286,7 @@ def _score_locked(
         threads=scorer.threads,
         fills=preprocessor.fills_applied,
         incremental=options.incremental,
+        heads=list(heads),
     )
     run = StreamingRun(
         source, preprocessor, scorer, sink, rejects_sink, scored_at, summary, progress

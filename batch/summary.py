@@ -32,6 +32,7 @@ class RunSummary:
     batch_size: int = DEFAULT_BATCH_SIZE
     threads: int = 1
     fills: dict[str, Any] = field(default_factory=dict)
+    heads: list[str] = field(default_factory=lambda: ["popular"])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -173,7 +173,7 @@ def test_heads_popular_writes_only_the_label_columns(runner, model, catalog, tmp
 def test_python_api_scores_a_subset_of_heads(model, catalog, tmp_path):
     out = tmp_path / "scored.parquet"
     summary = popbatch.score(str(catalog), out, model=model, heads="genre", record=False)
-    assert summary.rows_scored == 200
+    assert summary.rows_scored == 200 and summary.heads == ["popular", "genre"]
     assert pl.read_parquet(out).columns == [*LABEL_COLUMNS, "genre_pred", "genre_prob"]
     out2 = tmp_path / "scored2.parquet"
     popbatch.score(str(catalog), out2, model=model, heads=["popularity"], record=False)
