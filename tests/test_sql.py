@@ -630,7 +630,7 @@ def test_genre_mismatch_counts_a_track_under_any_of_its_genres(runner, tmp_path)
         {
             "track_id": ["t1", "t1", "t2"],
             "track_genre": ["Pop", "dance", "rock"],
-            "genre_pred": ["dance", "dance", "jazz"],
+            "genre_pred": ["pop", "pop", "jazz"],
             "genre_prob": [0.6, 0.6, 0.7],
             "scored_at": [RUN_3] * 3,
         }
