@@ -224,7 +224,7 @@ def test_incremental_needs_every_requested_head(model, catalog, tmp_path):
     again = popbatch.score(str(catalog), db, incremental=True, **run)
     assert again.rows_skipped == 200
     with duckdb.connect(str(db), read_only=True) as con:
-        nulls = con.sql("SELECT count(*) FROM scores WHERE genre_pred IS NULL").fetchone()[0]
+        nulls = con.execute("SELECT count(*) FROM scores WHERE genre_pred IS NULL").fetchone()[0]
     assert nulls == 0
 
 
@@ -234,7 +234,7 @@ def test_write_back_adds_the_head_columns(model, catalog, tmp_path):
         con.execute(f"CREATE TABLE tracks AS SELECT * FROM read_parquet('{catalog}')")
     popbatch.score(str(db), table="tracks", write_back=True, model=model, record=False)
     with duckdb.connect(str(db)) as con:
-        row = con.sql(
+        row = con.execute(
             "SELECT count(*), count(popularity_pred), count(genre_pred), min(genre_prob) "
             "FROM tracks"
         ).fetchone()
@@ -244,7 +244,7 @@ def test_write_back_adds_the_head_columns(model, catalog, tmp_path):
         str(db), table="tracks", write_back=True, model=model, heads="popular", record=False
     )
     with duckdb.connect(str(db)) as con:
-        counts = con.sql("SELECT count(popular), count(genre_pred) FROM tracks").fetchone()
+        counts = con.execute("SELECT count(popular), count(genre_pred) FROM tracks").fetchone()
     assert counts == (200, 0)
 
 
