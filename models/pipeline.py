@@ -31,6 +31,7 @@ from popbatch.core.features import (
     NUMERIC_FEATURE_NAMES,
     feature_names,
 )
+from popbatch.core.heads import parse_heads
 from popbatch.core.stats import numeric_stats, onehot_share
 from popbatch.core.versions import package_versions
 
@@ -57,6 +58,11 @@ class TrainConfig:
     folds: int = 5
     learners: LearnerParams = field(default_factory=LearnerParams)
     heads: tuple[str, ...] = ("popular", "popularity", "genre")  # models.heads.HEADS
+
+    def __post_init__(self) -> None:
+        # "popular,genre" or a list, from the CLI or popbatch.train(heads=...); without
+        # the genre column (use_genre=False) the genre head has no target.
+        self.heads = tuple(h for h in parse_heads(self.heads) if self.use_genre or h != "genre")
 
     def as_params(self) -> dict[str, Any]:
         params = asdict(self)

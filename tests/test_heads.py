@@ -260,3 +260,21 @@ def test_model_info_lists_the_heads(runner, model):
     assert "heads       popular, popularity, genre" in result.output
     assert "head        popularity: popularity.onnx (" in result.output
     assert "-> genre_pred, genre_prob; test accuracy" in result.output
+
+
+def test_train_config_takes_heads_as_text_or_list():
+    from popbatch.models.pipeline import TrainConfig
+
+    assert TrainConfig(data="a.csv", out="r", heads="genre").heads == ("popular", "genre")
+    assert TrainConfig(data="a.csv", out="r", heads=["popularity"]).heads == (
+        "popular",
+        "popularity",
+    )
+    # Without the genre column the genre head has no target: the default skips it.
+    assert TrainConfig(data="a.csv", out="r", use_genre=False).heads == ("popular", "popularity")
+
+
+def test_train_refuses_the_genre_head_without_genre(runner, tmp_path):
+    args = ["train", "--data", str(TRACKS_2000), "--out", str(tmp_path / "r"), "--no-genre"]
+    result = runner.invoke(cli, [*args, "--heads", "popular,genre"])
+    assert result.exit_code == 2 and "drop --no-genre" in result.output

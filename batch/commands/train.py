@@ -156,6 +156,8 @@ def train(
     (popularity.onnx) and a genre classifier (genre.onnx) on the same split.
     """
     chosen_heads = parse_heads(heads)  # a typo fails before TensorFlow loads
+    if no_genre and "genre" in chosen_heads and heads != HEADS_DEFAULT:
+        raise InputError("--heads genre learns the track_genre column; drop --no-genre")
     _import_tensorflow_quietly()
     from popbatch.models.learners import LearnerParams
     from popbatch.models.pipeline import TrainConfig
@@ -180,10 +182,6 @@ def train(
         learners=learners,
         heads=chosen_heads,
     )
-    if no_genre and "genre" in config.heads:
-        if heads != HEADS_DEFAULT:
-            raise InputError("--heads genre learns the track_genre column; drop --no-genre")
-        config.heads = tuple(h for h in config.heads if h != "genre")
 
     show_progress = not quiet and sys.stderr.isatty()
 
