@@ -28,7 +28,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from popbatch.export import graph as stack_graph
+from popbatch.exporter import graph as stack_graph
 
 from popbatch.core.errors import ModelError
 
@@ -260,7 +260,7 @@ class HeadParity:
 
 
 def _run(model_bytes: bytes, names: list[str], x: np.ndarray) -> list[np.ndarray]:
-    from popbatch.export import runtime
+    from popbatch.exporter import runtime
 
     return runtime.session(model_bytes).run(
         names, {"features": np.ascontiguousarray(x, np.float32)}
@@ -314,7 +314,7 @@ def export_heads(
     """
     import hashlib
 
-    from popbatch.export import runtime
+    from popbatch.exporter import runtime
 
     native = load_heads(Path(stack_dir))
     blobs: dict[str, bytes] = {}

@@ -81,7 +81,7 @@ PLOTS = ("popularity_pred_vs_actual", "popularity_residuals_by_genre", "genre_co
 
 def test_every_head_shares_the_one_grouped_split(trained):
     """The heads are fitted on the popular head's training split: no test track in it."""
-    from popbatch.export.heads import load_heads
+    from popbatch.exporter.heads import load_heads
 
     out, _ = trained
     test_ids = set(pl.read_parquet(out / "stack" / "test.parquet")["track_id"].to_list())
@@ -112,7 +112,7 @@ def test_export_proves_parity_per_head(trained, model):
 
 
 def test_head_parity_failure_writes_nothing(trained, tmp_path, monkeypatch):
-    from popbatch.export.build import export_run
+    from popbatch.exporter.build import export_run
     from popbatch.models.popularity import PopularityHead
 
     original = PopularityHead.predict
@@ -142,7 +142,7 @@ def test_score_cli_writes_every_head_of_the_model(runner, model, catalog, tmp_pa
 
 def test_score_matches_the_native_heads(trained, model, catalog, tmp_path):
     """What the stream writes is what the native heads predict for the same rows."""
-    from popbatch.export.heads import load_heads
+    from popbatch.exporter.heads import load_heads
     from popbatch.models.data import feature_matrix, load_training_data
 
     out = tmp_path / "scored.parquet"
