@@ -281,6 +281,7 @@ def _score_locked(
         threads=scorer.threads,
         fills=preprocessor.fills_applied,
         incremental=options.incremental,
+        columns_replaced=list(preprocessor.replaced),
     )
     run = StreamingRun(
         source, preprocessor, scorer, sink, rejects_sink, scored_at, summary, progress
