@@ -311,8 +311,24 @@ class Preprocessor:
         return [n for n in names if n not in OUTPUT_COLUMNS]
 
     @property
+    def passthrough_inputs(self) -> list[str]:
+        """The input (original) names of the pass-through columns, in output order."""
+        self._require_bound()
+        return [self.by_final[c] for c in self.passthrough]
+
+    def set_output_types(self, types: Mapping[str, pa.DataType]) -> None:
+        """Give pass-through columns (input names) other output types than the input's,
+        e.g. a CSV column of integers read as text
+        (:meth:`~popbatch.batch.sources.Source.column_types`); the run casts each batch.
+        """
+        self._require_bound()
+        final = {o: f for f, o in self.by_final.items()}
+        for original, dtype in types.items():
+            self.input_types[final[original]] = dtype
+
+    @property
     def output_schema(self) -> pa.Schema:
-        """Schema of the passthrough columns (normalised names, input types)."""
+        """Schema of the passthrough columns (normalised names, output types)."""
         self._require_bound()
         return pa.schema([(c, self.input_types[c]) for c in self.passthrough])
 
