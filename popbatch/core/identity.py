@@ -7,13 +7,13 @@ column, valid range, impute value, category, in input order) and, when a
 model has them, its head definitions (``heads``). Editing any of it can change
 a prediction, so it is part of the identity:
 
-- **format 2** (written by ``popbatch export`` since 0.3.0): the manifest holds
+- **format 2** (written by ``popbatch export`` since 0.2.0): the manifest holds
   an ``identity`` block, ``{"scheme", "model_sha256", "contract"}``, where
   ``contract`` maps each contract part (``threshold``, ``genre.vocabulary``,
   ``features[3]``, ...) to the sha256 of its canonical JSON, and ``model_id``
   is the sha256 of the canonical JSON of that block. Changing the ONNX bytes,
   any contract part or the block itself changes or breaks the id.
-- **format 1** (0.2.0 and before): ``model_id`` is the sha256 of ``model.onnx``
+- **format 1** (popbatch 0.1.0): ``model_id`` is the sha256 of ``model.onnx``
   alone. Such a bundle loads only when popbatch holds a record of its contract
   (:data:`popbatch.core.format1_models.CONTRACTS`, the embedded default
   model), checked part by part the same way; any other format-1 bundle is
