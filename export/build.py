@@ -38,13 +38,18 @@ def stack_directory(run_dir: Path) -> Path:
 
 
 def export_run(
-    run_dir: Path,
-    out_dir: Path,
+    run_dir: str | Path,
+    out_dir: str | Path,
     *,
     measure_throughput: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Export the stack of ``run_dir`` to ``out_dir/model.onnx`` and ``out_dir/manifest.json``.
+
+    >>> import popbatch
+    >>> manifest = popbatch.export("runs/mine", "runs/mine/model")   # doctest: +SKIP
+    >>> manifest["parity"]["labels_identical"]                       # doctest: +SKIP
+    True
 
     Parameters
     ----------

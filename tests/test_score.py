@@ -505,6 +505,7 @@ def test_api_default_output_is_beside_the_input(model_dir, tmp_path):
 
 def test_api_takes_one_options_object_and_refuses_unknown_options(model_dir, tmp_path):
     from popbatch.batch.score import ScoreOptions
+
     from popbatch.core.errors import InputError
 
     options = ScoreOptions(columns="all", batch_size=500, record=False)
