@@ -108,7 +108,7 @@ def load_model(model_dir: str | Path | None = None) -> ModelBundle:
     >>> import popbatch
     >>> model = popbatch.load_model()            # the embedded default model
     >>> len(model.model_id), model.feature_names[0]
-    (64, 'danceability')
+    (64, 'duration_ms')
 
     Parameters
     ----------
