@@ -152,19 +152,22 @@ def test_rescoring_a_scored_output_replaces_the_score_columns(
     assert f"new scores replaced input columns {replaced}" in result.output
 
 
+@pytest.mark.parametrize("kind", ["parquet", "csv", "duckdb"])
 @pytest.mark.parametrize("suffix", [".parquet", ".duckdb"])
 def test_rescoring_incrementally_keeps_one_copy_of_each_column(
-    runner, model_dir, tmp_path, scored, suffix
+    runner, model_dir, tmp_path, scored, kind, suffix
 ):
+    source = scored[kind]
+    table = ["--table", "scores"] if kind == "duckdb" else []
     out = tmp_path / f"rescored{suffix}"
     summary = tmp_path / "run.json"
     for _ in range(2):  # the second run finds every row up to date and carries it over
         score(
-            runner, model_dir, scored["parquet"], "-o", out, "--columns", "all",
+            runner, model_dir, source, *table, "-o", out, "--columns", "all",
             "--incremental", "--summary", summary,
         )  # fmt: skip
     names = check_readable(out)
-    assert names == check_readable(scored["parquet"])
+    assert names == check_readable(source)
     report = json.loads(summary.read_text())
     assert report["rows_skipped"] == 2000 and report["rows_written"] == 2000
     assert report["columns_replaced"] == list(SCORE_NAMES)
