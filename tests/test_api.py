@@ -10,9 +10,10 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-import popbatch
 import pytest
 from conftest import TRACKS_2000
+
+import popbatch
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = ("score", "load_model", "train", "export", "drift")
