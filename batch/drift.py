@@ -9,7 +9,7 @@ with the training shares by the population stability index
 read in bounded batches; only bin counts are kept.
 
 A check *drifts* when it reaches a threshold in :data:`THRESHOLDS` (the one
-place they are defined; ``popbatch drift --help`` and the README quote them).
+place they are defined; ``popbatch drift --help`` and docs/nightly.md quote them).
 A feature the catalog lacks is reported as ``missing`` and is not drift
 (``popbatch score`` would stop on it, or use ``--fill``).
 """

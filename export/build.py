@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from popbatch.export import parity as parity_check
-from popbatch.export import runtime
-from popbatch.export.manifest import MODEL_FILE, build_manifest
+from popbatch.exporter import parity as parity_check
+from popbatch.exporter import runtime
+from popbatch.exporter.manifest import MODEL_FILE, build_manifest
 from popbatch.models.stack import STACK_FILE
 
 from popbatch.core import files
@@ -89,7 +89,7 @@ def export_run(
     stack = NativeStack.load(stack_dir)
 
     say("converting the network, the forest, XGBoost and the meta learner to one ONNX graph")
-    from popbatch.export.graph import build_graph
+    from popbatch.exporter.graph import build_graph
 
     model = build_graph(stack)
     model_bytes = runtime.optimize(model.SerializeToString())

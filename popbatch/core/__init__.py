@@ -6,7 +6,7 @@ scored-table schema (:mod:`.scored`), feature statistics (:mod:`.stats`), SQL
 quoting (:mod:`.sqlquote`), atomic file replacement (:mod:`.files`) and package
 versions (:mod:`.versions`). Scoring, training, export and the CLI all build on
 it; nothing here may import from ``popbatch.batch``, ``popbatch.models`` or
-``popbatch.export`` (``tests/test_layers.py`` checks it).
+``popbatch.exporter`` (``tests/test_layers.py`` checks it).
 """
 
 __version__ = "0.2.0"

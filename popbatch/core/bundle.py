@@ -107,8 +107,8 @@ def load_model(model_dir: str | Path | None = None) -> ModelBundle:
 
     >>> import popbatch
     >>> model = popbatch.load_model()            # the embedded default model
-    >>> len(model.model_id), model.feature_names[0]
-    (64, 'duration_ms')
+    >>> len(model.model_id), "danceability" in model.feature_names
+    (64, True)
 
     Parameters
     ----------
