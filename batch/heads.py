@@ -15,14 +15,12 @@ import pyarrow as pa
 
 from popbatch.core.bundle import ModelBundle
 from popbatch.core.errors import ModelError, one_line
-from popbatch.core.heads import head_columns
-
-ARROW_TYPES = {"DOUBLE": pa.float64(), "VARCHAR": pa.string()}
+from popbatch.core.scored import head_columns
 
 
 def head_fields(heads: tuple[str, ...]) -> list[pa.Field]:
     """The Arrow fields the extra heads among ``heads`` add to the scored table."""
-    return [pa.field(name, ARROW_TYPES[sql]) for name, sql in head_columns(heads)]
+    return [c.field for c in head_columns(heads)]
 
 
 class HeadSessions:

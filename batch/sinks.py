@@ -35,21 +35,18 @@ from popbatch.batch.sources import DUCKDB_SUFFIXES
 
 from popbatch.core import files
 from popbatch.core.errors import InputError, OutputError, one_line
-from popbatch.core.heads import HEADS, head_columns
+from popbatch.core.scored import (
+    ALL_HEAD_COLUMNS,
+    HASH_COLUMN,
+    SCORE_FIELDS,
+    SQL_TYPES,
+)
 from popbatch.core.sqlquote import quote_column, quote_identifier, quote_string
 
-# The columns every scored output ends with; the same types as sql/scored_table.sql
-# (DOUBLE, BOOLEAN, VARCHAR, TIMESTAMP, UBIGINT). scored_at is UTC, stored without
-# a zone as DuckDB's TIMESTAMP is, and is the same for every row of a run;
-# features_hash identifies the row's model inputs (batch.incremental).
-SCORE_FIELDS = (
-    pa.field("popularity_prob", pa.float64()),
-    pa.field("popular", pa.bool_()),
-    pa.field("model_id", pa.string()),
-    pa.field("scored_at", pa.timestamp("us")),
-    pa.field("features_hash", pa.uint64()),
-)
-HASH_FIELD = SCORE_FIELDS[4].name
+# The columns every scored output ends with, their Arrow and SQL types: one definition,
+# popbatch.core.scored (scored_at is UTC, stored without a zone as DuckDB's TIMESTAMP is,
+# and the same for every row of a run; features_hash identifies the row's model inputs).
+HASH_FIELD = HASH_COLUMN
 # A reader (popbatch sql) may hold the database for a moment: the final commit
 # waits at least this long for it to let go before giving up with exit code 75.
 COMMIT_WAIT_SECONDS = 10.0
@@ -368,18 +365,19 @@ class DuckDBSink(Sink):
             )
             self.rows_written = _count(con, self.table_sql)
             return
-        # A table written before features_hash existed gains the column (NULL for old rows).
-        for field in SCORE_FIELDS[4:]:
-            if field.name in self.schema.names:
-                con.execute(
-                    f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS "
-                    f"{quote_column(field.name)} UBIGINT"
-                )
-        for name, sql_type in head_columns(HEADS):  # a table scored before these heads
+        # A table written before a score column existed (features_hash, a later head's
+        # columns) gains it, typed as popbatch.core.scored says (NULL for old rows).
+        for name, sql_type in SQL_TYPES.items():
             if name in self.schema.names:
                 con.execute(
                     f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS "
                     f"{quote_column(name)} {sql_type}"
+                )
+        for column in ALL_HEAD_COLUMNS:  # a table scored before these heads
+            if column.name in self.schema.names:
+                con.execute(
+                    f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS "
+                    f"{quote_column(column.name)} {column.sql_type}"
                 )
         if self.mode == "upsert":
             key = quote_column(self.key)
@@ -403,13 +401,8 @@ class DuckDBWriteBack(DuckDBSink):
     with that key gets the score of the last such row read.
     """
 
-    SQL_TYPES: ClassVar[dict[str, str]] = {
-        "popularity_prob": "DOUBLE",
-        "popular": "BOOLEAN",
-        "model_id": "VARCHAR",
-        "scored_at": "TIMESTAMP",
-        "features_hash": "UBIGINT",
-    }
+    #: the score columns and their DuckDB types (popbatch.core.scored)
+    SQL_TYPES: ClassVar[dict[str, str]] = SQL_TYPES
 
     def __init__(self, path: str | Path, table: str, key: str = "track_id") -> None:
         super().__init__(path, table, mode="upsert", key=key)
@@ -425,7 +418,7 @@ class DuckDBWriteBack(DuckDBSink):
         # The extra heads' columns this run scores (popularity_pred, genre_pred, ...).
         self.columns = {
             **self.SQL_TYPES,
-            **{n: t for n, t in head_columns(HEADS) if n in schema.names},
+            **{c.name: c.sql_type for c in ALL_HEAD_COLUMNS if c.name in schema.names},
         }
         fields = [
             *SCORE_FIELDS,
@@ -440,19 +433,22 @@ class DuckDBWriteBack(DuckDBSink):
     def apply(self, con) -> None:
         for column, sql_type in self.columns.items():
             con.execute(
-                f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS {column} {sql_type}"
+                f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS "
+                f"{quote_column(column)} {sql_type}"
             )
-        sets = ", ".join(f"{c} = scores.{c}" for c in self.columns)
+        # The alias must not be a table's name: "scores" (the default --into) was ambiguous.
+        new = "popbatch_new_scores"
+        sets = ", ".join(f"{quote_column(c)} = {new}.{quote_column(c)}" for c in self.columns)
         # A head this run does not score loses its old answer: the row's model_id and
         # scored_at would otherwise vouch for a value another run wrote.
         present = {row[0] for row in con.execute(f"DESCRIBE {self.table_sql}").fetchall()}
-        for name, _ in head_columns(HEADS):
-            if name in present and name not in self.columns:
-                sets += f", {quote_column(name)} = NULL"
+        for column in ALL_HEAD_COLUMNS:
+            if column.name in present and column.name not in self.columns:
+                sets += f", {quote_column(column.name)} = NULL"
         result = con.execute(
-            f"UPDATE {self.table_sql} SET {sets} FROM ({self._source(dedupe=True)}) AS scores "
+            f"UPDATE {self.table_sql} SET {sets} FROM ({self._source(dedupe=True)}) AS {new} "
             f"WHERE {self.table_sql}.{quote_column(self.table_key)} "
-            f"= scores.{quote_column(self.key)}"
+            f"= {new}.{quote_column(self.key)}"
         ).fetchall()
         self.rows_written = int(result[0][0]) if result else None
 

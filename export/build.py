@@ -111,17 +111,18 @@ def export_run(
         throughput = runtime.measure_throughput(model_bytes, x)
         if heads:
             throughput["by_heads"] = runtime.measure_heads(model_bytes, x, heads, head_files)
-    manifest = build_manifest(stack, model_bytes, parity.manifest(), opsets, throughput)
     if heads:
-        manifest["heads"] = {
-            "popular": {
-                "file": MODEL_FILE,
-                "outputs": manifest["outputs"],
-                "columns": {"popularity_prob": "DOUBLE", "popular": "BOOLEAN"},
-                "metrics": "see metrics",
-            },
-            **heads,
+        popular = {
+            "file": MODEL_FILE,
+            "outputs": {"probability": "probability", "label": "label"},
+            "columns": {"popularity_prob": "DOUBLE", "popular": "BOOLEAN"},
+            "metrics": "the manifest's metrics",
         }
+        heads = {"popular": popular, **heads}
+    # The heads (with each file's sha256) are part of the scoring contract that model_id seals.
+    manifest = build_manifest(
+        stack, model_bytes, parity.manifest(), opsets, throughput, heads=heads or None
+    )
     out_dir = Path(out_dir)
     write_model(out_dir, model_bytes, manifest, head_files)
     warnings = []
@@ -138,8 +139,8 @@ def export_run(
         "model_bytes": len(model_bytes),
         "parity": parity.manifest(),
         "parity_line": parity.line(),
-        "head_parity_lines": [h["parity_line"] for h in heads.values()],
-        "head_bytes": {name: h["bytes"] for name, h in heads.items()},
+        "head_parity_lines": [h["parity_line"] for h in heads.values() if "parity_line" in h],
+        "head_bytes": {name: h["bytes"] for name, h in heads.items() if "bytes" in h},
         "rows_per_second": throughput["rows_per_second"] if throughput else None,
     }
 

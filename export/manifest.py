@@ -4,7 +4,6 @@ about a model, written from the native stack (schema: ``export/manifest_schema.j
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from popbatch.core.features import (
     OTHER_GENRE,
     onehot_name,
 )
+from popbatch.core.identity import seal
 from popbatch.core.versions import package_versions
 
 SCHEMA_FILE = Path(__file__).with_name("manifest_schema.json")
@@ -73,15 +73,17 @@ def build_manifest(
     opsets: dict[str, int],
     throughput: dict[str, Any] | None = None,
     created_at: str | None = None,
+    heads: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest of ``onnx_bytes`` exported from ``stack`` (a ``models.stack.NativeStack``)."""
+    """The manifest of ``onnx_bytes`` exported from ``stack`` (a ``models.stack.NativeStack``);
+    ``heads``: the ``heads`` section of a model with extra heads (``exporter.heads``)."""
     info = stack.info
     label = info["label"]
     data = info["training_data"]
     manifest = {
         "format_version": SUPPORTED_FORMAT,
         "model_file": MODEL_FILE,
-        "model_id": hashlib.sha256(onnx_bytes).hexdigest(),
+        "model_id": None,  # set by seal(): covers the ONNX bytes and the scoring contract
         "model_bytes": len(onnx_bytes),
         "created_at": created_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "popbatch_version": __version__,
@@ -117,4 +119,6 @@ def build_manifest(
     }
     if throughput is not None:
         manifest["throughput"] = throughput
-    return manifest
+    if heads:
+        manifest["heads"] = heads
+    return seal(manifest, onnx_bytes)

@@ -39,6 +39,8 @@ popularity_prob, popular, model_id, scored_at (UTC, one time per run) and
 features_hash (a stable hash of the row's model inputs), then one set of
 columns per extra head the model has (--heads chooses): popularity_pred
 (0-100) for the popularity head, genre_pred and genre_prob for the genre head.
+Other columns keep their types (CSV: inferred from the whole file); input
+columns named like these are replaced by the new scores.
 Without -o it is <input stem>.scored.parquet beside the input. Files are
 written to a temporary name and renamed at the end; DuckDB targets change in
 one transaction at the end: a failed run writes nothing.

@@ -18,20 +18,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from popbatch.core import scored
 from popbatch.core.errors import InputError, ModelError
+from popbatch.core.scored import HEAD_COLUMNS
 
-HEADS = ("popular", "popularity", "genre")
-# The columns each extra head adds to the scored table, with their DuckDB types.
-HEAD_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
-    "popularity": (("popularity_pred", "DOUBLE"),),
-    "genre": (("genre_pred", "VARCHAR"), ("genre_prob", "DOUBLE")),
-}
+HEADS = ("popular", *HEAD_COLUMNS)
 
 
 def head_columns(heads: Iterable[str]) -> list[tuple[str, str]]:
-    """(column, DuckDB type) of the extra heads among ``heads``, in :data:`HEADS` order."""
-    wanted = set(heads)
-    return [col for head in HEADS if head in wanted for col in HEAD_COLUMNS.get(head, ())]
+    """(column, DuckDB type) of the extra heads among ``heads``, in :data:`HEADS` order
+    (the columns are defined once, in :mod:`popbatch.core.scored`)."""
+    return [(c.name, c.sql_type) for c in scored.head_columns(tuple(heads))]
 
 
 def read_head_files(directory: Path, manifest: dict[str, Any]) -> dict[str, bytes]:
