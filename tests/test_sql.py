@@ -467,6 +467,9 @@ def test_scored_table_ddl_quotes_validated_names(tmp_path):
         ("model_id", "VARCHAR"),
         ("scored_at", "TIMESTAMP"),
         ("features_hash", "UBIGINT"),
+        ("popularity_pred", "DOUBLE"),
+        ("genre_pred", "VARCHAR"),
+        ("genre_prob", "DOUBLE"),
     ]
     with pytest.raises(InputError, match="not a plain SQL identifier"):
         sqlrun.scored_table_ddl('scores"; DROP TABLE x; --')
