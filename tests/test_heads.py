@@ -278,3 +278,15 @@ def test_train_refuses_the_genre_head_without_genre(runner, tmp_path):
     args = ["train", "--data", str(TRACKS_2000), "--out", str(tmp_path / "r"), "--no-genre"]
     result = runner.invoke(cli, [*args, "--heads", "popular,genre"])
     assert result.exit_code == 2 and "drop --no-genre" in result.output
+
+
+def test_an_edited_head_entry_is_refused_like_any_other_edit(model, tmp_path):
+    """model_id covers the heads section: swapping two genre names would relabel rows."""
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    classes = manifest["heads"]["genre"]["classes"]
+    classes[0], classes[1] = classes[1], classes[0]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match=r"heads\.genre"):
+        load_model(copy)
