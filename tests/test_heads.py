@@ -290,3 +290,29 @@ def test_an_edited_head_entry_is_refused_like_any_other_edit(model, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match=r"heads\.genre"):
         load_model(copy)
+
+
+def test_tune_searches_the_regressors_with_grouped_folds_and_records_the_best():
+    from types import SimpleNamespace
+
+    from popbatch.models.data import load_training_data
+    from popbatch.models.pipeline import labels, make_splits
+    from popbatch.models.popularity import RegressorParams, tune
+
+    data = load_training_data(TRACKS_2000)
+    splits, _ = make_splits(data, labels(data.frame, 71), 7)
+    width = splits.x["train"].shape[1]
+    stack = SimpleNamespace(clip_lower=[None] * width, clip_upper=[None] * width)
+    targets = {k: f["popularity"].to_numpy().astype(float) for k, f in splits.frames.items()}
+    params = RegressorParams()
+    params.xgb["n_estimators"] = 20  # quick: the grid does not set XGBoost's rounds
+    config = SimpleNamespace(tune_budget=0.001, seed=7)  # one candidate per learner
+    result = tune(
+        stack, splits.x["train"], targets["train"], splits.groups["train"], splits, targets,
+        params, config, lambda _: None,
+    )  # fmt: skip
+    for learner in ("rf", "xgb"):
+        assert len(result[learner]["tried"]) == 1
+        assert result[learner]["best_cv_mae"] > 0
+        for name, value in result[learner]["best_params"].items():
+            assert getattr(params, learner)[name] == value
