@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from popbatch.models.stack import clip_rows
 
 from popbatch.core import files
 from popbatch.core.features import NUMERIC_FEATURE_NAMES
@@ -69,10 +70,8 @@ class GenreHead:
     info: dict[str, Any] = field(default_factory=dict)
 
     def clip(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, np.float32)[:, :WIDTH]
-        lower = np.array([-np.inf if v is None else v for v in self.clip_lower], np.float32)
-        upper = np.array([np.inf if v is None else v for v in self.clip_upper], np.float32)
-        return np.clip(x, lower, upper)
+        """The first 14 (audio feature) columns of ``x``, clipped."""
+        return clip_rows(np.asarray(x)[:, :WIDTH], self.clip_lower, self.clip_upper)
 
     def scale(self, c: np.ndarray) -> np.ndarray:
         return (c - np.asarray(self.scaler_mean, np.float32)) / np.asarray(

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from popbatch.models.stack import clip_rows
 
 from popbatch.core import files
 
@@ -80,9 +81,7 @@ class PopularityHead:
     info: dict[str, Any] = field(default_factory=dict)
 
     def clip(self, x: np.ndarray) -> np.ndarray:
-        lower = np.array([-np.inf if v is None else v for v in self.clip_lower], np.float32)
-        upper = np.array([np.inf if v is None else v for v in self.clip_upper], np.float32)
-        return np.clip(np.asarray(x, np.float32), lower, upper)
+        return clip_rows(x, self.clip_lower, self.clip_upper)
 
     def base_predictions(self, x: np.ndarray) -> np.ndarray:
         """[N, 3] predictions (popularity points) of ann, rf, xgb for raw rows ``x``."""

@@ -41,6 +41,14 @@ STACK_FILE = "stack.json"
 BASE_LEARNERS = ("ann", "rf", "xgb")
 
 
+def clip_rows(x: np.ndarray, lower: list, upper: list) -> np.ndarray:
+    """float32 ``x`` clipped per column to ``lower``/``upper`` (None: unbounded); the
+    stack and its heads clip their inputs this way, and so does the exported graph."""
+    low = np.array([-np.inf if v is None else v for v in lower], np.float32)
+    high = np.array([np.inf if v is None else v for v in upper], np.float32)
+    return np.clip(np.asarray(x, np.float32), low, high)
+
+
 @dataclass
 class NativeStack:
     """The fitted stack with native models, loadable from and savable to a directory."""
@@ -86,9 +94,7 @@ class NativeStack:
         )
 
     def clip(self, x: np.ndarray) -> np.ndarray:
-        lower = np.array([-np.inf if v is None else v for v in self.clip_lower], np.float32)
-        upper = np.array([np.inf if v is None else v for v in self.clip_upper], np.float32)
-        return np.clip(np.asarray(x, np.float32), lower, upper)
+        return clip_rows(x, self.clip_lower, self.clip_upper)
 
     def base_probabilities(self, x: np.ndarray) -> np.ndarray:
         """[N, 3] probabilities of the ANN, RandomForest and XGBoost, in BASE_LEARNERS order."""
