@@ -129,8 +129,9 @@ def export_run(
     total = len(model_bytes) + sum(len(b) for b in head_files.values())
     if total > SIZE_BUDGET:
         warnings.append(
-            f"the model's ONNX files are {total / 1e6:.1f} MB, over the {SIZE_BUDGET / 1e6:.0f} "
-            "MB budget of the default model; train smaller trees (fewer, shallower) for scoring"
+            f"{'the ONNX files' if head_files else 'model.onnx'} {'are' if head_files else 'is'} "
+            f"{total / 1e6:.1f} MB, over the {SIZE_BUDGET / 1e6:.0f} MB budget of the default "
+            "model; train smaller trees (fewer, shallower) for scoring"
         )
     return {
         "warnings": warnings,
