@@ -116,11 +116,25 @@ def load_model(model_dir: Path | None = None) -> ModelBundle:
         onnx_bytes = onnx_path.read_bytes()
     except OSError as exc:
         raise ModelError(f"{onnx_path}: cannot read the model ({exc.strerror})") from None
+    return verified_bundle(directory, manifest, onnx_bytes, where=onnx_path)
+
+
+def verified_bundle(
+    directory: Path, manifest: dict[str, Any], onnx_bytes: bytes, where: Any = None
+) -> ModelBundle:
+    """A :class:`ModelBundle` of bytes read elsewhere (a file, or bytes shipped to a
+    Spark executor), after checking they hash to the manifest's ``model_id``.
+
+    Raises
+    ------
+    ModelError
+        When the sha256 of ``onnx_bytes`` is not the manifest's ``model_id``.
+    """
     digest = hashlib.sha256(onnx_bytes).hexdigest()
     if digest != manifest["model_id"]:
         raise ModelError(
-            f"{onnx_path}: model.onnx does not match its manifest (sha256 {digest[:12]}…, "
-            f"manifest model_id {str(manifest['model_id'])[:12]}…): the file was changed; "
-            "re-export the model or restore the original file"
+            f"{where or directory}: model.onnx does not match its manifest (sha256 "
+            f"{digest[:12]}…, manifest model_id {str(manifest['model_id'])[:12]}…): the file "
+            "was changed; re-export the model or restore the original file"
         )
     return ModelBundle(directory=directory, manifest=manifest, onnx_bytes=onnx_bytes)
