@@ -21,8 +21,10 @@ after the other over any iterator of batches, which is what Spark
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +36,15 @@ from popbatch.batch.sinks import SCORE_FIELDS
 from popbatch.core.bundle import ModelBundle, load_model
 from popbatch.core.errors import InputError, one_line
 
-__all__ = ["REJECTED", "BatchScorer", "check_heads", "flagged_schema", "score_batches"]
+__all__ = [
+    "REJECTED",
+    "BatchOptions",
+    "BatchScorer",
+    "check_heads",
+    "flag_batches",
+    "flagged_schema",
+    "score_batches",
+]
 
 #: The column of :func:`score_batches` that flags a rejected row: null on a
 #: scored row; on a rejected row a struct of the rejects output's columns
@@ -250,33 +260,57 @@ def score_batches(
     ModelError
         The model cannot be loaded or run.
     """
+    options = BatchOptions(key, columns, heads, dict(fills or {}), dict(mapping or {}), on_invalid)
+    if isinstance(model, OnnxScorer):
+        yield from flag_batches(batches, model, options, scored_at, name)
+        return
+    bundle = model if isinstance(model, ModelBundle) else load_model(model)
+    with OnnxScorer(bundle, threads) as scorer:
+        yield from flag_batches(batches, scorer, options, scored_at, name)
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """:func:`score_batches`'s column and row options (``popbatch score``'s flags)."""
+
+    key: str | None = None
+    columns: str | Sequence[str] = "key"
+    heads: str | Sequence[str] | None = None
+    fills: Mapping[str, str] = field(default_factory=dict)
+    mapping: Mapping[str, str] = field(default_factory=dict)
+    on_invalid: str = "reject"
+
+    def bind(self, manifest: Mapping[str, Any], schema: pa.Schema, name: str) -> Preprocessor:
+        """A preprocessor bound to ``schema``; raises before any row if a column is missing."""
+        check_heads(self.heads, manifest)
+        return Preprocessor(
+            manifest,
+            key=self.key,
+            columns=self.columns,
+            maps=self.mapping,
+            fills=self.fills,
+            on_invalid=self.on_invalid,
+        ).bind(schema, name)
+
+
+def flag_batches(
+    batches: Iterable[pa.RecordBatch],
+    scorer: OnnxScorer,
+    options: BatchOptions,
+    scored_at: datetime | None = None,
+    name: str = "batches",
+) -> Iterator[pa.RecordBatch]:
+    """:func:`score_batches` with a session the caller owns (and closes)."""
     iterator = iter(batches)
     first = next(iterator, None)
     if first is None:
         return
-    owned = not isinstance(model, OnnxScorer)
-    if owned:
-        bundle = model if isinstance(model, ModelBundle) else load_model(model)
-        scorer = OnnxScorer(bundle, threads)
-    else:
-        scorer = model
-    try:
-        preprocessor = Preprocessor(
-            scorer.bundle.manifest,
-            key=key,
-            columns=columns,
-            maps=mapping or {},
-            fills=fills or {},
-            on_invalid=on_invalid,
-        ).bind(first.schema, name)
-        scoring = BatchScorer(preprocessor, scorer, scored_at or datetime.now(UTC), heads)
-        next_row = 1
-        for batch in _chain(first, iterator):
-            yield scoring.flagged(batch, next_row)
-            next_row += batch.num_rows
-    finally:
-        if owned:
-            scorer.close()
+    preprocessor = options.bind(scorer.bundle.manifest, first.schema, name)
+    scoring = BatchScorer(preprocessor, scorer, scored_at or datetime.now(UTC), options.heads)
+    next_row = 1
+    for batch in _chain(first, iterator):
+        yield scoring.flagged(batch, next_row)
+        next_row += batch.num_rows
 
 
 def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
