@@ -10,12 +10,6 @@ in three steps: :meth:`~BatchScorer.prepare` (preprocess and hash),
 reader, inference and writer threads; :func:`score_batches` runs them one
 after the other over any iterator of batches, which is what Spark
 (:mod:`popbatch.batch.spark`), Ray Data and Dask call.
-
->>> import pyarrow.csv
->>> import popbatch
->>> table = pyarrow.csv.read_csv("batch/sample/catalog.csv")          # doctest: +SKIP
->>> for batch in popbatch.score_batches(table.to_batches()):           # doctest: +SKIP
-...     scored = batch.filter(batch.column("rejected").is_null())
 """
 
 from __future__ import annotations
@@ -217,6 +211,11 @@ def score_batches(
     name: str = "batches",
 ) -> Iterator[pa.RecordBatch]:
     """Score Arrow record batches: one output batch per input batch, row for row.
+
+    >>> import pyarrow.csv, popbatch
+    >>> batches = pyarrow.csv.read_csv("catalog.csv").to_batches()     # doctest: +SKIP
+    >>> for batch in popbatch.score_batches(batches):                  # doctest: +SKIP
+    ...     scored = batch.filter(batch["rejected"].is_null())
 
     Each output batch has the scored-table columns (the passthrough columns,
     ``popularity_prob``, ``popular``, ``model_id``, ``scored_at``,
