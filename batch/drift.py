@@ -9,7 +9,7 @@ with the training shares by the population stability index
 read in bounded batches; only bin counts are kept.
 
 A check *drifts* when it reaches a threshold in :data:`THRESHOLDS` (the one
-place they are defined; ``popbatch drift --help`` and the README quote them).
+place they are defined; ``popbatch drift --help`` and docs/nightly.md quote them).
 A feature the catalog lacks is reported as ``missing`` and is not drift
 (``popbatch score`` would stop on it, or use ``--fill``).
 """
@@ -17,7 +17,7 @@ A feature the catalog lacks is reported as ``missing`` and is not drift
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,9 @@ import polars as pl
 from popbatch.batch.sources import DUCKDB_SUFFIXES, open_source
 
 from popbatch.core import DEFAULT_BATCH_SIZE
+from popbatch.core.bundle import default_model_dir, read_manifest
 from popbatch.core.errors import InputError, ModelError, SchemaError
-from popbatch.core.features import normalized_names, parse_explicit
+from popbatch.core.features import normalize_column_name, parse_explicit, resolve_columns
 from popbatch.core.stats import bin_counts, psi
 
 
@@ -55,14 +56,19 @@ THRESHOLDS = DriftThresholds()
 
 
 def read_batches(
-    source: Path | str, table: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE
+    inputs: Sequence[str | Path] | str | Path,
+    table: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    *,
+    query: str | None = None,
+    delimiter: str = ",",
 ) -> Iterator[pl.DataFrame]:
-    """Stream a catalog through :func:`batch.sources.open_source` as polars frames.
+    """Stream a catalog through :func:`~popbatch.batch.sources.open_source` as polars frames.
 
     The same reader as ``popbatch score``: CSV columns arrive as text (parsed
     per feature later, so one odd value does not stop the read), Parquet
-    files, globs and hive directories, or a DuckDB table. Column names are as
-    in the input.
+    files, globs and hive directories, or a DuckDB table or query. Column
+    names are as in the input.
 
     Raises
     ------
@@ -72,9 +78,10 @@ def read_batches(
     LockError
         If a DuckDB input is held by a writer.
     """
-    if str(source).lower().endswith(DUCKDB_SUFFIXES) and table is None:
-        raise InputError(f"{source}: a DuckDB input needs --table NAME")
-    with open_source([str(source)], table=table) as reader:
+    paths = [str(inputs)] if isinstance(inputs, str | Path) else [str(i) for i in inputs]
+    if paths and paths[0].lower().endswith(DUCKDB_SUFFIXES) and table is None and query is None:
+        raise InputError(f"{paths[0]}: a DuckDB input needs --table NAME or --query SQL")
+    with open_source(paths, table=table, query=query, delimiter=delimiter) as reader:
         for batch in reader.batches(None, batch_size):
             yield pl.from_arrow(batch)
 
@@ -151,8 +158,15 @@ class DriftReport:
 class DriftCheck:
     """Bin counts and range counts accumulated batch by batch against a manifest."""
 
-    def __init__(self, manifest: dict[str, Any], thresholds: DriftThresholds = THRESHOLDS) -> None:
+    def __init__(
+        self,
+        manifest: dict[str, Any],
+        thresholds: DriftThresholds = THRESHOLDS,
+        maps: Mapping[str, str] | None = None,
+        fills: Mapping[str, str] | None = None,
+    ) -> None:
         self.manifest = manifest
+        self.maps = dict(maps or {})
         self.thresholds = thresholds
         self.numeric = [f for f in manifest["features"] if f.get("kind") == "numeric"]
         for f in self.numeric:
@@ -173,10 +187,31 @@ class DriftCheck:
         self.vocabulary = set(genre["vocabulary"]) if genre else set()
         self.genre_values = 0
         self.unseen: Counter[str] = Counter()
+        self.fills = self._check_fills(fills or {})
+
+    def _check_fills(self, fills: Mapping[str, str]) -> dict[str, str]:
+        """``--fill`` as ``popbatch score`` takes it: model input columns only."""
+        inputs = [f["column"] for f in self.numeric]
+        if self.genre_column is not None:
+            inputs.append(self.genre_column)
+        checked = {normalize_column_name(k): v for k, v in fills.items()}
+        for column, value in checked.items():
+            if column not in inputs:
+                raise InputError(
+                    f"--fill {column}={value}: {column} is not a model input; "
+                    f"model inputs: {', '.join(inputs)}"
+                )
+        return checked
 
     def update(self, batch: pl.DataFrame, source: str = "input") -> None:
-        """Add one batch (original column names; they are normalised here)."""
-        batch = batch.rename(normalized_names(batch.columns, source))
+        """Add one batch (original column names; they are resolved here, with --map and
+        --fill applied as ``popbatch score`` applies them)."""
+        batch = batch.rename(resolve_columns(batch.columns, self.maps, source))
+        for column, value in self.fills.items():
+            present = pl.col(column).cast(pl.String).fill_null(value)
+            batch = batch.with_columns(
+                present if column in batch.columns else pl.lit(value).alias(column)
+            )
         if self.columns is None:
             self.columns = set(batch.columns)
         self.rows += batch.height
@@ -254,13 +289,28 @@ class DriftCheck:
 
 
 def check_drift(
-    source: Path | str,
-    manifest: dict[str, Any],
+    source: Sequence[str | Path] | str | Path,
+    manifest: dict[str, Any] | None = None,
     table: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     thresholds: DriftThresholds = THRESHOLDS,
+    *,
+    query: str | None = None,
+    delimiter: str = ",",
+    maps: Mapping[str, str] | None = None,
+    fills: Mapping[str, str] | None = None,
 ) -> DriftReport:
     """Compare a catalog with the training statistics in ``manifest``.
+
+    >>> import popbatch
+    >>> report = popbatch.drift("catalog.parquet")    # doctest: +SKIP
+    >>> report.drifted                                # doctest: +SKIP
+    False
+
+    ``manifest`` defaults to the embedded default model's; ``source`` is one
+    or more paths, a glob or a directory, read as ``popbatch score`` reads them
+    (``table``/``query`` for DuckDB, ``delimiter`` for CSV, ``maps`` and
+    ``fills`` as ``--map`` and ``--fill``).
 
     Raises
     ------
@@ -274,10 +324,13 @@ def check_drift(
     """
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
-    check = DriftCheck(manifest, thresholds)
-    for batch in read_batches(source, table, batch_size):
-        check.update(batch, str(source))
-    report = check.report(str(source))
+    if manifest is None:
+        manifest = read_manifest(default_model_dir())
+    check = DriftCheck(manifest, thresholds, maps=maps, fills=fills)
+    name = str(source) if isinstance(source, str | Path) else ", ".join(map(str, source))
+    for batch in read_batches(source, table, batch_size, query=query, delimiter=delimiter):
+        check.update(batch, name)
+    report = check.report(name)
     if all(f.status == "missing" for f in report.features):
         names = ", ".join(f.feature for f in report.features)
         raise SchemaError(

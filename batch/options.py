@@ -1,5 +1,5 @@
-"""Option groups shared by several commands (``score``, ``drift``), so an option
-means the same thing everywhere. Each factory returns a decorator.
+"""Option groups shared by several commands (``score``, ``drift``, ``train``), so an
+option means the same thing everywhere. Each factory returns a decorator.
 """
 
 from __future__ import annotations
@@ -30,19 +30,19 @@ def _pairs_callback(ctx: click.Context, param: click.Parameter, value: tuple[str
     return parse_pairs(f"'{param.opts[0]}'", value)
 
 
-def input_options(f: F) -> F:
-    """INPUT... plus how to read it: --table/--query, --delimiter, --map, --fill, --batch-size."""
+def read_options(f: F) -> F:
+    """How to read a catalog, the same in every command that reads one (score, drift,
+    train): --table/--query, --delimiter, --map, --fill."""
     decorators = [
-        click.argument("inputs", metavar="INPUT...", nargs=-1, required=True),
         click.option(
             "--table",
             metavar="NAME",
-            help="Table to read when INPUT is a DuckDB database.",
+            help="Table to read when the input is a DuckDB database.",
         ),
         click.option(
             "--query",
             metavar="SQL",
-            help="SELECT to read when INPUT is a DuckDB database (instead of --table).",
+            help="SELECT to read when the input is a DuckDB database (instead of --table).",
         ),
         click.option(
             "--delimiter",
@@ -66,17 +66,23 @@ def input_options(f: F) -> F:
             callback=_pairs_callback,
             help="Constant for a column the input lacks, or for its empty cells (repeatable).",
         ),
-        click.option(
-            "--batch-size",
-            type=click.IntRange(min=1),
-            default=DEFAULT_BATCH_SIZE,
-            show_default=True,
-            help="Rows per batch; memory grows with this, not with the input.",
-        ),
     ]
     for decorator in reversed(decorators):
         f = decorator(f)
     return f
+
+
+def input_options(f: F) -> F:
+    """INPUT... plus :func:`read_options` and --batch-size (commands that stream a catalog)."""
+    f = click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=DEFAULT_BATCH_SIZE,
+        show_default=True,
+        help="Rows per batch; memory grows with this, not with the input.",
+    )(f)
+    f = read_options(f)
+    return click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)(f)
 
 
 def model_option(f: F) -> F:

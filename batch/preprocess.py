@@ -19,7 +19,6 @@ goes through polars expressions only (no per-row Python):
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +29,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from popbatch.core.errors import InputError, InvalidRowError, SchemaError, one_line
-from popbatch.core.features import normalize_column_name, normalized_names, parse_explicit
+from popbatch.core.features import (
+    closest_text,
+    normalize_column_name,
+    parse_explicit,
+    resolve_columns,
+)
 
 # Columns the scorer adds; an input column of the same name is never passed through.
 OUTPUT_COLUMNS = ("popularity_prob", "popular", "model_id", "scored_at")
@@ -231,23 +235,8 @@ class Preprocessor:
         """
         self.source_name = source_name
         originals = list(schema.names)
-        final = dict(normalized_names(originals, source_name))  # original -> final name
-        for new, old in self.maps.items():
-            hits = [o for o in originals if o == old or final[o] == normalize_column_name(old)]
-            if not hits:
-                raise InputError(
-                    f"--map {new}={old}: {source_name} has no column {old!r}"
-                    + _closest_text(old, originals)
-                )
-            final[hits[0]] = new
-        by_final: dict[str, str] = {}
-        for original, name in final.items():
-            if name in by_final:
-                raise SchemaError(
-                    f"{source_name}: two columns would be named {name!r} "
-                    f"({by_final[name]!r} and {original!r}); fix --map or drop one column"
-                )
-            by_final[name] = original
+        final = resolve_columns(originals, self.maps, source_name)  # original -> final name
+        by_final = {name: original for original, name in final.items()}
         self.by_final = by_final
         self.input_types = {final[o]: schema.field(o).type for o in originals}
 
@@ -261,7 +250,7 @@ class Preprocessor:
             missing.append(self.genre_column)
         if missing:
             present = list(by_final)
-            listed = ", ".join(f"{m}{_closest_text(m, present)}" for m in missing)
+            listed = ", ".join(f"{m}{closest_text(m, present)}" for m in missing)
             raise SchemaError(
                 f"{source_name}: missing required column{'s' if len(missing) > 1 else ''} "
                 f"{listed}; rename a column with --map NAME=COLUMN or supply a constant "
@@ -285,7 +274,7 @@ class Preprocessor:
             if self.key not in by_final:
                 raise SchemaError(
                     f"{self.source_name}: no key column {self.key!r}"
-                    + _closest_text(self.key, list(by_final))
+                    + closest_text(self.key, list(by_final))
                     + "; name the key with --key COLUMN, or pass --columns all"
                 )
             return [self.key]
@@ -296,7 +285,7 @@ class Preprocessor:
         if unknown:
             raise SchemaError(
                 f"{self.source_name}: --columns names unknown column(s) {', '.join(unknown)}"
-                + _closest_text(unknown[0], list(by_final))
+                + closest_text(unknown[0], list(by_final))
             )
         return [c for c in dict.fromkeys(wanted) if c not in OUTPUT_COLUMNS]
 
@@ -566,15 +555,3 @@ def _as_text(array: pa.Array | pa.ChunkedArray) -> pa.Array:
         return array.cast(pa.string())
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
         return pa.array([None if v is None else str(v) for v in array.to_pylist()], pa.string())
-
-
-def _closest_text(name: str, present: Sequence[str]) -> str:
-    """`` (closest present: 'a', 'b')`` for the names most like ``name``, or ``""``."""
-    close = difflib.get_close_matches(name, list(present), n=3, cutoff=0.6)
-    if not close:
-        close = difflib.get_close_matches(
-            normalize_column_name(name), [normalize_column_name(p) for p in present], 3, 0.6
-        )
-    if not close:
-        return ""
-    return f" (closest present: {', '.join(repr(c) for c in close)})"

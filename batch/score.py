@@ -111,6 +111,11 @@ def score(
 ) -> RunSummary:
     """Score a catalog and write the scores; nothing is visible until the run succeeds.
 
+    >>> import popbatch
+    >>> summary = popbatch.score("catalog.csv", "scored.parquet", columns="all")  # doctest: +SKIP
+    >>> summary.rows_read == summary.rows_scored + summary.rows_rejected          # doctest: +SKIP
+    True
+
     Parameters
     ----------
     source

@@ -480,7 +480,7 @@ def _cpu_overhead(run: dict[str, Any], bare_cpu_rate: int | None) -> str:
 
 
 def table(results: dict[str, Any]) -> str:
-    """The results as a Markdown table (the README's format)."""
+    """The results as a Markdown table (docs/performance.md's format)."""
     lines = [
         "| step | rows | wall s | CPU s | rows/s | peak RSS MB | notes |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",

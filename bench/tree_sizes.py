@@ -23,9 +23,9 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from popbatch.export import runtime  # noqa: E402
-from popbatch.export.graph import build_graph  # noqa: E402
-from popbatch.export.trees import TREE_FORMS  # noqa: E402
+from popbatch.exporter import runtime  # noqa: E402
+from popbatch.exporter.graph import build_graph  # noqa: E402
+from popbatch.exporter.trees import TREE_FORMS  # noqa: E402
 from popbatch.models.stack import NativeStack  # noqa: E402
 from stack_factory import _fit_ann, feature_matrix  # noqa: E402
 

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from popbatch.export import parity as parity_check
-from popbatch.export import runtime
-from popbatch.export.manifest import MODEL_FILE, build_manifest
+from popbatch.exporter import parity as parity_check
+from popbatch.exporter import runtime
+from popbatch.exporter.manifest import MODEL_FILE, build_manifest
 from popbatch.models.stack import STACK_FILE
 
 from popbatch.core import files
@@ -38,13 +38,18 @@ def stack_directory(run_dir: Path) -> Path:
 
 
 def export_run(
-    run_dir: Path,
-    out_dir: Path,
+    run_dir: str | Path,
+    out_dir: str | Path,
     *,
     measure_throughput: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Export the stack of ``run_dir`` to ``out_dir/model.onnx`` and ``out_dir/manifest.json``.
+
+    >>> import popbatch
+    >>> manifest = popbatch.export("runs/mine", "runs/mine/model")   # doctest: +SKIP
+    >>> manifest["parity"]["labels_identical"]                       # doctest: +SKIP
+    True
 
     Parameters
     ----------
@@ -84,7 +89,7 @@ def export_run(
     stack = NativeStack.load(stack_dir)
 
     say("converting the network, the forest, XGBoost and the meta learner to one ONNX graph")
-    from popbatch.export.graph import build_graph
+    from popbatch.exporter.graph import build_graph
 
     model = build_graph(stack)
     model_bytes = runtime.optimize(model.SerializeToString())

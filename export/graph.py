@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from popbatch.export.trees import ML_OPSET
+from popbatch.exporter.trees import ML_OPSET
 
 INPUT = "features"
 PROBABILITY = "probability"
@@ -154,7 +154,7 @@ def _embed(sub, prefix: str, new_input: str) -> tuple[list, list, str, dict[str,
 
 def _single_score(sub_nodes: list, tree_form: str, source: str, column: str, prefix: str):
     """Replace a converted classifier by its one-score form (export/trees.py)."""
-    from popbatch.export.trees import score_nodes
+    from popbatch.exporter.trees import score_nodes
 
     (classifier,) = [n for n in sub_nodes if n.op_type == "TreeEnsembleClassifier"]
     if list(classifier.input) != [source]:

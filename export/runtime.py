@@ -15,7 +15,7 @@ THREADS = 2
 BATCH_SIZE = DEFAULT_BATCH_SIZE  # what popbatch score uses
 # ORT_ENABLE_BASIC: constant folding and redundant-node removal only, so the saved file is
 # plain ONNX that any onnxruntime build loads; EXTENDED adds onnxruntime-only fused ops and
-# measured no faster on the tree-dominated stack (see README, "Export and the model file").
+# measured no faster on the tree-dominated stack (docs/performance.md, "Tree size and form").
 OPTIMIZATION = "basic"
 
 
@@ -103,7 +103,7 @@ def measure_throughput(
         "threads": threads,
         "batch_size": batch_size,
         "batches": runs,
-        "command": "popbatch export (export.runtime.measure_throughput)",
+        "command": "popbatch export (popbatch.exporter.runtime.measure_throughput)",
         "how": (
             f"onnxruntime {_ort_version()} CPUExecutionProvider, as popbatch score runs it "
             f"({threads} threads each scoring {OnnxScorer.CHUNK_ROWS:,}-row slices on a "

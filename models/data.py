@@ -1,9 +1,12 @@
-"""Training data: read CSV, Parquet or a DuckDB table, clean it, build the feature matrix.
+"""Training data: read a catalog, clean it, build the feature matrix.
 
-Cleaning follows the training issue: column names to snake_case (via
-:mod:`models.features`), exact duplicate rows dropped, ``explicit`` parsed,
-rows with a missing label or feature dropped and counted. Every user
-mistake becomes an :class:`~batch.errors.InputError` (exit 2) with one line
+The catalog is read by the scorer's own sources (CSV, Parquet files, globs and
+directories, DuckDB tables and queries), its columns resolved as scoring
+resolves them (snake_case names, ``--map``, ``--fill``: see
+:func:`popbatch.core.features.resolve_columns`). Cleaning: exact duplicate rows
+dropped, ``explicit`` parsed, rows with a missing label or feature dropped and
+counted. Every user
+mistake becomes an :class:`~popbatch.core.errors.InputError` (exit 2) with one line
 naming the file and what is missing.
 """
 
@@ -11,23 +14,26 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+from popbatch.batch.sources import DUCKDB_SUFFIXES, open_source
 
-from popbatch.core.errors import InputError, SchemaError, TrainingError, one_line
+from popbatch.core.errors import InputError, SchemaError, TrainingError
 from popbatch.core.features import (
     GENRE_COLUMN,
     KEY_COLUMN,
     LABEL_COLUMN,
     NUMERIC_FEATURE_NAMES,
     OTHER_GENRE,
-    normalized_names,
+    normalize_column_name,
     parse_explicit,
+    resolve_columns,
 )
-from popbatch.core.sqlquote import quote_identifier
 
 # pandas writes its row index as an unnamed first column ("Unnamed: 0"); it
 # differs on every row, so it must not count when looking for exact duplicates.
@@ -55,56 +61,90 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_table(path: Path, table: str | None = None) -> pl.DataFrame:
-    """Read a CSV or Parquet file with polars, or ``table`` of a DuckDB file.
+def read_table(
+    path: Path | str,
+    table: str | None = None,
+    *,
+    query: str | None = None,
+    delimiter: str = ",",
+    maps: Mapping[str, str] | None = None,
+) -> tuple[pl.DataFrame, str]:
+    """Read a whole catalog through the scorer's sources, columns resolved as scoring does.
+
+    ``path`` is a CSV or Parquet file, a glob, a directory of Parquet files, or
+    a DuckDB file with ``table`` or ``query``; column names are normalised and
+    ``maps`` (``{new: old}``, ``--map``) applied by
+    :func:`~popbatch.core.features.resolve_columns`. CSV values arrive as text
+    and are typed by :func:`_typed_columns`. Returns the frame and the name of
+    the source for messages.
+
+    Raises
+    ------
+    InputError, SchemaError
+        Missing or unreadable input, unknown format, missing ``--table``, an
+        unknown ``--map`` column, two columns with one name.
+    """
+    if table is None and query is None and str(path).lower().endswith(DUCKDB_SUFFIXES):
+        raise InputError(f"{path}: a DuckDB file needs --table NAME or --query SQL")
+    with open_source([str(path)], table=table, query=query, delimiter=delimiter) as source:
+        names = resolve_columns(source.schema.names, maps, source.name)
+        batches = list(source.batches(None, 1 << 16))
+        arrow = pa.Table.from_batches(batches, schema=source.schema)
+        name = source.name
+    return pl.from_arrow(arrow).rename(names), name
+
+
+def apply_fills(frame: pl.DataFrame, fills: Mapping[str, str], source: str) -> pl.DataFrame:
+    """``--fill COLUMN=VALUE``: a constant for a feature column the input lacks, or for
+    its empty cells, as ``popbatch score`` applies it (model inputs only).
 
     Raises
     ------
     InputError
-        Missing or unreadable file, unknown format, missing ``--table``.
+        A fill of a column that is not a model input.
     """
+    inputs = [*NUMERIC_FEATURE_NAMES, GENRE_COLUMN]
+    for column, value in fills.items():
+        column = normalize_column_name(column)
+        if column not in inputs:
+            raise InputError(
+                f"--fill {column}={value}: {column} is not a model input; "
+                f"model inputs: {', '.join(inputs)}"
+            )
+        if column in frame.columns:
+            filled = pl.col(column).cast(pl.String).replace("", None).fill_null(value)
+        else:
+            filled = pl.lit(value, pl.String).alias(column)
+        frame = frame.with_columns(filled)
+    return frame
+
+
+def sha256_of_input(path: Path | str) -> str:
+    """sha256 of the training input: of the file, or of the sorted files of a glob or
+    directory taken together (a DuckDB file counts whole)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found; pass an existing CSV, Parquet or DuckDB file")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".duckdb", ".db", ".ddb"):
-            if not table:
-                raise InputError(f"{path}: a DuckDB file needs --table NAME")
-            return _read_duckdb(path, table)
-        if table:
-            raise InputError(f"{path}: --table only applies to DuckDB files")
-        if suffix == ".parquet":
-            return pl.read_parquet(path)
-        if suffix in (".csv", ".txt", ".tsv"):
-            return pl.read_csv(path, infer_schema_length=10000, separator=_separator(suffix))
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise InputError(f"{path}: cannot read it ({one_line(exc, 200)})") from exc
-    raise InputError(f"{path}: unknown format {suffix!r}; use .csv, .parquet or .duckdb")
-
-
-def _separator(suffix: str) -> str:
-    return "\t" if suffix == ".tsv" else ","
-
-
-def _read_duckdb(path: Path, table: str) -> pl.DataFrame:
-    import duckdb
-
-    quoted = quote_identifier(table, "--table")
-    try:
-        with duckdb.connect(str(path), read_only=True) as con:
-            arrow = con.sql(f"SELECT * FROM {quoted}").to_arrow_table()
-    except duckdb.CatalogException as exc:
-        raise InputError(f"{path}: no table {table!r}") from exc
-    except duckdb.Error as exc:
-        raise InputError(f"{path}: cannot read table {table!r} ({exc})") from exc
-    return pl.from_arrow(arrow)
+    if path.is_file():
+        return sha256_of(path)
+    files = sorted(
+        p for p in (path.rglob("*") if path.is_dir() else Path().glob(str(path))) if p.is_file()
+    )
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(sha256_of(file).encode())
+    return digest.hexdigest()
 
 
 def load_training_data(
-    path: Path, table: str | None = None, use_genre: bool = True
+    path: Path | str,
+    table: str | None = None,
+    use_genre: bool = True,
+    *,
+    query: str | None = None,
+    delimiter: str = ",",
+    maps: Mapping[str, str] | None = None,
+    fills: Mapping[str, str] | None = None,
 ) -> TrainingData:
-    """Read and clean training rows.
+    """Read and clean training rows, read as ``popbatch score`` reads a catalog.
 
     Returns a :class:`TrainingData` whose frame has ``track_id``,
     ``popularity``, the numeric features (Float64) and, with ``use_genre``,
@@ -116,10 +156,8 @@ def load_training_data(
     InputError, SchemaError
         Missing file, missing label column, missing feature columns.
     """
-    path = Path(path)
-    raw = read_table(path, table)
-    source = f"{path}" + (f" table {table}" if table else "")
-    raw = raw.rename(normalized_names(raw.columns, source=source))
+    raw, source = read_table(path, table, query=query, delimiter=delimiter, maps=maps)
+    raw = apply_fills(raw, fills or {}, source)
     _check_columns(raw.columns, source, use_genre)
     counts = {"rows_read": raw.height}
 
@@ -135,9 +173,9 @@ def load_training_data(
         raise TrainingError(f"{source}: no complete rows left after dropping missing values")
     return TrainingData(
         frame=complete,
-        source=path.name,
+        source=Path(path).name,
         table=table,
-        sha256=sha256_of(path),
+        sha256=sha256_of_input(path),
         counts=counts,
         has_genre=use_genre,
     )

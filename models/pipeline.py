@@ -23,7 +23,7 @@ from popbatch.models.split import grouped_split
 from popbatch.models.stack import NativeStack
 from popbatch.models.stacking import fit_base_models, fit_meta, out_of_fold
 
-from popbatch.core.errors import TrainingError
+from popbatch.core.errors import InputError, TrainingError
 from popbatch.core.features import (
     DEFAULT_POPULAR_ABOVE,
     KEY_COLUMN,
@@ -47,6 +47,10 @@ class TrainConfig:
     data: Path
     out: Path
     table: str | None = None
+    query: str | None = None
+    delimiter: str = ","
+    maps: dict[str, str] = field(default_factory=dict)
+    fills: dict[str, str] = field(default_factory=dict)
     popular_above: float = DEFAULT_POPULAR_ABOVE
     balance: str = "class-weight"
     outliers: str = "keep"
@@ -176,18 +180,58 @@ class Stopwatch:
         self._start = now
 
 
-def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResult:
+# Options of train() that belong to the base learners rather than to TrainConfig.
+_LEARNER_OPTIONS = ("epochs", "batch_size", "patience")
+
+
+def train(
+    config: TrainConfig | str | Path,
+    out: str | Path | None = None,
+    progress: Progress = lambda _: None,
+    **options: Any,
+) -> TrainResult:
     """Run a whole training: returns the fitted stack and the report (both written to ``out``).
+
+    >>> import popbatch
+    >>> result = popbatch.train("tracks.csv", "runs/mine", epochs=20)   # doctest: +SKIP
+    >>> result.report["metrics"]["test"]["stack"]["roc_auc"]           # doctest: +SKIP
+    0.83
+
+    Parameters
+    ----------
+    config
+        A :class:`TrainConfig`, or the training input (as ``--data``: a file, a
+        glob, a directory, or a DuckDB file with ``table=``/``query=``).
+    out
+        The run directory (with an input as ``config``).
+    progress
+        Called with one line per stage.
+    options
+        :class:`TrainConfig` fields (``popular_above``, ``balance``, ``maps``,
+        ``fills``, ``seed``, ...) and the learners' ``epochs``, ``batch_size``,
+        ``patience``.
 
     Raises
     ------
     InputError, SchemaError, TrainingError
-        Unusable data (exit 2 at the CLI).
+        Unusable data or options (exit 2 at the CLI).
     """
+    if not isinstance(config, TrainConfig):
+        config = _config_from(config, out, options)
+    elif out is not None or options:
+        raise InputError("train(): give a TrainConfig, or an input with out= and options")
     watch = Stopwatch()
     notes: list[str] = []
     progress(f"loading {config.data}" + (f" table {config.table}" if config.table else ""))
-    data = load_training_data(config.data, config.table, config.use_genre)
+    data = load_training_data(
+        config.data,
+        config.table,
+        config.use_genre,
+        query=config.query,
+        delimiter=config.delimiter,
+        maps=config.maps,
+        fills=config.fills,
+    )
     counts = data.counts
     progress(
         f"loading: {counts['rows_read']} rows read, {counts['duplicates_dropped']} exact "
@@ -353,6 +397,19 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
     write_json(out / "report.json", report)
     progress(f"report: {out / 'report.json'} and {out / 'report.html'}")
     return TrainResult(stack=stack, report=report, out=out)
+
+
+def _config_from(data: str | Path, out: str | Path | None, options: dict[str, Any]) -> TrainConfig:
+    if out is None:
+        raise InputError("train(): give the run directory, out=")
+    learners = options.pop("learners", None) or LearnerParams()
+    for name in _LEARNER_OPTIONS:
+        if name in options:
+            setattr(learners, name, options.pop(name))
+    try:
+        return TrainConfig(data=data, out=Path(out), learners=learners, **options)
+    except TypeError as exc:
+        raise InputError(f"train(): {exc}") from None
 
 
 def model_probabilities(

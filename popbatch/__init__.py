@@ -65,7 +65,7 @@ _LAZY = {
     "drift": "popbatch.batch.drift",
     "load_model": "popbatch.core.bundle",
     "train": "popbatch.models.pipeline",
-    "export": "popbatch.export.build",
+    "export": "popbatch.exporter.build",
 }
 
 

@@ -45,7 +45,7 @@ def stack_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def exported_model(stack_dir, tmp_path_factory) -> tuple[Path, dict]:
     """``stack_dir`` exported through the Python API: (model directory, summary)."""
-    from popbatch.export.build import export_run
+    from popbatch.exporter.build import export_run
 
     out = tmp_path_factory.mktemp("exported")
     return out, export_run(stack_dir.parent, out)

@@ -244,7 +244,7 @@ def test_duckdb_input_needs_a_table(runner, model_dir, tmp_path):
     duckdb.connect(str(db)).close()
     result = runner.invoke(cli, ["drift", str(db), "--model", str(model_dir)])
     assert result.exit_code == 2
-    assert result.output == f"Error: {db}: a DuckDB input needs --table NAME\n"
+    assert result.output == f"Error: {db}: a DuckDB input needs --table NAME or --query SQL\n"
 
 
 def test_other_rows_of_the_same_dataset_have_no_drift(runner, model_dir):
@@ -260,3 +260,37 @@ def test_help_states_thresholds_and_exit_code(runner):
     text = " ".join(result.output.split())
     assert "PSI >= 0.2, out-of-range share >= 5%, unseen genre share >= 10%" in text
     assert "Exit code 0 when nothing drifted, 3 when something did" in text
+
+
+def test_map_and_fill_mean_what_they_mean_for_score(runner, model_dir, tmp_path):
+    """The shared read options: a renamed column is found with --map, a missing one
+    is supplied with --fill, and a DuckDB --query is read like a --table."""
+    frame = pl.read_csv(TRACKS_2000, infer_schema_length=0)
+    renamed = tmp_path / "renamed.csv"
+    frame.rename({"danceability": "Dance Score"}).drop("liveness").write_csv(renamed)
+    model = ["--model", str(model_dir)]
+    _, plain = drift_json(runner, [str(renamed), *model])
+    statuses = {f["feature"]: f["status"] for f in plain["features"]}
+    assert statuses["danceability"] == statuses["liveness"] == "missing"
+
+    args = [str(renamed), *model, "--map", "danceability=Dance Score", "--fill", "liveness=0.2"]
+    _, mapped = drift_json(runner, args)
+    _, original = drift_json(runner, [str(TRACKS_2000), *model])
+    by_name = {f["feature"]: f for f in mapped["features"]}
+    expected = next(f for f in original["features"] if f["feature"] == "danceability")
+    assert by_name["danceability"] == expected
+    assert by_name["liveness"]["values"] == frame.height  # the constant, on every row
+
+    db = tmp_path / "c.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.sql(f"CREATE TABLE t AS SELECT * FROM read_csv('{TRACKS_2000}', all_varchar=true)")
+    _, queried = drift_json(runner, [str(db), "--query", "SELECT * FROM t", *model])
+    assert queried["features"] == original["features"]
+
+
+def test_fill_of_a_column_that_is_no_model_input_is_refused(runner, model_dir):
+    result = runner.invoke(
+        cli, ["drift", str(TRACKS_2000), "--model", str(model_dir), "--fill", "mood=happy"]
+    )
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: --fill mood=happy: mood is not a model input;")

@@ -14,8 +14,8 @@ import numpy as np
 import polars as pl
 import pytest
 from popbatch.batch.cli import cli
-from popbatch.export import parity as parity_check
-from popbatch.export.manifest import build_manifest, schema
+from popbatch.exporter import parity as parity_check
+from popbatch.exporter.manifest import build_manifest, schema
 
 from popbatch.core import DEFAULT_BATCH_SIZE
 from popbatch.core.features import NUMERIC_FEATURES, OTHER_GENRE
@@ -108,7 +108,7 @@ def test_manifest_validates_and_describes_the_graph(exported_model, native):
 def test_stack_without_genre_exports_with_parity(tmp_path):
     """A --no-genre model: 14 inputs, clipping on, genre null in a valid manifest."""
     import jsonschema
-    from popbatch.export.build import export_run
+    from popbatch.exporter.build import export_run
     from stack_factory import build_stack
 
     tracks = Path(__file__).parent / "data" / "tracks_2000.csv"
@@ -216,8 +216,8 @@ def test_model_info_json_is_the_manifest(runner, exported_model):
 @pytest.mark.parametrize("form", ["classifier3", "regressor3", "ensemble5"])
 def test_every_tree_form_reproduces_the_native_stack(native, stack_dir, form):
     """The three ways of emitting the trees (export/trees.py) give the same probabilities."""
-    from popbatch.export import runtime
-    from popbatch.export.graph import build_graph
+    from popbatch.exporter import runtime
+    from popbatch.exporter.graph import build_graph
 
     x = parity_check.split_matrix(stack_dir, native.feature_names)
     model_bytes = build_graph(native, form).SerializeToString()
@@ -227,9 +227,9 @@ def test_every_tree_form_reproduces_the_native_stack(native, stack_dir, form):
 
 
 def test_export_warns_over_the_size_budget(runner, stack_dir, tmp_path, monkeypatch):
-    import popbatch.export.build
+    import popbatch.exporter.build
 
-    monkeypatch.setattr(popbatch.export.build, "SIZE_BUDGET", 1000)
+    monkeypatch.setattr(popbatch.exporter.build, "SIZE_BUDGET", 1000)
     result = runner.invoke(
         cli, ["export", str(stack_dir), "--out", str(tmp_path / "m"), "-q", "--no-throughput"]
     )
@@ -291,7 +291,7 @@ def _dense_model(weight: np.ndarray, bias: np.ndarray, first: str = "MatMul"):
 
 def test_scaler_folded_into_the_first_layer_equals_scaling_first():
     import onnxruntime as ort
-    from popbatch.export.graph import fold_scaler
+    from popbatch.exporter.graph import fold_scaler
 
     rng = np.random.default_rng(0)
     weight = rng.normal(size=(5, 3)).astype(np.float32)

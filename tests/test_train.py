@@ -200,9 +200,8 @@ def test_missing_file(runner, tmp_path):
     missing = tmp_path / "nope.csv"
     result = runner.invoke(cli, ["train", "--data", str(missing), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
-    assert result.output.strip().endswith(
-        f"{missing}: file not found; pass an existing CSV, Parquet or DuckDB file"
-    )
+    # the same message as popbatch score's: training reads through the same sources
+    assert result.output == f"Error: {missing}: no such file\n"
 
 
 def test_file_without_label_column(runner, tmp_path):
@@ -249,3 +248,55 @@ def test_train_options_default_to_the_learners_defaults():
         params.xgb["n_estimators"], params.xgb["max_depth"],
     )  # fmt: skip
     assert (defaults["epochs"], defaults["batch_size"]) == (params.epochs, params.batch_size)
+
+
+# ---------------------------------------------------------------------------
+# Training reads a catalog as scoring does: --map, --fill, --query, globs
+
+
+@pytest.fixture(scope="module")
+def other_schema(tmp_path_factory):
+    """The fixture as another team might export it: the label and genre under other
+    names, liveness missing, split over two Parquet files."""
+    folder = tmp_path_factory.mktemp("other") / "catalog"
+    folder.mkdir()
+    frame = pl.read_csv(TRACKS_2000, infer_schema_length=10000)
+    frame = frame.rename({"popularity": "Chart Score", "track_genre": "Style"}).drop("liveness")
+    half = frame.height // 2
+    frame[:half].write_parquet(folder / "part-0.parquet")
+    frame[half:].write_parquet(folder / "part-1.parquet")
+    return folder
+
+
+MAP_FILL = ["--map", "popularity=Chart Score", "--map", "track_genre=Style",
+            "--fill", "liveness=0.2"]  # fmt: skip
+
+
+def test_training_data_with_map_and_fill_equals_the_original(other_schema, data):
+    maps = {"popularity": "Chart Score", "track_genre": "Style"}
+    mapped = load_training_data(other_schema, maps=maps, fills={"liveness": "0.2"})
+    expected = data.frame.with_columns(pl.lit(0.2).alias("liveness"))
+    assert mapped.frame.equals(expected.select(mapped.frame.columns))
+    assert mapped.counts == data.counts
+
+
+def test_train_cli_takes_the_scorers_read_options(runner, other_schema, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(other_schema), "--out", str(out), "--no-export", *TINY]
+    unmapped = runner.invoke(cli, args)
+    assert unmapped.exit_code == 2
+    assert "missing label column 'popularity'" in unmapped.output
+
+    result = runner.invoke(cli, [*args, *MAP_FILL])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    rows = report["data"]["rows"]
+    assert rows["rows_used"] == 2000 - rows["duplicates_dropped"] - rows["missing_dropped"]
+    assert report["params"]["maps"] == {"popularity": "Chart Score", "track_genre": "Style"}
+
+
+def test_train_fill_of_a_non_input_is_refused(runner, tmp_path):
+    args = ["train", "--data", str(TRACKS_2000), "--out", str(tmp_path / "o"), "--fill", "mood=1"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: --fill mood=1: mood is not a model input;")

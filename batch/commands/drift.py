@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import click
-from popbatch.batch.drift import DEFAULT_BATCH_SIZE, THRESHOLDS, check_drift, format_report
+from popbatch.batch.drift import THRESHOLDS, check_drift, format_report
+from popbatch.batch.options import input_options, model_option
 
 from popbatch.core.bundle import default_model_dir, read_manifest
 from popbatch.core.errors import EXIT_DRIFT
@@ -22,7 +23,8 @@ values binned on the training deciles stored in the manifest, and the share
 of values outside the training range [min, max]; for the genre, the share of
 genres the model never saw. A check drifts at {THRESHOLDS.describe()}.
 A feature the catalog lacks is reported as missing, not as drift. The
-catalog is read in bounded batches (--batch-size rows).
+catalog is read in bounded batches (--batch-size rows); --map and --fill
+work as in 'popbatch score'.
 
 Exit code 0 when nothing drifted, {EXIT_DRIFT} when something did (so cron can
 trigger retraining), 2 for an unreadable input, 1 for a bad model.
@@ -30,31 +32,35 @@ trigger retraining), 2 for an unreadable input, 1 for a bad model.
 
 
 @click.command("drift", help=HELP)
-@click.argument("input_path", metavar="INPUT")
-@click.option(
-    "--model",
-    "model_dir",
-    type=click.Path(path_type=Path),
-    help="Model directory (manifest.json); default: the embedded model.",
-)
-@click.option("--table", help="Table to read when INPUT is a DuckDB database.")
+@input_options
+@model_option
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
-)
-@click.option(
-    "--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True
 )
 @click.pass_context
 def drift(
     ctx: click.Context,
-    input_path: str,
-    model_dir: Path | None,
+    inputs: tuple[str, ...],
     table: str | None,
-    fmt: str,
+    query: str | None,
+    delimiter: str,
+    maps: dict[str, str],
+    fills: dict[str, str],
     batch_size: int,
+    model_dir: Path | None,
+    fmt: str,
 ) -> None:
     manifest = read_manifest(model_dir if model_dir is not None else default_model_dir())
-    report = check_drift(input_path, manifest, table=table, batch_size=batch_size)
+    report = check_drift(
+        inputs,
+        manifest,
+        table=table,
+        query=query,
+        delimiter=delimiter,
+        maps=maps,
+        fills=fills,
+        batch_size=batch_size,
+    )
     if fmt == "json":
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

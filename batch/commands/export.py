@@ -68,7 +68,7 @@ def export_and_report(
     """
     # Heavy imports (TensorFlow, converters) only when the command runs.
     try:
-        from popbatch.export.build import export_run
+        from popbatch.exporter.build import export_run
 
         summary = export_run(
             run_dir, out_dir, measure_throughput=measure_throughput, progress=progress

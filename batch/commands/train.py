@@ -1,4 +1,5 @@
-"""``popbatch train``: option parsing and progress only; :mod:`models.pipeline` does the work.
+"""``popbatch train``: option parsing and progress only; :mod:`popbatch.models.pipeline`
+does the work, and its TrainConfig and LearnerParams give every default.
 
 The training stack (TensorFlow, scikit-learn, xgboost) is imported inside
 the command so that importing the CLI never loads it.
@@ -11,21 +12,27 @@ import sys
 from pathlib import Path
 
 import click
+from popbatch.batch.options import read_options
+from popbatch.models.pipeline import TrainConfig
 
 # Where the exported model goes inside --out (model.onnx + manifest.json).
 MODEL_SUBDIR = "model"
 
 BALANCE_METHODS = ("smote", "adasyn", "undersample", "class-weight", "none")
+# The options' defaults are the library's (one definition: TrainConfig, LearnerParams).
+_CONFIG = TrainConfig(data=Path("."), out=Path("."))
+_LEARNERS = _CONFIG.learners
 
 
 @click.command("train")
 @click.option(
     "--data",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Training rows: CSV, Parquet or DuckDB file.",
+    metavar="INPUT",
+    help="Training rows: CSV or Parquet files (a glob or a directory too), or a DuckDB "
+    "database with --table or --query; read as 'popbatch score' reads a catalog.",
 )
-@click.option("--table", default=None, help="Table to read when --data is a DuckDB file.")
+@read_options
 @click.option(
     "--out",
     required=True,
@@ -34,7 +41,7 @@ BALANCE_METHODS = ("smote", "adasyn", "undersample", "class-weight", "none")
 )
 @click.option(
     "--popular-above",
-    default=71.0,
+    default=float(_CONFIG.popular_above),
     show_default=True,
     type=float,
     help="Label: popular = popularity > this.",
@@ -42,14 +49,14 @@ BALANCE_METHODS = ("smote", "adasyn", "undersample", "class-weight", "none")
 @click.option(
     "--balance",
     type=click.Choice(BALANCE_METHODS),
-    default="class-weight",
+    default=_CONFIG.balance,
     show_default=True,
     help="Class-imbalance handling, applied to training folds only.",
 )
 @click.option(
     "--outliers",
     type=click.Choice(("keep", "cap", "drop")),
-    default="keep",
+    default=_CONFIG.outliers,
     show_default=True,
     help="cap: clip to the training 1st/99th percentiles (also at scoring); "
     "drop: remove them from training only.",
@@ -58,45 +65,59 @@ BALANCE_METHODS = ("smote", "adasyn", "undersample", "class-weight", "none")
 @click.option("--tune", is_flag=True, help="Randomized search over RF and XGB settings first.")
 @click.option(
     "--tune-budget",
-    default=5.0,
+    default=_CONFIG.tune_budget,
     show_default=True,
     type=click.FloatRange(min=0.1),
     help="Minutes the --tune search may take.",
 )
-@click.option("--seed", default=42, show_default=True, type=int, help="Seed of every random step.")
 @click.option(
-    "--epochs", default=100, show_default=True, type=click.IntRange(min=1), help="ANN epochs."
+    "--seed", default=_CONFIG.seed, show_default=True, type=int, help="Seed of every random step."
+)
+@click.option(
+    "--epochs",
+    default=_LEARNERS.epochs,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="ANN epochs.",
 )
 @click.option(
     "--batch-size",
-    default=16,
+    default=_LEARNERS.batch_size,
     show_default=True,
     type=click.IntRange(min=1),
     help="ANN mini-batch size.",
 )
 @click.option(
     "--folds",
-    default=5,
+    default=_CONFIG.folds,
     show_default=True,
     type=click.IntRange(min=2),
     help="K of the out-of-fold predictions that train the meta learner.",
 )
 @click.option(
-    "--rf-trees", default=5, show_default=True, type=click.IntRange(min=1), help="RF trees."
+    "--rf-trees",
+    default=_LEARNERS.rf["n_estimators"],
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="RF trees.",
 )
 @click.option(
-    "--rf-depth", default=5, show_default=True, type=click.IntRange(min=1), help="RF max depth."
+    "--rf-depth",
+    default=_LEARNERS.rf["max_depth"],
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="RF max depth.",
 )
 @click.option(
     "--xgb-rounds",
-    default=30,
+    default=_LEARNERS.xgb["n_estimators"],
     show_default=True,
     type=click.IntRange(min=1),
     help="XGBoost maximum rounds (early stopping on validation picks fewer).",
 )
 @click.option(
     "--xgb-depth",
-    default=2,
+    default=_LEARNERS.xgb["max_depth"],
     show_default=True,
     type=click.IntRange(min=1),
     help="XGBoost max tree depth.",
@@ -108,8 +129,12 @@ BALANCE_METHODS = ("smote", "adasyn", "undersample", "class-weight", "none")
 )
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 def train(
-    data: Path,
+    data: str,
     table: str | None,
+    query: str | None,
+    delimiter: str,
+    maps: dict[str, str],
+    fills: dict[str, str],
     out: Path,
     popular_above: float,
     balance: str,
@@ -139,7 +164,6 @@ def train(
     """
     _import_tensorflow_quietly()
     from popbatch.models.learners import LearnerParams
-    from popbatch.models.pipeline import TrainConfig
     from popbatch.models.pipeline import train as run_training
 
     learners = LearnerParams(epochs=epochs, batch_size=batch_size)
@@ -149,6 +173,10 @@ def train(
         data=data,
         out=out,
         table=table,
+        query=query,
+        delimiter=delimiter,
+        maps=maps,
+        fills=fills,
         # 71.0 -> 71: the manifest's label reads as the user wrote it.
         popular_above=int(popular_above) if popular_above.is_integer() else popular_above,
         balance=balance,

@@ -5,7 +5,7 @@ the model bundle (:mod:`.bundle`), feature statistics (:mod:`.stats`), SQL
 quoting (:mod:`.sqlquote`), atomic file replacement (:mod:`.files`) and package
 versions (:mod:`.versions`). Scoring, training, export and the CLI all build on
 it; nothing here may import from ``popbatch.batch``, ``popbatch.models`` or
-``popbatch.export`` (``tests/test_layers.py`` checks it).
+``popbatch.exporter`` (``tests/test_layers.py`` checks it).
 """
 
 __version__ = "0.2.0"

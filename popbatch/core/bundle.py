@@ -93,8 +93,13 @@ def _check_fields(manifest: Any, path: Path) -> None:
         )
 
 
-def load_model(model_dir: Path | None = None) -> ModelBundle:
+def load_model(model_dir: str | Path | None = None) -> ModelBundle:
     """Read a model directory and verify its ONNX bytes against the manifest.
+
+    >>> import popbatch
+    >>> model = popbatch.load_model()            # the embedded default model
+    >>> len(model.model_id), "danceability" in model.feature_names
+    (64, True)
 
     Parameters
     ----------

@@ -1,7 +1,7 @@
 """Typed errors raised anywhere in popbatch and turned into one-line messages
 and exit codes in one place: the CLI edge (``batch.cli``).
 
-Exit codes (documented in ``popbatch --help`` and the README):
+Exit codes (documented in ``popbatch --help``, README.md and docs/nightly.md):
 
 ====  ==========================================================
 0     success

@@ -7,13 +7,14 @@ changed in exactly one place.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
 
-from popbatch.core.errors import SchemaError
+from popbatch.core.errors import InputError, SchemaError
 
 LABEL_COLUMN = "popularity"
 KEY_COLUMN = "track_id"
@@ -113,6 +114,56 @@ def normalized_names(names: Iterable[str], source: str = "input") -> dict[str, s
         seen[new] = original
         mapping[original] = new
     return mapping
+
+
+def resolve_columns(
+    names: Sequence[str], maps: Mapping[str, str] | None = None, source: str = "input"
+) -> dict[str, str]:
+    """Original column name -> the name popbatch uses: normalised, then ``--map NEW=OLD``.
+
+    The one place scoring, drift and training turn an input's header into model
+    column names, so ``--map`` means the same in every command.
+
+    >>> resolve_columns(["Track ID", "Genre"], {"track_genre": "Genre"})
+    {'Track ID': 'track_id', 'Genre': 'track_genre'}
+
+    Raises
+    ------
+    InputError
+        A ``--map`` names a column the input does not have.
+    SchemaError
+        Two columns would end up with one name (fix ``--map`` or drop one).
+    """
+    final = dict(normalized_names(names, source))
+    for new, old in (maps or {}).items():
+        new = normalize_column_name(new)
+        hits = [o for o in names if o == old or final[o] == normalize_column_name(old)]
+        if not hits:
+            raise InputError(
+                f"--map {new}={old}: {source} has no column {old!r}" + closest_text(old, names)
+            )
+        final[hits[0]] = new
+    by_final: dict[str, str] = {}
+    for original, name in final.items():
+        if name in by_final:
+            raise SchemaError(
+                f"{source}: two columns would be named {name!r} "
+                f"({by_final[name]!r} and {original!r}); fix --map or drop one column"
+            )
+        by_final[name] = original
+    return final
+
+
+def closest_text(name: str, present: Sequence[str]) -> str:
+    """`` (closest present: 'a', 'b')`` for the names most like ``name``, or ``""``."""
+    close = difflib.get_close_matches(name, list(present), n=3, cutoff=0.6)
+    if not close:
+        close = difflib.get_close_matches(
+            normalize_column_name(name), [normalize_column_name(p) for p in present], 3, 0.6
+        )
+    if not close:
+        return ""
+    return f" (closest present: {', '.join(repr(c) for c in close)})"
 
 
 def parse_explicit(column: str = "explicit") -> pl.Expr:
