@@ -58,7 +58,7 @@ def spark_jobs(args: argparse.Namespace) -> None:
     from popbatch.spark import local_session
 
     started = time.perf_counter()
-    spark = local_session("local[2]")
+    spark = local_session("local[2]", **{"spark.driver.memory": "2g"})
     session = time.perf_counter() - started
     # The first job also starts the Python workers: a tiny one, timed apart.
     started = time.perf_counter()
