@@ -25,10 +25,20 @@ import pyarrow as pa
 from popbatch.batch.incremental import as_columns, features_hash
 from popbatch.batch.preprocess import FeatureBuffer, Prepared, Preprocessor
 from popbatch.batch.runner import OnnxScorer
-from popbatch.batch.sinks import SCORE_FIELDS
 
 from popbatch.core.bundle import ModelBundle, load_model
 from popbatch.core.errors import InputError, one_line
+from popbatch.core.scored import (
+    BY_NAME,
+    HASH_COLUMN,
+    LABEL_COLUMN,
+    MODEL_ID_COLUMN,
+    PROBABILITY_COLUMN,
+    SCORE_COLUMNS,
+    SCORE_FIELDS,
+    SCORED_AT_COLUMN,
+    scored_schema,
+)
 
 __all__ = [
     "REJECTED",
@@ -100,8 +110,8 @@ class BatchScorer:
         self.scorer = scorer
         self.heads = check_heads(heads, scorer.bundle.manifest)
         self.model_id = pa.scalar(scorer.model_id, pa.string())
-        self.scored_at = pa.scalar(_utc_naive(scored_at), SCORE_FIELDS[3].type)
-        self.schema = pa.schema([*preprocessor.output_schema, *SCORE_FIELDS])
+        self.scored_at = pa.scalar(_utc_naive(scored_at), BY_NAME[SCORED_AT_COLUMN].arrow_type)
+        self.schema = scored_schema(preprocessor.output_schema)
         # features_hash: numeric inputs by value, the genre one-hot block by position
         block = sorted(preprocessor.genre_positions.values())
         self.hash_columns = (
@@ -139,14 +149,15 @@ class BatchScorer:
     ) -> pa.RecordBatch:
         """The scored batch: passthrough columns, then the score columns (:attr:`schema`)."""
         n = len(probability)
-        arrays = [
-            *prepared.passthrough.columns,
-            pa.array(probability.astype(np.float64), pa.float64()),
-            pa.array(popular, pa.bool_()),
-            pa.repeat(self.model_id, n),
-            pa.repeat(self.scored_at, n),
-            pa.array(hashes, pa.uint64()),
-        ]
+        # One value per score column of popbatch.core.scored, put in its order by name.
+        scores = {
+            PROBABILITY_COLUMN: pa.array(probability.astype(np.float64), pa.float64()),
+            LABEL_COLUMN: pa.array(popular, pa.bool_()),
+            MODEL_ID_COLUMN: pa.repeat(self.model_id, n),
+            SCORED_AT_COLUMN: pa.repeat(self.scored_at, n),
+            HASH_COLUMN: pa.array(hashes, pa.uint64()),
+        }
+        arrays = [*prepared.passthrough.columns, *(scores[c.name] for c in SCORE_COLUMNS)]
         # An input may hand a later batch a slightly different type (e.g. a Parquet
         # file whose column is int32 where the first was int64): conform to the output.
         try:
@@ -193,7 +204,7 @@ class BatchScorer:
 def flagged_schema(preprocessor: Preprocessor) -> pa.Schema:
     """The schema :func:`score_batches` yields for a bound preprocessor."""
     flag = pa.struct(list(preprocessor.rejects_schema))
-    return pa.schema([*preprocessor.output_schema, *SCORE_FIELDS, pa.field(REJECTED, flag)])
+    return pa.schema([*scored_schema(preprocessor.output_schema), pa.field(REJECTED, flag)])
 
 
 def score_batches(

@@ -24,6 +24,7 @@ popbatch imports this module.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import sys
 import warnings
@@ -37,7 +38,7 @@ import pyarrow as pa
 from popbatch.batch.batches import REJECTED, BatchOptions, flag_batches, flagged_schema
 from popbatch.batch.runner import OnnxScorer
 
-from popbatch.core.bundle import ModelBundle, load_model, verified_bundle
+from popbatch.core.bundle import ModelBundle, load_model, verify_identity
 from popbatch.core.errors import InputError, ModelError
 
 try:
@@ -177,9 +178,13 @@ def _executor_scorer(plan: _Plan) -> OnnxScorer:
     if scorer is None:
         manifest, onnx_bytes = plan.model.value
         where = f"the model shipped to this executor ({plan.model_id[:12]}…)"
-        bundle = verified_bundle(Path("spark-broadcast"), manifest, onnx_bytes, where=where)
-        if bundle.model_id != plan.model_id:
-            raise ModelError(f"{where}: it is model {bundle.model_id[:12]}…; resubmit the job")
+        try:
+            if manifest.get("model_id") != plan.model_id:
+                raise ModelError(f"it is model {str(manifest.get('model_id'))[:12]}…")
+            verify_identity(manifest, hashlib.sha256(onnx_bytes).hexdigest(), Path("."))
+        except ModelError as exc:
+            raise ModelError(f"{where}: {exc}; resubmit the job") from None
+        bundle = ModelBundle(Path("spark-broadcast"), manifest, onnx_bytes)
         scorer = _SCORERS[(plan.model_id, plan.threads)] = OnnxScorer(bundle, plan.threads)
     return scorer
 
