@@ -77,7 +77,7 @@ def write_report(
     drawn["popularity_distribution"] = _popularity(plt, plots, frames, config.popular_above)
     drawn["class_balance"] = _class_balance(plt, plots, report["data"]["splits"])
     drawn["correlation"] = _correlation(plt, plots, frames["train"])
-    drawn["ann_history"] = _history(plt, plots, history)
+    drawn["ann_history"] = _history(plt, plots, history) if history else None
     y_test = splits.y["test"]
     drawn["roc_curves"] = _curves(plt, plots, y_test, probabilities["test"], "roc")
     drawn["pr_curves"] = _curves(plt, plots, y_test, probabilities["test"], "pr")

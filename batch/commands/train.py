@@ -17,6 +17,13 @@ MODEL_SUBDIR = "model"
 BALANCE_METHODS = ("smote", "adasyn", "undersample", "class-weight", "none")
 
 
+def _choice(name: str, choices: tuple[str, ...], help: str):
+    """An option with a fixed set of values, the first the default."""
+    return click.option(
+        name, type=click.Choice(choices), default=choices[0], show_default=True, help=help
+    )
+
+
 @click.command("train")
 @click.option(
     "--data",
@@ -111,20 +118,11 @@ BALANCE_METHODS = ("smote", "adasyn", "undersample", "class-weight", "none")
     show_default=True,
     help="Base learners of the stack, comma-separated: logistic, ann, rf, xgb.",
 )
-@click.option(
-    "--meta-input",
-    type=click.Choice(("logit", "probability")),
-    default="logit",
-    show_default=True,
-    help="What the meta learner reads from each base learner.",
-)
-@click.option(
+@_choice("--meta-input", ("logit", "probability"), "What the meta learner reads.")
+@_choice(
     "--xgb-genre",
-    type=click.Choice(("target", "onehot")),
-    default="target",
-    show_default=True,
-    help="XGBoost reads the genre as a target encoding (fitted on training rows "
-    "only) or as the one-hot block.",
+    ("target", "onehot"),
+    "XGBoost reads the genre as a target encoding (fitted on training rows only) or one-hot.",
 )
 @click.option(
     "--cv",
@@ -135,11 +133,7 @@ BALANCE_METHODS = ("smote", "adasyn", "undersample", "class-weight", "none")
     "(e.g. 5x3), on the rows outside the test split; adds mean ± std to the report.",
 )
 @click.option(
-    "--cv-jobs",
-    default=2,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Folds cross-validated at once, one process each.",
+    "--cv-jobs", default=2, show_default=True, type=click.IntRange(min=1), help="Parallel folds."
 )
 @click.option("--quiet", is_flag=True, help="No stage lines on stderr (warnings still).")
 def train(
