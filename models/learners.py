@@ -36,9 +36,9 @@ class LearnerParams:
     )
     xgb: dict[str, Any] = field(
         default_factory=lambda: {
-            "n_estimators": 300,
-            "max_depth": 3,
-            "learning_rate": 0.05,
+            "n_estimators": 60,
+            "max_depth": 2,
+            "learning_rate": 0.1,
             "subsample": 0.8,
             "colsample_bytree": 0.8,
             "min_child_weight": 5.0,
@@ -49,8 +49,9 @@ class LearnerParams:
     # The stack's design: which base learners feed the meta learner (models.stack.LEARNERS
     # order), whether it reads their probabilities or logits, and whether XGBoost reads the
     # genre as a target encoding (one column) instead of the one-hot block.
-    learners: tuple[str, ...] = ("logistic", "ann", "xgb")
-    meta_input: str = "logit"
+    # Chosen by `popbatch train --cv 5x3` on the 10k sample (issue #13, README "Training").
+    learners: tuple[str, ...] = ("logistic", "xgb")
+    meta_input: str = "probability"
     genre_encoding: bool = True
     # Threads of the forest and XGBoost; cross-validation runs folds in parallel processes
     # and sets 1 there.

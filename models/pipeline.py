@@ -274,7 +274,7 @@ def fit_stack(
         watch.lap("tuning")
 
     progress(
-        f"stacking: {config.folds}-fold out-of-fold {stack.meta_input}s of "
+        f"stacking: {config.folds}-fold out-of-fold {stack.meta_input} scores of "
         f"{', '.join(stack.learners)} (balance {config.balance})"
     )
     with warnings.catch_warnings(record=True) as caught:
