@@ -294,15 +294,18 @@ def build_graph(stack, tree_form: str = TREE_FORM) -> Any:
         ]
         ann_source = "scaled"
 
-    inits += [
-        _const("ann_shape", [-1, 1], np.int64),
-        _const("logit_eps", LOGIT_EPS, np.float64),
-        _const("logit_one_minus_eps", 1.0 - LOGIT_EPS, np.float64),
-        _const("one", 1.0, np.float64),
-    ]
-    if tree_form == "classifier3":
-        inits.append(_const("column_1", [1], np.int64))
     logit = stack.meta_input == "logit"
+    # Only the constants some node reads (onnxruntime warns about the others).
+    if "ann" in stack.learners:
+        inits.append(_const("ann_shape", [-1, 1], np.int64))
+    if logit and {"ann", "rf"} & set(stack.learners):
+        inits += [
+            _const("logit_eps", LOGIT_EPS, np.float64),
+            _const("logit_one_minus_eps", 1.0 - LOGIT_EPS, np.float64),
+            _const("one", 1.0, np.float64),
+        ]
+    if tree_form == "classifier3" and {"rf", "xgb"} & set(stack.learners):
+        inits.append(_const("column_1", [1], np.int64))
     columns = []
     for name in stack.learners:
         prefix = f"{name}/"

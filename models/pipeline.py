@@ -208,6 +208,11 @@ class Stopwatch:
         self.seconds[stage] = round(now - self._start, 3)
         self._start = now
 
+    def merge(self, seconds: dict[str, float]) -> None:
+        """Take the stages another stopwatch timed up to now (no double counting)."""
+        self.seconds.update(seconds)
+        self._start = time.perf_counter()
+
 
 @dataclass
 class FittedStack:
@@ -392,8 +397,7 @@ def train(config: TrainConfig, progress: Progress = lambda _: None) -> TrainResu
     stack, meta, plain, models = fitted.stack, fitted.meta, fitted.plain, fitted.models
     x_train, y_train, balanced = fitted.x_train, fitted.y_train, models.balanced
     notes, outliers_dropped, tuning = fitted.notes, fitted.outliers_dropped, fitted.tuning
-    watch.seconds.update(fitted.seconds)
-    watch.lap("base_learners")
+    watch.merge(fitted.seconds)
 
     progress("evaluation: test split")
     probabilities = {
