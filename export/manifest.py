@@ -117,6 +117,8 @@ def build_manifest(
         "opsets": opsets,
         "packages": package_versions(),
     }
+    if "cv" in info:
+        manifest["cv"] = info["cv"]
     if throughput is not None:
         manifest["throughput"] = throughput
     if heads:
