@@ -48,7 +48,10 @@ class OnnxScorer:
     CHUNK_ROWS = 1_024
 
     def __init__(
-        self, bundle: ModelBundle, threads: int | None = None, heads: tuple[str, ...] = ("popular",)
+        self,
+        bundle: ModelBundle,
+        threads: int | None = None,
+        heads: tuple[str, ...] | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -56,7 +59,8 @@ class OnnxScorer:
             raise ModelError(f"--threads must be at least 1, got {threads}")
         self.bundle = bundle
         self.threads = threads or available_cores()
-        self.heads = HeadSessions(bundle, heads)
+        # None: every head the model has (popbatch score's default)
+        self.heads = HeadSessions(bundle, bundle.heads if heads is None else heads)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # the calling thread runs the graph
         options.inter_op_num_threads = 1
