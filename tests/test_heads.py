@@ -316,3 +316,15 @@ def test_tune_searches_the_regressors_with_grouped_folds_and_records_the_best():
         assert result[learner]["best_cv_mae"] > 0
         for name, value in result[learner]["best_params"].items():
             assert getattr(params, learner)[name] == value
+
+
+def test_score_batches_adds_the_head_columns_row_for_row(model, catalog):
+    """The per-batch block (Spark's map) scores the same heads as popbatch score."""
+    import pyarrow.parquet as pq
+
+    batches = pq.read_table(catalog).to_batches(max_chunksize=64)
+    out = list(popbatch.score_batches(batches, model))
+    assert out[0].schema.names == [*LABEL_COLUMNS, *HEAD_COLUMNS, "rejected"]
+    assert sum(b.num_rows for b in out) == 200
+    (only,) = popbatch.score_batches(batches[:1], model, heads="popular,genre")
+    assert only.schema.names == [*LABEL_COLUMNS, "genre_pred", "genre_prob", "rejected"]
