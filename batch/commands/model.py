@@ -89,6 +89,7 @@ def cv_lines(cv: dict[str, Any] | None) -> list[str]:
                 f"metrics     cv stack - {d['best_single']} {metric}: {d['mean']:+.4f} ± "
                 f"{d['std']:.4f}, better in {d['stack_better_folds']}/{d['folds_compared']} folds"
             )
+    return lines
 
 
 def head_lines(manifest: dict[str, Any]) -> list[str]:
