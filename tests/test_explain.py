@@ -1,0 +1,266 @@
+"""popbatch explain: Shapley values that add up, agree with closed forms, and cost bounded time.
+
+The closed forms are computed here from the ONNX initializers (independently of
+popbatch): for a model linear in its inputs, the interventional Shapley value of
+feature i at x against a background B is w_i * (x_i - mean_B x_i).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import onnx
+import polars as pl
+import pytest
+from conftest import TRACKS_2000
+from onnx import TensorProto, helper, numpy_helper
+from popbatch.batch.cli import cli
+from popbatch.batch.explain import Head, LinkModel, RawSpace, explain, model_head
+from popbatch.batch.preprocess import Preprocessor
+from popbatch.batch.shapley import permutation_shap
+from popbatch.batch.sources import open_source
+
+from popbatch.core.bundle import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fixture_rows(bundle, rows: int = 2000):
+    """Raw rows (numeric inputs + genre position) and keys of the fixture's valid rows."""
+    space = RawSpace(bundle.manifest)
+    with open_source([str(TRACKS_2000)]) as source:
+        pre = Preprocessor(bundle.manifest).bind(source.schema)
+        prepared = pre.transform(next(source.batches(pre.read_columns, rows)))
+    keys = prepared.passthrough.column("track_id").to_pylist()
+    return space, space.from_prepared(prepared), keys
+
+
+def additivity_error(table: pl.DataFrame) -> float:
+    sums = table.group_by("track_id").agg(
+        (pl.col("base_value").first() + pl.col("contribution").sum() - pl.col("prediction").first())
+        .abs()
+        .alias("error")
+    )
+    return float(sums["error"].max())
+
+
+# --------------------------------------------------------------- the estimator
+def exact_shapley(f, x: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Shapley values by the coalition formula (every subset), for a few features."""
+    m = len(x)
+
+    def value(subset: tuple[int, ...]) -> float:
+        hybrid = background.copy()
+        hybrid[:, list(subset)] = x[list(subset)]
+        return float(f(hybrid).mean())
+
+    phi = np.zeros(m)
+    for i in range(m):
+        others = [j for j in range(m) if j != i]
+        for size in range(m):
+            weight = math.factorial(size) * math.factorial(m - size - 1) / math.factorial(m)
+            for subset in itertools.combinations(others, size):
+                phi[i] += weight * (value((*subset, i)) - value(subset))
+    return phi
+
+
+def test_every_order_gives_the_exact_shapley_values_of_a_model_with_interactions():
+    rng = np.random.default_rng(1)
+    background = rng.normal(size=(30, 4))
+    x = rng.normal(size=(3, 4))
+
+    def f(z):
+        return z[:, 0] * z[:, 1] + np.tanh(z[:, 2]) * z[:, 3] ** 2 + 0.5 * z[:, 0]
+
+    shap = permutation_shap(f, x, background, permutations=24)  # 4! orders: exact
+    for row, values in zip(x, shap.values, strict=True):
+        assert values == pytest.approx(exact_shapley(f, row, background), abs=1e-10)
+    assert shap.base_value + shap.values.sum(1) == pytest.approx(f(x), abs=1e-10)
+
+
+def test_sampled_orders_still_add_up_exactly():
+    rng = np.random.default_rng(2)
+    background = rng.normal(size=(20, 9))
+    x = rng.normal(size=(5, 9))
+
+    def f(z):
+        return np.sin(z).sum(1) * z[:, 0]
+
+    shap = permutation_shap(f, x, background, permutations=6)
+    assert shap.base_value == pytest.approx(f(background).mean())
+    assert shap.base_value + shap.values.sum(1) == pytest.approx(f(x), abs=1e-10)
+
+
+# --------------------------------------------------------------- closed forms
+def linear_regression_onnx(weights: np.ndarray, bias: float) -> bytes:
+    """A tiny regression head: features [N, F] -> prediction [N] = features @ w + b."""
+    width = len(weights)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["features", "w"], ["y2d"]),
+            helper.make_node("Add", ["y2d", "b"], ["yb"]),
+            helper.make_node("Reshape", ["yb", "flat"], ["prediction"]),
+        ],
+        "popbatch_test_linear_head",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", width])],
+        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, ["N"])],
+        initializer=[
+            numpy_helper.from_array(weights.astype(np.float32).reshape(width, 1), "w"),
+            numpy_helper.from_array(np.array([bias], np.float32), "b"),
+            numpy_helper.from_array(np.array([-1], np.int64), "flat"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def linear_closed_form(space, raw, background, weights) -> np.ndarray:
+    """w_i (x_i - mean_B x_i) per numeric input; the genre block's sum for the genre."""
+    matrix = space.matrix(raw).astype(np.float64)
+    reference = space.matrix(background).astype(np.float64).mean(0)
+    per_column = (matrix - reference) * weights
+    numeric = per_column[:, space.numeric_positions]
+    genre_columns = sorted(space.categories)
+    return np.hstack([numeric, per_column[:, genre_columns].sum(1, keepdims=True)])
+
+
+def test_logistic_model_matches_its_closed_form_in_log_odds(model_dir):
+    """The test model is sigmoid(((x - mean) / scale) @ w + b): linear in log-odds."""
+    bundle = load_model(model_dir)
+    init = {
+        t.name: numpy_helper.to_array(t)
+        for t in onnx.load_from_string(bundle.onnx_bytes).graph.initializer
+    }
+    weights = init["weights"].reshape(-1).astype(np.float64) / init["scale"].astype(np.float64)
+    space, raw, _ = fixture_rows(bundle)
+    background, x = raw[:100], raw[100:140]
+    link = LinkModel(model_head(bundle, "popular"), space, threads=1)
+    shap = permutation_shap(link, x, background, permutations=16)
+    expected = linear_closed_form(space, x, background, weights)
+    assert shap.values == pytest.approx(expected, abs=2e-4)
+    assert shap.base_value + shap.values.sum(1) == pytest.approx(shap.prediction, abs=1e-9)
+
+
+def test_regression_head_matches_its_closed_form_in_points(model_dir):
+    """A popularity-like head (identity link): contributions are in output units."""
+    bundle = load_model(model_dir)
+    width = bundle.manifest["input"]["width"]
+    weights = np.random.default_rng(3).normal(size=width)
+    weights[:14] /= np.array([2e5, 1, 1, 1, 10, 10, 1, 1, 1, 1, 1, 1, 100, 4])
+    head = Head("popularity", linear_regression_onnx(weights, 40.0), "features", "prediction",
+                "identity", "popularity points")  # fmt: skip
+    space, raw, _ = fixture_rows(bundle)
+    background, x = raw[:100], raw[100:160]
+    shap = permutation_shap(LinkModel(head, space, threads=2), x, background)
+    expected = linear_closed_form(space, x, background, weights.astype(np.float32))
+    assert shap.values == pytest.approx(expected, abs=1e-3)
+    assert shap.base_value + shap.values.sum(1) == pytest.approx(shap.prediction, abs=1e-4)
+
+
+# --------------------------------------------------------------- explain()
+def test_default_model_explanations_add_up_on_fixture_rows(tmp_path):
+    """The real embedded stack (network, forest, XGBoost, meta learner), log-odds."""
+    result = explain(str(TRACKS_2000), top=25, output=tmp_path / "why.parquet")
+    table = pl.read_parquet(tmp_path / "why.parquet")
+    assert table.height == 25 * 15 and table["track_id"].n_unique() == 25
+    assert additivity_error(table) < 1e-4
+    first = table.filter(pl.col("rank") == 1)
+    assert first.height == 25
+    probability = table.group_by("track_id").agg(pl.col("prediction", "score").first())
+    logit = np.log(probability["score"] / (1 - probability["score"]))
+    assert logit.to_numpy() == pytest.approx(probability["prediction"].to_numpy(), abs=1e-5)
+    assert result.background == "input sample" and set(table["background"]) == {"input sample"}
+    genre = table.filter(pl.col("feature") == "genre")
+    assert genre["value"].null_count() == 25 and genre["category"].null_count() == 0
+
+
+def test_top_n_are_the_highest_predicted(model_dir, tmp_path):
+    from popbatch.batch.score import score
+
+    result = explain(str(TRACKS_2000), model_dir, top=7)
+    score(str(TRACKS_2000), tmp_path / "scored.parquet", model_dir, record=False)
+    scored = pl.read_parquet(tmp_path / "scored.parquet")
+    scored = scored.sort("popularity_prob", descending=True).head(7)
+    explained = pl.from_arrow(result.table).group_by("track_id").agg(pl.col("score").first())
+    assert set(explained["track_id"]) == set(scored["track_id"])
+    assert sorted(explained["score"]) == pytest.approx(sorted(scored["popularity_prob"]), abs=1e-6)
+
+
+# --------------------------------------------------------------- the command
+def test_cli_writes_the_long_table_and_prints_reasons(runner, model_dir, tmp_path):
+    keys = pl.read_csv(TRACKS_2000)["track_id"].to_list()[10:13]
+    (tmp_path / "keys.txt").write_text("track_id\n" + "\n".join(keys) + "\n")
+    out = tmp_path / "why.duckdb"
+    result = runner.invoke(
+        cli,
+        ["explain", str(TRACKS_2000), "--model", str(model_dir), "--keys",
+         str(tmp_path / "keys.txt"), "-o", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == keys
+    assert all(line.split()[1].startswith("p=0.") for line in lines)
+    assert lines[0].count("(+") + lines[0].count("(-") == 3
+    with duckdb.connect(str(out), read_only=True) as con:
+        table = con.sql("SELECT * FROM explanations").pl()
+    assert additivity_error(table) < 1e-4
+    assert sorted(set(table["track_id"])) == sorted(keys)
+
+
+def test_cli_where_selects_rows_by_model_inputs(runner, model_dir, tmp_path):
+    out = tmp_path / "why.csv"
+    where = "track_genre = 'pop' AND danceability > 0.7"
+    args = ["explain", str(TRACKS_2000), "--model", str(model_dir), "--where", where]
+    result = runner.invoke(cli, [*args, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    expected = pl.read_csv(TRACKS_2000).filter(
+        (pl.col("track_genre") == "pop") & (pl.col("danceability") > 0.7)
+    )
+    table = pl.read_csv(out)
+    assert set(table["track_id"]) == set(expected["track_id"]) and expected.height > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--keys", "missing.txt"], "Error: --keys missing.txt: no such file (one key per line)\n"),
+        (["--where", "no_such_column > 1"], "Error: --where: Binder Error: Referenced column"),
+        (["--where", "1=1; DROP TABLE x"], "Error: --where: Parser Error"),
+        (
+            ["--where", "danceability IN (SELECT 1 FROM read_csv('/etc/passwd'))"],
+            "Error: --where: Permission Error: Cannot access file",
+        ),
+        (["--top", "11", "--max-rows", "10"], "Error: explaining 11 tracks would take about"),
+        (["--top", "5", "--keys", "k.txt"], "Error: give one of --top, --keys, --where"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(runner, model_dir, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "k.txt").write_text("abc\n")
+    base = ["explain", str(TRACKS_2000), "--model", str(model_dir), "-o", "why.parquet"]
+    result = runner.invoke(cli, [*base, *args])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(message)
+    assert result.output.count("\n") == 1
+    assert not (tmp_path / "why.parquet").exists()
+
+
+def test_score_never_imports_the_explainer(tmp_path):
+    code = (
+        "import sys\n"
+        "from popbatch.batch.cli import cli\n"
+        f"cli(['score', {str(TRACKS_2000)!r}, '-o', {str(tmp_path / 's.parquet')!r}, '-q'],"
+        " standalone_mode=False)\n"
+        "bad = [m for m in ('popbatch.batch.explain', 'popbatch.batch.shapley', 'shap')"
+        " if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+    assert (tmp_path / "s.parquet").is_file()
