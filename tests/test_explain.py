@@ -234,6 +234,10 @@ def test_cli_where_selects_rows_by_model_inputs(runner, model_dir, tmp_path):
         (["--where", "no_such_column > 1"], "Error: --where: Binder Error: Referenced column"),
         (["--where", "1=1; DROP TABLE x"], "Error: --where: Parser Error"),
         (
+            ["--where", "1=1); CREATE TABLE t AS SELECT 1; SELECT (1"],
+            "Error: --where '1=1); CREATE TABLE t AS SELECT 1; SELECT (1': give one condition",
+        ),
+        (
             ["--where", "danceability IN (SELECT 1 FROM read_csv('/etc/passwd'))"],
             "Error: --where: Permission Error: Cannot access file",
         ),
