@@ -268,3 +268,32 @@ def test_score_never_imports_the_explainer(tmp_path):
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
     assert (tmp_path / "s.parquet").is_file()
+
+
+def test_top_reasons_report_counts_top_features_of_popular_tracks(runner, model_dir, tmp_path):
+    scored, why = tmp_path / "scored.parquet", tmp_path / "why.parquet"
+    base = [str(TRACKS_2000), "--model", str(model_dir)]
+    assert runner.invoke(cli, ["score", *base, "-o", str(scored), "-q"]).exit_code == 0
+    keys = pl.read_csv(TRACKS_2000)["track_id"].head(100).to_list()
+    (tmp_path / "keys.txt").write_text("\n".join(keys))
+    args = ["--keys", str(tmp_path / "keys.txt"), "-o", str(why), "-q"]
+    result = runner.invoke(cli, ["explain", *base, *args])
+    assert result.exit_code == 0, result.output
+    report = tmp_path / "reasons.json"
+    args = ["sql", "--scored", str(scored), "--explanations", str(why), "--report", "top_reasons"]
+    result = runner.invoke(cli, [*args, "-o", str(report)])
+    assert result.exit_code == 0, result.output
+    rows = pl.read_json(report)
+    popular = pl.read_parquet(scored).filter(pl.col("popular")).select("track_id")
+    expected = (
+        pl.read_parquet(why)
+        .filter(pl.col("rank") == 1)
+        .join(popular, on="track_id")
+        .group_by("feature")
+        .agg(pl.len().alias("tracks"), (pl.col("contribution") > 0).sum().alias("up"))
+        .sort(["tracks", "feature"], descending=[True, False])
+    )
+    assert expected["tracks"].sum() < len(keys)  # only the popular ones count
+    assert rows["feature"].to_list() == expected["feature"].to_list()
+    assert rows["tracks"].to_list() == expected["tracks"].to_list()
+    assert rows["pushed_up"].to_list() == expected["up"].to_list()
