@@ -27,6 +27,9 @@ PLOTS = {
     "confusion_matrix": "Confusion matrix of the stack (test split, chosen threshold)",
     "feature_importance": "Feature importance",
     "popularity_by_genre": "Popularity by genre",
+    "shap_bar": "Mean |SHAP| per feature (popular head, log-odds, test sample)",
+    "shap_beeswarm": "SHAP values per feature, colour = feature value (popular head)",
+    "shap_dependence": "SHAP dependence of the three most important numeric features",
 }
 CURVE_MODELS = ("ann", "rf", "xgb", "stack", "logistic", "majority")
 
@@ -88,6 +91,11 @@ def write_report(
     report["importance"] = importance
     drawn["feature_importance"] = _importance_plot(plt, plots, importance)
     drawn["popularity_by_genre"] = _by_genre(plt, plots, frames, config.popular_above)
+    from popbatch.models import explain_report
+
+    shap = explain_report.stack_shap(stack, splits, config.seed)
+    report["shap"] = {"popular": shap["summary"]}
+    drawn.update(explain_report.draw(plt, plots, shap, _save))
     report["plots"] = {k: v for k, v in drawn.items() if v}
     files.write_atomically(out / "report.html", _html(report, drawn))
 
@@ -248,6 +256,22 @@ def _by_genre(plt: Any, plots: Path, frames: dict, popular_above: float) -> str 
     return _save(plt, fig, plots, "popularity_by_genre")
 
 
+def _shap_html(shap: dict[str, Any] | None) -> str:
+    if not shap:
+        return ""
+    parts = []
+    for head, summary in shap.items():
+        top = ", ".join(f"{k} {v:.3f}" for k, v in list(summary["mean_abs"].items())[:5])
+        parts.append(
+            f"<p><b>{html.escape(head)} head</b>: {html.escape(summary['meaning'])} "
+            f"Mean |SHAP| on {summary['rows']} test rows against {summary['background_rows']} "
+            f"training rows ({summary['permutations']} feature orders, "
+            f"{summary['seconds']} s): {html.escape(top)}. The genre one-hot block is one "
+            "feature, 'genre'. The same values per track: <code>popbatch explain</code>.</p>"
+        )
+    return "<h2>Why: SHAP values</h2>" + "".join(parts)
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "n/a"
@@ -313,6 +337,7 @@ Genres in training: {data["genres"] if data["genres"] is not None else "not used
 the majority baseline uses 0.5. Stack threshold: {report["metrics"]["threshold"]:.4f}.</p>
 <table>{header}{"".join(rows)}</table>
 <ul>{notes}</ul>
+{_shap_html(report.get("shap"))}
 <h2>Plots</h2>
 {figures}
 </body></html>

@@ -27,6 +27,7 @@ from popbatch.batch.shapley import permutation_shap
 from popbatch.batch.sources import open_source
 
 from popbatch.core.bundle import load_model
+from popbatch.core.errors import ModelError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -297,3 +298,18 @@ def test_top_reasons_report_counts_top_features_of_popular_tracks(runner, model_
     assert rows["feature"].to_list() == expected["feature"].to_list()
     assert rows["tracks"].to_list() == expected["tracks"].to_list()
     assert rows["pushed_up"].to_list() == expected["up"].to_list()
+
+
+def test_exported_model_explains_against_its_stored_training_rows(exported_model, tmp_path):
+    model_dir, _ = exported_model
+    manifest = load_model(model_dir).manifest
+    assert manifest["background"]["rows"] == 100
+    result = explain(str(TRACKS_2000), model_dir, top=10, output=tmp_path / "why.parquet")
+    table = pl.read_parquet(tmp_path / "why.parquet")
+    assert result.background == "model" and set(table["background"]) == {"model"}
+    assert additivity_error(table) < 1e-4
+    background = pl.read_parquet(model_dir / "background.parquet")
+    assert background.columns == [*RawSpace(manifest).names]
+    (model_dir / "background.parquet").write_bytes(b"changed")
+    with pytest.raises(ModelError, match="does not match its manifest"):
+        explain(str(TRACKS_2000), model_dir, top=1)
