@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from popbatch.batch.preprocess import Prepared, Preprocessor
-from popbatch.batch.runner import available_cores
+from popbatch.batch.runner import available_cores, single_thread_session
 from popbatch.batch.shapley import model_rows_per_row, permutation_shap
 from popbatch.batch.sinks import Sink, commit_all, is_duckdb_path, open_sink
 from popbatch.batch.sources import Source, open_source
@@ -124,23 +124,10 @@ class LinkModel:
     SLICE_ROWS = 8_192
 
     def __init__(self, head: Head, space: RawSpace, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
         self.head = head
         self.space = space
         self.threads = threads or available_cores()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(
-                head.onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelError(
-                f"onnxruntime cannot load the {head.name} head ({one_line(exc, 300)})"
-            ) from None
+        self.session = single_thread_session(head.onnx_bytes, "--model", f"the {head.name} head")
         self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         self.rows_evaluated = 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from popbatch.batch.explain import (
@@ -88,46 +89,18 @@ Explaining 1,000 tracks takes about a minute on 2 cores; more than
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def explain(
     inputs: tuple[str, ...],
-    table: str | None,
-    query: str | None,
-    delimiter: str,
-    maps: dict[str, str],
-    fills: dict[str, str],
-    batch_size: int,
     output: str,
     model_dir: Path | None,
-    top: int | None,
     keys_file: Path | None,
-    where: str | None,
-    head: str,
-    into: str | None,
     key: str | None,
-    max_rows: int,
-    threads: int | None,
     quiet: bool,
+    **options: Any,
 ) -> None:
+    # The remaining options (reading, selection, head, limits) are explain()'s keywords.
     keys = None
     if keys_file is not None:
         keys = read_keys(keys_file, normalize_column_name(key or "track_id"))
-    result = run_explain(
-        list(inputs),
-        model_dir,
-        head=head,
-        top=top,
-        keys=keys,
-        where=where,
-        output=output,
-        into=into,
-        key=key,
-        table=table,
-        query=query,
-        delimiter=delimiter,
-        maps=maps,
-        fills=fills,
-        batch_size=batch_size,
-        max_rows=max_rows,
-        threads=threads,
-    )
+    result = run_explain(list(inputs), model_dir, keys=keys, key=key, output=output, **options)
     if quiet:
         return
     for line in result.lines(SHOWN_TRACKS):
