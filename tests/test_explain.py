@@ -313,3 +313,40 @@ def test_exported_model_explains_against_its_stored_training_rows(exported_model
     (model_dir / "background.parquet").write_bytes(b"changed")
     with pytest.raises(ModelError, match="does not match its manifest"):
         explain(str(TRACKS_2000), model_dir, top=1)
+
+
+def test_popularity_head_of_a_bundle_adds_up_in_points(model_dir, tmp_path):
+    """A bundle with a popularity head as the heads issue exports it (manifest 'heads')."""
+    import hashlib
+    import json
+    import shutil
+
+    from popbatch.core.bundle import ModelBundle
+
+    if "head_bytes" not in ModelBundle.__dataclass_fields__:
+        pytest.skip("load_model reads head files once the heads branch has landed")
+    bundle_dir = tmp_path / "with_heads"
+    shutil.copytree(model_dir, bundle_dir)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    weights = np.zeros(manifest["input"]["width"])
+    weights[2], weights[3], weights[20] = 30.0, -12.0, 8.0  # danceability, energy, a genre
+    data = linear_regression_onnx(weights, 35.0)
+    (bundle_dir / "popularity.onnx").write_bytes(data)
+    manifest["heads"] = {
+        "popularity": {
+            "file": "popularity.onnx",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+            "outputs": {"prediction": "prediction"},
+            "columns": {"popularity_pred": "DOUBLE"},
+            "parity": {"rows": 0, "max_abs_diff": 0.0, "tolerance": 1e-4},
+            "metrics": {},
+        }
+    }
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    result = explain(str(TRACKS_2000), bundle_dir, head="popularity", top=10)
+    table = pl.from_arrow(result.table)
+    assert result.unit == "popularity points" and set(table["head"]) == {"popularity"}
+    assert additivity_error(table) < 1e-4
+    assert (table["score"] == table["prediction"]).all()  # identity link: points
+    assert set(table.filter(pl.col("rank") == 1)["feature"]) <= {"danceability", "energy", "genre"}
