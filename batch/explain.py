@@ -415,15 +415,26 @@ class Explanations:
         return out
 
     def summary(self) -> str:
+        rejected = (
+            f"; {self.rows_rejected:,} of {self.rows_read:,} input rows rejected (invalid model "
+            "inputs; popbatch score writes them with the reason)"
+            if self.rows_rejected
+            else ""
+        )
         return (
             f"explained {self.tracks:,} tracks ({self.head} head, contributions in "
-            f"{self.unit}) in {self.seconds:.1f} s; background: {self.background}"
+            f"{self.unit}) in {self.seconds:.1f} s; background: {self.background}{rejected}"
         )
 
 
 def _reason_text(row: dict) -> str:
     value = row["category"] if row["category"] is not None else _number(row["value"])
-    return f"{row['feature']} {value} ({row['contribution']:+.2f})"
+    c = row["contribution"]
+    return (
+        f"{row['feature']} {value} ({c:+.2f})"
+        if abs(c) >= 0.1
+        else f"{row['feature']} {value} ({c:+.2g})"
+    )
 
 
 def _number(value: float) -> str:
