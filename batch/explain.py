@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from popbatch.batch.naming import refuse_overwriting_input
 from popbatch.batch.preprocess import Prepared, Preprocessor
 from popbatch.batch.runner import available_cores, single_thread_session
 from popbatch.batch.shapley import model_rows_per_row, permutation_shap
@@ -527,6 +528,8 @@ def explain(
     key = normalize_column_name(key or bundle.manifest.get("key") or "track_id")
     if not isinstance(source, Source):
         paths = [str(source)] if isinstance(source, str | Path) else [str(s) for s in source]
+        if output is not None and not isinstance(output, Sink):
+            refuse_overwriting_input(paths, output, table, query)
         source = open_source(paths, table=table, query=query, delimiter=delimiter)
     sink = None
     link = None
@@ -546,6 +549,10 @@ def explain(
             sink = output if isinstance(output, Sink) else _open_output(output, into, key)
         scan = _scan(source, pre, space, link, batch_size, top, wanted, filt, max_rows,
                      stored is None, seed)  # fmt: skip
+    except BaseException:
+        if link is not None:
+            link.close()
+        raise
     finally:
         source.close()
         if filt is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -244,12 +245,14 @@ def test_cli_where_selects_rows_by_model_inputs(runner, model_dir, tmp_path):
         ),
         (["--top", "11", "--max-rows", "10"], "Error: explaining 11 tracks would take about"),
         (["--top", "5", "--keys", "k.txt"], "Error: give one of --top, --keys, --where"),
+        (["-o", "in.csv"], "Error: in.csv: the output would overwrite the input"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(runner, model_dir, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "k.txt").write_text("abc\n")
-    base = ["explain", str(TRACKS_2000), "--model", str(model_dir), "-o", "why.parquet"]
+    shutil.copy(TRACKS_2000, tmp_path / "in.csv")
+    base = ["explain", "in.csv", "--model", str(model_dir), "-o", "why.parquet"]
     result = runner.invoke(cli, [*base, *args])
     assert result.exit_code == 2, result.output
     assert result.output.startswith(message)
@@ -319,7 +322,6 @@ def test_popularity_head_of_a_bundle_adds_up_in_points(model_dir, tmp_path):
     """A bundle with a popularity head as the heads issue exports it (manifest 'heads')."""
     import hashlib
     import json
-    import shutil
 
     from popbatch.core.bundle import ModelBundle
 
