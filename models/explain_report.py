@@ -108,12 +108,12 @@ def draw(plt: Any, plots: Path, result: dict[str, Any], save: Any) -> dict[str, 
     for row, name in enumerate(ranked):
         i = names.index(name)
         jitter = rng.uniform(-0.3, 0.3, len(values))
-        if name == "genre":
-            colour = "#999999"
-        else:
-            v = raw[:, i]
-            spread = v.max() - v.min()
-            colour = (v - v.min()) / spread if spread else np.zeros_like(v)
+        if name == "genre":  # no order among genres: one colour
+            ax.scatter(values[:, i], row + jitter, color="#999999", s=8)
+            continue
+        v = raw[:, i]
+        spread = v.max() - v.min()
+        colour = (v - v.min()) / spread if spread else np.zeros_like(v)
         points = ax.scatter(
             values[:, i], row + jitter, c=colour, cmap="coolwarm", s=8, vmin=0, vmax=1
         )
