@@ -303,7 +303,12 @@ def _where_table(
 ) -> pa.Table:
     """The input's columns for WHERE: model inputs as the model sees them (numbers,
     the genre lowercased, ``__other__`` when unknown), other columns as read."""
-    table = pa.Table.from_batches([prepared.passthrough])
+    batch = prepared.passthrough
+    arrays = [
+        a if a.type == f.type else a.cast(f.type, safe=False)
+        for a, f in zip(batch.columns, pre.output_schema, strict=True)
+    ]
+    table = pa.Table.from_arrays(arrays, schema=pre.output_schema)
     for i, spec in enumerate(pre.numeric):
         array = pa.array(raw[:, i], pa.float64())
         if spec.column in table.column_names:
@@ -544,6 +549,8 @@ def explain(
         ).bind(source.schema, source.name)
         if where is not None:
             filt = _Where(where)
+            # WHERE sees the input's columns typed as score writes them (a CSV's from a scan).
+            pre.set_output_types(source.column_types(pre.passthrough_inputs))
         link = LinkModel(explained, space, threads)
         if output is not None:
             sink = output if isinstance(output, Sink) else _open_output(output, into, key)

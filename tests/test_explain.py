@@ -218,7 +218,7 @@ def test_cli_writes_the_long_table_and_prints_reasons(runner, model_dir, tmp_pat
 
 def test_cli_where_selects_rows_by_model_inputs(runner, model_dir, tmp_path):
     out = tmp_path / "why.csv"
-    where = "track_genre = 'pop' AND danceability > 0.7"
+    where = "track_genre = 'pop' AND danceability > 0.7 AND popularity >= 0"  # a CSV int
     args = ["explain", str(TRACKS_2000), "--model", str(model_dir), "--where", where]
     result = runner.invoke(cli, [*args, "-o", str(out)])
     assert result.exit_code == 0, result.output
@@ -324,6 +324,7 @@ def test_popularity_head_of_a_bundle_adds_up_in_points(model_dir, tmp_path):
     import json
 
     from popbatch.core.bundle import ModelBundle
+    from popbatch.core.identity import seal
 
     if "head_bytes" not in ModelBundle.__dataclass_fields__:
         pytest.skip("load_model reads head files once the heads branch has landed")
@@ -345,6 +346,7 @@ def test_popularity_head_of_a_bundle_adds_up_in_points(model_dir, tmp_path):
             "metrics": {},
         }
     }
+    seal(manifest, (bundle_dir / "model.onnx").read_bytes())  # model_id covers the heads
     (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
     result = explain(str(TRACKS_2000), bundle_dir, head="popularity", top=10)
     table = pl.from_arrow(result.table)
