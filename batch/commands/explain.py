@@ -27,7 +27,7 @@ HELP = f"""Explain predictions: which features pushed a track's score up or down
   popbatch explain catalog.csv -o why.parquet                  # the {DEFAULT_TOP} highest predicted
   popbatch explain catalog.csv --top 5 -o why.csv
   popbatch explain catalog.parquet --keys keys.txt -o why.parquet
-  popbatch explain catalog.duckdb --table tracks --where "genre = 'pop'" -o catalog.duckdb
+  popbatch explain catalog.duckdb --table tracks --where "track_genre = 'pop'" -o catalog.duckdb
 
 INPUT is read as by 'popbatch score' (--table, --query, --map, --fill; rows
 with an invalid model input are rejected, never explained). Choose the
