@@ -123,14 +123,24 @@ def linear_regression_onnx(weights: np.ndarray, bias: float) -> bytes:
     return model.SerializeToString()
 
 
-def linear_closed_form(space, raw, background, weights) -> np.ndarray:
+def one_hot_matrix(manifest, raw: np.ndarray) -> np.ndarray:
+    """The model's input for raw rows, built here from the manifest (not by RawSpace)."""
+    kinds = [f["kind"] for f in manifest["features"]]
+    numeric = [i for i, k in enumerate(kinds) if k == "numeric"]
+    out = np.zeros((len(raw), len(kinds)))
+    out[:, numeric] = raw[:, : len(numeric)]
+    out[np.arange(len(raw)), raw[:, -1].astype(int)] = 1.0
+    return out
+
+
+def linear_closed_form(manifest, raw, background, weights) -> np.ndarray:
     """w_i (x_i - mean_B x_i) per numeric input; the genre block's sum for the genre."""
-    matrix = space.matrix(raw).astype(np.float64)
-    reference = space.matrix(background).astype(np.float64).mean(0)
-    per_column = (matrix - reference) * weights
-    numeric = per_column[:, space.numeric_positions]
-    genre_columns = sorted(space.categories)
-    return np.hstack([numeric, per_column[:, genre_columns].sum(1, keepdims=True)])
+    per_column = one_hot_matrix(manifest, raw) - one_hot_matrix(manifest, background).mean(0)
+    per_column *= weights
+    kinds = [f["kind"] for f in manifest["features"]]
+    numeric = [i for i, k in enumerate(kinds) if k == "numeric"]
+    genre = [i for i, k in enumerate(kinds) if k != "numeric"]
+    return np.hstack([per_column[:, numeric], per_column[:, genre].sum(1, keepdims=True)])
 
 
 def test_logistic_model_matches_its_closed_form_in_log_odds(model_dir):
@@ -145,7 +155,7 @@ def test_logistic_model_matches_its_closed_form_in_log_odds(model_dir):
     background, x = raw[:100], raw[100:140]
     link = LinkModel(model_head(bundle, "popular"), space, threads=1)
     shap = permutation_shap(link, x, background, permutations=16)
-    expected = linear_closed_form(space, x, background, weights)
+    expected = linear_closed_form(bundle.manifest, x, background, weights)
     assert shap.values == pytest.approx(expected, abs=2e-4)
     assert shap.base_value + shap.values.sum(1) == pytest.approx(shap.prediction, abs=1e-9)
 
@@ -161,7 +171,7 @@ def test_regression_head_matches_its_closed_form_in_points(model_dir):
     space, raw, _ = fixture_rows(bundle)
     background, x = raw[:100], raw[100:160]
     shap = permutation_shap(LinkModel(head, space, threads=2), x, background)
-    expected = linear_closed_form(space, x, background, weights.astype(np.float32))
+    expected = linear_closed_form(bundle.manifest, x, background, weights.astype(np.float32))
     assert shap.values == pytest.approx(expected, abs=1e-3)
     assert shap.base_value + shap.values.sum(1) == pytest.approx(shap.prediction, abs=1e-4)
 
