@@ -2,8 +2,10 @@
 
 The same estimator as ``popbatch explain`` (:mod:`popbatch.batch.shapley`), on the
 native stack in the raw space of the 14 numeric inputs plus the genre as one
-feature, in log-odds of popular. Kept cheap: 200 test rows, 50 training rows as
-background, 8 feature orders (~1.1M stack evaluations).
+feature, in log-odds of popular (:func:`head_shap` takes any head, e.g. the
+popularity regression in points, once training produces one). Kept cheap:
+200 test rows, 50 training rows as background, 8 feature orders (~1.1M stack
+evaluations).
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ MEANING = {
         "average prediction over training rows, in log-odds of popular (+0.7 roughly doubles "
         "the odds); a track's values add up to its prediction minus that average."
     ),
+    "popularity": (
+        "A SHAP value is how many popularity points a feature moved this track's predicted "
+        "popularity away from the average prediction over training rows; a track's values "
+        "add up to its prediction minus that average."
+    ),
 }
+UNITS = {"popular": "log-odds of popular", "popularity": "popularity points"}
 
 
 def raw_space(feature_names: list[str]) -> RawSpace:
@@ -53,8 +61,16 @@ def to_raw(space: RawSpace, x: np.ndarray) -> np.ndarray:
 
 
 def stack_shap(stack: Any, splits: Any, seed: int) -> dict[str, Any]:
-    """SHAP values of the popular head on a sample of the test split."""
-    space = raw_space(list(stack.feature_names))
+    """SHAP values of the popular head's stack on a sample of the test split."""
+    return head_shap(stack.predict_proba, list(stack.feature_names), splits, seed, "popular")
+
+
+def head_shap(
+    predict: Any, feature_names: list[str], splits: Any, seed: int, head: str
+) -> dict[str, Any]:
+    """SHAP values of one head (``predict``: model-order float32 rows -> probability of
+    popular, or popularity points) on a sample of the test split, in the head's unit."""
+    space = raw_space(feature_names)
     rng = np.random.default_rng(seed)
     x_test, x_train = splits.x["test"], splits.x["train"]
     sample = to_raw(space, x_test[rng.choice(len(x_test), min(SAMPLE_ROWS, len(x_test)), False)])
@@ -62,12 +78,15 @@ def stack_shap(stack: Any, splits: Any, seed: int) -> dict[str, Any]:
         space, x_train[rng.choice(len(x_train), min(BACKGROUND_ROWS, len(x_train)), False)]
     )
 
-    def log_odds(raw: np.ndarray) -> np.ndarray:
-        p = np.clip(stack.predict_proba(space.matrix(raw)).astype(np.float64), 1e-7, 1 - 1e-7)
+    def link(raw: np.ndarray) -> np.ndarray:
+        out = np.asarray(predict(space.matrix(raw)), np.float64).reshape(-1)
+        if head != "popular":
+            return out
+        p = np.clip(out, 1e-7, 1 - 1e-7)
         return np.log(p / (1 - p))
 
     started = time.perf_counter()
-    shap = permutation_shap(log_odds, sample, background, PERMUTATIONS, seed)
+    shap = permutation_shap(link, sample, background, PERMUTATIONS, seed)
     mean_abs = np.abs(shap.values).mean(axis=0)
     order = np.argsort(-mean_abs)
     return {
@@ -75,8 +94,8 @@ def stack_shap(stack: Any, splits: Any, seed: int) -> dict[str, Any]:
         "raw": sample,
         "values": shap.values,
         "summary": {
-            "unit": "log-odds of popular",
-            "meaning": MEANING["popular"],
+            "unit": UNITS[head],
+            "meaning": MEANING[head],
             "rows": len(sample),
             "background_rows": len(background),
             "permutations": PERMUTATIONS,
@@ -94,13 +113,13 @@ def draw(plt: Any, plots: Path, result: dict[str, Any], save: Any) -> dict[str, 
     """The bar chart, the beeswarm and the dependence plots; ``{key: relative path}``."""
     space, raw, values = result["space"], result["raw"], result["values"]
     names = space.names
-    mean_abs = result["summary"]["mean_abs"]
+    mean_abs, unit = result["summary"]["mean_abs"], result["summary"]["unit"]
     ranked = list(mean_abs)[::-1]  # least important at the bottom
     drawn = {}
 
     fig, ax = plt.subplots(figsize=(7, 5))
     ax.barh(ranked, [mean_abs[n] for n in ranked], color="#4c72b0")
-    ax.set(xlabel="mean |SHAP| (log-odds of popular)", title="Feature importance (SHAP)")
+    ax.set(xlabel=f"mean |SHAP| ({unit})", title="Feature importance (SHAP)")
     drawn["shap_bar"] = save(plt, fig, plots, "shap_bar")
 
     fig, ax = plt.subplots(figsize=(8, 6))
@@ -119,7 +138,7 @@ def draw(plt: Any, plots: Path, result: dict[str, Any], save: Any) -> dict[str, 
         )
     ax.set_yticks(range(len(ranked)), ranked)
     ax.axvline(0, color="grey", linewidth=0.8)
-    ax.set(xlabel="SHAP value (log-odds of popular)", title="SHAP values, test sample")
+    ax.set(xlabel=f"SHAP value ({unit})", title="SHAP values, test sample")
     fig.colorbar(points, ax=ax, label="feature value (low to high; genre grey)")
     drawn["shap_beeswarm"] = save(plt, fig, plots, "shap_beeswarm")
 
@@ -129,6 +148,6 @@ def draw(plt: Any, plots: Path, result: dict[str, Any], save: Any) -> dict[str, 
         i = names.index(name)
         ax.scatter(raw[:, i], values[:, i], s=8, color="#c44e52")
         ax.axhline(0, color="grey", linewidth=0.8)
-        ax.set(xlabel=name, ylabel="SHAP value (log-odds)", title=f"Dependence: {name}")
+        ax.set(xlabel=name, ylabel=f"SHAP value ({unit})", title=f"Dependence: {name}")
     drawn["shap_dependence"] = save(plt, fig, plots, "shap_dependence")
     return drawn

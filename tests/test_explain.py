@@ -364,3 +364,28 @@ def test_popularity_head_of_a_bundle_adds_up_in_points(model_dir, tmp_path):
     assert additivity_error(table) < 1e-4
     assert (table["score"] == table["prediction"]).all()  # identity link: points
     assert set(table.filter(pl.col("rank") == 1)["feature"]) <= {"danceability", "energy", "genre"}
+
+
+def test_training_report_shap_of_a_regression_head_is_in_points():
+    """models/explain_report.head_shap on a linear 'popularity' head: the closed form."""
+    from types import SimpleNamespace
+
+    from model_factory import training_matrix
+    from popbatch.models.explain_report import head_shap
+
+    from popbatch.core.features import feature_names
+
+    x, _, vocabulary = training_matrix()
+    names = feature_names(vocabulary)
+    weights = np.random.default_rng(4).normal(size=len(names)) / (x.std(0) + 1)
+    splits = SimpleNamespace(x={"test": x[:120], "train": x[1000:1050]})
+    result = head_shap(lambda m: m @ weights + 35.0, names, splits, 0, "popularity")
+    manifest = {
+        "features": [{"kind": "numeric" if "=" not in n else "onehot"} for n in names],
+    }
+    background = splits.x["train"].mean(0)
+    per_column = (one_hot_matrix(manifest, result["raw"]) - background) * weights
+    expected = np.hstack([per_column[:, :14], per_column[:, 14:].sum(1, keepdims=True)])
+    assert result["values"] == pytest.approx(expected, abs=1e-5)  # float32 model input
+    assert result["summary"]["unit"] == "popularity points"
+    assert result["summary"]["max_additivity_error"] < 1e-9
