@@ -21,6 +21,7 @@ from popbatch.core.errors import EXIT_INTERRUPTED, PopbatchError, one_line
 COMMANDS: dict[str, str] = {
     "drift": "popbatch.batch.commands.drift:drift",
     "sql": "popbatch.batch.commands.sql:sql",
+    "explain": "popbatch.batch.commands.explain:explain",
     "export": "popbatch.batch.commands.export:export",
     "model": "popbatch.batch.commands.model:model",
     "score": "popbatch.batch.commands.score:score",

@@ -82,20 +82,7 @@ class HeadSessions:
 
 
 def _session(bundle: ModelBundle, head: str):
-    import onnxruntime as ort
+    from popbatch.batch.runner import single_thread_session  # runner imports this module
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # parallel across slices, as the popular head
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(
-            bundle.head_bytes[head], sess_options=options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as exc:
-        raise ModelError(
-            f"{bundle.directory}: onnxruntime cannot load the {head} head "
-            f"({one_line(exc, 300)}); re-export it"
-        ) from None
+    # parallel across slices, as the popular head
+    return single_thread_session(bundle.head_bytes[head], bundle.directory, f"the {head} head")
