@@ -109,8 +109,11 @@ def head_shap(
     }
 
 
-def draw(plt: Any, plots: Path, result: dict[str, Any], save: Any) -> dict[str, str]:
-    """The bar chart, the beeswarm and the dependence plots; ``{key: relative path}``."""
+def draw(
+    plt: Any, plots: Path, result: dict[str, Any], save: Any, prefix: str = ""
+) -> dict[str, str]:
+    """The bar chart, the beeswarm and the dependence plots; ``{key: relative path}``
+    (keys and file names start with ``prefix``, e.g. ``popularity_`` for that head)."""
     space, raw, values = result["space"], result["raw"], result["values"]
     names = space.names
     mean_abs, unit = result["summary"]["mean_abs"], result["summary"]["unit"]
@@ -120,7 +123,7 @@ def draw(plt: Any, plots: Path, result: dict[str, Any], save: Any) -> dict[str, 
     fig, ax = plt.subplots(figsize=(7, 5))
     ax.barh(ranked, [mean_abs[n] for n in ranked], color="#4c72b0")
     ax.set(xlabel=f"mean |SHAP| ({unit})", title="Feature importance (SHAP)")
-    drawn["shap_bar"] = save(plt, fig, plots, "shap_bar")
+    drawn[f"{prefix}shap_bar"] = save(plt, fig, plots, f"{prefix}shap_bar")
 
     fig, ax = plt.subplots(figsize=(8, 6))
     rng = np.random.default_rng(0)
@@ -140,7 +143,7 @@ def draw(plt: Any, plots: Path, result: dict[str, Any], save: Any) -> dict[str, 
     ax.axvline(0, color="grey", linewidth=0.8)
     ax.set(xlabel=f"SHAP value ({unit})", title="SHAP values, test sample")
     fig.colorbar(points, ax=ax, label="feature value (low to high; genre grey)")
-    drawn["shap_beeswarm"] = save(plt, fig, plots, "shap_beeswarm")
+    drawn[f"{prefix}shap_beeswarm"] = save(plt, fig, plots, f"{prefix}shap_beeswarm")
 
     numeric = [n for n in mean_abs if n != "genre"][:3]
     fig, axes = plt.subplots(1, max(len(numeric), 1), figsize=(13, 4), squeeze=False)
@@ -149,5 +152,5 @@ def draw(plt: Any, plots: Path, result: dict[str, Any], save: Any) -> dict[str, 
         ax.scatter(raw[:, i], values[:, i], s=8, color="#c44e52")
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set(xlabel=name, ylabel=f"SHAP value ({unit})", title=f"Dependence: {name}")
-    drawn["shap_dependence"] = save(plt, fig, plots, "shap_dependence")
+    drawn[f"{prefix}shap_dependence"] = save(plt, fig, plots, f"{prefix}shap_dependence")
     return drawn

@@ -511,6 +511,12 @@ def train(
         drawn = write_plots(out, heads)
         report["plots"].update(drawn)
         add_html_section(out, heads.report, drawn)
+        if "popularity" in heads.heads:
+            from popbatch.models.report import add_head_shap
+
+            progress("report: SHAP values of the popularity head")
+            popularity = heads.heads["popularity"].predict
+            add_head_shap(out, report, popularity, names, splits, config.seed, "popularity")
     watch.lap("report")
     report["timings"] = watch.seconds
     report["timings"]["total"] = round(sum(watch.seconds.values()), 3)

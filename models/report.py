@@ -268,6 +268,31 @@ def _by_genre(plt: Any, plots: Path, frames: dict, popular_above: float) -> str 
     return _save(plt, fig, plots, "popularity_by_genre")
 
 
+def add_head_shap(
+    out: Path, report: dict[str, Any], predict: Any, feature_names: list[str], splits: Any,
+    seed: int, head: str,
+) -> None:  # fmt: skip
+    """SHAP values of another head (``popularity``: points) beside the popular head's:
+    ``report["shap"][head]``, its three plots, and a section of ``out/report.html``."""
+    from popbatch.models import explain_report
+
+    plt = _pyplot()
+    result = explain_report.head_shap(predict, feature_names, splits, seed, head)
+    report.setdefault("shap", {})[head] = result["summary"]
+    drawn = explain_report.draw(plt, out / "plots", result, _save, prefix=f"{head}_")
+    report.setdefault("plots", {}).update(drawn)
+    images = "".join(
+        f'<figure><img src="{html.escape(path)}" alt="{html.escape(key)}"></figure>'
+        for key, path in drawn.items()
+    )
+    section = _shap_html({head: result["summary"]}).replace(
+        "<h2>Why: SHAP values</h2>", f"<h2>Why: SHAP values of the {html.escape(head)} head</h2>"
+    )
+    path = out / "report.html"
+    page = path.read_text(encoding="utf-8")
+    files.write_atomically(path, page.replace("</body>", section + images + "</body>", 1))
+
+
 def _shap_html(shap: dict[str, Any] | None) -> str:
     if not shap:
         return ""

@@ -67,10 +67,16 @@ def test_train_reports_every_head_and_its_baselines(trained):
             assert 0.0 <= metrics[name] <= 1.0
         assert metrics["top3_accuracy"] >= metrics["accuracy"]
     assert genre["combined"]["per_genre_f1"]
+    shap = report["shap"]["popularity"]  # issue 14: the popularity head's reasons, in points
+    assert shap["unit"] == "popularity points" and shap["max_additivity_error"] < 1e-6
+    assert set(shap["mean_abs"]) == set(report["shap"]["popular"]["mean_abs"])
+    for plot in ("popularity_shap_bar", "popularity_shap_beeswarm", "popularity_shap_dependence"):
+        assert (out / "plots" / f"{plot}.png").is_file(), plot
     for plot in PLOTS:
         assert (out / "plots" / f"{plot}.png").is_file(), plot
     page = (out / "report.html").read_text()
     assert "Popularity head" in page and "Genre head" in page and "F1 per genre" in page
+    assert "Why: SHAP values of the popularity head" in page
     assert (
         "popularity head: test R²" in result.output and "genre head: test accuracy" in result.output
     )
