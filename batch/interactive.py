@@ -1,0 +1,389 @@
+"""Scoring a typed-in track or a small uploaded file, for ``popbatch app``.
+
+Nothing here has a scoring implementation of its own. An upload goes through
+:func:`popbatch.batch.score.score`, the function behind ``popbatch score``;
+a typed-in track is a one-row Arrow batch through the same
+:class:`~popbatch.batch.preprocess.Preprocessor` and
+:class:`~popbatch.batch.runner.OnnxScorer` that ``popbatch score`` runs on
+each batch (:class:`TrackScorer`), with the same model bundle. So the app and
+the command cannot disagree: same checks, same reject reasons, same ONNX
+session options, and the heads' ``popularity_pred``, ``genre_pred``,
+``genre_prob`` when the model has them. This module imports no Streamlit;
+``batch/app.py`` draws it.
+
+>>> from popbatch.core.bundle import load_model
+>>> model = load_model()
+>>> fields = input_fields(model.manifest)
+>>> [f.column for f in fields][:3], fields[2].default      # danceability's median, rounded
+(['duration_ms', 'explicit', 'danceability'], 0.578)
+>>> result = score_track({f.column: f.default for f in fields}, model)
+>>> 0 <= result.probability <= 1, result.popular == (result.probability >= model.threshold)
+(True, True)
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import math
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from popbatch.batch.preprocess import REASON_COLUMN, Preprocessor
+from popbatch.batch.runner import OnnxScorer
+from popbatch.batch.score import score
+
+from popbatch.core.bundle import ModelBundle
+from popbatch.core.errors import InputError
+
+#: Rows an upload may have: the app is for a quick look, ``popbatch score`` for catalogs.
+UPLOAD_ROW_LIMIT = 10_000
+#: Head columns shown when the scored table has them (``popbatch score`` writes them).
+HEAD_COLUMNS = ("popularity_pred", "genre_pred", "genre_prob")
+EXPLICIT = "explicit"
+
+
+@dataclass(frozen=True)
+class InputField:
+    """One model input as a form field: bounds from the manifest, default its median."""
+
+    column: str
+    kind: str  # "number", "integer", "flag" (explicit) or "choice" (genre)
+    default: Any
+    valid_min: float | None = None
+    valid_max: float | None = None
+    decimals: int = 0
+    options: tuple[str, ...] = ()
+    help: str = ""
+
+    @property
+    def step(self) -> float | int:
+        return 1 if self.kind == "integer" else 10.0 ** (-self.decimals)
+
+    @property
+    def number_format(self) -> str:
+        return "%d" if self.kind == "integer" else f"%.{self.decimals}f"
+
+
+def input_fields(manifest: Mapping[str, Any]) -> list[InputField]:
+    """Every model input, in the manifest's order, then the genre when the model uses one."""
+    fields: list[InputField] = []
+    for feature in manifest["features"]:
+        if feature["kind"] != "numeric":
+            continue
+        column = feature["column"]
+        low, high = feature.get("valid_min"), feature.get("valid_max")
+        median = _median(feature)
+        bounds = f"valid {_bound(low, '-inf')} to {_bound(high, 'inf')}"
+        if column == EXPLICIT:
+            fields.append(InputField(column, "flag", bool(median >= 0.5), low, high, help=bounds))
+            continue
+        integer = _integral(feature)
+        decimals = 0 if integer else _decimals(median, low, high)
+        default = round(median, decimals)
+        if low is not None:
+            default = max(default, low)
+        if high is not None:
+            default = min(default, high)
+        fields.append(
+            InputField(
+                column,
+                "integer" if integer else "number",
+                int(default) if integer else float(default),
+                low,
+                high,
+                decimals,
+                help=f"training median {_plain(median)}; {bounds}",
+            )
+        )
+    genre = manifest.get("genre")
+    if genre:
+        vocabulary = tuple(genre["vocabulary"])
+        shares = {
+            f.get("category"): f.get("train", {}).get("share", 0.0)
+            for f in manifest["features"]
+            if f["kind"] == "onehot"
+        }
+        common = max(vocabulary, key=lambda g: shares.get(g, 0.0)) if vocabulary else genre["other"]
+        fields.append(
+            InputField(
+                genre["column"],
+                "choice",
+                common,
+                options=(*vocabulary, genre["other"]),
+                help=f"{len(vocabulary)} genres the model knows; any other genre is "
+                f"{genre['other']}",
+            )
+        )
+    return fields
+
+
+def _median(feature: Mapping[str, Any]) -> float:
+    train = feature.get("train") or {}
+    value = (train.get("quantiles") or {}).get("0.5", feature.get("impute"))
+    if value is None:
+        low, high = feature.get("valid_min"), feature.get("valid_max")
+        value = (low + high) / 2 if low is not None and high is not None else (low or 0.0)
+    return float(value)
+
+
+def _integral(feature: Mapping[str, Any]) -> bool:
+    """Whole numbers only in training (key, mode, time_signature): the range, the
+    median and the drift bins' edges (quantiles are interpolated, so not those)."""
+    train = feature.get("train") or {}
+    edges = (train.get("bins") or {}).get("edges") or []
+    median = (train.get("quantiles") or {}).get("0.5")
+    values = [*edges, median, train.get("min"), train.get("max")]
+    values = [v for v in values if v is not None]
+    return bool(values) and all(float(v).is_integer() for v in values)
+
+
+def _decimals(median: float, low: float | None, high: float | None) -> int:
+    """Three significant figures of the median, never fewer than units."""
+    if median == 0:
+        return 3 if high is not None and low is not None and high - low <= 1 else 0
+    return max(0, min(7, 2 - math.floor(math.log10(abs(median)))))
+
+
+def _bound(value: float | None, infinite: str) -> str:
+    return infinite if value is None else _plain(value)
+
+
+def _plain(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1e5 else f"{value:,.0f}"
+
+
+# ------------------------------------------------------------------ scoring
+@dataclass
+class Scored:
+    """What ``popbatch score`` wrote for an input: the scored table and the rejects."""
+
+    table: pa.Table
+    rejects: pa.Table | None
+    seconds: float
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def heads(self) -> list[str]:
+        """The head columns present (popularity_pred, genre_pred, genre_prob)."""
+        return [c for c in HEAD_COLUMNS if c in self.table.column_names]
+
+    def reject_reasons(self) -> list[tuple[str, int]]:
+        """(reason, count), most frequent first; each row's reasons split at '; '."""
+        if self.rejects is None or self.rejects.num_rows == 0:
+            return []
+        counts: dict[str, int] = {}
+        for text in self.rejects.column("reason").to_pylist():
+            for reason in str(text).split("; "):
+                counts[reason] = counts.get(reason, 0) + 1
+        return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    """One track's scores, as ``popbatch score`` writes them."""
+
+    probability: float
+    popular: bool
+    threshold: float
+    popularity: float | None = None
+    genre: str | None = None
+    genre_probability: float | None = None
+    seconds: float = 0.0
+
+
+def score_file(path: str | Path, model: ModelBundle, limit: int = UPLOAD_ROW_LIMIT) -> Scored:
+    """Score a CSV or Parquet file of at most ``limit`` rows with ``popbatch score``.
+
+    Raises
+    ------
+    InputError
+        More than ``limit`` rows, or whatever ``popbatch score`` refuses
+        (unknown type, missing columns, ...), with its one-line message.
+    """
+    path = Path(path)
+    rows = count_rows(path)
+    if rows > limit:
+        raise InputError(
+            f"{path.name}: {rows:,} rows; the app scores at most {limit:,}, "
+            "use popbatch score for larger files"
+        )
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="popbatch-app-") as work:
+        out = Path(work) / "scored.parquet"
+        rejects = Path(work) / "rejects.parquet"
+        summary = score(
+            path, out, model=model, columns="all", rejects=rejects, record=False, threads=1
+        )
+        table = pq.read_table(out)
+        rejected = pq.read_table(rejects) if rejects.exists() else None
+    return Scored(table, rejected, time.perf_counter() - started, summary.to_dict())
+
+
+def count_rows(path: Path) -> int:
+    """Rows of a Parquet file (from its footer) or a CSV file (lines after the header)."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except (OSError, pa.ArrowException):
+            return 0  # popbatch score says what is wrong with it
+    lines, last = 0, b"\n"
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    if last != b"\n":
+        lines += 1  # the last line has no newline
+    return max(0, lines - 1)
+
+
+class TrackScorer:
+    """Scores one typed-in track at a time, as ``popbatch score`` scores a batch.
+
+    A track is a one-row Arrow batch that goes through ``popbatch score``'s own
+    :class:`~popbatch.batch.preprocess.Preprocessor` (same checks, same reject
+    reasons) and :class:`~popbatch.batch.runner.OnnxScorer` (same session
+    options) on the same verified bundle. Only the session is kept between
+    tracks: creating it costs more than scoring (about 130 ms against 15 ms).
+    The heads (popularity, genre) are scored when the model and this popbatch
+    have them.
+    """
+
+    def __init__(self, model: ModelBundle) -> None:
+        self.model = model
+        options: dict[str, Any] = {"threads": 1}
+        if "heads" in inspect.signature(OnnxScorer).parameters:
+            options["heads"] = tuple(getattr(model, "heads", ("popular",)))
+        self.scorer = OnnxScorer(model, **options)
+
+    def score(self, values: Mapping[str, Any]) -> TrackResult:
+        """Score ``{column: value}`` (the :func:`input_fields` columns).
+
+        Raises
+        ------
+        InputError
+            The scorer's own reason when it rejects the row (for example
+            ``danceability 1.5 is outside [0, 1]``).
+        """
+        started = time.perf_counter()
+        batch = one_row(values).to_batches()[0]
+        preprocessor = Preprocessor(self.model.manifest, columns="all").bind(batch.schema, "track")
+        prepared = preprocessor.transform(batch)
+        if prepared.rejects is not None and prepared.rejects.num_rows:
+            raise InputError(str(prepared.rejects.column(REASON_COLUMN)[0].as_py()))
+        heads: dict[str, Any] = {}
+        if hasattr(self.scorer, "predict_heads"):
+            probability, popular, extra = self.scorer.predict_heads(prepared.features)
+            names = [f.name for f in self.scorer.heads.fields]
+            arrays = self.scorer.heads.arrays(extra)
+            heads = {name: array[0].as_py() for name, array in zip(names, arrays, strict=True)}
+        else:
+            probability, popular = self.scorer.predict(prepared.features)
+        return TrackResult(
+            # float64 of the float32 score, as popbatch score writes popularity_prob
+            probability=float(probability.astype(np.float64)[0]),
+            popular=bool(popular[0]),
+            threshold=self.model.threshold,
+            popularity=_maybe_float(heads.get("popularity_pred")),
+            genre=heads.get("genre_pred"),
+            genre_probability=_maybe_float(heads.get("genre_prob")),
+            seconds=time.perf_counter() - started,
+        )
+
+
+def score_track(values: Mapping[str, Any], model: ModelBundle) -> TrackResult:
+    """:meth:`TrackScorer.score` with a new session (keep a :class:`TrackScorer` to reuse one)."""
+    return TrackScorer(model).score(values)
+
+
+def pasted_row(text: str) -> dict[str, str]:
+    """``{column: text}`` of a pasted CSV header line and one row (values stay text,
+    as ``popbatch score`` reads a CSV file, so its checks and messages apply).
+
+    Raises
+    ------
+    InputError
+        Not exactly one row under the header, or a row longer than the header.
+    """
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    delimiter = "\t" if lines and "\t" in lines[0] else ","
+    rows = list(csv.reader(lines, delimiter=delimiter))
+    if len(rows) != 2:
+        raise InputError(
+            f"pasted text: {max(len(rows) - 1, 0)} rows; paste a header line and one row"
+        )
+    header, values = rows
+    if len(values) != len(header):
+        raise InputError(
+            f"pasted text: the row has {len(values)} fields but the header {len(header)}"
+        )
+    return dict(zip(header, values, strict=True))
+
+
+def one_row(values: Mapping[str, Any]) -> pa.Table:
+    """A one-row table: numbers as float64, ``explicit`` as a boolean, text as text."""
+    columns = {}
+    for column, value in values.items():
+        if isinstance(value, bool):
+            columns[column] = pa.array([value], pa.bool_())
+        elif isinstance(value, int | float):
+            columns[column] = pa.array([float(value)], pa.float64())
+        else:
+            columns[column] = pa.array([None if value is None else str(value)], pa.string())
+    return pa.table(columns)
+
+
+def _maybe_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+# ------------------------------------------------------------------ explain
+def explain_track(
+    values: Mapping[str, Any], model: ModelBundle, top: int = 5
+) -> list[tuple[str, float]] | None:
+    """The ``top`` features that moved this track's probability most, from
+    ``popbatch.explain`` (per-feature SHAP contributions), largest first.
+
+    None when this popbatch has no ``popbatch.explain``.
+    """
+    import popbatch
+
+    if not hasattr(popbatch, "explain"):
+        return None
+    with tempfile.TemporaryDirectory(prefix="popbatch-app-") as work:
+        path = Path(work) / "track.parquet"
+        pq.write_table(one_row(values), path)
+        result = popbatch.explain(str(path), model=model)
+    return top_contributions(result, top)
+
+
+def top_contributions(result: Any, top: int) -> list[tuple[str, float]]:
+    """(feature, contribution) pairs of the first row of an explanation, by size."""
+    if hasattr(result, "to_pylist"):  # an Arrow table
+        rows = result.to_pylist()
+    elif hasattr(result, "to_dicts"):  # a polars DataFrame
+        rows = result.to_dicts()
+    elif isinstance(result, Mapping):
+        rows = [result]
+    else:
+        rows = list(result)
+    if not rows:
+        return []
+    first = rows[0]
+    if isinstance(first, tuple | list) and len(first) == 2:  # already (feature, value) pairs
+        pairs = [(str(k), float(v)) for k, v in rows]
+    else:
+        pairs = [
+            (str(k), float(v))
+            for k, v in first.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+    pairs.sort(key=lambda kv: -abs(kv[1]))
+    return pairs[:top]
