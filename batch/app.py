@@ -24,7 +24,7 @@ import streamlit as st
 from popbatch.batch import interactive
 from popbatch.batch.commands.model import summary_lines
 
-from popbatch.core.bundle import ModelBundle, load_model
+from popbatch.core.bundle import ModelBundle
 from popbatch.core.errors import PopbatchError, one_line
 
 MODEL_ENV = "POPBATCH_APP_MODEL"
@@ -35,15 +35,21 @@ REASONS = "track_reasons"
 COUNT = "predictions"
 
 
-@st.cache_resource(show_spinner=False)
-def model(directory: str | None) -> ModelBundle:
-    return load_model(directory)
+def serve(argv: list[str] | None = None) -> None:
+    """``streamlit run`` this script with ``argv`` (server options), after loading the
+    model and its onnxruntime session, so the first page does not wait for them.
 
+    ``popbatch app`` runs this; the model directory comes from :data:`MODEL_ENV`.
+    """
+    import sys
 
-@st.cache_resource(show_spinner=False)
-def track_scorer(directory: str | None) -> interactive.TrackScorer:
-    """One onnxruntime session per model for the server's lifetime (made on first use)."""
-    return interactive.TrackScorer(model(directory))
+    from streamlit.web import cli
+
+    directory = os.environ.get(MODEL_ENV) or None
+    interactive.cached_track_scorer(directory)  # imports, verifies, makes the session
+    interactive.explain_available()
+    sys.argv = ["streamlit", "run", __file__, *(sys.argv[1:] if argv is None else argv)]
+    cli.main()
 
 
 def header(bundle: ModelBundle) -> None:
@@ -81,7 +87,7 @@ def track_page(bundle: ModelBundle) -> None:
             submitted = True
     if submitted:
         try:
-            scorer = track_scorer(os.environ.get(MODEL_ENV) or None)
+            scorer = interactive.cached_track_scorer(os.environ.get(MODEL_ENV) or None)
             st.session_state[RESULT] = scorer.score(values)
             st.session_state[COUNT] = st.session_state.get(COUNT, 0) + 1
         except PopbatchError as exc:
@@ -238,7 +244,7 @@ def model_page(bundle: ModelBundle, run: str | None) -> None:
 def main() -> None:
     st.set_page_config(page_title="popbatch", layout="wide")
     try:
-        bundle = model(os.environ.get(MODEL_ENV) or None)
+        bundle = interactive.cached_model(os.environ.get(MODEL_ENV) or None)
     except PopbatchError as exc:
         st.error(one_line(exc))
         st.stop()
@@ -252,4 +258,5 @@ def main() -> None:
         model_page(bundle, os.environ.get(RUN_ENV) or None)
 
 
-main()
+if __name__ == "__main__":  # streamlit run (and AppTest) run the script as __main__
+    main()

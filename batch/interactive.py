@@ -24,6 +24,7 @@ session options, and the heads' ``popularity_pred``, ``genre_pred``,
 from __future__ import annotations
 
 import csv
+import functools
 import inspect
 import math
 import tempfile
@@ -40,7 +41,7 @@ from popbatch.batch.preprocess import REASON_COLUMN, Preprocessor
 from popbatch.batch.runner import OnnxScorer
 from popbatch.batch.score import score
 
-from popbatch.core.bundle import ModelBundle
+from popbatch.core.bundle import ModelBundle, load_model
 from popbatch.core.errors import InputError
 
 #: Rows an upload may have: the app is for a quick look, ``popbatch score`` for catalogs.
@@ -298,6 +299,19 @@ class TrackScorer:
         )
 
 
+@functools.lru_cache(maxsize=4)
+def cached_model(directory: str | None) -> ModelBundle:
+    """The verified bundle of ``directory`` (None: the embedded model), loaded once per process."""
+    return load_model(directory)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_track_scorer(directory: str | None) -> TrackScorer:
+    """A :class:`TrackScorer` of ``directory``, made once per process (the app's server
+    makes it before the first page is asked for, see ``popbatch.batch.app.serve``)."""
+    return TrackScorer(cached_model(directory))
+
+
 def score_track(values: Mapping[str, Any], model: ModelBundle) -> TrackResult:
     """:meth:`TrackScorer.score` with a new session (keep a :class:`TrackScorer` to reuse one)."""
     return TrackScorer(model).score(values)
@@ -353,15 +367,22 @@ def explain_track(
 
     None when this popbatch has no ``popbatch.explain``.
     """
+    if not explain_available():
+        return None
     import popbatch
 
-    if not hasattr(popbatch, "explain"):
-        return None
     with tempfile.TemporaryDirectory(prefix="popbatch-app-") as work:
         path = Path(work) / "track.parquet"
         pq.write_table(one_row(values), path)
         result = popbatch.explain(str(path), model=model)
     return top_contributions(result, top)
+
+
+def explain_available() -> bool:
+    """Whether this popbatch has ``popbatch.explain`` (importing it if so)."""
+    import popbatch
+
+    return hasattr(popbatch, "explain")
 
 
 def top_contributions(result: Any, top: int) -> list[tuple[str, float]]:

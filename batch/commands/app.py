@@ -39,7 +39,8 @@ the same code and ONNX model as 'popbatch score'.
 Needs the app extra: pip install 'popbatch[app]'.
 """
 
-APP_SCRIPT = Path(__file__).resolve().parents[1] / "app.py"
+# Imports the app's script as a module (which draws nothing) and runs its serve().
+LAUNCH = "from popbatch.batch.app import serve; serve()"
 
 
 @click.command("app", help=HELP)
@@ -80,9 +81,10 @@ def app(model_dir: Path | None, run_dir: Path | None, port: int, host: str) -> N
 
 
 def streamlit_command(host: str, port: int) -> list[str]:
-    """``python -m streamlit run batch/app.py`` with the server settings popbatch uses."""
+    """``streamlit run batch/app.py`` with the server settings popbatch uses, through
+    :func:`popbatch.batch.app.serve` (which loads the model first)."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),
+        sys.executable, "-c", LAUNCH,
         "--server.address", host,
         "--server.port", str(port),
         "--server.headless", "true",
