@@ -187,6 +187,7 @@ _LEARNER_OPTIONS = ("epochs", "batch_size", "patience")
 def train(
     config: TrainConfig | str | Path,
     out: str | Path | None = None,
+    *,
     progress: Progress = lambda _: None,
     **options: Any,
 ) -> TrainResult:

@@ -196,7 +196,7 @@ def train(
         if show_progress or message.startswith("warning:"):
             click.echo(f"train: {message}", err=True)
 
-    result = run_training(config, progress)
+    result = run_training(config, progress=progress)
     stack_metrics = result.report["metrics"]["test"]["stack"]
     click.echo(
         f"wrote {result.out}: stack test ROC-AUC {_num(stack_metrics['roc_auc'])}, "
