@@ -229,8 +229,8 @@ def model_page(bundle: ModelBundle, run: str | None) -> None:
     for name, entry in heads.items():
         metrics = entry.get("metrics") if isinstance(entry, dict) else None
         if metrics:
-            st.markdown(f"**{name} head** test metrics")
-            st.json(metrics, expanded=False)
+            st.markdown(f"**{name} head**: test metrics")
+            st.json(metrics.get("test", metrics), expanded=False)
     if run:
         plots = sorted(Path(run).glob("*.png")) + sorted(Path(run).glob("plots/*.png"))
         if plots:
