@@ -151,9 +151,8 @@ def show_result(result: interactive.TrackResult, reasons) -> None:
         st.caption("This model has no popularity or genre head (popbatch train --heads).")
     if isinstance(reasons, list):
         st.subheader("Top reasons")
-        for feature, contribution in reasons:
-            sign = "raises" if contribution > 0 else "lowers"
-            st.markdown(f"- **{feature}** {sign} the probability by {abs(contribution):.4f}")
+        st.caption("What moved the popular probability most (popbatch explain: Shapley values)")
+        st.markdown("\n".join(f"- {reason.text()}" for reason in reasons))
     elif isinstance(reasons, str):
         st.caption(reasons)
     else:

@@ -359,23 +359,25 @@ def _maybe_float(value: Any) -> float | None:
 
 
 # ------------------------------------------------------------------ explain
-def explain_track(
-    values: Mapping[str, Any], model: ModelBundle, top: int = 5
-) -> list[tuple[str, float]] | None:
-    """The ``top`` features that moved this track's probability most, from
-    ``popbatch.explain`` (per-feature SHAP contributions), largest first.
+#: The key a typed-in track gets when it is explained (popbatch explain selects by key).
+TRACK_KEY = "(this track)"
+#: Real tracks shipped with popbatch: the background popbatch explain samples when a
+#: model stores none of its own (the embedded default model stores none).
+SAMPLE_CATALOG = Path(__file__).resolve().parent / "sample" / "catalog.csv"
 
-    None when this popbatch has no ``popbatch.explain``.
-    """
-    if not explain_available():
-        return None
-    import popbatch
 
-    with tempfile.TemporaryDirectory(prefix="popbatch-app-") as work:
-        path = Path(work) / "track.parquet"
-        pq.write_table(one_row(values), path)
-        result = popbatch.explain(str(path), model=model)
-    return top_contributions(result, top)
+@dataclass(frozen=True)
+class Reason:
+    """One feature's Shapley contribution to a track's score (``popbatch explain``)."""
+
+    feature: str
+    value: str
+    contribution: float
+    unit: str
+
+    def text(self) -> str:
+        way = "raises" if self.contribution > 0 else "lowers"
+        return f"{self.feature} {self.value} {way} it by {abs(self.contribution):.3f} {self.unit}"
 
 
 def explain_available() -> bool:
@@ -385,26 +387,47 @@ def explain_available() -> bool:
     return hasattr(popbatch, "explain")
 
 
-def top_contributions(result: Any, top: int) -> list[tuple[str, float]]:
-    """(feature, contribution) pairs of the first row of an explanation, by size."""
-    if hasattr(result, "to_pylist"):  # an Arrow table
-        rows = result.to_pylist()
-    elif hasattr(result, "to_dicts"):  # a polars DataFrame
-        rows = result.to_dicts()
-    elif isinstance(result, Mapping):
-        rows = [result]
-    else:
-        rows = list(result)
-    if not rows:
-        return []
-    first = rows[0]
-    if isinstance(first, tuple | list) and len(first) == 2:  # already (feature, value) pairs
-        pairs = [(str(k), float(v)) for k, v in rows]
-    else:
-        pairs = [
-            (str(k), float(v))
-            for k, v in first.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        ]
-    pairs.sort(key=lambda kv: -abs(kv[1]))
-    return pairs[:top]
+def explain_track(
+    values: Mapping[str, Any], model: ModelBundle, top: int = 5
+) -> list[Reason] | None:
+    """The ``top`` features that moved this track's score most, largest first, from
+    ``popbatch.explain`` (per-feature Shapley contributions of the popular head).
+
+    The track is explained beside the sample catalog's real tracks, which are the
+    background when the model stores none. None when this popbatch has no
+    ``popbatch.explain``.
+    """
+    if not explain_available():
+        return None
+    import popbatch
+
+    key = str(model.manifest.get("key") or "track_id")
+    row = one_row({**values, key: TRACK_KEY})
+    table = pa.concat_tables([row, _background(row.schema)])
+    with tempfile.TemporaryDirectory(prefix="popbatch-app-") as work:
+        path = Path(work) / "track.parquet"
+        pq.write_table(table, path)
+        result = popbatch.explain(str(path), model=model, keys=[TRACK_KEY], key=key)
+    rows = [r for r in result.table.to_pylist() if r[key] == TRACK_KEY]
+    rows.sort(key=lambda r: r["rank"])
+    return [
+        Reason(
+            r["feature"],
+            str(r["category"]) if r.get("category") is not None else _plain(r["value"]),
+            float(r["contribution"]),
+            result.unit,
+        )
+        for r in rows[:top]
+    ]
+
+
+@functools.lru_cache(maxsize=8)
+def _background(schema: pa.Schema) -> pa.Table:
+    """The sample catalog's rows in ``schema`` (none when it lacks one of its columns)."""
+    import pyarrow.csv as pacsv
+
+    catalog = pacsv.read_csv(SAMPLE_CATALOG)
+    if not set(schema.names) <= set(catalog.column_names):
+        return schema.empty_table()
+    columns = [catalog.column(f.name).cast(f.type) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)

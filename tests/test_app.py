@@ -278,3 +278,21 @@ PNG_1X1 = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010800000000"
     "3a7e9b550000000a49444154789c6360000000020001e221bc330000000049454e44ae426082"
 )
+
+
+def test_reasons_come_from_popbatch_explain_when_it_is_there(app):
+    """Top reasons appear with popbatch.explain (issue: explain), a note without it."""
+    predict(app)
+    if not interactive.explain_available():
+        assert "Reasons appear when this popbatch has popbatch explain." in [
+            c.value for c in app.caption
+        ]
+        return
+    reasons = app.session_state["track_reasons"]
+    assert [s.value for s in app.subheader] == ["Top reasons"]
+    assert len(reasons) == 5
+    magnitudes = [abs(r.contribution) for r in reasons]
+    assert magnitudes == sorted(magnitudes, reverse=True)
+    inputs = {f.column for f in interactive.input_fields(load_model().manifest)} | {"genre"}
+    assert {r.feature for r in reasons} <= inputs
+    assert app.markdown[-1].value.splitlines()[0] == f"- {reasons[0].text()}"
