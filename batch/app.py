@@ -227,7 +227,7 @@ def model_page(bundle: ModelBundle, run: str | None) -> None:
     heads = manifest.get("heads") or {}
     for name, entry in heads.items():
         metrics = entry.get("metrics") if isinstance(entry, dict) else None
-        if metrics:
+        if isinstance(metrics, dict) and metrics:  # the popular head's are in the card above
             st.markdown(f"**{name} head**: test metrics")
             st.json(metrics.get("test", metrics), expanded=False)
     if run:
