@@ -296,3 +296,33 @@ def test_reasons_come_from_popbatch_explain_when_it_is_there(app):
     inputs = {f.column for f in interactive.input_fields(load_model().manifest)} | {"genre"}
     assert {r.feature for r in reasons} <= inputs
     assert app.markdown[-1].value.splitlines()[0] == f"- {reasons[0].text()}"
+
+
+@pytest.fixture
+def launched(monkeypatch):
+    """Captures what ``popbatch app`` would exec instead of starting Streamlit."""
+    calls = []
+    monkeypatch.setattr(os, "execve", lambda path, args, env: calls.append((args, env)))
+    return calls
+
+
+def test_app_binds_127_0_0_1_unless_told(runner, launched, tmp_path):
+    result = runner.invoke(cli, ["app", "--port", "8765", "--run", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    [(args, env)] = launched
+    assert args[args.index("--server.address") + 1] == "127.0.0.1"
+    assert args[args.index("--server.port") + 1] == "8765"
+    assert env["POPBATCH_APP_MODEL"] == str(load_model().directory.resolve())
+    assert env["POPBATCH_APP_RUN"] == str(tmp_path.resolve())
+    result = runner.invoke(cli, ["app", "--host", "0.0.0.0"])
+    assert launched[1][0][launched[1][0].index("--server.address") + 1] == "0.0.0.0"
+
+
+def test_app_refuses_a_bad_model_or_run_before_starting(runner, launched, tmp_path):
+    result = runner.invoke(cli, ["app", "--model", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no manifest; a model directory is made by 'popbatch export'" in result.output
+    result = runner.invoke(cli, ["app", "--run", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert f"--run {tmp_path / 'nope'}: no such run directory" in result.output
+    assert launched == []
