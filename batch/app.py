@@ -186,10 +186,10 @@ def file_page(bundle: ModelBundle) -> None:
         st.session_state["upload_scored"] = (digest, scored)
     else:
         scored = cached[1]
-    show_scored(scored, Path(upload.name).stem)
+    show_scored(scored, Path(upload.name).stem, bundle.threshold)
 
 
-def show_scored(scored: interactive.Scored, stem: str) -> None:
+def show_scored(scored: interactive.Scored, stem: str, threshold: float) -> None:
     table = scored.table
     rejected = 0 if scored.rejects is None else scored.rejects.num_rows
     popular = int(pa.compute.sum(table.column("popular")).as_py() or 0) if table.num_rows else 0
@@ -204,10 +204,15 @@ def show_scored(scored: interactive.Scored, stem: str) -> None:
                   "rows": [n for _, n in scored.reject_reasons()]})  # fmt: skip
     if table.num_rows:
         st.subheader("Probabilities")
-        counts, edges = np.histogram(table.column("popularity_prob").to_numpy(), bins=20,
-                                     range=(0.0, 1.0))  # fmt: skip
-        st.bar_chart({"probability": [f"{e:.2f}" for e in edges[:-1]], "tracks": counts},
-                     x="probability", y="tracks")  # fmt: skip
+        probability = table.column("popularity_prob").to_numpy()
+        # over the scores' own range (this model's all lie near its threshold), threshold included
+        low = min(float(probability.min()), threshold)
+        high = max(float(probability.max()), threshold)
+        counts, edges = np.histogram(probability, bins=20, range=(low, high or 1.0))
+        starts = [round(float(e), 6) for e in edges[:-1]]
+        chart = {"probability from": starts, "tracks": counts}
+        st.bar_chart(chart, x="probability from", y="tracks")
+        st.caption(f"The model calls a track popular from {threshold:.6f} on.")
         st.subheader("Scores")
         st.dataframe(table, hide_index=True)
         buffer = io.BytesIO()
