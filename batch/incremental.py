@@ -38,9 +38,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from popbatch.core.scored import BY_NAME, HASH_COLUMN, MODEL_ID_COLUMN
 from popbatch.core.sqlquote import quote_column, quote_string
 
-HASH_COLUMN = "features_hash"
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -189,7 +189,7 @@ class SkippedRows:
 
     def __init__(self, path: Path, key_field: pa.Field) -> None:
         self.path = path
-        self.schema = pa.schema([key_field, pa.field(HASH_COLUMN, pa.uint64())])
+        self.schema = pa.schema([key_field, BY_NAME[HASH_COLUMN].field])
         self.rows = 0
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
             path, self.schema, compression="lz4"
@@ -228,7 +228,8 @@ def kept_rows_sql(
         f"WITH skipped AS (SELECT {key_sql} AS k, {HASH_COLUMN} AS h, count(*) AS n "
         f"FROM {skipped} GROUP BY ALL), "
         f"stored AS (SELECT {rowid}*, row_number() OVER (PARTITION BY {key_sql}, {HASH_COLUMN}) "
-        f"AS popbatch_copy FROM {stored} WHERE model_id = {quote_string(model_id)}) "
+        f"AS popbatch_copy FROM {stored} "
+        f"WHERE {MODEL_ID_COLUMN} = {quote_string(model_id)}) "
         f"SELECT {select} FROM stored JOIN skipped "
         f"ON stored.{key_sql} = skipped.k AND stored.{HASH_COLUMN} = skipped.h "
         "WHERE popbatch_copy <= skipped.n"

@@ -23,6 +23,7 @@ from popbatch.batch.sinks import (
 )
 
 from popbatch.core.errors import InputError, OutputError, one_line
+from popbatch.core.scored import MODEL_ID_COLUMN
 from popbatch.core.sqlquote import quote_column, quote_string
 
 
@@ -83,7 +84,7 @@ def _parquet_lookup(path: Path, schema: pa.Schema, key: str, model_id: str) -> U
         if not stored.schema.remove_metadata().equals(schema.remove_metadata()):
             return None
         batches = stored.to_batches(
-            columns=[key, HASH_COLUMN], filter=ds.field("model_id") == model_id
+            columns=[key, HASH_COLUMN], filter=ds.field(MODEL_ID_COLUMN) == model_id
         )
         return UpToDate.from_batches(batches, key)
     except (pa.ArrowException, OSError) as exc:
@@ -112,7 +113,7 @@ def _duckdb_lookup(
         model = quote_string(model_id)
         reader = con.sql(
             f"SELECT {quote_column(key)}, {HASH_COLUMN} FROM {sink.table_sql} "
-            f"WHERE model_id = {model}"
+            f"WHERE {MODEL_ID_COLUMN} = {model}"
         ).to_arrow_reader(1 << 16)
         return UpToDate.from_batches(reader, key)
     except duckdb.Error as exc:

@@ -35,9 +35,11 @@ from popbatch.core.features import (
     parse_explicit,
     resolve_columns,
 )
+from popbatch.core.scored import SCORE_NAMES
 
-# Columns the scorer adds; an input column of the same name is never passed through.
-OUTPUT_COLUMNS = ("popularity_prob", "popular", "model_id", "scored_at")
+# Columns the scorer adds (popbatch.core.scored): an input column of the same name
+# (a scored file scored again) is replaced by the new score, never passed through.
+OUTPUT_COLUMNS = SCORE_NAMES
 ROW_COLUMN = "row"
 REASON_COLUMN = "reason"
 _BAD = "__popbatch_bad__"
@@ -188,6 +190,8 @@ class Preprocessor:
         self.fills = {normalize_column_name(k): v for k, v in self.fills.items()}
         self._fill_values = self._parse_fills()
         self.source_name = "input"
+        #: input columns named like score columns, replaced by this run's scores
+        self.replaced: list[str] = []
         self._bound = False
 
     # ----------------------------------------------------------------- binding
@@ -279,7 +283,7 @@ class Preprocessor:
                 )
             return [self.key]
         if self.columns == "all":
-            return [n for n in by_final if n not in OUTPUT_COLUMNS]
+            return self._without_score_columns(list(by_final))
         wanted = [normalize_column_name(c) for c in self.columns]
         unknown = [c for c in wanted if c not in by_final]
         if unknown:
@@ -287,11 +291,33 @@ class Preprocessor:
                 f"{self.source_name}: --columns names unknown column(s) {', '.join(unknown)}"
                 + closest_text(unknown[0], list(by_final))
             )
-        return [c for c in dict.fromkeys(wanted) if c not in OUTPUT_COLUMNS]
+        return self._without_score_columns(list(dict.fromkeys(wanted)))
+
+    def _without_score_columns(self, names: list[str]) -> list[str]:
+        """``names`` less the score columns, which the new scores replace (kept in
+        :attr:`replaced` for the run summary)."""
+        self.replaced = [n for n in names if n in OUTPUT_COLUMNS]
+        return [n for n in names if n not in OUTPUT_COLUMNS]
+
+    @property
+    def passthrough_inputs(self) -> list[str]:
+        """The input (original) names of the pass-through columns, in output order."""
+        self._require_bound()
+        return [self.by_final[c] for c in self.passthrough]
+
+    def set_output_types(self, types: Mapping[str, pa.DataType]) -> None:
+        """Give pass-through columns (input names) other output types than the input's,
+        e.g. a CSV column of integers read as text
+        (:meth:`~popbatch.batch.sources.Source.column_types`); the run casts each batch.
+        """
+        self._require_bound()
+        final = {o: f for f, o in self.by_final.items()}
+        for original, dtype in types.items():
+            self.input_types[final[original]] = dtype
 
     @property
     def output_schema(self) -> pa.Schema:
-        """Schema of the passthrough columns (normalised names, input types)."""
+        """Schema of the passthrough columns (normalised names, output types)."""
         self._require_bound()
         return pa.schema([(c, self.input_types[c]) for c in self.passthrough])
 

@@ -269,6 +269,11 @@ def _score_locked(
             fills=options.fills or {},
             on_invalid=options.on_invalid,
         ).bind(source.schema, source.name)
+        # Pass-through columns keep their types; a CSV's are inferred from a scan of the
+        # whole input (its key stays text, as sql/scored_table.sql says).
+        key_input = preprocessor.by_final.get(key)
+        typed = [c for c in preprocessor.passthrough_inputs if c != key_input]
+        preprocessor.set_output_types(source.column_types(typed))
         rejects = options.rejects
         rejects_sink = rejects if isinstance(rejects, Sink) else rejects_sink_for(sink, rejects)
         scorer = OnnxScorer(bundle, options.threads)
@@ -286,6 +291,7 @@ def _score_locked(
         threads=scorer.threads,
         fills=preprocessor.fills_applied,
         incremental=options.incremental,
+        columns_replaced=list(preprocessor.replaced),
     )
     run = StreamingRun(
         source, preprocessor, scorer, sink, rejects_sink, scored_at, summary, progress

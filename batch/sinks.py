@@ -35,20 +35,13 @@ from popbatch.batch.sources import DUCKDB_SUFFIXES
 
 from popbatch.core import files
 from popbatch.core.errors import InputError, OutputError, one_line
+from popbatch.core.scored import HASH_COLUMN, SCORE_FIELDS, SCORE_NAMES, SQL_TYPES
 from popbatch.core.sqlquote import quote_column, quote_identifier, quote_string
 
-# The columns every scored output ends with; the same types as sql/scored_table.sql
-# (DOUBLE, BOOLEAN, VARCHAR, TIMESTAMP, UBIGINT). scored_at is UTC, stored without
-# a zone as DuckDB's TIMESTAMP is, and is the same for every row of a run;
-# features_hash identifies the row's model inputs (batch.incremental).
-SCORE_FIELDS = (
-    pa.field("popularity_prob", pa.float64()),
-    pa.field("popular", pa.bool_()),
-    pa.field("model_id", pa.string()),
-    pa.field("scored_at", pa.timestamp("us")),
-    pa.field("features_hash", pa.uint64()),
-)
-HASH_FIELD = SCORE_FIELDS[4].name
+# The columns every scored output ends with, their Arrow and SQL types: one definition,
+# popbatch.core.scored (scored_at is UTC, stored without a zone as DuckDB's TIMESTAMP is,
+# and the same for every row of a run; features_hash identifies the row's model inputs).
+HASH_FIELD = HASH_COLUMN
 # A reader (popbatch sql) may hold the database for a moment: the final commit
 # waits at least this long for it to let go before giving up with exit code 75.
 COMMIT_WAIT_SECONDS = 10.0
@@ -367,12 +360,13 @@ class DuckDBSink(Sink):
             )
             self.rows_written = _count(con, self.table_sql)
             return
-        # A table written before features_hash existed gains the column (NULL for old rows).
-        for field in SCORE_FIELDS[4:]:
-            if field.name in self.schema.names:
+        # A table written before a score column existed (features_hash, a later head's
+        # columns) gains it, typed as popbatch.core.scored says (NULL for old rows).
+        for name, sql_type in SQL_TYPES.items():
+            if name in self.schema.names:
                 con.execute(
                     f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS "
-                    f"{quote_column(field.name)} UBIGINT"
+                    f"{quote_column(name)} {sql_type}"
                 )
         if self.mode == "upsert":
             key = quote_column(self.key)
@@ -396,13 +390,8 @@ class DuckDBWriteBack(DuckDBSink):
     with that key gets the score of the last such row read.
     """
 
-    SQL_TYPES: ClassVar[dict[str, str]] = {
-        "popularity_prob": "DOUBLE",
-        "popular": "BOOLEAN",
-        "model_id": "VARCHAR",
-        "scored_at": "TIMESTAMP",
-        "features_hash": "UBIGINT",
-    }
+    #: the score columns and their DuckDB types (popbatch.core.scored)
+    SQL_TYPES: ClassVar[dict[str, str]] = SQL_TYPES
 
     def __init__(self, path: str | Path, table: str, key: str = "track_id") -> None:
         super().__init__(path, table, mode="upsert", key=key)
@@ -419,18 +408,21 @@ class DuckDBWriteBack(DuckDBSink):
         super().open(key_schema, input_names)
 
     def _write(self, batch: pa.RecordBatch) -> None:
-        self.stage.write(batch.select([self.key, *(f.name for f in SCORE_FIELDS)]))
+        self.stage.write(batch.select([self.key, *SCORE_NAMES]))
 
     def apply(self, con) -> None:
         for column, sql_type in self.SQL_TYPES.items():
             con.execute(
-                f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS {column} {sql_type}"
+                f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS "
+                f"{quote_column(column)} {sql_type}"
             )
-        sets = ", ".join(f"{c} = scores.{c}" for c in self.SQL_TYPES)
+        # The alias must not be a table's name: "scores" (the default --into) was ambiguous.
+        new = "popbatch_new_scores"
+        sets = ", ".join(f"{quote_column(c)} = {new}.{quote_column(c)}" for c in self.SQL_TYPES)
         result = con.execute(
-            f"UPDATE {self.table_sql} SET {sets} FROM ({self._source(dedupe=True)}) AS scores "
+            f"UPDATE {self.table_sql} SET {sets} FROM ({self._source(dedupe=True)}) AS {new} "
             f"WHERE {self.table_sql}.{quote_column(self.table_key)} "
-            f"= scores.{quote_column(self.key)}"
+            f"= {new}.{quote_column(self.key)}"
         ).fetchall()
         self.rows_written = int(result[0][0]) if result else None
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 
@@ -35,6 +36,12 @@ DUCKDB_SUFFIXES = (".duckdb", ".ddb", ".db", ".duck")
 CSV_BLOCK_BYTES = 4 << 20
 CSV_MAX_BLOCK_BYTES = 1 << 30
 GLOB_CHARS = re.compile(r"[*?\[]")
+# What a CSV pass-through column may be typed as, most specific first: the first
+# type every value of the column parses as wins (text otherwise). A column of 0/1
+# is an integer, True/False a boolean, 2024-05-01 a date, 2024-05-01 10:00 a timestamp.
+CSV_TYPES = (pa.int64(), pa.float64(), pa.bool_(), pa.date32(), pa.timestamp("us"))
+# Numbers written with a leading zero ("007", "01234") are codes, not numbers: text.
+_LEADING_ZERO = r"^[-+]?0[0-9]"
 
 
 def _rows_at_most(batches: Iterator[pa.RecordBatch], batch_size: int) -> Iterator[pa.RecordBatch]:
@@ -68,6 +75,12 @@ class Source(ABC):
         self, columns: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> Iterator[pa.RecordBatch]:
         """Yield record batches of at most ``batch_size`` rows with only ``columns``."""
+
+    def column_types(self, columns: Sequence[str]) -> dict[str, pa.DataType]:
+        """Types to give pass-through ``columns`` in the output, where they differ from
+        :attr:`schema`. Parquet and DuckDB inputs keep their stored types: ``{}``.
+        """
+        return {}
 
     def close(self) -> None:  # noqa: B027 (most sources hold nothing to release)
         """Release files and connections (idempotent)."""
@@ -149,6 +162,36 @@ class CsvSource(Source):
         for path in self.paths:
             yield from _rows_at_most(self._file_batches(path, wanted), batch_size)
 
+    def column_types(self, columns: Sequence[str]) -> dict[str, pa.DataType]:
+        """The type of each of ``columns`` that parses cleanly, from a scan of every file.
+
+        CSV is read as text (so a stray word in a model input rejects one row
+        instead of failing the file), and pass-through columns get their types
+        here: the first of :data:`CSV_TYPES` that every non-null value of the
+        column, in every file, parses as with the same Arrow cast the run then
+        applies. A column with any value that does not parse (or only nulls)
+        stays text. Scanning the whole input first, rather than a sample, means a
+        late odd value cannot abort the run or change the output schema mid-run;
+        it costs one extra read of these columns only (none for the default
+        ``--columns key``, whose key stays text).
+        """
+        candidates = {c: list(CSV_TYPES) for c in dict.fromkeys(columns)}
+        valued: set[str] = set()
+        if not candidates:
+            return {}
+        for batch in self.batches(list(candidates), batch_size=1 << 20):
+            for name in list(candidates):
+                array = batch.column(name)
+                if array.null_count == len(array):
+                    continue
+                valued.add(name)
+                candidates[name] = [t for t in candidates[name] if _parses_as(array, t)]
+                if not candidates[name]:
+                    del candidates[name]
+            if not candidates:
+                break
+        return {c: types[0] for c, types in candidates.items() if c in valued}
+
     def _file_batches(self, path: Path, wanted: list[str]) -> Iterator[pa.RecordBatch]:
         """One file's batches, as pyarrow reads them (one per block).
 
@@ -179,6 +222,18 @@ class CsvSource(Source):
                     block *= 4
                     continue
                 raise InputError(f"{path}: {self._reason(path, exc)}") from None
+
+
+def _parses_as(array: pa.Array, target: pa.DataType) -> bool:
+    """Whether every value of a text column casts to ``target`` (numbers: without a
+    leading zero, which marks a code such as "007")."""
+    try:
+        array.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    if pa.types.is_integer(target) or pa.types.is_floating(target):
+        return not pc.any(pc.match_substring_regex(array, _LEADING_ZERO)).as_py()
+    return True
 
 
 # Delimiters a one-column header hints at when --delimiter was not given.

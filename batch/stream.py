@@ -22,11 +22,21 @@ from popbatch.batch.incremental import as_columns, features_hash
 from popbatch.batch.incremental_lookup import IncrementalRun
 from popbatch.batch.preprocess import FeatureBuffer, Prepared, Preprocessor
 from popbatch.batch.runner import OnnxScorer
-from popbatch.batch.sinks import SCORE_FIELDS, Sink, commit_all
+from popbatch.batch.sinks import Sink, commit_all
 from popbatch.batch.sources import Source
 from popbatch.batch.summary import ProgressCallback, RunSummary
 
 from popbatch.core.errors import InputError, one_line
+from popbatch.core.scored import (
+    BY_NAME,
+    HASH_COLUMN,
+    LABEL_COLUMN,
+    MODEL_ID_COLUMN,
+    PROBABILITY_COLUMN,
+    SCORE_COLUMNS,
+    SCORED_AT_COLUMN,
+    scored_schema,
+)
 
 
 class StreamingRun:
@@ -55,8 +65,10 @@ class StreamingRun:
         self.summary = summary
         self.progress = progress
         self.model_id = pa.scalar(scorer.model_id, pa.string())
-        self.scored_at = pa.scalar(scored_at.replace(tzinfo=None), SCORE_FIELDS[3].type)
-        self.schema = pa.schema([*preprocessor.output_schema, *SCORE_FIELDS])
+        self.scored_at = pa.scalar(
+            scored_at.replace(tzinfo=None), BY_NAME[SCORED_AT_COLUMN].arrow_type
+        )
+        self.schema = scored_schema(preprocessor.output_schema)
         self.stop = threading.Event()
         self.buffers: queue.Queue[FeatureBuffer] = queue.Queue()
         self.wait = 0.0
@@ -165,14 +177,15 @@ class StreamingRun:
     def _write(self, item: tuple[Prepared, np.ndarray, np.ndarray, np.ndarray]) -> None:
         prepared, hashes, probability, popular = item
         n = len(probability)
-        arrays = [
-            *prepared.passthrough.columns,
-            pa.array(probability.astype(np.float64), pa.float64()),
-            pa.array(popular, pa.bool_()),
-            pa.repeat(self.model_id, n),
-            pa.repeat(self.scored_at, n),
-            pa.array(hashes, pa.uint64()),
-        ]
+        # One value per score column of popbatch.core.scored, put in its order by name.
+        scores = {
+            PROBABILITY_COLUMN: pa.array(probability.astype(np.float64), pa.float64()),
+            LABEL_COLUMN: pa.array(popular, pa.bool_()),
+            MODEL_ID_COLUMN: pa.repeat(self.model_id, n),
+            SCORED_AT_COLUMN: pa.repeat(self.scored_at, n),
+            HASH_COLUMN: pa.array(hashes, pa.uint64()),
+        }
+        arrays = [*prepared.passthrough.columns, *(scores[c.name] for c in SCORE_COLUMNS)]
         # A source may hand a later batch a slightly different type (e.g. a Parquet
         # file whose column is int32 where the first was int64): conform to the output.
         try:

@@ -32,6 +32,9 @@ class RunSummary:
     batch_size: int = DEFAULT_BATCH_SIZE
     threads: int = 1
     fills: dict[str, Any] = field(default_factory=dict)
+    #: input columns named like score columns (a scored file scored again): the new
+    #: scores replace them in the output
+    columns_replaced: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,8 +49,11 @@ class RunSummary:
             rejects += f", {self.rows_written:,} rows in the target"
         elif self.rows_written is not None and self.rows_written != self.rows_scored:
             rejects += f", {self.rows_written:,} rows written (one per key)"
+        replaced = ""
+        if self.columns_replaced:
+            replaced = f"; new scores replaced input columns {', '.join(self.columns_replaced)}"
         return (
             f"scored {self.rows_scored:,} of {self.rows_read:,} rows{rejected} from {self.input} "
             f"into {self.output}{rejects} in {self.seconds:.2f} s "
-            f"({self.rows_per_second:,.0f} rows/s), model {self.model_id[:12]}"
+            f"({self.rows_per_second:,.0f} rows/s), model {self.model_id[:12]}{replaced}"
         )

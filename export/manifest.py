@@ -4,7 +4,6 @@ about a model, written from the native stack (schema: ``export/manifest_schema.j
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from popbatch.core.features import (
     OTHER_GENRE,
     onehot_name,
 )
+from popbatch.core.identity import seal
 from popbatch.core.versions import package_versions
 
 SCHEMA_FILE = Path(__file__).with_name("manifest_schema.json")
@@ -81,7 +81,7 @@ def build_manifest(
     manifest = {
         "format_version": SUPPORTED_FORMAT,
         "model_file": MODEL_FILE,
-        "model_id": hashlib.sha256(onnx_bytes).hexdigest(),
+        "model_id": None,  # set by seal(): covers the ONNX bytes and the scoring contract
         "model_bytes": len(onnx_bytes),
         "created_at": created_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "popbatch_version": __version__,
@@ -117,4 +117,4 @@ def build_manifest(
     }
     if throughput is not None:
         manifest["throughput"] = throughput
-    return manifest
+    return seal(manifest, onnx_bytes)

@@ -3,7 +3,8 @@
 The scorer only needs what ``popbatch export`` promises: ``model.onnx`` taking
 ``features`` float32 [N, F] and returning ``probability`` float32 [N] and
 ``label`` int64 [N], plus a ``manifest.json`` valid against
-``export/manifest_schema.json`` whose ``model_id`` is the sha256 of the bytes.
+``export/manifest_schema.json`` whose ``model_id`` covers the bytes and the
+scoring contract (format 2, sealed by ``popbatch.core.identity.seal`` as export does).
 This module builds exactly that from a logistic regression fitted with numpy
 on ``tests/data/tracks_2000.csv`` (label: popularity > 71), so tests do not
 depend on the training stack or on the embedded default model.
@@ -35,6 +36,7 @@ from popbatch.core.features import (
     onehot_name,
     parse_explicit,
 )
+from popbatch.core.identity import seal
 from popbatch.core.stats import numeric_stats, onehot_share
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,9 +169,9 @@ def build_model(
     assert [f["name"] for f in features] == names
 
     manifest = {
-        "format_version": 1,
+        "format_version": 2,
         "model_file": "model.onnx",
-        "model_id": hashlib.sha256(onnx_bytes).hexdigest(),
+        "model_id": None,
         "model_bytes": len(onnx_bytes),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "popbatch_version": __version__,
@@ -202,6 +204,7 @@ def build_model(
         "opsets": {"ai.onnx": OPSET},
         "packages": {"onnx": onnx.__version__, "numpy": np.__version__},
     }
+    seal(manifest, onnx_bytes)
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return directory
 

@@ -50,6 +50,8 @@ from badinputs.make_corpus import real_rows, to_csv, with_value
 from conftest import TRACKS_2000
 from popbatch.batch.cli import cli
 
+from popbatch.core.identity import seal
+
 ROOT = Path(__file__).resolve().parents[1]
 BAD = Path(__file__).parent / "badinputs"
 ONE_LINE_FIX = "rename a column with --map NAME=COLUMN or supply a constant with --fill NAME=VALUE"
@@ -413,8 +415,8 @@ def build_garbage_model(tmp: Path, model_dir: Path) -> None:
     target = _model_copy(tmp, "garbage_model", model_dir)
     garbage = b"this is not an ONNX model\n" * 10
     (target / "model.onnx").write_bytes(garbage)
-    digest = hashlib.sha256(garbage).hexdigest()  # the sha matches: only onnxruntime can tell
-    _rewrite_manifest(target, lambda m: m.update(model_id=digest))
+    # The identity matches (sealed as export would): only onnxruntime can tell.
+    _rewrite_manifest(target, lambda m: seal(m, garbage))
 
 
 def build_tampered_model(tmp: Path, model_dir: Path) -> None:
@@ -438,6 +440,8 @@ def build_short_manifest(tmp: Path, model_dir: Path) -> None:
     def drop_last_genre(manifest):
         manifest["features"].pop()
         manifest["input"]["width"] -= 1
+        # Sealed again, as a faulty export would write it: the model's signature refuses it.
+        seal(manifest, (target / "model.onnx").read_bytes())
 
     _rewrite_manifest(target, drop_last_genre)
 

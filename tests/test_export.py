@@ -19,6 +19,7 @@ from popbatch.exporter.manifest import build_manifest, schema
 
 from popbatch.core import DEFAULT_BATCH_SIZE
 from popbatch.core.features import NUMERIC_FEATURES, OTHER_GENRE
+from popbatch.core.identity import contract_digests, digest
 
 PARITY_LINE = re.compile(
     r"^parity on ([\d,]+) test rows: max \|native - onnx\| = (\S+) \(tolerance 1e-05\), "
@@ -84,7 +85,11 @@ def test_manifest_validates_and_describes_the_graph(exported_model, native):
     manifest = json.loads((model_dir / "manifest.json").read_text())
     jsonschema.Draft202012Validator(schema()).validate(manifest)
     model_bytes = (model_dir / "model.onnx").read_bytes()
-    assert manifest["model_id"] == hashlib.sha256(model_bytes).hexdigest() == summary["model_id"]
+    # Format 2: the id covers the ONNX bytes and the scoring contract (popbatch.core.identity).
+    assert manifest["format_version"] == 2
+    assert manifest["identity"]["model_sha256"] == hashlib.sha256(model_bytes).hexdigest()
+    assert manifest["identity"]["contract"] == contract_digests(manifest)
+    assert manifest["model_id"] == digest(manifest["identity"]) == summary["model_id"]
     assert manifest["model_bytes"] == len(model_bytes)
     graph = onnx.load_from_string(model_bytes).graph
     width = graph.input[0].type.tensor_type.shape.dim[1].dim_value

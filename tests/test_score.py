@@ -86,12 +86,10 @@ def test_csv_to_parquet_in_small_batches(runner, model_dir, tmp_path, reference,
     assert result.exit_code == 0, result.output
     frame = pl.read_parquet(out)
     assert frame.columns == ["unnamed_0", "track_id", *SCORE_COLUMNS]
-    # CSV columns pass through as text (types are never guessed block by block)
-    assert (
-        frame["unnamed_0"].to_list()
-        == pl.read_csv(TRACKS_2000, infer_schema=False)["Unnamed: 0"].to_list()
-    )
-    check_scores(frame.with_columns(pl.col("unnamed_0").cast(pl.Int64)), reference, model_id)
+    # CSV columns keep their type, inferred from the whole file (never block by block)
+    assert frame["unnamed_0"].dtype == pl.Int64 and frame["track_id"].dtype == pl.String
+    assert frame["unnamed_0"].to_list() == pl.read_csv(TRACKS_2000)["Unnamed: 0"].to_list()
+    check_scores(frame, reference, model_id)
     assert "scored 2,000 of 2,000 rows from" in result.output
     assert listing(tmp_path) == ["scored.parquet"]  # no temp files left
 

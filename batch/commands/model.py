@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from popbatch.core import identity
 from popbatch.core.bundle import default_model_dir, load_model
 
 
@@ -20,10 +21,11 @@ def model() -> None:
 @click.argument("model_dir", required=False, type=click.Path(path_type=Path), metavar="[MODEL_DIR]")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 def info(model_dir: Path | None, as_json: bool) -> None:
-    """Show a model's id, label, threshold, features, metrics, size and speed.
+    """Show a model's id and what it covers, label, threshold, features, metrics, size, speed.
 
-    MODEL_DIR defaults to the embedded default model. The model file is
-    verified against the manifest's sha256 first, as the scorer does.
+    MODEL_DIR defaults to the embedded default model. The model is verified
+    first, as the scorer does: model.onnx and the manifest's scoring contract
+    must be what the model id was made from.
     """
     bundle = load_model(model_dir)
     if as_json:
@@ -44,6 +46,7 @@ def summary_lines(manifest: dict[str, Any], directory: Path, size: int) -> list[
     lines = [
         f"model       {directory}{default}",
         f"id          {manifest['model_id']}",
+        f"id covers   {covers_text(manifest)}",
         f"created     {manifest.get('created_at', '?')} by popbatch "
         f"{manifest.get('popbatch_version', '?')}",
         f"trained on  {data.get('file', '?')} ({data.get('rows', '?')} rows, "
@@ -63,6 +66,20 @@ def summary_lines(manifest: dict[str, Any], directory: Path, size: int) -> list[
         )
     lines += metric_lines(manifest.get("metrics", {}))
     return lines
+
+
+def covers_text(manifest: dict[str, Any]) -> str:
+    """What the model id covers, in one line (docs/model-file.md, "Identity")."""
+    fields = ", ".join(identity.covered_fields(manifest))
+    if manifest.get("format_version") == 1:
+        return (
+            f"model.onnx (format 1: id = its sha256) + scoring contract ({fields}) "
+            "checked against popbatch's record of this model; descriptive fields not covered"
+        )
+    return (
+        f"model.onnx (sha256 {manifest['identity']['model_sha256'][:12]}…) + scoring contract "
+        f"({fields}); descriptive fields (metrics, training data, created) not covered"
+    )
 
 
 def metric_lines(metrics: dict[str, Any], path: str = "") -> list[str]:

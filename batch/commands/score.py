@@ -36,7 +36,9 @@ duration_ms).
 
 The output holds the key column (--columns: key, all, or a comma list) then
 popularity_prob, popular, model_id, scored_at (UTC, one time per run) and
-features_hash (a stable hash of the row's model inputs).
+features_hash (a stable hash of the row's model inputs). Other columns keep
+their types (CSV: inferred from the whole file); input columns named like
+these are replaced by the new scores.
 Without -o it is <input stem>.scored.parquet beside the input. Files are
 written to a temporary name and renamed at the end; DuckDB targets change in
 one transaction at the end: a failed run writes nothing.

@@ -1,7 +1,8 @@
 """The shared bottom layer of popbatch: it imports nothing else of popbatch.
 
 Errors and exit codes (:mod:`.errors`), the feature contract (:mod:`.features`),
-the model bundle (:mod:`.bundle`), feature statistics (:mod:`.stats`), SQL
+the model bundle (:mod:`.bundle`) and what its id covers (:mod:`.identity`), the
+scored-table schema (:mod:`.scored`), feature statistics (:mod:`.stats`), SQL
 quoting (:mod:`.sqlquote`), atomic file replacement (:mod:`.files`) and package
 versions (:mod:`.versions`). Scoring, training, export and the CLI all build on
 it; nothing here may import from ``popbatch.batch``, ``popbatch.models`` or

@@ -1,8 +1,11 @@
 """Loading a model directory (``model.onnx`` + ``manifest.json``) safely.
 
 The scorer never unpickles: a model is ONNX bytes plus a JSON manifest, and
-the bytes must hash to the manifest's ``model_id`` before onnxruntime sees
-them. The manifest's fields are documented in ``export/manifest_schema.json``.
+before onnxruntime sees the bytes, the ONNX bytes and the manifest's scoring
+contract (feature order, ranges, vocabulary, threshold, output names, ...)
+must both be what the manifest's ``model_id`` was made from
+(:mod:`popbatch.core.identity`). The manifest's fields are documented in
+``export/manifest_schema.json``.
 """
 
 from __future__ import annotations
@@ -14,10 +17,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from popbatch.core import identity
 from popbatch.core.errors import ModelError
+from popbatch.core.format1_models import CONTRACTS as FORMAT1_CONTRACTS
 
 MANIFEST_FILE = "manifest.json"
-SUPPORTED_FORMAT = 1
+#: the format popbatch export writes (model_id covers model.onnx and the scoring contract)
+SUPPORTED_FORMAT = identity.CONTRACT_FORMAT
+#: formats this popbatch reads (format 1 only for models it holds a contract record of)
+READABLE_FORMATS = (1, SUPPORTED_FORMAT)
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".sav", ".dill")
 
 
@@ -80,10 +88,11 @@ def _check_fields(manifest: Any, path: Path) -> None:
     missing = [k for k in required if k not in manifest]
     if missing:
         raise ModelError(f"{path}: manifest lacks {', '.join(missing)}; re-export the model")
-    if manifest["format_version"] != SUPPORTED_FORMAT:
+    if manifest["format_version"] not in READABLE_FORMATS:
         raise ModelError(
             f"{path}: manifest format {manifest['format_version']!r} is not supported "
-            f"(this popbatch reads format {SUPPORTED_FORMAT}); upgrade popbatch or re-export"
+            f"(this popbatch reads formats {', '.join(map(str, READABLE_FORMATS))}); "
+            "upgrade popbatch or re-export"
         )
     width = manifest["input"].get("width")
     if width != len(manifest["features"]):
@@ -110,9 +119,11 @@ def load_model(model_dir: str | Path | None = None) -> ModelBundle:
     Raises
     ------
     ModelError
-        If the manifest is missing or malformed, the path is a pickle, or the
-        ONNX file's sha256 differs from the manifest's ``model_id``
-        ("model.onnx does not match its manifest ... the file was changed").
+        If the manifest is missing or malformed, the path is a pickle, the
+        ONNX file's sha256 differs from what ``model_id`` was made from
+        ("model.onnx does not match its manifest ... the file was changed"),
+        or a part of the scoring contract differs ("manifest.json: features[3]
+        (energy) differs from what model_id ... was made from ... re-export").
     """
     directory = Path(model_dir) if model_dir is not None else default_model_dir()
     manifest = read_manifest(directory)
@@ -121,11 +132,56 @@ def load_model(model_dir: str | Path | None = None) -> ModelBundle:
         onnx_bytes = onnx_path.read_bytes()
     except OSError as exc:
         raise ModelError(f"{onnx_path}: cannot read the model ({exc.strerror})") from None
-    digest = hashlib.sha256(onnx_bytes).hexdigest()
-    if digest != manifest["model_id"]:
+    verify_identity(manifest, hashlib.sha256(onnx_bytes).hexdigest(), directory)
+    return ModelBundle(directory=directory, manifest=manifest, onnx_bytes=onnx_bytes)
+
+
+def verify_identity(manifest: dict[str, Any], onnx_sha256: str, directory: Path) -> None:
+    """Check that ``model_id`` covers these ONNX bytes and this scoring contract.
+
+    Raises
+    ------
+    ModelError
+        One line naming what differs (the ONNX file, the identity block, or the
+        contract parts) and the fix.
+    """
+    onnx_path = directory / manifest["model_file"]
+    manifest_path = directory / MANIFEST_FILE
+    model_id = str(manifest["model_id"])
+    if manifest["format_version"] == 1:
+        expected_onnx, recorded = model_id, FORMAT1_CONTRACTS.get(model_id)
+    else:
+        block = manifest.get("identity")
+        if not isinstance(block, dict) or not isinstance(block.get("contract"), dict):
+            raise ModelError(
+                f"{manifest_path}: manifest format 2 lacks its identity block; the manifest "
+                "was edited: re-export the model (popbatch export) or restore the original"
+            )
+        expected_onnx, recorded = block.get("model_sha256"), block["contract"]
+    if onnx_sha256 != expected_onnx:
         raise ModelError(
-            f"{onnx_path}: model.onnx does not match its manifest (sha256 {digest[:12]}…, "
-            f"manifest model_id {str(manifest['model_id'])[:12]}…): the file was changed; "
+            f"{onnx_path}: model.onnx does not match its manifest (sha256 {onnx_sha256[:12]}…, "
+            f"manifest model_id {model_id[:12]}…): the file was changed; "
             "re-export the model or restore the original file"
         )
-    return ModelBundle(directory=directory, manifest=manifest, onnx_bytes=onnx_bytes)
+    if recorded is None:
+        raise ModelError(
+            f"{manifest_path}: manifest format 1 ties model_id to model.onnx only, so an edit "
+            "to its scoring contract (features, threshold, ...) would go unnoticed; re-export "
+            "the model with this popbatch (popbatch export RUN_DIR --out DIR) to get format 2"
+        )
+    if manifest["format_version"] != 1 and identity.digest(block) != model_id:
+        raise ModelError(
+            f"{manifest_path}: model_id {model_id[:12]}… is not the hash of the manifest's "
+            "identity block: the manifest was edited; re-export the model (popbatch export) "
+            "or restore the original manifest.json"
+        )
+    changed = identity.differing_parts(recorded, manifest)
+    if changed:
+        raise ModelError(
+            f"{manifest_path}: {identity.describe_parts(changed, manifest)} "
+            f"differ{'s' if len(changed) == 1 else ''} from what model_id {model_id[:12]}… "
+            "was made from: this edit can change predictions under the same model_id, so it "
+            "is refused; re-export the model (popbatch export) or restore the original "
+            "manifest.json"
+        )
