@@ -400,9 +400,7 @@ class Preprocessor:
         n_bad = int(bad.sum())
 
         rejects = None
-        passthrough = batch.select([self.by_final[c] for c in self.passthrough]).rename_columns(
-            self.passthrough
-        )
+        passthrough = self.passthrough_of(batch)
         if n_bad:
             rejects = self._rejects(batch, frame, parsed, bad, first_row)
             keep = pa.array(~bad)
@@ -413,6 +411,12 @@ class Preprocessor:
         if genre_positions is not None:
             genre_other = int((genre_positions == self.other_position).sum())
         return Prepared(features, passthrough, rejects, n, genre_other, buffer, genre_positions)
+
+    def passthrough_of(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The batch's passthrough columns under their output names (every row)."""
+        return batch.select([self.by_final[c] for c in self.passthrough]).rename_columns(
+            self.passthrough
+        )
 
     def _parsed(self, frame: pl.DataFrame, spec: NumericInput) -> pl.Expr:
         """A Float64 expression for one model input (null where it is not a number)."""

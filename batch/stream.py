@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from popbatch.batch.incremental import as_columns, features_hash
+from popbatch.batch.batches import BatchScorer
 from popbatch.batch.incremental_lookup import IncrementalRun
 from popbatch.batch.preprocess import FeatureBuffer, Prepared, Preprocessor
 from popbatch.batch.runner import OnnxScorer
@@ -26,21 +26,14 @@ from popbatch.batch.sinks import Sink, commit_all
 from popbatch.batch.sources import Source
 from popbatch.batch.summary import ProgressCallback, RunSummary
 
-from popbatch.core.errors import InputError, one_line
-from popbatch.core.scored import (
-    BY_NAME,
-    HASH_COLUMN,
-    LABEL_COLUMN,
-    MODEL_ID_COLUMN,
-    PROBABILITY_COLUMN,
-    SCORE_COLUMNS,
-    SCORED_AT_COLUMN,
-    scored_schema,
-)
-
 
 class StreamingRun:
-    """One run's pipeline: reader thread -> inference (this thread) -> writer thread."""
+    """One run's pipeline: reader thread -> inference (this thread) -> writer thread.
+
+    The per-batch work is :class:`~popbatch.batch.batches.BatchScorer`'s (the same
+    as :func:`~popbatch.batch.batches.score_batches`): its ``prepare`` runs on the
+    reader thread, ``predict`` here, ``assemble`` on the writer thread.
+    """
 
     # One batch waiting on each side of inference: enough to overlap (measured no
     # slower than 2) and each waiting batch costs ~35 MB at 65,536 rows x 129 inputs.
@@ -64,26 +57,13 @@ class StreamingRun:
         self.rejects_sink = rejects_sink
         self.summary = summary
         self.progress = progress
-        self.model_id = pa.scalar(scorer.model_id, pa.string())
-        self.scored_at = pa.scalar(
-            scored_at.replace(tzinfo=None), BY_NAME[SCORED_AT_COLUMN].arrow_type
-        )
-        self.schema = scored_schema(preprocessor.output_schema)
+        self.scoring = BatchScorer(preprocessor, scorer, scored_at)
+        self.schema = self.scoring.schema
         self.stop = threading.Event()
         self.buffers: queue.Queue[FeatureBuffer] = queue.Queue()
         self.wait = 0.0
         self.in_transaction: Callable[[Any], None] | None = None
         self.up_to_date: IncrementalRun | None = None
-        # features_hash: numeric inputs by value, the genre one-hot block by position
-        block = sorted(preprocessor.genre_positions.values())
-        self.hash_columns = (
-            as_columns([n.position for n in preprocessor.numeric]),
-            as_columns(block) or None,
-        )
-        # feature position -> index in the one-hot block: the preprocessor already
-        # knows which genre column it set, so the hash needs no argmax over the block.
-        self.block_index = np.zeros(preprocessor.width, np.int64)
-        self.block_index[block] = np.arange(len(block))
 
     def run(self, batch_size: int) -> None:
         opened: list[Sink] = []
@@ -98,7 +78,7 @@ class StreamingRun:
             reader = _Reader(self._prepare(batch_size), self.QUEUE_DEPTH, self.stop)
             with reader, _Writer(self._write, self.QUEUE_DEPTH, self.stop) as writer:
                 for prepared, hashes, skipped in reader:
-                    probability, popular = self.scorer.predict(prepared.features)
+                    probability, popular = self.scoring.predict(prepared)
                     self.buffers.put(prepared.buffer)  # the matrix is no longer needed
                     prepared.features = None
                     writer.put((prepared, hashes, probability, popular))
@@ -129,18 +109,12 @@ class StreamingRun:
             buffer = self._free_buffer()
             if buffer is None:
                 return  # the run is stopping
-            prepared = self.preprocessor.transform(batch, first_row=next_row, buffer=buffer)
+            prepared, hashes = self.scoring.prepare(batch, next_row, buffer)
             next_row += batch.num_rows
-            hashes = self._hash(prepared)
             skipped = 0
             if self.up_to_date is not None:
                 hashes, skipped = self._skip_up_to_date(prepared, hashes)
             yield prepared, hashes, skipped
-
-    def _hash(self, prepared: Prepared) -> np.ndarray:
-        positions = prepared.genre_positions
-        hot = None if positions is None else self.block_index[positions]
-        return features_hash(prepared.features, *self.hash_columns, hot=hot)
 
     def _skip_up_to_date(self, prepared: Prepared, hashes: np.ndarray) -> tuple[np.ndarray, int]:
         """Drop the rows the target already holds (staging their key and hash)."""
@@ -176,30 +150,9 @@ class StreamingRun:
 
     def _write(self, item: tuple[Prepared, np.ndarray, np.ndarray, np.ndarray]) -> None:
         prepared, hashes, probability, popular = item
-        n = len(probability)
-        # One value per score column of popbatch.core.scored, put in its order by name.
-        scores = {
-            PROBABILITY_COLUMN: pa.array(probability.astype(np.float64), pa.float64()),
-            LABEL_COLUMN: pa.array(popular, pa.bool_()),
-            MODEL_ID_COLUMN: pa.repeat(self.model_id, n),
-            SCORED_AT_COLUMN: pa.repeat(self.scored_at, n),
-            HASH_COLUMN: pa.array(hashes, pa.uint64()),
-        }
-        arrays = [*prepared.passthrough.columns, *(scores[c.name] for c in SCORE_COLUMNS)]
-        # A source may hand a later batch a slightly different type (e.g. a Parquet
-        # file whose column is int32 where the first was int64): conform to the output.
-        try:
-            arrays = [
-                a if a.type == f.type else a.cast(f.type)
-                for a, f in zip(arrays, self.schema, strict=True)
-            ]
-        except pa.ArrowException as exc:
-            raise InputError(
-                f"{self.source.name}: a column changed type part-way through the input "
-                f"({one_line(exc, 200)}); pass fewer --columns"
-            ) from None
-        if n:
-            self.sink.write(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        scored = self.scoring.assemble(prepared, hashes, probability, popular)
+        if scored.num_rows:
+            self.sink.write(scored)
         if prepared.rejects is not None:
             self.rejects_sink.write(prepared.rejects)
 

@@ -1,18 +1,26 @@
 """The native stack as ONE ONNX graph.
 
-Graph (input ``features`` float32 [N, F])::
+Graph (input ``features`` float32 [N, F]); each base learner of ``stack.learners``
+gives one float64 [N, 1] column, as :meth:`models.stack.NativeStack.base_scores`::
 
-    clipped = Min(Max(features, clip_lower), clip_upper)     # skipped when unbounded
-    ann     = network((clipped - scaler_mean) / scaler_scale)  # tf2onnx, scaler folded in
-    rf      = TreeEnsembleRegressor(clipped)                   # skl2onnx trees, one score
-    xgb     = Sigmoid(TreeEnsembleRegressor(clipped))          # onnxmltools trees
-    z       = [ann, rf, xgb] @ meta_coef + meta_intercept      # in float64, like the native
+    clipped  = Min(Max(features, clip_lower), clip_upper)      # skipped when unbounded
+    logistic = float64(clipped) @ (coef / scale) + bias'       # scaler folded in, float64
+    ann      = network((clipped - scaler_mean) / scaler_scale)  # tf2onnx, scaler folded in
+    rf       = TreeEnsembleRegressor(clipped)                   # skl2onnx trees, one score
+    xgb      = TreeEnsembleRegressor(xgb_input)                 # onnxmltools trees: margin
+    xgb_input = Concat(clipped[:, :n], clipped[:, n:] @ genre_encoding)   # or clipped
+    probability meta input: Sigmoid of logistic / xgb; ann, rf as they are
+    logit meta input: logistic, the xgb margin; Log(q) - Log(1 - q) of ann, rf (q clipped)
+    z       = Concat(columns) @ meta_coef + meta_intercept     # in float64, like the native
     probability = float32(Sigmoid(z))                          # [N]
     label       = int64(Sigmoid(z) >= threshold)               # [N]
 
+The genre target encoding is a lookup written as a MatMul: the one-hot block
+has exactly one 1 per row, so ``onehot @ encoding`` is the encoding of its genre.
+
 ``onnx.compose.merge_models`` joins models output-to-input only, so the fan-out
 of ``clipped`` to three sub-graphs is assembled here: each converter's graph is
-prefixed (``ann/``, ``rf/``, ``xgb/``), its input renamed to the shared tensor,
+prefixed (``ann/``, ``rf/``, ``xgb/``), its input renamed to the tensor it reads,
 and all nodes are concatenated in topological order.
 
 The scaler is folded into the network's first layer (``x @ W + b`` with
@@ -28,6 +36,7 @@ from typing import Any
 
 import numpy as np
 from popbatch.exporter.trees import ML_OPSET
+from popbatch.models.stack import LOGIT_EPS
 
 INPUT = "features"
 PROBABILITY = "probability"
@@ -38,6 +47,7 @@ OPSET = 17
 # regressor3 223k, ensemble5 (ai.onnx.ml 5 TreeEnsemble) 211-218k; RF 20x6 + XGB 100x3:
 # 516k / 643k / 627k. regressor3 is fastest and needs only ai.onnx.ml 3.
 TREE_FORM = "regressor3"
+DOUBLE = 11  # onnx.TensorProto.DOUBLE, without importing onnx at module load
 
 
 def _ann_graph(stack, width: int):
@@ -172,6 +182,80 @@ def _const(name: str, value: Any, dtype) -> Any:
     return numpy_helper.from_array(np.asarray(value, dtype), name)
 
 
+def _linear_score(stack, clipped: str, column: str, logit: bool) -> tuple[list, list]:
+    """The logistic base learner with its scaler folded in, in float64: [N, 1].
+
+    ``s . w + b`` with ``s = (c - mean) / scale`` is ``c . (w / scale) + (b - (mean / scale) . w)``.
+    """
+    from onnx import helper
+
+    coef = np.asarray(stack.logistic.coef, np.float64)
+    scale = np.asarray(stack.scaler_scale, np.float64)
+    weight = (coef / scale).reshape(-1, 1)
+    bias = stack.logistic.intercept - float((np.asarray(stack.scaler_mean) / scale) @ coef)
+    inits = [
+        _const("logistic/weight", weight, np.float64),
+        _const("logistic/bias", [bias], np.float64),
+    ]
+    z = column if logit else "logistic/z"
+    nodes = [
+        helper.make_node("Cast", [clipped], ["logistic/input64"], to=DOUBLE),
+        helper.make_node("MatMul", ["logistic/input64", "logistic/weight"], ["logistic/xw"]),
+        helper.make_node("Add", ["logistic/xw", "logistic/bias"], [z]),
+    ]
+    if not logit:
+        nodes.append(helper.make_node("Sigmoid", [z], [column]))
+    return nodes, inits
+
+
+def _encoded_input(stack, clipped: str, output: str) -> tuple[list, list]:
+    """XGBoost's input: the numerics and the genre's target encoding, a lookup written as
+    ``onehot @ encoding`` (exactly the encoding of the row's genre): [N, n_numeric + 1]."""
+    from onnx import helper
+
+    n, width = stack.n_numeric, len(stack.feature_names)
+    encoding = np.asarray(stack.genre_encoding, np.float64).astype(np.float32).reshape(-1, 1)
+    nodes = [
+        helper.make_node(
+            "Slice",
+            [clipped, "xgb/numeric_range_start", "xgb/numeric_range_end", "xgb/axis_1"],
+            ["xgb/numeric"],
+        ),
+        helper.make_node(
+            "Slice",
+            [clipped, "xgb/genre_range_start", "xgb/genre_range_end", "xgb/axis_1"],
+            ["xgb/onehot"],
+        ),
+        helper.make_node("MatMul", ["xgb/onehot", "xgb/genre_encoding"], ["xgb/encoded"]),
+        helper.make_node("Concat", ["xgb/numeric", "xgb/encoded"], [output], axis=1),
+    ]
+    inits = [
+        _const("xgb/numeric_range_start", [0], np.int64),
+        _const("xgb/numeric_range_end", [n], np.int64),
+        _const("xgb/genre_range_start", [n], np.int64),
+        _const("xgb/genre_range_end", [width], np.int64),
+        _const("xgb/axis_1", [1], np.int64),
+        _const("xgb/genre_encoding", encoding, np.float32),
+    ]
+    return nodes, inits
+
+
+def _logit_nodes(p: str, column: str, prefix: str) -> list:
+    """``log(q) - log(1 - q)``, ``q = clip(float64(p), eps, 1 - eps)``, as the native logit."""
+    from onnx import helper
+
+    return [
+        helper.make_node("Cast", [p], [f"{prefix}p64"], to=DOUBLE),
+        helper.make_node(
+            "Clip", [f"{prefix}p64", "logit_eps", "logit_one_minus_eps"], [f"{prefix}q"]
+        ),
+        helper.make_node("Log", [f"{prefix}q"], [f"{prefix}log_q"]),
+        helper.make_node("Sub", ["one", f"{prefix}q"], [f"{prefix}one_minus_q"]),
+        helper.make_node("Log", [f"{prefix}one_minus_q"], [f"{prefix}log_one_minus_q"]),
+        helper.make_node("Sub", [f"{prefix}log_q", f"{prefix}log_one_minus_q"], [column]),
+    ]
+
+
 def build_graph(stack, tree_form: str = TREE_FORM) -> Any:
     """Build the checked ``onnx.ModelProto`` that reproduces ``stack.predict_proba``.
 
@@ -196,9 +280,10 @@ def build_graph(stack, tree_form: str = TREE_FORM) -> Any:
         nodes.append(helper.make_node("Min", [clipped, "clip_upper"], ["clipped"]))
         clipped = "clipped"
 
-    ann = _ann_graph(stack, width)
-    ann_source = clipped
-    if not fold_scaler(ann, stack.scaler_mean, stack.scaler_scale):
+    ann, ann_source = None, clipped
+    if "ann" in stack.learners:
+        ann = _ann_graph(stack, width)
+    if ann is not None and not fold_scaler(ann, stack.scaler_mean, stack.scaler_scale):
         inits += [
             _const("scaler_mean", stack.scaler_mean, np.float32),
             _const("scaler_scale", stack.scaler_scale, np.float32),
@@ -209,42 +294,77 @@ def build_graph(stack, tree_form: str = TREE_FORM) -> Any:
         ]
         ann_source = "scaled"
 
-    columns = []
-    parts = (
-        ("ann/", ann, ann_source),
-        ("rf/", _tree_graph(stack.rf, width), clipped),
-        ("xgb/", _tree_graph(stack.xgb, width), clipped),
-    )
-    inits.append(_const("ann_shape", [-1, 1], np.int64))
-    if tree_form == "classifier3":
+    logit = stack.meta_input == "logit"
+    # Only the constants some node reads (onnxruntime warns about the others).
+    if "ann" in stack.learners:
+        inits.append(_const("ann_shape", [-1, 1], np.int64))
+    if logit and {"ann", "rf"} & set(stack.learners):
+        inits += [
+            _const("logit_eps", LOGIT_EPS, np.float64),
+            _const("logit_one_minus_eps", 1.0 - LOGIT_EPS, np.float64),
+            _const("one", 1.0, np.float64),
+        ]
+    if tree_form == "classifier3" and {"rf", "xgb"} & set(stack.learners):
         inits.append(_const("column_1", [1], np.int64))
-    for prefix, sub, source in parts:
-        sub_nodes, sub_inits, output, sub_opsets = _embed(sub, prefix, source)
-        column = f"{prefix}p"
-        if prefix == "ann/":
-            sub_nodes.append(helper.make_node("Reshape", [output, "ann_shape"], [column]))
-        elif tree_form == "classifier3":  # probability of class 1, kept 2-D: [N, 1]
-            sub_nodes.append(helper.make_node("Gather", [output, "column_1"], [column], axis=1))
+    columns = []
+    for name in stack.learners:
+        prefix = f"{name}/"
+        column = f"{prefix}column"
+        if name == "logistic":
+            nodes_, inits_ = _linear_score(stack, clipped, column, logit)
+            nodes += nodes_
+            inits += inits_
+            columns.append(column)
+            continue
+        if name == "ann":
+            sub, source = ann, ann_source
         else:
-            sub_nodes, sub_inits = _single_score(sub_nodes, tree_form, source, column, prefix)
+            model = stack.rf if name == "rf" else stack.xgb
+            source, width_in = clipped, width
+            if name == "xgb" and stack.genre_encoding is not None:
+                source, width_in = "xgb/input", stack.n_numeric + 1
+                nodes_, inits_ = _encoded_input(stack, clipped, source)
+                nodes += nodes_
+                inits += inits_
+            sub = _tree_graph(model, width_in)
+        sub_nodes, sub_inits, output, sub_opsets = _embed(sub, prefix, source)
+        p = f"{prefix}p"
+        if name == "ann":
+            sub_nodes.append(helper.make_node("Reshape", [output, "ann_shape"], [p]))
+        elif tree_form == "classifier3":  # probability of class 1, kept 2-D: [N, 1]
+            sub_nodes.append(helper.make_node("Gather", [output, "column_1"], [p], axis=1))
+        else:
+            sub_nodes, sub_inits = _single_score(sub_nodes, tree_form, source, p, prefix)
             sub_opsets["ai.onnx.ml"] = ML_OPSET[tree_form]
+        if logit and name == "xgb":
+            # The margin before XGBoost's Sigmoid is its logit, exactly as the native
+            # stack reads it (predict(output_margin=True)).
+            if tree_form == "classifier3":
+                raise ValueError("a stack on logits needs the regressor3 or ensemble5 tree form")
+            (sigmoid,) = [n for n in sub_nodes if n.op_type == "Sigmoid" and n.output[0] == p]
+            sub_nodes.remove(sigmoid)
+            sub_nodes.append(helper.make_node("Cast", [sigmoid.input[0]], [column], to=DOUBLE))
+        elif logit:
+            sub_nodes += _logit_nodes(p, column, prefix)
+        else:
+            sub_nodes.append(helper.make_node("Cast", [p], [column], to=DOUBLE))
         nodes += sub_nodes
         inits += sub_inits
         for domain, version in sub_opsets.items():
             opsets[domain] = max(opsets.get(domain, 0), version)
         columns.append(column)
 
+    n_base = len(stack.learners)
     inits += [
-        _const("meta_coef", np.asarray(stack.meta_coef).reshape(3, 1), np.float64),
+        _const("meta_coef", np.asarray(stack.meta_coef).reshape(n_base, 1), np.float64),
         _const("meta_intercept", [stack.meta_intercept], np.float64),
         _const("threshold", stack.threshold, np.float64),
         _const("flat", [-1], np.int64),
     ]
     nodes += [
-        helper.make_node("Concat", columns, ["base"], axis=1),
         # The native meta learner computes in float64; so does the graph, so labels
         # at the threshold agree.
-        helper.make_node("Cast", ["base"], ["base64"], to=TensorProto.DOUBLE),
+        helper.make_node("Concat", columns, ["base64"], axis=1),
         helper.make_node("MatMul", ["base64", "meta_coef"], ["z0"]),
         helper.make_node("Add", ["z0", "meta_intercept"], ["z"]),
         helper.make_node("Sigmoid", ["z"], ["p64_2d"]),

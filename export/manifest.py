@@ -115,6 +115,8 @@ def build_manifest(
         "opsets": opsets,
         "packages": package_versions(),
     }
+    if "cv" in info:
+        manifest["cv"] = info["cv"]
     if throughput is not None:
         manifest["throughput"] = throughput
     return seal(manifest, onnx_bytes)

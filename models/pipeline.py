@@ -6,6 +6,7 @@ click command only turns options into a :class:`TrainConfig`.
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from collections.abc import Callable
@@ -15,13 +16,12 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from popbatch.models.balance import balance
 from popbatch.models.data import TrainingData, feature_matrix, genre_vocabulary, load_training_data
 from popbatch.models.evaluate import best_f1_threshold, evaluate
 from popbatch.models.learners import LearnerParams, fit_logistic
 from popbatch.models.split import grouped_split
 from popbatch.models.stack import NativeStack
-from popbatch.models.stacking import fit_base_models, fit_meta, out_of_fold
+from popbatch.models.stacking import BaseModels, fit_base_models, fit_meta, out_of_fold
 
 from popbatch.core.errors import InputError, TrainingError
 from popbatch.core.features import (
@@ -36,7 +36,18 @@ from popbatch.core.versions import package_versions
 
 MIN_CLASS_ROWS = 10  # per class over all rows: fewer cannot fill three splits and K folds
 OUTLIER_QUANTILES = (0.01, 0.99)
-MODEL_ORDER = ("ann", "rf", "xgb", "stack", "logistic", "majority")
+REFERENCES = ("stack", "logistic", "majority")  # "logistic": the plain reference model
+
+
+def model_order(learners: tuple[str, ...]) -> tuple[str, ...]:
+    """Models a report compares: the base learners, the stack and the two references.
+
+    A logistic base learner is not listed apart: it is the reference model's recipe
+    on the balanced rows (the same model with ``--balance class-weight``).
+    """
+    return (*[n for n in learners if n != "logistic"], *REFERENCES)
+
+
 Progress = Callable[[str], None]
 
 
@@ -60,6 +71,8 @@ class TrainConfig:
     seed: int = 42
     folds: int = 5
     learners: LearnerParams = field(default_factory=LearnerParams)
+    cv: str | None = None  # "KxR": repeated grouped CV of the recipe first (models.cv)
+    cv_jobs: int = 2
 
     def as_params(self) -> dict[str, Any]:
         params = asdict(self)
@@ -151,13 +164,6 @@ def scaler_for(x_clipped: np.ndarray) -> tuple[list[float], list[float]]:
     return scaler.mean_.tolist(), scale.tolist()
 
 
-def scaling(stack: NativeStack) -> Callable[[np.ndarray], np.ndarray]:
-    """Scale clipped inputs exactly as :meth:`NativeStack.base_probabilities` does."""
-    mean = np.asarray(stack.scaler_mean, np.float32)
-    scale = np.asarray(stack.scaler_scale, np.float32)
-    return lambda c: (np.asarray(c, np.float32) - mean) / scale
-
-
 def feature_stats(x_train: np.ndarray, names: list[str]) -> dict[str, Any]:
     """Training-split statistics per input (raw values, as the scorer sees them)."""
     stats: dict[str, Any] = {}
@@ -178,6 +184,145 @@ class Stopwatch:
         now = time.perf_counter()
         self.seconds[stage] = round(now - self._start, 3)
         self._start = now
+
+    def merge(self, seconds: dict[str, float]) -> None:
+        """Take the stages another stopwatch timed up to now (no double counting)."""
+        self.seconds.update(seconds)
+        self._start = time.perf_counter()
+
+
+@dataclass
+class FittedStack:
+    """One run of the training recipe on training and validation rows."""
+
+    stack: NativeStack
+    plain: Any  # the reference logistic regression (balanced weights, scaled inputs)
+    models: BaseModels
+    meta: Any
+    meta_scores: dict[float, float]
+    oof: dict[str, np.ndarray]
+    x_train: np.ndarray  # training rows after --outliers drop (unclipped)
+    y_train: np.ndarray
+    notes: list[str]
+    outliers_dropped: int
+    tuning: dict[str, Any] | None
+    seconds: dict[str, float]
+
+
+def fit_stack(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    groups_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    names: list[str],
+    vocabulary: list[str] | None,
+    config: TrainConfig,
+    progress: Progress = lambda _: None,
+) -> FittedStack:
+    """The whole training recipe on raw training rows; validation rows only stop
+    early and choose thresholds. Outlier bounds, scaler, tuning, balancing, genre
+    encoding, out-of-fold stacking and the meta learner all learn from the training
+    rows alone, so cross-validation can run this inside each fold.
+    """
+    watch = Stopwatch()
+    notes: list[str] = []
+    lower, upper = outlier_bounds(x_train, len(names))
+    outliers_dropped = 0
+    if config.outliers == "drop":
+        keep = np.all((x_train >= lower) & (x_train <= upper), axis=1)
+        outliers_dropped = int((~keep).sum())
+        x_train, y_train, groups_train = x_train[keep], y_train[keep], groups_train[keep]
+        progress(f"outliers: dropped {outliers_dropped} training rows outside the 1st-99th pct")
+    if config.outliers != "cap":
+        lower[:] = -np.inf
+        upper[:] = np.inf
+    params = copy.deepcopy(config.learners)
+    stack = NativeStack.unfitted(
+        names, vocabulary, bounds_list(lower), bounds_list(upper), params.learners,
+        params.meta_input,
+    )  # fmt: skip
+    c_train = stack.clip(x_train)
+    c_val = stack.clip(x_val)
+    stack.scaler_mean, stack.scaler_scale = scaler_for(c_train)
+
+    tuning: dict[str, Any] | None = None
+    if config.tune:
+        from popbatch.models.tune import tune
+
+        tuning = tune(c_train, y_train, groups_train, c_val, y_val, config, progress)
+        params.rf.update(tuning["rf"]["best_params"])
+        params.xgb.update(tuning["xgb"]["best_params"])
+        watch.lap("tuning")
+
+    progress(
+        f"stacking: {config.folds}-fold out-of-fold {stack.meta_input} scores of "
+        f"{', '.join(stack.learners)} (balance {config.balance})"
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        oof = out_of_fold(
+            stack, c_train, y_train, groups_train, c_val, y_val, config.balance, params,
+            config.seed, config.folds, progress,
+        )  # fmt: skip
+        meta, meta_scores = fit_meta(
+            oof[stack.meta_input], y_train, groups_train, config.seed, config.folds
+        )
+        watch.lap("out_of_fold")
+        progress("base learners: refit on the whole training split")
+        models = fit_base_models(
+            stack, c_train, y_train, groups_train, c_val, y_val, config.balance, params,
+            config.seed,
+        )  # fmt: skip
+    for warning in caught:
+        message = str(warning.message)
+        # Only the balancing fallbacks matter to a user; keep each once.
+        if message.startswith(config.balance) and message not in notes:
+            notes.append(message)
+    for note in notes:
+        progress(f"warning: {note}")
+    progress(f"base learners: {models.describe()}")
+    models.install(stack)
+    stack.meta_coef = [float(v) for v in meta.coef_[0]]
+    stack.meta_intercept = float(meta.intercept_[0])
+    stack.threshold = best_f1_threshold(y_val, stack.predict_proba(x_val))
+    progress(
+        f"stacking: meta weights {np.round(stack.meta_coef, 3).tolist()}, "
+        f"C={meta.C}, threshold {stack.threshold:.4f} (best F1 on validation)"
+    )
+    plain = fit_logistic(stack.scale(c_train), y_train, config.seed, "balanced")
+    watch.lap("base_learners")
+    return FittedStack(
+        stack, plain, models, meta, meta_scores, oof, x_train, y_train, notes,
+        outliers_dropped, tuning, watch.seconds,
+    )  # fmt: skip
+
+
+def cross_validate_splits(
+    splits: Splits,
+    names: list[str],
+    vocabulary: list[str] | None,
+    config: TrainConfig,
+    progress: Progress,
+) -> dict[str, Any]:
+    """``config.cv`` over the training and validation rows; the test split stays out."""
+    from popbatch.models.cv import CvSpec, cross_validate, summary_lines
+
+    parts = ("train", "validation")
+    cv = cross_validate(
+        np.concatenate([splits.x[p] for p in parts]),
+        np.concatenate([splits.y[p] for p in parts]),
+        np.concatenate([splits.groups[p] for p in parts]),
+        names,
+        vocabulary,
+        config,
+        CvSpec.parse(config.cv),
+        n_jobs=config.cv_jobs,
+        progress=progress,
+    )
+    for line in summary_lines(cv):
+        progress(f"cv: {line}")
+    return cv
 
 
 # Options of train() that belong to the base learners rather than to TrainConfig.
@@ -222,7 +367,6 @@ def train(
     elif out is not None or options:
         raise InputError("train(): give a TrainConfig, or an input with out= and options")
     watch = Stopwatch()
-    notes: list[str] = []
     progress(f"loading {config.data}" + (f" table {config.table}" if config.table else ""))
     data = load_training_data(
         config.data,
@@ -250,87 +394,35 @@ def train(
         + ", ".join(f"{k} {v.size} rows ({int(v.sum())} popular)" for k, v in splits.y.items())
         + f"; {len(names)} inputs"
     )
-
-    x_train, y_train = splits.x["train"], splits.y["train"]
-    groups_train = splits.groups["train"]
-    lower, upper = outlier_bounds(x_train, len(names))
-    outliers_dropped = 0
-    if config.outliers == "drop":
-        keep = np.all((x_train >= lower) & (x_train <= upper), axis=1)
-        outliers_dropped = int((~keep).sum())
-        x_train, y_train, groups_train = x_train[keep], y_train[keep], groups_train[keep]
-        progress(f"outliers: dropped {outliers_dropped} training rows outside the 1st-99th pct")
-    if config.outliers != "cap":
-        lower[:] = -np.inf
-        upper[:] = np.inf
-    stack = NativeStack.unfitted(names, vocabulary, bounds_list(lower), bounds_list(upper))
-    c_train = stack.clip(x_train)
-    c_val = stack.clip(splits.x["validation"])
-    stack.scaler_mean, stack.scaler_scale = scaler_for(c_train)
-    scale = scaling(stack)
     watch.lap("splitting")
 
-    params = config.learners
-    tuning: dict[str, Any] | None = None
-    if config.tune:
-        from popbatch.models.tune import tune
+    cv = None
+    if config.cv:
+        cv = cross_validate_splits(splits, names, vocabulary, config, progress)
+        watch.lap("cross_validation")
 
-        tuning = tune(
-            c_train, y_train, groups_train, c_val, splits.y["validation"], config, progress
-        )
-        params.rf.update(tuning["rf"]["best_params"])
-        params.xgb.update(tuning["xgb"]["best_params"])
-        watch.lap("tuning")
-
-    progress(f"stacking: {config.folds}-fold out-of-fold probabilities (balance {config.balance})")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
-        oof = out_of_fold(
-            c_train,
-            y_train,
-            groups_train,
-            c_val,
-            splits.y["validation"],
-            scale,
-            config.balance,
-            params,
-            config.seed,
-            config.folds,
-            progress,
-        )
-        meta, meta_scores = fit_meta(oof, y_train, groups_train, config.seed, config.folds)
-        watch.lap("out_of_fold")
-        progress("base learners: refit on the whole training split")
-        balanced = balance(c_train, y_train, config.balance, config.seed)
-        models = fit_base_models(
-            balanced, c_val, splits.y["validation"], scale, params, config.seed
-        )
-    for warning in caught:
-        message = str(warning.message)
-        # Only the balancing fallbacks matter to a user; keep each once.
-        if message.startswith(config.balance) and message not in notes:
-            notes.append(message)
-    for note in notes:
-        progress(f"warning: {note}")
-    progress(f"base learners: {models.describe()}")
-    watch.lap("base_learners")
-
-    stack.ann, stack.rf, stack.xgb = models.ann, models.rf, models.xgb
-    stack.meta_coef = [float(v) for v in meta.coef_[0]]
-    stack.meta_intercept = float(meta.intercept_[0])
-    base_val = stack.base_probabilities(splits.x["validation"])
-    stack.threshold = best_f1_threshold(splits.y["validation"], stack.meta_probability(base_val))
-    progress(
-        f"stacking: meta weights {np.round(stack.meta_coef, 3).tolist()}, "
-        f"C={meta.C}, threshold {stack.threshold:.4f} (best F1 on validation)"
+    fitted = fit_stack(
+        splits.x["train"],
+        splits.y["train"],
+        splits.groups["train"],
+        splits.x["validation"],
+        splits.y["validation"],
+        names,
+        vocabulary,
+        config,
+        progress,
     )
+    stack, meta, plain, models = fitted.stack, fitted.meta, fitted.plain, fitted.models
+    x_train, y_train, balanced = fitted.x_train, fitted.y_train, models.balanced
+    notes, outliers_dropped, tuning = fitted.notes, fitted.outliers_dropped, fitted.tuning
+    watch.merge(fitted.seconds)
 
     progress("evaluation: test split")
-    plain = fit_logistic(scale(c_train), y_train, config.seed)
     probabilities = {
         "validation": model_probabilities(stack, plain, splits.x["validation"], y_train),
         "test": model_probabilities(stack, plain, splits.x["test"], y_train),
     }
+    order = model_order(stack.learners)
     thresholds = {
         name: (
             stack.threshold
@@ -339,23 +431,25 @@ def train(
             if name == "majority"
             else best_f1_threshold(splits.y["validation"], probabilities["validation"][name])
         )
-        for name in MODEL_ORDER
+        for name in order
     }
     metrics = {
         "threshold": stack.threshold,
         "test": {
             name: evaluate(splits.y["test"], probabilities["test"][name], thresholds[name])
-            for name in MODEL_ORDER
+            for name in order
         },
         "validation": {
             name: evaluate(
                 splits.y["validation"], probabilities["validation"][name], thresholds[name]
             )
-            for name in MODEL_ORDER
+            for name in order
         },
         "meta": {
             "C": float(meta.C),
-            "cv_average_precision": {str(k): v for k, v in meta_scores.items()},
+            "cv_average_precision": {str(k): v for k, v in fitted.meta_scores.items()},
+            "learners": list(stack.learners),
+            "input": stack.meta_input,
         },
     }
     watch.lap("evaluation")
@@ -372,6 +466,8 @@ def train(
         "metrics": metrics,
         "params": {**config.as_params(), "tuning": tuning},
     }
+    if cv is not None:
+        stack.info["cv"] = cv_estimate(cv)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     stack.save(out / "stack")
@@ -386,6 +482,8 @@ def train(
         "notes": notes,
         "versions": package_versions(),
     }
+    if cv is not None:
+        report["cv"] = cv
     from popbatch.models.report import write_report
 
     progress("report: plots and report.html")
@@ -413,17 +511,29 @@ def _config_from(data: str | Path, out: str | Path | None, options: dict[str, An
         raise InputError(f"train(): {exc}") from None
 
 
+def cv_estimate(cv: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's copy of a CV result: means, stds and the paired difference."""
+    keep = ("head", "spec", "rows", "positives", "seconds")
+    models = {
+        model: {k: {"mean": v["mean"], "std": v["std"]} for k, v in metrics.items()}
+        for model, metrics in cv["models"].items()
+    }
+    paired = {
+        metric: {k: v for k, v in d.items() if k != "folds"}
+        for metric, d in cv["stack_vs_best_single"].items()
+    }
+    return {**{k: cv[k] for k in keep}, "models": models, "stack_vs_best_single": paired}
+
+
 def model_probabilities(
     stack: NativeStack, plain: Any, x: np.ndarray, y_train: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Each model's probability for raw rows ``x``; the stack's comes from the NativeStack."""
     base = stack.base_probabilities(x)
-    scaled = scaling(stack)(stack.clip(x))
+    scaled = stack.scale(stack.clip(x))
     return {
-        "ann": base[:, 0],
-        "rf": base[:, 1],
-        "xgb": base[:, 2],
-        "stack": stack.meta_probability(base),
+        **{name: base[:, i] for i, name in enumerate(stack.learners) if name != "logistic"},
+        "stack": stack.predict_proba(x),
         "logistic": plain.predict_proba(scaled)[:, 1],
         # The majority class's rate as a constant score: ranks nothing.
         "majority": np.full(x.shape[0], float(y_train.mean())),

@@ -27,8 +27,8 @@ PLOTS = {
     "confusion_matrix": "Confusion matrix of the stack (test split, chosen threshold)",
     "feature_importance": "Feature importance",
     "popularity_by_genre": "Popularity by genre",
+    "cv_boxplot": "Repeated grouped cross-validation: per-fold scores of each model",
 }
-CURVE_MODELS = ("ann", "rf", "xgb", "stack", "logistic", "majority")
 
 
 def _pyplot():
@@ -78,7 +78,7 @@ def write_report(
     drawn["popularity_distribution"] = _popularity(plt, plots, frames, config.popular_above)
     drawn["class_balance"] = _class_balance(plt, plots, report["data"]["splits"])
     drawn["correlation"] = _correlation(plt, plots, frames["train"])
-    drawn["ann_history"] = _history(plt, plots, history)
+    drawn["ann_history"] = _history(plt, plots, history) if history else None
     y_test = splits.y["test"]
     drawn["roc_curves"] = _curves(plt, plots, y_test, probabilities["test"], "roc")
     drawn["pr_curves"] = _curves(plt, plots, y_test, probabilities["test"], "pr")
@@ -88,6 +88,8 @@ def write_report(
     report["importance"] = importance
     drawn["feature_importance"] = _importance_plot(plt, plots, importance)
     drawn["popularity_by_genre"] = _by_genre(plt, plots, frames, config.popular_above)
+    if "cv" in report:
+        drawn["cv_boxplot"] = _cv_boxplot(plt, plots, report["cv"])
     report["plots"] = {k: v for k, v in drawn.items() if v}
     files.write_atomically(out / "report.html", _html(report, drawn))
 
@@ -162,8 +164,7 @@ def _curves(plt: Any, plots: Path, y: np.ndarray, probs: dict, kind: str) -> str
     from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
     fig, ax = plt.subplots(figsize=(6, 5))
-    for name in CURVE_MODELS:
-        p = probs[name]
+    for name, p in probs.items():
         if kind == "roc":
             fpr, tpr, _ = roc_curve(y, p)
             ax.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
@@ -200,21 +201,32 @@ def _importances(stack: Any, splits: Any, seed: int) -> dict[str, dict[str, floa
     permutation = permutation_importance(
         stack.predict_proba, splits.x["validation"], splits.y["validation"], blocks, seed
     )
-    return {
-        "rf": dict(zip(names, map(float, stack.rf.feature_importances_), strict=True)),
-        "xgb": dict(zip(names, map(float, stack.xgb.feature_importances_), strict=True)),
-        "stack_permutation_validation_roc_auc_drop": permutation,
-    }
+    importance = {}
+    if stack.rf is not None:
+        importance["rf"] = dict(zip(names, map(float, stack.rf.feature_importances_), strict=True))
+    if stack.xgb is not None:
+        xgb_names = names
+        if stack.genre_encoding is not None:
+            xgb_names = [*names[: stack.n_numeric], f"{GENRE_COLUMN} (target-encoded)"]
+        gains = map(float, stack.xgb.feature_importances_)
+        importance["xgb"] = dict(zip(xgb_names, gains, strict=True))
+    if stack.logistic is not None:
+        weights = map(abs, stack.logistic.coef)
+        importance["logistic"] = dict(zip(names, weights, strict=True))
+    importance["stack_permutation_validation_roc_auc_drop"] = permutation
+    return importance
 
 
 def _importance_plot(plt: Any, plots: Path, importance: dict[str, dict[str, float]]) -> str:
-    fig, axes = plt.subplots(1, 3, figsize=(15, 6))
     titles = {
         "rf": "RandomForest impurity importance",
         "xgb": "XGBoost gain importance",
+        "logistic": "Logistic regression |weight| (scaled inputs)",
         "stack_permutation_validation_roc_auc_drop": "Stack permutation (ROC-AUC drop, val)",
     }
-    for ax, (key, title) in zip(axes, titles.items(), strict=True):
+    titles = {k: v for k, v in titles.items() if k in importance}
+    fig, axes = plt.subplots(1, len(titles), figsize=(5 * len(titles), 6), squeeze=False)
+    for ax, (key, title) in zip(axes[0], titles.items(), strict=True):
         top = sorted(importance[key].items(), key=lambda kv: kv[1], reverse=True)[:20][::-1]
         ax.barh([k for k, _ in top], [v for _, v in top], color="#55a868")
         ax.set_title(title)
@@ -246,6 +258,57 @@ def _by_genre(plt: Any, plots: Path, frames: dict, popular_above: float) -> str 
     axes[1].set(xlabel=f"share with popularity > {popular_above:g}", title="Share popular")
     axes[0].tick_params(axis="y", labelsize=8)
     return _save(plt, fig, plots, "popularity_by_genre")
+
+
+def _cv_boxplot(plt: Any, plots: Path, cv: dict[str, Any]) -> str:
+    models = list(cv["models"])
+    metrics = list(cv["models"][models[0]])
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4.5), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        ax.boxplot([cv["models"][m][metric]["folds"] for m in models], showmeans=True)
+        ax.set_xticks(range(1, len(models) + 1), models, rotation=30)
+        ax.set(ylabel=metric, title=f"{metric}, {cv['folds']} folds x {cv['repeats']} repeats")
+        ax.grid(axis="y", alpha=0.3)
+    return _save(plt, fig, plots, "cv_boxplot")
+
+
+def _cv_html(cv: dict[str, Any]) -> str:
+    """The CV table (mean ± std per model and metric), the paired differences, per-fold values."""
+    models = cv["models"]
+    metrics = list(next(iter(models.values())))
+    header = "<tr><th>model</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+    rows = "".join(
+        f"<tr><td>{html.escape(model)}</td>"
+        + "".join(f"<td>{v[m]['mean']:.4f} ± {v[m]['std']:.4f}</td>" for m in metrics)
+        + "</tr>"
+        for model, v in models.items()
+    )
+    paired = "".join(
+        f"<li>{html.escape(metric)}: stack − {html.escape(d['best_single'])} = "
+        f"{d['mean']:+.4f} ± {d['std']:.4f} (per-fold std); stack better in "
+        f"{d['stack_better_folds']} of {d['folds_compared']} folds</li>"
+        for metric, d in cv["stack_vs_best_single"].items()
+    )
+    fold_header = "<tr><th>model</th><th>metric</th>" + "".join(
+        f"<th>r{f['repeat'] + 1}f{f['fold'] + 1}</th>" for f in cv["per_fold"]
+    )
+    fold_rows = "".join(
+        f"<tr><td>{html.escape(model)}</td><td>{html.escape(m)}</td>"
+        + "".join(f"<td>{value:.3f}</td>" for value in v[m]["folds"])
+        + "</tr>"
+        for model, v in models.items()
+        for m in metrics
+    )
+    return f"""<h2>Cross-validation ({html.escape(cv["spec"])})</h2>
+<p>The whole training recipe (split, balancing, genre encoding, out-of-fold stacking,
+thresholds) ran inside each of {cv["folds"]} folds x {cv["repeats"]} repeats, grouped by
+track_id, over the {cv["rows"]} rows ({cv["positives"]} popular) outside the test split;
+{cv["seconds"]:.0f} s with {cv["n_jobs"]} processes. Mean ± standard deviation over folds.</p>
+<table>{header}</tr>{rows}</table>
+<p>Paired per-fold difference of the stack to the best single model:</p><ul>{paired}</ul>
+<details><summary>Per-fold values</summary><table>{fold_header}</tr>{fold_rows}</table>
+</details>
+"""
 
 
 def _fmt(value: Any) -> str:
@@ -313,6 +376,7 @@ Genres in training: {data["genres"] if data["genres"] is not None else "not used
 the majority baseline uses 0.5. Stack threshold: {report["metrics"]["threshold"]:.4f}.</p>
 <table>{header}{"".join(rows)}</table>
 <ul>{notes}</ul>
+{_cv_html(report["cv"]) if "cv" in report else ""}
 <h2>Plots</h2>
 {figures}
 </body></html>

@@ -4,13 +4,16 @@ A stack directory (``RUN_DIR/stack``) holds:
 
 =====================  ======================================================
 ``stack.json``         feature order, genre vocabulary, outlier clip bounds,
-                       the ANN's scaler, meta-learner weights, threshold,
+                       the ANN's scaler, the stack's design (base learners,
+                       meta input), the logistic regression's weights, the
+                       genre target encoding, meta-learner weights, threshold,
                        label definition, training data fingerprint and the
                        training feature statistics (for the manifest)
 ``ann.keras``          the Keras network (input: scaled features)
 ``rf.joblib``          the scikit-learn RandomForest (input: clipped features);
                        training side only, the scorer never reads it
 ``xgb.json``           the XGBoost model in its native JSON format
+                       (each of these three only when its learner is in the stack)
 ``test.parquet``       the untouched test split: one float32 column per
                        feature (as the scorer would build them), ``y`` and
                        ``track_id``; export proves parity on it
@@ -18,18 +21,25 @@ A stack directory (``RUN_DIR/stack``) holds:
 
 The native stack's probability, which the ONNX graph must reproduce::
 
-    c   = clip(x, clip_lower, clip_upper)        # per feature, None = unbounded
-    p1  = ann((c - scaler_mean) / scaler_scale)
-    p2  = rf.predict_proba(c)[:, 1]
-    p3  = xgb.predict_proba(c)[:, 1]
-    p   = sigmoid(meta_intercept + meta_coef . [p1, p2, p3])
-    popular = p >= threshold
+    c        = clip(x, clip_lower, clip_upper)     # per feature, None = unbounded
+    s        = (c - scaler_mean) / scaler_scale
+    logistic = sigmoid(s . logistic.coef + logistic.intercept)
+    ann      = ann(s)
+    rf       = rf.predict_proba(c)[:, 1]
+    xgb      = xgb.predict_proba(xgb_input(c))[:, 1]  # genre block -> onehot @ genre_encoding
+    b        = the ``learners`` among those, in that order
+    b        = logit(b) when meta_input == "logit"  # logistic: its linear score, xgb: its margin
+    p        = sigmoid(meta_intercept + meta_coef . b)
+    popular  = p >= threshold
+
+A stack.json written before the design was configurable is read as the
+original design: ann, rf, xgb, probabilities, no target encoding.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +48,32 @@ import numpy as np
 from popbatch.core import files
 
 STACK_FILE = "stack.json"
-BASE_LEARNERS = ("ann", "rf", "xgb")
+LEARNERS = ("logistic", "ann", "rf", "xgb")  # every base learner, in meta-input order
+BASE_LEARNERS = ("ann", "rf", "xgb")  # the original design (and older stack.json files)
+META_INPUTS = ("probability", "logit")
+LOGIT_EPS = 1e-4  # probabilities are clipped to [eps, 1 - eps] before the logit
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), LOGIT_EPS, 1.0 - LOGIT_EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+@dataclass
+class LinearScore:
+    """A logistic regression on the scaled inputs, held as weights (no scikit-learn)."""
+
+    coef: list[float]
+    intercept: float
+
+    @classmethod
+    def of(cls, model: Any) -> LinearScore:
+        """From a fitted scikit-learn ``LogisticRegression``."""
+        return cls([float(v) for v in model.coef_[0]], float(model.intercept_[0]))
+
+    def decision_function(self, scaled: np.ndarray) -> np.ndarray:
+        weights = np.asarray(self.coef, np.float64)
+        return float(self.intercept) + np.asarray(scaled, np.float64) @ weights
 
 
 @dataclass
@@ -58,7 +93,12 @@ class NativeStack:
     rf: Any
     xgb: Any
     info: dict[str, Any] = field(default_factory=dict)
-    """label, training_data, train_stats, params: carried into the manifest."""
+    """label, training_data, train_stats, params, cv: carried into the manifest."""
+    learners: tuple[str, ...] = BASE_LEARNERS
+    meta_input: str = "probability"
+    logistic: LinearScore | None = None
+    genre_encoding: list[float] | None = None
+    """One value per genre one-hot column; XGBoost then reads ``onehot @ genre_encoding``."""
 
     @classmethod
     def unfitted(
@@ -67,9 +107,20 @@ class NativeStack:
         genre_vocabulary: list[str] | None,
         clip_lower: list[float | None],
         clip_upper: list[float | None],
+        learners: tuple[str, ...] = BASE_LEARNERS,
+        meta_input: str = "probability",
     ) -> NativeStack:
-        """A stack whose inputs are fixed and whose scaler, learners and meta learner
-        are still to be fitted (training fills them in)."""
+        """A stack whose inputs and design are fixed and whose scaler, learners and
+        meta learner are still to be fitted (training fills them in).
+
+        Raises
+        ------
+        ValueError
+            An unknown learner or meta input.
+        """
+        unknown = [n for n in learners if n not in LEARNERS]
+        if unknown or not learners or meta_input not in META_INPUTS:
+            raise ValueError(f"unknown stack design: learners {learners}, meta input {meta_input}")
         return cls(
             feature_names=feature_names,
             genre_vocabulary=genre_vocabulary,
@@ -83,31 +134,74 @@ class NativeStack:
             ann=None,
             rf=None,
             xgb=None,
+            learners=tuple(learners),
+            meta_input=meta_input,
         )
+
+    @property
+    def n_numeric(self) -> int:
+        """Inputs before the genre one-hot block."""
+        genres = 0 if self.genre_vocabulary is None else len(self.genre_vocabulary) + 1
+        return len(self.feature_names) - genres
 
     def clip(self, x: np.ndarray) -> np.ndarray:
         lower = np.array([-np.inf if v is None else v for v in self.clip_lower], np.float32)
         upper = np.array([np.inf if v is None else v for v in self.clip_upper], np.float32)
         return np.clip(np.asarray(x, np.float32), lower, upper)
 
-    def base_probabilities(self, x: np.ndarray) -> np.ndarray:
-        """[N, 3] probabilities of the ANN, RandomForest and XGBoost, in BASE_LEARNERS order."""
+    def scale(self, clipped: np.ndarray) -> np.ndarray:
+        """The network's and the logistic regression's input (float32, as in the graph)."""
+        mean = np.asarray(self.scaler_mean, np.float32)
+        return (np.asarray(clipped, np.float32) - mean) / np.asarray(self.scaler_scale, np.float32)
+
+    def xgb_input(self, clipped: np.ndarray) -> np.ndarray:
+        """XGBoost's input: the clipped features, or the numerics + the genre's encoding."""
+        if self.genre_encoding is None:
+            return clipped
+        block = clipped[:, self.n_numeric :].astype(np.float64)
+        encoded = (block @ np.asarray(self.genre_encoding, np.float64)).astype(np.float32)
+        return np.column_stack([clipped[:, : self.n_numeric], encoded])
+
+    def base_scores(self, x: np.ndarray, kind: str | None = None) -> np.ndarray:
+        """[N, L] meta-learner inputs for raw rows ``x``, in ``learners`` order.
+
+        ``kind`` is "probability" or "logit" (default: ``meta_input``). As logits the
+        logistic regression gives its linear score and XGBoost its margin (exactly what
+        the graph computes); the network and the forest the logit of their probability.
+        """
+        kind = kind or self.meta_input
         c = self.clip(x)
-        scaled = (c - np.asarray(self.scaler_mean, np.float32)) / np.asarray(
-            self.scaler_scale, np.float32
-        )
-        p_ann = np.asarray(self.ann.predict(scaled, verbose=0, batch_size=8192)).reshape(-1)
-        p_rf = self.rf.predict_proba(c)[:, 1]
-        p_xgb = self.xgb.predict_proba(c)[:, 1]
-        return np.column_stack([p_ann, p_rf, p_xgb]).astype(np.float64)
+        scaled = self.scale(c) if {"ann", "logistic"} & set(self.learners) else None
+        columns = []
+        for name in self.learners:
+            if name == "logistic":
+                z = self.logistic.decision_function(scaled)
+                columns.append(z if kind == "logit" else 1.0 / (1.0 + np.exp(-z)))
+            elif name == "xgb" and kind == "logit":
+                columns.append(self.xgb.predict(self.xgb_input(c), output_margin=True))
+            elif name == "xgb":
+                columns.append(self.xgb.predict_proba(self.xgb_input(c))[:, 1])
+            else:
+                if name == "ann":
+                    p = self.ann.predict(scaled, verbose=0, batch_size=8192)
+                else:
+                    p = self.rf.predict_proba(c)[:, 1]
+                p = np.asarray(p, np.float64).reshape(-1)
+                columns.append(logit(p) if kind == "logit" else p)
+        return np.column_stack(columns).astype(np.float64)
+
+    def base_probabilities(self, x: np.ndarray) -> np.ndarray:
+        """[N, L] probabilities of the base learners, in ``learners`` order."""
+        return self.base_scores(x, "probability")
 
     def meta_probability(self, base: np.ndarray) -> np.ndarray:
+        """The stack's probability from :meth:`base_scores` rows."""
         z = self.meta_intercept + base @ np.asarray(self.meta_coef, np.float64)
         return 1.0 / (1.0 + np.exp(-z))
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Probability of "popular" for each row of the [N, F] float32 matrix ``x``."""
-        return self.meta_probability(self.base_probabilities(x))
+        return self.meta_probability(self.base_scores(x))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.predict_proba(x) >= self.threshold
@@ -117,9 +211,12 @@ class NativeStack:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.ann.save(directory / "ann.keras")
-        joblib.dump(self.rf, directory / "rf.joblib")
-        self.xgb.save_model(directory / "xgb.json")
+        if "ann" in self.learners:
+            self.ann.save(directory / "ann.keras")
+        if "rf" in self.learners:
+            joblib.dump(self.rf, directory / "rf.joblib")
+        if "xgb" in self.learners:
+            self.xgb.save_model(directory / "xgb.json")
         spec = {
             "feature_names": self.feature_names,
             "genre_vocabulary": self.genre_vocabulary,
@@ -128,10 +225,13 @@ class NativeStack:
             "scaler_mean": self.scaler_mean,
             "scaler_scale": self.scaler_scale,
             "meta": {
-                "order": list(BASE_LEARNERS),
+                "order": list(self.learners),
+                "input": self.meta_input,
                 "coef": self.meta_coef,
                 "intercept": self.meta_intercept,
             },
+            "logistic": None if self.logistic is None else asdict(self.logistic),
+            "genre_encoding": self.genre_encoding,
             "threshold": self.threshold,
             "info": self.info,
         }
@@ -146,8 +246,12 @@ class NativeStack:
 
         directory = Path(directory)
         spec = json.loads((directory / STACK_FILE).read_text(encoding="utf-8"))
-        xgb = xgboost.XGBClassifier()
-        xgb.load_model(directory / "xgb.json")
+        learners = tuple(spec["meta"].get("order", BASE_LEARNERS))
+        xgb = None
+        if "xgb" in learners:
+            xgb = xgboost.XGBClassifier()
+            xgb.load_model(directory / "xgb.json")
+        logistic = spec.get("logistic")
         return cls(
             feature_names=spec["feature_names"],
             genre_vocabulary=spec["genre_vocabulary"],
@@ -158,8 +262,12 @@ class NativeStack:
             meta_coef=spec["meta"]["coef"],
             meta_intercept=spec["meta"]["intercept"],
             threshold=spec["threshold"],
-            ann=keras.saving.load_model(directory / "ann.keras"),
-            rf=joblib.load(directory / "rf.joblib"),
+            ann=keras.saving.load_model(directory / "ann.keras") if "ann" in learners else None,
+            rf=joblib.load(directory / "rf.joblib") if "rf" in learners else None,
             xgb=xgb,
             info=spec.get("info", {}),
+            learners=learners,
+            meta_input=spec["meta"].get("input", "probability"),
+            logistic=None if logistic is None else LinearScore(**logistic),
+            genre_encoding=spec.get("genre_encoding"),
         )

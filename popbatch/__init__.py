@@ -9,6 +9,9 @@ True
 
 ``score``
     Score a catalog (CSV, Parquet, DuckDB) into Parquet, CSV or a DuckDB table.
+``score_batches``
+    Score an iterator of Arrow record batches (the block ``popbatch score``, Spark,
+    Ray Data and Dask share); ``popbatch.spark`` does it for Spark DataFrames.
 ``load_model``
     Load and verify a model directory (``model.onnx`` + ``manifest.json``).
 ``train``
@@ -51,12 +54,14 @@ __all__ = [
     "export",
     "load_model",
     "score",
+    "score_batches",
     "train",
 ]
 
 # name -> module that defines it; loaded on first attribute access (PEP 562).
 _LAZY = {
     "score": "popbatch.batch.score",
+    "score_batches": "popbatch.batch.batches",
     "drift": "popbatch.batch.drift",
     "load_model": "popbatch.core.bundle",
     "train": "popbatch.models.pipeline",

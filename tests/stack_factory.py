@@ -70,10 +70,15 @@ def build_stack(
     xgb_rounds: int = 20,
     xgb_depth: int = 3,
     ann_epochs: int = 2,
+    learners: tuple[str, ...] = ("ann", "rf", "xgb"),
+    meta_input: str = "probability",
+    genre_encoding: bool = False,
 ):
     """Fit a small stack on ``csv`` and save it to ``out_dir`` (a stack directory).
 
-    Returns the :class:`models.stack.NativeStack`. ``out_dir/test.parquet``
+    The default is the original design (ann, rf, xgb on probabilities); ``learners``,
+    ``meta_input`` and ``genre_encoding`` build the others (models.stack). Returns the
+    :class:`models.stack.NativeStack`. ``out_dir/test.parquet``
     holds the held-out 30 % of rows as float32 feature columns, ``y`` and ``track_id``.
     """
     from popbatch.models.stack import NativeStack
@@ -98,21 +103,33 @@ def build_stack(
     upper = np.quantile(x_train[:, :n_numeric], 0.99, axis=0).tolist()
     pad = [None] * (len(names) - n_numeric)
     clip_lower, clip_upper = lower + pad, upper + pad
-    stack = NativeStack.unfitted(names, genres, clip_lower, clip_upper)
+    stack = NativeStack.unfitted(names, genres, clip_lower, clip_upper, learners, meta_input)
     clipped = stack.clip(x_train)
     mean = clipped.mean(axis=0)
     scale = clipped.std(axis=0)
     scale[scale == 0] = 1.0  # as StandardScaler does for constant columns
     stack.scaler_mean, stack.scaler_scale = mean.tolist(), scale.tolist()
-    stack.ann = _fit_ann((clipped - mean) / scale, y_train, ann_epochs)
-    stack.rf = RandomForestClassifier(
-        n_estimators=rf_trees, max_depth=rf_depth, random_state=SEED, n_jobs=1
-    ).fit(clipped, y_train)
-    stack.xgb = XGBClassifier(
-        n_estimators=xgb_rounds, max_depth=xgb_depth, tree_method="hist", random_state=SEED
-    ).fit(clipped, y_train)
-    # Real training fits the meta learner on out-of-fold probabilities; in-sample is enough here.
-    meta = LogisticRegression().fit(stack.base_probabilities(x_train), y_train)
+    scaled = (clipped - mean) / scale
+    if genre_encoding and genres is not None:
+        from popbatch.models.encoding import fit_encoding
+
+        stack.genre_encoding = fit_encoding(clipped[:, stack.n_numeric :], y_train).tolist()
+    if "ann" in learners:
+        stack.ann = _fit_ann(scaled, y_train, ann_epochs)
+    if "rf" in learners:
+        stack.rf = RandomForestClassifier(
+            n_estimators=rf_trees, max_depth=rf_depth, random_state=SEED, n_jobs=1
+        ).fit(clipped, y_train)
+    if "xgb" in learners:
+        stack.xgb = XGBClassifier(
+            n_estimators=xgb_rounds, max_depth=xgb_depth, tree_method="hist", random_state=SEED
+        ).fit(stack.xgb_input(clipped), y_train)
+    if "logistic" in learners:
+        from popbatch.models.stack import LinearScore
+
+        stack.logistic = LinearScore.of(LogisticRegression(max_iter=2000).fit(scaled, y_train))
+    # Real training fits the meta learner on out-of-fold scores; in-sample is enough here.
+    meta = LogisticRegression().fit(stack.base_scores(x_train), y_train)
     stack.meta_coef = meta.coef_[0].tolist()
     stack.meta_intercept = float(meta.intercept_[0])
     # A threshold inside the probability range, so both labels occur on the test rows.

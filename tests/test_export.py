@@ -324,3 +324,101 @@ def test_exported_graph_has_no_separate_scaler_pass(exported_model):
     model_dir, _ = exported_model
     ops = [node.op_type for node in onnx.load(model_dir / "model.onnx").graph.node]
     assert "Div" not in ops and "Sub" not in ops, ops
+
+
+@pytest.fixture(scope="module")
+def logit_stack_dir(tmp_path_factory) -> Path:
+    """The stack design of issue 13: logistic, ann, xgb on logits, genre target-encoded."""
+    from stack_factory import build_stack
+
+    directory = tmp_path_factory.mktemp("logit") / "stack"
+    tracks = Path(__file__).parent / "data" / "tracks_2000.csv"
+    build_stack(
+        tracks, directory, ann_epochs=1, learners=("logistic", "ann", "xgb"),
+        meta_input="logit", genre_encoding=True,
+    )  # fmt: skip
+    return directory
+
+
+@pytest.mark.parametrize("form", ["regressor3", "ensemble5"])
+def test_logit_stack_with_genre_encoding_reproduces_the_native_stack(logit_stack_dir, form):
+    """Logistic (scaler folded, float64), the network's logit, XGBoost's margin on the
+    numerics + the genre's encoding (a MatMul lookup): the graph gives the native scores."""
+    import onnx
+    from popbatch.exporter import runtime
+    from popbatch.exporter.graph import build_graph
+    from popbatch.models.stack import NativeStack
+
+    native = NativeStack.load(logit_stack_dir)
+    assert native.learners == ("logistic", "ann", "xgb") and native.meta_input == "logit"
+    assert native.genre_encoding is not None and native.rf is None
+    x = parity_check.split_matrix(logit_stack_dir, native.feature_names)
+    model = build_graph(native, form)
+    probability, label = runtime.predict(model.SerializeToString(), x)
+    parity = parity_check.compare(native.predict_proba(x), probability, label, native.threshold)
+    assert parity.ok, parity.line()
+    assert 0 < label.sum() < len(label)
+    # The encoding is a constant [G, 1] the one-hot block is multiplied with.
+    (table,) = [t for t in model.graph.initializer if t.name == "xgb/genre_encoding"]
+    assert list(table.dims) == [len(native.genre_vocabulary) + 1, 1]
+    assert onnx.numpy_helper.to_array(table).ravel().tolist() == pytest.approx(
+        native.genre_encoding, rel=1e-6
+    )
+    # Another genre moves the score through the encoding: rows differ only in genre.
+    one_genre = x.copy()
+    one_genre[:, native.n_numeric :] = 0.0
+    one_genre[:, native.n_numeric] = 1.0
+    other = one_genre.copy()
+    other[:, native.n_numeric] = 0.0
+    other[:, -1] = 1.0
+    p1, _ = runtime.predict(model.SerializeToString(), one_genre)
+    p2, _ = runtime.predict(model.SerializeToString(), other)
+    assert np.abs(p1 - native.predict_proba(one_genre)).max() <= 1e-5
+    assert np.abs(p2 - native.predict_proba(other)).max() <= 1e-5
+
+
+def _cv_section() -> dict:
+    stats = {"roc_auc": {"mean": 0.845, "std": 0.02}, "pr_auc": {"mean": 0.175, "std": 0.03}}
+    return {
+        "head": "popular",
+        "spec": "5x3",
+        "rows": 8500,
+        "positives": 320,
+        "seconds": 1200.0,
+        "models": {"stack": stats, "logistic": stats},
+        "stack_vs_best_single": {
+            "roc_auc": {
+                "best_single": "logistic",
+                "mean": 0.004,
+                "std": 0.006,
+                "stack_better_folds": 11,
+                "folds_compared": 15,
+            },
+        },
+    }
+
+
+def test_manifest_carries_the_cv_estimate_and_model_info_shows_it(native, tmp_path):
+    """The CV estimate (popbatch train --cv) rides in stack.info into the manifest."""
+    import copy
+
+    import jsonschema
+    from popbatch.batch.commands.model import summary_lines
+
+    stack = copy.copy(native)
+    stack.info = {**native.info, "cv": _cv_section()}
+    parity = {"rows": 1, "max_abs_diff": 0.0, "labels_identical": True}
+    manifest = build_manifest(stack, b"onnx", parity, {"ai.onnx": 17})
+    jsonschema.Draft202012Validator(schema()).validate(manifest)
+    assert manifest["cv"]["models"]["stack"]["roc_auc"]["mean"] == 0.845
+    lines = summary_lines(manifest, tmp_path, 4)
+    assert "cv          5x3 grouped folds over 8500 rows" in lines
+    assert "metrics     cv stack: roc_auc 0.8450 ± 0.0200, pr_auc 0.1750 ± 0.0300" in lines
+    assert (
+        "metrics     cv stack - logistic roc_auc: +0.0040 ± 0.0060, better in 11/15 folds" in lines
+    )
+    # test-split figures stay beside it
+    assert any(line.startswith("metrics     test stack: roc_auc") for line in lines)
+    broken = {**manifest, "cv": {**manifest["cv"], "spec": "five"}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema()).validate(broken)

@@ -18,6 +18,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from bad_rows import bad_catalog
 from conftest import SMALL_TITLE_CASE, TRACKS_2000
 from model_factory import training_matrix
 from popbatch.batch.cli import cli
@@ -203,22 +204,6 @@ def test_write_back_twice_keeps_rows_and_values(runner, model_dir, tracks_db, re
 
 
 # ---------------------------------------------------------------- rejects
-def bad_catalog(tmp_path, bad_rows: dict[int, dict[str, str]]):
-    """tracks_2000.csv as text with some cells replaced (row numbers are 1-based)."""
-    frame = pl.read_csv(TRACKS_2000, infer_schema=False)
-    for row, values in bad_rows.items():
-        for column, value in values.items():
-            frame = frame.with_columns(
-                pl.when(pl.int_range(pl.len()) == row - 1)
-                .then(pl.lit(value))
-                .otherwise(pl.col(column))
-                .alias(column)
-            )
-    path = tmp_path / "bad.csv"
-    frame.write_csv(path)
-    return path
-
-
 def test_rejects_file_and_summary_json(runner, model_dir, tmp_path):
     source = bad_catalog(tmp_path, {5: {"danceability": "1.7"}, 1700: {"tempo": "n/a"}})
     out, summary = tmp_path / "s.parquet", tmp_path / "summary.json"

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 
 import numpy as np
 import polars as pl
 import pytest
+from click.testing import CliRunner
 from conftest import SMALL_TITLE_CASE, TRACKS_2000
 from popbatch.batch.cli import cli
 from popbatch.models.balance import balance
@@ -131,10 +133,12 @@ def _in_range(name: str, value) -> bool:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from click.testing import CliRunner
-
     out = tmp_path_factory.mktemp("train") / "run"
-    args = ["train", "--data", str(TRACKS_2000), "--out", str(out), "--balance", "smote", *TINY]
+    # The network and logits too (the default is logistic + xgb on probabilities), so the
+    # end-to-end run covers every kind of base learner column the graph builds.
+    args = ["train", "--data", str(TRACKS_2000), "--out", str(out), "--balance", "smote",
+            "--cv", "2x1", "--learners", "logistic,ann,xgb", "--meta-input", "logit",
+            *TINY]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     return out, result
@@ -145,7 +149,9 @@ def test_train_end_to_end_report(trained):
     report = json.loads((out / "report.json").read_text())
     assert {"data", "params", "metrics", "versions", "timings"} <= set(report)
     test_metrics = report["metrics"]["test"]
-    assert set(test_metrics) == {"ann", "rf", "xgb", "stack", "logistic", "majority"}
+    # logistic, ann, xgb (the logistic base learner is the reference's recipe on the
+    # balanced rows, reported as "logistic")
+    assert set(test_metrics) == {"ann", "xgb", "stack", "logistic", "majority"}
     for model, metrics in test_metrics.items():
         for name in ("roc_auc", "pr_auc"):
             assert _in_range(name, metrics[name]), (model, name, metrics[name])
@@ -158,6 +164,69 @@ def test_train_end_to_end_report(trained):
     for plot in ("roc", "pr", "history", "confusion", "correlation"):
         assert any(plot in p.name for p in (out / "plots").glob("*.png")), plot
     assert "<img" in (out / "report.html").read_text()
+
+
+def test_train_cv_reports_mean_std_and_folds_everywhere(trained):
+    """--cv 2x1: report.json, report.html, the box plot, the manifest and model info."""
+    out, _ = trained
+    cv = json.loads((out / "report.json").read_text())["cv"]
+    assert (cv["spec"], cv["folds"], cv["repeats"], cv["head"]) == ("2x1", 2, 1, "popular")
+    assert set(cv["models"]) == {"ann", "xgb", "stack", "logistic", "majority"}
+    for model, metrics in cv["models"].items():
+        for name in ("roc_auc", "pr_auc"):
+            folds = metrics[name]["folds"]
+            assert len(folds) == 2 and all(_in_range(name, v) for v in folds), (model, name)
+            assert metrics[name]["mean"] == pytest.approx(np.mean(folds))
+    assert cv["models"]["majority"]["roc_auc"]["mean"] == 0.5
+    paired = cv["stack_vs_best_single"]["roc_auc"]
+    assert paired["best_single"] in {"ann", "xgb", "logistic"}
+    # the test split stays out: cross-validated rows are the training + validation rows
+    splits = json.loads((out / "report.json").read_text())["data"]["splits"]
+    assert cv["rows"] == splits["train"]["rows"] + splits["validation"]["rows"]
+    assert (out / "plots" / "cv_boxplot.png").is_file()
+    assert "Cross-validation (2x1)" in (out / "report.html").read_text()
+    manifest = json.loads((out / "model" / "manifest.json").read_text())
+    assert manifest["cv"]["models"]["stack"]["roc_auc"]["mean"] == pytest.approx(
+        cv["models"]["stack"]["roc_auc"]["mean"]
+    )
+    info = CliRunner().invoke(cli, ["model", "info", str(out / "model")])
+    assert "cv          2x1 grouped folds over" in info.output
+
+
+def test_stage_lines_carry_elapsed_seconds_without_a_terminal(trained):
+    """cron and CI read stderr from a pipe: stage lines are there, TensorFlow's noise not."""
+    _, result = trained
+    lines = result.stderr.splitlines()
+    stages = [line for line in lines if re.match(r"^train: \[ *\d+\.\d s\] ", line)]
+    assert any("loading" in line for line in stages)
+    assert any(re.search(r"cv: fold 2/2 .* in \d+ s: stack ROC-AUC", line) for line in stages)
+    assert any("export" in line for line in stages)
+    assert "retracing" not in result.output
+    assert "oneDNN" not in result.output
+
+
+def test_quiet_keeps_only_the_result(runner, tmp_path):
+    missing = tmp_path / "nope.csv"
+    args = ["train", "--data", str(missing), "--out", str(tmp_path / "o")]
+    assert runner.invoke(cli, args).stderr.startswith("train: [")
+    result = runner.invoke(cli, [*args, "--quiet"])
+    assert result.output == f"Error: {missing}: file not found; pass an existing CSV, " + (
+        "Parquet or DuckDB file\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--cv", "1x3", "needs at least 2 folds"),
+        ("--learners", "ann,svm", "name each of logistic, ann, rf, xgb at most once"),
+    ],
+)
+def test_bad_cv_or_learners_is_a_usage_error(runner, tmp_path, option, value, message):
+    args = ["train", "--data", str(TRACKS_2000), "--out", str(tmp_path / "o"), option, value]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "o").exists()
 
 
 def test_train_balances_training_rows_only(trained):
@@ -216,7 +285,8 @@ def test_file_without_label_column(runner, tmp_path):
 def test_file_missing_feature_columns(runner, tmp_path):
     path = tmp_path / "nofeatures.csv"
     pl.read_csv(TRACKS_2000).drop("tempo", "valence").write_csv(path)
-    result = runner.invoke(cli, ["train", "--data", str(path), "--out", str(tmp_path / "o")])
+    args = ["train", "--data", str(path), "--out", str(tmp_path / "o"), "--quiet"]
+    result = runner.invoke(cli, args)
     assert result.exit_code == 2
     assert (
         result.output.strip() == f"Error: {path}: missing feature columns: valence, tempo; add them"
@@ -225,7 +295,7 @@ def test_file_missing_feature_columns(runner, tmp_path):
 
 def test_small_title_case_file_names_what_it_lacks(runner, tmp_path):
     result = runner.invoke(
-        cli, ["train", "--data", str(SMALL_TITLE_CASE), "--out", str(tmp_path / "o")]
+        cli, ["train", "--data", str(SMALL_TITLE_CASE), "--out", str(tmp_path / "o"), "--quiet"]
     )
     assert result.exit_code == 2
     assert result.output.strip() == (
@@ -248,6 +318,9 @@ def test_train_options_default_to_the_learners_defaults():
         params.xgb["n_estimators"], params.xgb["max_depth"],
     )  # fmt: skip
     assert (defaults["epochs"], defaults["batch_size"]) == (params.epochs, params.batch_size)
+    assert tuple(defaults["learners"].split(",")) == params.learners
+    assert defaults["meta_input"] == params.meta_input
+    assert (defaults["xgb_genre"] == "target") == params.genre_encoding
 
 
 # ---------------------------------------------------------------------------

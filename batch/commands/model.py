@@ -65,6 +65,29 @@ def summary_lines(manifest: dict[str, Any], directory: Path, size: int) -> list[
             f"({throughput['threads']} threads, batch {throughput['batch_size']:,})"
         )
     lines += metric_lines(manifest.get("metrics", {}))
+    lines += cv_lines(manifest.get("cv"))
+    return lines
+
+
+def cv_lines(cv: dict[str, Any] | None) -> list[str]:
+    """The cross-validation estimate, one line per model (mean ± std over the folds)."""
+    if not isinstance(cv, dict) or not isinstance(cv.get("models"), dict):
+        return []
+    lines = [f"cv          {cv.get('spec', '?')} grouped folds over {cv.get('rows', '?')} rows"]
+    for name, values in cv["models"].items():
+        shown = [
+            f"{k} {v['mean']:.4f} ± {v['std']:.4f}"
+            for k, v in values.items()
+            if k in ("roc_auc", "pr_auc") and _number(v.get("mean")) and _number(v.get("std"))
+        ]
+        if shown:
+            lines.append(f"metrics     cv {name}: {', '.join(shown)}")
+    for metric, d in (cv.get("stack_vs_best_single") or {}).items():
+        if metric in ("roc_auc", "pr_auc") and _number(d.get("mean")):
+            lines.append(
+                f"metrics     cv stack - {d['best_single']} {metric}: {d['mean']:+.4f} ± "
+                f"{d['std']:.4f}, better in {d['stack_better_folds']}/{d['folds_compared']} folds"
+            )
     return lines
 
 

@@ -7,8 +7,7 @@ the command so that importing the CLI never loads it.
 
 from __future__ import annotations
 
-import os
-import sys
+import time
 from pathlib import Path
 
 import click
@@ -22,6 +21,13 @@ BALANCE_METHODS = ("smote", "adasyn", "undersample", "class-weight", "none")
 # The options' defaults are the library's (one definition: TrainConfig, LearnerParams).
 _CONFIG = TrainConfig(data=Path("."), out=Path("."))
 _LEARNERS = _CONFIG.learners
+
+
+def _choice(name: str, choices: tuple[str, ...], help: str):
+    """An option with a fixed set of values, the first the default."""
+    return click.option(
+        name, type=click.Choice(choices), default=choices[0], show_default=True, help=help
+    )
 
 
 @click.command("train")
@@ -127,7 +133,30 @@ _LEARNERS = _CONFIG.learners
     is_flag=True,
     help="Write the stack only; skip the ONNX export into OUT/model.",
 )
-@click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
+@click.option(
+    "--learners",
+    default="logistic,xgb",
+    show_default=True,
+    help="Base learners of the stack, comma-separated: logistic, ann, rf, xgb.",
+)
+@_choice("--meta-input", ("probability", "logit"), "What the meta learner reads.")
+@_choice(
+    "--xgb-genre",
+    ("target", "onehot"),
+    "XGBoost reads the genre as a target encoding (fitted on training rows only) or one-hot.",
+)
+@click.option(
+    "--cv",
+    "cv",
+    default=None,
+    metavar="KxR",
+    help="First cross-validate the whole recipe: K folds grouped by track_id, R repeats "
+    "(e.g. 5x3), on the rows outside the test split; adds mean ± std to the report.",
+)
+@click.option(
+    "--cv-jobs", default=2, show_default=True, type=click.IntRange(min=1), help="Parallel folds."
+)
+@click.option("--quiet", is_flag=True, help="No stage lines on stderr (warnings still).")
 def train(
     data: str,
     table: str | None,
@@ -151,24 +180,42 @@ def train(
     xgb_rounds: int,
     xgb_depth: int,
     no_export: bool,
+    learners: str,
+    meta_input: str,
+    xgb_genre: str,
+    cv: str | None,
+    cv_jobs: int,
     quiet: bool,
 ) -> None:
     """Train the stacked popularity model and write its report and stack.
 
-    Reads DATA, splits it 70/15/15 by track_id, fits a Keras network, a
-    RandomForest and XGBoost, stacks them with a logistic regression on
-    out-of-fold probabilities and evaluates everything on the test split.
+    Reads DATA, splits it 70/15/15 by track_id, fits the base learners (by
+    default a logistic regression and XGBoost on a target-encoded genre;
+    --learners adds the Keras network or a RandomForest), stacks them with a
+    logistic regression on their out-of-fold probabilities and evaluates
+    everything on the test split. With --cv, first estimates the whole
+    recipe by repeated grouped cross-validation.
     Writes OUT/report.json, OUT/report.html, OUT/plots/*.png and OUT/stack/,
     then exports the stack to OUT/model (model.onnx + manifest.json, parity
     proven) unless --no-export.
     """
-    _import_tensorflow_quietly()
+    started = time.perf_counter()
+    design = _design(learners, cv)
+    from popbatch.models.quiet import import_keras_quietly
+
+    import_keras_quietly()
     from popbatch.models.learners import LearnerParams
     from popbatch.models.pipeline import train as run_training
 
-    learners = LearnerParams(epochs=epochs, batch_size=batch_size)
-    learners.rf.update(n_estimators=rf_trees, max_depth=rf_depth)
-    learners.xgb.update(n_estimators=xgb_rounds, max_depth=xgb_depth)
+    params = LearnerParams(
+        epochs=epochs,
+        batch_size=batch_size,
+        learners=design,
+        meta_input=meta_input,
+        genre_encoding=xgb_genre == "target",
+    )
+    params.rf.update(n_estimators=rf_trees, max_depth=rf_depth)
+    params.xgb.update(n_estimators=xgb_rounds, max_depth=xgb_depth)
     config = TrainConfig(
         data=data,
         out=out,
@@ -186,15 +233,16 @@ def train(
         tune_budget=tune_budget,
         seed=seed,
         folds=folds,
-        learners=learners,
+        learners=params,
+        cv=cv,
+        cv_jobs=cv_jobs,
     )
 
-    show_progress = not quiet and sys.stderr.isatty()
-
     def progress(message: str) -> None:
-        # Stage lines only on a terminal; warnings (e.g. a SMOTE fallback) always.
-        if show_progress or message.startswith("warning:"):
-            click.echo(f"train: {message}", err=True)
+        # Stage lines with elapsed seconds, on a terminal or not (cron and CI logs
+        # read them); --quiet keeps only warnings (e.g. a SMOTE fallback).
+        if not quiet or message.startswith("warning:"):
+            click.echo(f"train: [{time.perf_counter() - started:7.1f} s] {message}", err=True)
 
     result = run_training(config, progress=progress)
     stack_metrics = result.report["metrics"]["test"]["stack"]
@@ -211,21 +259,23 @@ def train(
         )
 
 
-def _import_tensorflow_quietly() -> None:
-    """Import Keras/TensorFlow with file descriptor 2 closed to their C++ start-up chatter.
+def _design(learners: str, cv: str | None) -> tuple[str, ...]:
+    """Check --learners and --cv before anything slow starts."""
+    from popbatch.models.stack import LEARNERS
 
-    TensorFlow prints oneDNN and CPU-feature notices from C++ before any log
-    level applies; they are not progress and would bury the stage lines.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import keras  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    names = tuple(n.strip() for n in learners.split(",") if n.strip())
+    unknown = [n for n in names if n not in LEARNERS]
+    if unknown or not names or len(set(names)) != len(names):
+        message = f"{learners!r}: name each of {', '.join(LEARNERS)} at most once"
+        raise click.BadParameter(message, param_hint="--learners")
+    if cv is not None:
+        from popbatch.models.cv import CvSpec
+
+        try:
+            CvSpec.parse(cv)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--cv") from None
+    return tuple(n for n in LEARNERS if n in names)  # the stack's fixed order
 
 
 def _num(value: float | None) -> str:

@@ -1,0 +1,161 @@
+"""popbatch.spark on a local[2] Spark session: the same scores as popbatch score.
+
+Skipped, with the reason, when pyspark (the ``spark`` extra) or a Java runtime
+is missing; ``.ci/run`` installs both, so CI runs it. One session serves the
+module (its start-up is most of the time).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from bad_rows import bad_catalog
+from popbatch.batch.sources import CsvSource
+
+import popbatch
+
+if shutil.which("java") is None:
+    pytest.skip("no Java runtime on PATH (Spark needs one: apt-get install default-jre-headless)",
+                allow_module_level=True)  # fmt: skip
+pytest.importorskip("pyspark", reason="pyspark is not installed: pip install -e '.[spark]'")
+
+from popbatch.batch import spark as popbatch_spark
+
+from popbatch.core.errors import ModelError, SchemaError
+from popbatch.spark import local_session, score_dataframe
+
+ROOT = Path(__file__).resolve().parents[1]
+# pyspark warns about pandas 3 on each mapInArrow; popbatch.spark never uses pandas
+pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas")
+BAD = {7: {"danceability": "-0.5"}, 900: {"tempo": "fast"}, 1500: {"loudness": ""}}
+
+
+@pytest.fixture(scope="module")
+def spark():
+    session = local_session("local[2]", **{"spark.sql.shuffle.partitions": "4"})
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    return bad_catalog(tmp_path_factory.mktemp("catalog"), BAD)
+
+
+def by_key(table: pa.Table) -> pa.Table:
+    """Rows in a fixed order (Spark's order depends on its partitions)."""
+    keys = [(n, "ascending") for n in table.column_names]
+    return table.sort_by(keys)
+
+
+def popbatch_score(source, tmp_path) -> tuple[pa.Table, pa.Table]:
+    out = tmp_path / "cli" / "scored.parquet"
+    popbatch.score(source, out, record=False)
+    return pq.read_table(out), pq.read_table(out.with_name("scored.rejects.parquet"))
+
+
+def as_popbatch(table: pa.Table) -> pa.Table:
+    """Spark's features_hash (DECIMAL(20,0)) back to popbatch's UBIGINT."""
+    index = table.schema.get_field_index("features_hash")
+    return table.set_column(index, "features_hash", table["features_hash"].cast(pa.uint64()))
+
+
+def test_scores_in_four_partitions_equal_popbatch_score(spark, catalog, tmp_path):
+    expected, expected_rejects = popbatch_score(catalog, tmp_path)
+    df = spark.read.csv(str(catalog), header=True, escape='"', multiLine=True).repartition(4)
+    assert df.rdd.getNumPartitions() == 4
+    moment = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    scored, rejects = score_dataframe(df, scored_at=moment)
+    got = as_popbatch(scored.toArrow())
+    assert got.num_rows == 2000 - len(BAD)
+    assert set(got["scored_at"].to_pylist()) == {moment.replace(tzinfo=None)}
+    drop = ["scored_at"]
+    assert by_key(got.drop_columns(drop)).equals(by_key(expected.drop_columns(drop)))
+    # rejects: the same rows, reasons and values; row counts within a Spark partition
+    got_rejects = rejects.toArrow()
+    assert by_key(got_rejects.drop_columns(["row"])).equals(
+        by_key(expected_rejects.drop_columns(["row"]))
+    )
+    assert sorted(expected_rejects["row"].to_pylist()) == sorted(BAD)
+
+
+def test_example_job_scores_a_parquet_catalog_like_popbatch_score(spark, catalog, tmp_path):
+    parquet = tmp_path / "catalog.parquet"
+    pq.write_table(pa.Table.from_batches(CsvSource([catalog]).batches(None, 500)), parquet)
+    expected, expected_rejects = popbatch_score(parquet, tmp_path)
+    job = _example_job()
+    out = tmp_path / "spark" / "scored.parquet"
+    counts = job.run(spark, job.parse_args([str(parquet), str(out), "--partition-by", "popular"]))
+    assert (counts["rows_scored"], counts["rows_rejected"]) == (2000 - len(BAD), len(BAD))
+    assert sorted(p.name for p in out.glob("popular=*")) == ["popular=false", "popular=true"]
+    got = spark.read.parquet(str(out)).toArrow()
+    # The partition column comes back last, and as text (Spark infers no booleans).
+    got = got.select(expected.column_names)
+    got = got.set_column(2, "popular", pc.equal(got["popular"], "true"))
+    drop = ["scored_at"]
+    assert by_key(as_popbatch(got).drop_columns(drop)).equals(by_key(expected.drop_columns(drop)))
+    rejects = spark.read.parquet(str(tmp_path / "spark" / "scored.rejects.parquet")).toArrow()
+    assert by_key(rejects.drop_columns(["row"])).equals(
+        by_key(expected_rejects.drop_columns(["row"]))
+    )
+
+
+def test_missing_column_is_refused_on_the_driver(spark, catalog):
+    df = spark.read.csv(str(catalog), header=True).drop("tempo")
+    with pytest.raises(SchemaError, match="the DataFrame: missing required column tempo"):
+        score_dataframe(df)
+
+
+class Shipped:
+    """Stands in for a Broadcast: what an executor reads from ``.value``."""
+
+    def __init__(self, manifest, onnx_bytes):
+        self.value = (manifest, onnx_bytes)
+
+
+def plan_for(model, onnx_bytes=None, threads=1):
+    return popbatch_spark._Plan(
+        model=Shipped(model.manifest, onnx_bytes or model.onnx_bytes),
+        model_id=model.model_id,
+        schema=pa.schema([]),
+        scored_at=datetime.now(UTC),
+        threads=threads,
+    )
+
+
+def test_one_verified_session_per_executor_process(monkeypatch):
+    model = popbatch.load_model(None)
+    monkeypatch.setattr(popbatch_spark, "_SCORERS", {})
+    first = popbatch_spark._executor_scorer(plan_for(model))
+    assert popbatch_spark._executor_scorer(plan_for(model)) is first  # not one per batch
+    with pytest.raises(ModelError, match="the model shipped to this executor"):
+        popbatch_spark._executor_scorer(plan_for(model, model.onnx_bytes + b"x", threads=2))
+
+
+def _example_job():
+    path = ROOT / "examples" / "spark_score.py"
+    spec = importlib.util.spec_from_file_location("spark_score", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("spark_score", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_no_pyspark_in_the_scoring_path():
+    """popbatch score and score_batches never import pyspark (only popbatch.spark does)."""
+    import subprocess
+
+    code = (
+        "import sys, popbatch, popbatch.batch.cli, popbatch.batch.batches\n"
+        "popbatch.score_batches\n"
+        "assert 'pyspark' not in sys.modules, 'pyspark imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
