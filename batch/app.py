@@ -95,13 +95,17 @@ def track_page(bundle: ModelBundle) -> None:
             st.session_state.pop(REASONS, None)
             st.error(one_line(exc))
             return
-        try:
-            st.session_state[REASONS] = interactive.explain_track(values, bundle)
-        except PopbatchError as exc:
-            st.session_state[REASONS] = f"explanation failed: {one_line(exc)}"
     result = st.session_state.get(RESULT)
-    if result is not None:
-        show_result(result, st.session_state.get(REASONS))
+    if result is None:
+        return
+    show_result(result)  # drawn before the reasons are worked out (~0.2-0.4 s more)
+    if submitted:
+        with st.spinner("Working out the reasons..."):
+            try:
+                st.session_state[REASONS] = interactive.explain_track(values, bundle)
+            except PopbatchError as exc:
+                st.session_state[REASONS] = f"explanation failed: {one_line(exc)}"
+    show_reasons(st.session_state.get(REASONS))
 
 
 def field_widget(item: interactive.InputField):
@@ -128,7 +132,7 @@ def field_widget(item: interactive.InputField):
     )  # fmt: skip
 
 
-def show_result(result: interactive.TrackResult, reasons) -> None:
+def show_result(result: interactive.TrackResult) -> None:
     label = "popular" if result.popular else "not popular"
     columns = st.columns(3)
     columns[0].metric("Popular probability", f"{result.probability:.6f}")
@@ -149,6 +153,9 @@ def show_result(result: interactive.TrackResult, reasons) -> None:
             columns[2].metric("Genre probability", f"{result.genre_probability:.3f}")
     if result.popularity is None and result.genre is None:
         st.caption("This model has no popularity or genre head (popbatch train --heads).")
+
+
+def show_reasons(reasons: list[interactive.Reason] | str | None) -> None:
     if isinstance(reasons, list):
         st.subheader("Top reasons")
         st.caption("What moved the popular probability most (popbatch explain: Shapley values)")
