@@ -210,9 +210,7 @@ def test_quiet_keeps_only_the_result(runner, tmp_path):
     args = ["train", "--data", str(missing), "--out", str(tmp_path / "o")]
     assert runner.invoke(cli, args).stderr.startswith("train: [")
     result = runner.invoke(cli, [*args, "--quiet"])
-    assert result.output == f"Error: {missing}: file not found; pass an existing CSV, " + (
-        "Parquet or DuckDB file\n"
-    )
+    assert result.output == f"Error: {missing}: no such file\n"
 
 
 @pytest.mark.parametrize(
@@ -270,7 +268,7 @@ def test_missing_file(runner, tmp_path):
     result = runner.invoke(cli, ["train", "--data", str(missing), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     # the same message as popbatch score's: training reads through the same sources
-    assert result.output == f"Error: {missing}: no such file\n"
+    assert result.output.splitlines()[-1] == f"Error: {missing}: no such file"
 
 
 def test_file_without_label_column(runner, tmp_path):
@@ -372,4 +370,6 @@ def test_train_fill_of_a_non_input_is_refused(runner, tmp_path):
     args = ["train", "--data", str(TRACKS_2000), "--out", str(tmp_path / "o"), "--fill", "mood=1"]
     result = runner.invoke(cli, args)
     assert result.exit_code == 2
-    assert result.output.startswith("Error: --fill mood=1: mood is not a model input;")
+    assert result.output.splitlines()[-1].startswith(
+        "Error: --fill mood=1: mood is not a model input;"
+    )
