@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "app": "popbatch.batch.commands.app:app",
     "drift": "popbatch.batch.commands.drift:drift",
     "sql": "popbatch.batch.commands.sql:sql",
+    "explain": "popbatch.batch.commands.explain:explain",
     "export": "popbatch.batch.commands.export:export",
     "model": "popbatch.batch.commands.model:model",
     "score": "popbatch.batch.commands.score:score",

@@ -19,6 +19,27 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def single_thread_session(onnx_bytes: bytes, where: object, what: str = "the model"):
+    """An onnxruntime session that runs the graph on the calling thread only (callers
+    parallelise across slices); ``where`` and ``what`` name it in the ModelError."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # the calling thread runs the graph
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(
+            onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelError(
+            f"{where}: onnxruntime cannot load {what} ({one_line(exc, 300)}); re-export it"
+        ) from None
+
+
 class OnnxScorer:
     """One onnxruntime session for a verified :class:`~batch.manifest.ModelBundle`.
 
@@ -47,27 +68,11 @@ class OnnxScorer:
     CHUNK_ROWS = 1_024
 
     def __init__(self, bundle: ModelBundle, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
         if threads is not None and threads < 1:
             raise ModelError(f"--threads must be at least 1, got {threads}")
         self.bundle = bundle
         self.threads = threads or available_cores()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # the calling thread runs the graph
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(
-                bundle.onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelError(
-                f"{bundle.directory}: onnxruntime cannot load the model "
-                f"({one_line(exc, 300)}); re-export it"
-            ) from None
+        self.session = single_thread_session(bundle.onnx_bytes, bundle.directory)
         manifest = bundle.manifest
         self.input_name = manifest["input"]["name"]
         self.width = int(manifest["input"]["width"])

@@ -39,6 +39,7 @@ from popbatch.core.sqlquote import quote_identifier, quote_string
 SQL_PACKAGE = "popbatch.sql"
 REPORTS_DIR = "reports"
 SCORED_VIEW = "scored"
+EXPLANATIONS_VIEW = "explanations"
 RUNS_VIEW = "popbatch_runs"
 
 # Statement types that only read (or set session options); anything else
@@ -241,7 +242,7 @@ def connect(
     return con
 
 
-def _scored_source(path_or_glob: str) -> str:
+def _scored_source(path_or_glob: str, option: str = "--scored") -> str:
     """The table function reading scored Parquet or CSV files."""
     path = Path(path_or_glob)
     if path.is_dir():
@@ -253,18 +254,21 @@ def _scored_source(path_or_glob: str) -> str:
     if lower.endswith((".csv", ".csv.gz")):
         return f"read_csv({quote_string(path_or_glob)}, union_by_name = true, header = true)"
     raise InputError(
-        f"--scored {path_or_glob}: expected .parquet or .csv files (a path, glob or directory)"
+        f"{option} {path_or_glob}: expected .parquet or .csv files (a path, glob or directory)"
     )
 
 
-def attach_scored(con: duckdb.DuckDBPyConnection, path_or_glob: str) -> None:
-    """Expose scored Parquet/CSV outputs as the temporary view ``scored``."""
-    source = _scored_source(path_or_glob)
+def attach_scored(
+    con: duckdb.DuckDBPyConnection, path_or_glob: str, view: str = SCORED_VIEW
+) -> None:
+    """Expose scored Parquet/CSV outputs as the temporary view ``scored`` (or ``view``:
+    ``explanations`` for the output of ``popbatch explain``)."""
+    source = _scored_source(path_or_glob, f"--{view}")
     try:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {SCORED_VIEW} AS SELECT * FROM {source}")
-        con.execute(f"SELECT * FROM {SCORED_VIEW} LIMIT 0")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {source}")
+        con.execute(f"SELECT * FROM {view} LIMIT 0")
     except duckdb.Error as exc:
-        raise InputError(f"--scored {path_or_glob}: cannot read ({error_text(exc)})") from None
+        raise InputError(f"--{view} {path_or_glob}: cannot read ({error_text(exc)})") from None
 
 
 def runs_columns() -> dict[str, str]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from popbatch.exporter import parity as parity_check
 from popbatch.exporter import runtime
+from popbatch.exporter.background import background_for, write_background
 from popbatch.exporter.manifest import MODEL_FILE, build_manifest
 from popbatch.models.stack import STACK_FILE
 
@@ -108,6 +109,9 @@ def export_run(
         throughput = runtime.measure_throughput(model_bytes, x)
     manifest = build_manifest(stack, model_bytes, parity.manifest(), opsets, throughput)
     out_dir = Path(out_dir)
+    background = background_for(stack_dir, manifest)  # rows for popbatch explain
+    if background is not None:
+        write_background(out_dir, background)
     write_model(out_dir, model_bytes, manifest)
     warnings = []
     if len(model_bytes) > SIZE_BUDGET:

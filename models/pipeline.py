@@ -472,6 +472,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     stack.save(out / "stack")
     write_test_split(out / "stack" / "test.parquet", splits, names)
+    write_background(out / "stack" / "background.parquet", splits.x["train"], names, config.seed)
     progress(f"stack: written to {out / 'stack'}")
     watch.lap("saving")
 
@@ -581,3 +582,12 @@ def write_test_split(path: Path, splits: Splits, names: list[str]) -> None:
         pl.Series(KEY_COLUMN, splits.groups["test"], dtype=pl.String),
     )
     frame.write_parquet(path)
+
+
+def write_background(
+    path: Path, x: np.ndarray, names: list[str], seed: int, rows: int = 100
+) -> None:
+    """A random sample of training rows (model feature columns), for ``popbatch explain``."""
+    pick = np.random.default_rng(seed).choice(len(x), size=min(rows, len(x)), replace=False)
+    columns = {n: pl.Series(n, x[pick, i], dtype=pl.Float32) for i, n in enumerate(names)}
+    pl.DataFrame(columns).write_parquet(path)

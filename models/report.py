@@ -27,6 +27,9 @@ PLOTS = {
     "confusion_matrix": "Confusion matrix of the stack (test split, chosen threshold)",
     "feature_importance": "Feature importance",
     "popularity_by_genre": "Popularity by genre",
+    "shap_bar": "Mean |SHAP| per feature (popular head, log-odds, test sample)",
+    "shap_beeswarm": "SHAP values per feature, colour = feature value (popular head)",
+    "shap_dependence": "SHAP dependence of the three most important numeric features",
     "cv_boxplot": "Repeated grouped cross-validation: per-fold scores of each model",
 }
 
@@ -88,6 +91,11 @@ def write_report(
     report["importance"] = importance
     drawn["feature_importance"] = _importance_plot(plt, plots, importance)
     drawn["popularity_by_genre"] = _by_genre(plt, plots, frames, config.popular_above)
+    from popbatch.models import explain_report
+
+    shap = explain_report.stack_shap(stack, splits, config.seed)
+    report["shap"] = {"popular": shap["summary"]}
+    drawn.update(explain_report.draw(plt, plots, shap, _save))
     if "cv" in report:
         drawn["cv_boxplot"] = _cv_boxplot(plt, plots, report["cv"])
     report["plots"] = {k: v for k, v in drawn.items() if v}
@@ -260,6 +268,22 @@ def _by_genre(plt: Any, plots: Path, frames: dict, popular_above: float) -> str 
     return _save(plt, fig, plots, "popularity_by_genre")
 
 
+def _shap_html(shap: dict[str, Any] | None) -> str:
+    if not shap:
+        return ""
+    parts = []
+    for head, summary in shap.items():
+        top = ", ".join(f"{k} {v:.3f}" for k, v in list(summary["mean_abs"].items())[:5])
+        parts.append(
+            f"<p><b>{html.escape(head)} head</b>: {html.escape(summary['meaning'])} "
+            f"Mean |SHAP| on {summary['rows']} test rows against {summary['background_rows']} "
+            f"training rows ({summary['permutations']} feature orders, "
+            f"{summary['seconds']} s): {html.escape(top)}. The genre one-hot block is one "
+            "feature, 'genre'. The same values per track: <code>popbatch explain</code>.</p>"
+        )
+    return "<h2>Why: SHAP values</h2>" + "".join(parts)
+
+
 def _cv_boxplot(plt: Any, plots: Path, cv: dict[str, Any]) -> str:
     models = list(cv["models"])
     metrics = list(cv["models"][models[0]])
@@ -376,6 +400,7 @@ Genres in training: {data["genres"] if data["genres"] is not None else "not used
 the majority baseline uses 0.5. Stack threshold: {report["metrics"]["threshold"]:.4f}.</p>
 <table>{header}{"".join(rows)}</table>
 <ul>{notes}</ul>
+{_shap_html(report.get("shap"))}
 {_cv_html(report["cv"]) if "cv" in report else ""}
 <h2>Plots</h2>
 {figures}

@@ -20,6 +20,8 @@ True
     Export a trained run to ONNX with proven parity (needs the ``train`` extra).
 ``drift``
     Compare a catalog's feature distributions with the model's training data.
+``explain``
+    Why a few tracks scored as they did: per-feature Shapley contributions.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ __all__ = [
     "SchemaError",
     "__version__",
     "drift",
+    "explain",
     "export",
     "load_model",
     "score",
@@ -63,6 +66,7 @@ _LAZY = {
     "score": "popbatch.batch.score",
     "score_batches": "popbatch.batch.batches",
     "drift": "popbatch.batch.drift",
+    "explain": "popbatch.batch.explain",
     "load_model": "popbatch.core.bundle",
     "train": "popbatch.models.pipeline",
     "export": "popbatch.exporter.build",

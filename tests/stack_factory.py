@@ -81,6 +81,7 @@ def build_stack(
     :class:`models.stack.NativeStack`. ``out_dir/test.parquet``
     holds the held-out 30 % of rows as float32 feature columns, ``y`` and ``track_id``.
     """
+    from popbatch.models.pipeline import write_background
     from popbatch.models.stack import NativeStack
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
@@ -142,6 +143,7 @@ def build_stack(
         pl.Series("y", y_test), test[KEY_COLUMN]
     )
     test_frame.write_parquet(out_dir / "test.parquet")
+    write_background(out_dir / "background.parquet", x_train, names, SEED)
     return stack
 
 

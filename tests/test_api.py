@@ -16,7 +16,7 @@ from conftest import TRACKS_2000
 import popbatch
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLIC = ("score", "score_batches", "load_model", "train", "export", "drift")
+PUBLIC = ("score", "score_batches", "load_model", "train", "export", "drift", "explain")
 
 
 @pytest.mark.parametrize("name", PUBLIC)

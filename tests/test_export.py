@@ -161,7 +161,11 @@ def test_cli_export_prints_parity_and_writes_the_model(runner, stack_dir, tmp_pa
     rows = pl.read_parquet(stack_dir / "test.parquet").height
     assert int(match.group(1).replace(",", "")) == rows
     assert float(match.group(2)) <= 1e-5
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "background.parquet",
+        "manifest.json",
+        "model.onnx",
+    ]
     assert "throughput" not in json.loads((out / "manifest.json").read_text())
 
 

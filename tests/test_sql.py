@@ -431,6 +431,7 @@ def test_list_names_every_report_with_its_description(runner):
         "runs",
         "score_distribution",
         "top_predicted",
+        "top_reasons",
     ]
     for f in files:
         description = f.read_text().splitlines()[0].removeprefix("-- ")

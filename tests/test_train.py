@@ -22,7 +22,7 @@ from popbatch.models.data import feature_matrix, genre_vocabulary, load_training
 from popbatch.models.learners import LearnerParams, fit_rf, fit_xgb
 from popbatch.models.split import grouped_split
 
-from popbatch.core.features import normalized_names
+from popbatch.core.features import NUMERIC_FEATURE_NAMES, normalized_names
 
 TINY = ["--epochs", "2", "--folds", "2", "--rf-trees", "5", "--rf-depth", "4",
         "--xgb-rounds", "10", "--xgb-depth", "2"]  # fmt: skip
@@ -164,6 +164,14 @@ def test_train_end_to_end_report(trained):
     for plot in ("roc", "pr", "history", "confusion", "correlation"):
         assert any(plot in p.name for p in (out / "plots").glob("*.png")), plot
     assert "<img" in (out / "report.html").read_text()
+    shap = report["shap"]["popular"]  # issue 14: why the stack predicts what it does
+    assert set(shap["mean_abs"]) == {*NUMERIC_FEATURE_NAMES, "genre"}
+    assert shap["unit"] == "log-odds of popular" and shap["max_additivity_error"] < 1e-6
+    assert list(shap["mean_abs"].values()) == sorted(shap["mean_abs"].values(), reverse=True)
+    for plot in ("shap_bar", "shap_beeswarm", "shap_dependence"):
+        assert (out / "plots" / f"{plot}.png").is_file(), plot
+    assert "in log-odds of popular" in (out / "report.html").read_text()
+    assert (out / "stack" / "background.parquet").is_file()
 
 
 def test_train_cv_reports_mean_std_and_folds_everywhere(trained):

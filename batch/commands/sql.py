@@ -25,7 +25,8 @@ HELP = """Run DuckDB SQL over scored tables, or a named report.
 
 --scored exposes Parquet or CSV outputs (a file, glob or directory) as a
 view named `scored`, which the reports read by default; --runs exposes a
-runs.jsonl run log as `popbatch_runs`. A database opens READ-ONLY and
+runs.jsonl run log as `popbatch_runs`; --explanations exposes the output of
+popbatch explain as `explanations`. A database opens READ-ONLY and
 statements that write (CREATE, INSERT, COPY, ATTACH, ...) are refused
 unless --write is given.
 
@@ -74,6 +75,11 @@ def _write(result: duckdb.DuckDBPyRelation | None, sql: str, fmt: str, output: P
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="DuckDB database file.")
 @click.option("--scored", metavar="PATH_OR_GLOB", help="Parquet/CSV outputs as view `scored`.")
 @click.option("--runs", metavar="RUNS_JSONL", help="A runs.jsonl run log as view `popbatch_runs`.")
+@click.option(
+    "--explanations",
+    metavar="PATH_OR_GLOB",
+    help="Parquet/CSV outputs of popbatch explain as view `explanations`.",
+)
 @click.option("--report", "report", metavar="NAME", help="Run a named report (see --list).")
 @click.option(
     "--param", "params", multiple=True, metavar="NAME=VALUE", help="Report parameter (repeat)."
@@ -92,6 +98,7 @@ def sql(
     db: Path | None,
     scored: str | None,
     runs: str | None,
+    explanations: str | None,
     report: str | None,
     params: tuple[str, ...],
     list_: bool,
@@ -114,6 +121,8 @@ def sql(
             sqlrun.attach_scored(con, scored)
         if runs is not None:
             sqlrun.attach_runs(con, runs)
+        if explanations is not None:
+            sqlrun.attach_scored(con, explanations, sqlrun.EXPLANATIONS_VIEW)
         if report is not None:
             result, text = sqlrun.run_report(con, report, sqlrun.parse_params(params))
         else:

@@ -1,0 +1,802 @@
+"""Why this score? Per-track SHAP explanations of a head of a model bundle, on demand.
+
+>>> import popbatch
+>>> result = popbatch.explain("catalog.csv", top=5)                 # doctest: +SKIP
+>>> print(result.lines()[0])                                         # doctest: +SKIP
+5Zxyz... p=0.41  danceability 0.82 (+0.61), genre pop (+0.55), energy 0.91 (+0.20)
+
+The input is read exactly as ``popbatch score`` reads it (sources, ``--map``,
+``--fill``, validation; rejected rows are never explained). The model is the
+ONNX bundle alone: no native model, no pickle, no ``shap`` import. A track is
+explained in the model's *raw* space: the 14 numeric inputs plus the genre as
+one categorical feature (the one-hot block is built for each evaluation), so
+"genre" gets one contribution. Contributions are Shapley values estimated by
+:func:`popbatch.batch.shapley.permutation_shap` against background rows: the
+~100 training rows ``popbatch export`` stores as ``background.parquet``, or,
+for a model exported without them (the embedded default model), a random
+sample of the input's own valid rows (the result says which).
+
+They add up in the head's link space: ``base_value + sum(contribution) ==
+prediction`` for each track, in log-odds of popular for the ``popular`` head
+and in popularity points for the ``popularity`` head.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from popbatch.batch.naming import refuse_overwriting_input
+from popbatch.batch.preprocess import Prepared, Preprocessor
+from popbatch.batch.runner import available_cores, single_thread_session
+from popbatch.batch.shapley import model_rows_per_row, permutation_shap
+from popbatch.batch.sinks import Sink, commit_all, is_duckdb_path, open_sink
+from popbatch.batch.sources import Source, open_source
+
+from popbatch.core import DEFAULT_BATCH_SIZE
+from popbatch.core.bundle import ModelBundle, load_model
+from popbatch.core.errors import InputError, ModelError, one_line
+from popbatch.core.features import normalize_column_name
+
+__all__ = ["Explanations", "explain"]
+
+HEADS = ("popular", "popularity")
+DEFAULT_TOP = 20
+DEFAULT_MAX_ROWS = 10_000
+DEFAULT_PERMUTATIONS = 16
+BACKGROUND_ROWS = 100
+BACKGROUND_FILE = "background.parquet"
+SHOWN_TRACKS = 20
+SHOWN_FEATURES = 3
+# Model rows per second of the raw -> link function on the default model, 2 threads,
+# measured on the 2-core development machine (docs/explain.md, "Cost"); only used to
+# say how long a run above --max-rows would take.
+MEASURED_ROWS_PER_SECOND = 400_000
+_EPS = 1e-7
+_ROW = "__popbatch_row__"
+
+
+# ---------------------------------------------------------------- the heads
+@dataclass(frozen=True)
+class Head:
+    """One model output to explain and the space its contributions add up in."""
+
+    name: str
+    onnx_bytes: bytes
+    input_name: str
+    output: str
+    link: str  # "logit": log-odds of a probability; "identity": the output itself
+    unit: str
+
+    def to_link(self, output: np.ndarray) -> np.ndarray:
+        output = np.asarray(output, np.float64).reshape(-1)
+        if self.link == "logit":
+            p = np.clip(output, _EPS, 1 - _EPS)
+            return np.log(p / (1 - p))
+        return output
+
+    def from_link(self, value: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-value)) if self.link == "logit" else value
+
+
+def model_head(bundle: ModelBundle, head: str = "popular") -> Head:
+    """The :class:`Head` ``head`` of ``bundle``: ``popular`` (``model.onnx``'s probability,
+    explained in log-odds) or ``popularity`` (a regression head listed in the manifest's
+    ``heads``, explained in points).
+
+    Raises
+    ------
+    InputError
+        An unknown head, or one the model was exported without.
+    """
+    input_name = bundle.manifest["input"]["name"]
+    if head == "popular":
+        output = bundle.manifest["outputs"]["probability"]
+        return Head(head, bundle.onnx_bytes, input_name, output, "logit", "log-odds of popular")
+    if head not in HEADS:
+        raise InputError(f"--head {head}: choose from {', '.join(HEADS)}")
+    entry = (bundle.manifest.get("heads") or {}).get(head)
+    data = (getattr(bundle, "head_bytes", None) or {}).get(head)
+    if entry is None or data is None:
+        raise InputError(
+            f"--head {head}: this model has no {head} head (it was exported without it); "
+            "explain --head popular, or re-export a run trained with the popularity head"
+        )
+    output = (entry.get("outputs") or {}).get("prediction", "prediction")
+    return Head(head, data, input_name, output, "identity", "popularity points")
+
+
+class LinkModel:
+    """A head as a function of raw rows, in its link space, on onnxruntime.
+
+    Raw rows are float64 [n, M]: the numeric inputs in manifest order, then
+    (with a genre) the feature position of the row's one-hot genre column.
+    Slices of a call run on ``threads`` threads (onnxruntime releases the GIL).
+    """
+
+    SLICE_ROWS = 8_192
+
+    def __init__(self, head: Head, space: RawSpace, threads: int | None = None) -> None:
+        self.head = head
+        self.space = space
+        self.threads = threads or available_cores()
+        self.session = single_thread_session(head.onnx_bytes, "--model", f"the {head.name} head")
+        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self.rows_evaluated = 0
+
+    def output(self, raw: np.ndarray) -> np.ndarray:
+        """The head's output as scored (probability or points) for raw rows."""
+        return self.head.from_link(self(raw))
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        rows = len(raw)
+        self.rows_evaluated += rows
+        result = np.empty(rows, np.float64)
+
+        def run(start: int) -> None:
+            features = self.space.matrix(raw[start : start + self.SLICE_ROWS])
+            try:
+                (out,) = self.session.run([self.head.output], {self.head.input_name: features})
+            except Exception as exc:
+                raise ModelError(
+                    f"the {self.head.name} head failed ({one_line(exc, 300)})"
+                ) from None
+            result[start : start + len(features)] = self.head.to_link(out)
+
+        starts = range(0, rows, self.SLICE_ROWS)
+        if self.pool is None or len(starts) == 1:
+            for start in starts:
+                run(start)
+        else:
+            list(self.pool.map(run, starts))
+        return result
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+# ---------------------------------------------------------------- raw space
+class RawSpace:
+    """The model's inputs as explained features: numeric inputs plus one ``genre``."""
+
+    def __init__(self, manifest: dict[str, Any]) -> None:
+        self.width = int(manifest["input"]["width"])
+        features = manifest["features"]
+        self.numeric_positions = [i for i, f in enumerate(features) if f["kind"] == "numeric"]
+        self.names = [features[i]["name"] for i in self.numeric_positions]
+        self.categories = {
+            i: f["category"] for i, f in enumerate(features) if f["kind"] != "numeric"
+        }
+        self.has_genre = bool(self.categories)
+        if self.has_genre:
+            self.names.append("genre")
+        genre = manifest.get("genre") or {}
+        other = genre.get("other")
+        self.positions = {c: i for i, c in self.categories.items()}
+        self.other_position = self.positions.get(other)
+
+    @property
+    def size(self) -> int:
+        return len(self.names)
+
+    def from_prepared(self, prepared: Prepared) -> np.ndarray:
+        """Raw rows of a preprocessed batch's valid rows."""
+        numeric = prepared.features[:, self.numeric_positions].astype(np.float64)
+        if not self.has_genre:
+            return numeric
+        return np.hstack([numeric, prepared.genre_positions.astype(np.float64)[:, None]])
+
+    def matrix(self, raw: np.ndarray) -> np.ndarray:
+        """float32 [n, width] model input for raw rows (the one-hot block set)."""
+        out = np.zeros((len(raw), self.width), np.float32)
+        out[:, self.numeric_positions] = raw[:, : len(self.numeric_positions)]
+        if self.has_genre:
+            out[np.arange(len(raw)), raw[:, -1].astype(np.int64)] = 1.0
+        return out
+
+    def genre_of(self, position: float) -> str:
+        return str(self.categories.get(int(position), "?"))
+
+    def background_rows(self, table: pa.Table) -> np.ndarray:
+        """Raw rows of a stored ``background.parquet`` (numeric columns + ``genre`` text)."""
+        columns = [np.asarray(table.column(n).to_numpy(), np.float64) for n in self.names
+                   if n != "genre"]  # fmt: skip
+        if self.has_genre:
+            genres = table.column("genre").to_pylist()
+            columns.append(
+                np.array([self.positions.get(g, self.other_position) for g in genres], np.float64)
+            )
+        return np.column_stack(columns)
+
+
+# ---------------------------------------------------------------- selection
+@dataclass
+class _Selected:
+    """The rows chosen so far: keys, raw rows, and (top N) their link outputs."""
+
+    keys: list[str] = field(default_factory=list)
+    raw: list[np.ndarray] = field(default_factory=list)
+    matched: int = 0
+
+    def add(self, keys: Sequence[str], raw: np.ndarray, limit: int) -> None:
+        self.matched += len(keys)
+        room = limit + 1 - len(self.keys)  # one more than allowed: enough to refuse
+        if room > 0:
+            self.keys += list(keys[:room])
+            self.raw.append(raw[:room])
+
+    def matrix(self, width: int) -> np.ndarray:
+        return np.vstack(self.raw) if self.raw else np.empty((0, width))
+
+
+class _Top:
+    """The ``n`` rows with the highest prediction, kept in a heap while streaming."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.heap: list[tuple[float, int, str, np.ndarray]] = []
+        self.seen = 0
+
+    def add(self, keys: Sequence[str], raw: np.ndarray, scores: np.ndarray) -> None:
+        for i in np.argsort(-scores)[: self.n]:
+            item = (float(scores[i]), -self.seen - int(i), keys[i], raw[i])
+            if len(self.heap) < self.n:
+                heapq.heappush(self.heap, item)
+            elif item[:2] > self.heap[0][:2]:
+                heapq.heapreplace(self.heap, item)
+        self.seen += len(keys)
+
+    def rows(self, width: int) -> tuple[list[str], np.ndarray]:
+        best = sorted(self.heap, key=lambda item: item[:2], reverse=True)
+        raw = np.vstack([item[3] for item in best]) if best else np.empty((0, width))
+        return [item[2] for item in best], raw
+
+
+class _Where:
+    """A DuckDB WHERE clause over each batch: read-only, one statement, no file access."""
+
+    def __init__(self, clause: str) -> None:
+        import duckdb
+        from popbatch.batch import sqlrun
+
+        self.clause = clause
+        self.con = duckdb.connect(config={"enable_external_access": False})
+        self.con.execute("SET errors_as_json = true")
+        self.sql = f"SELECT {_ROW} FROM input WHERE ({clause})"
+        try:
+            statements = self.con.extract_statements(self.sql)
+        except duckdb.Error as exc:
+            raise InputError(f"--where: {sqlrun.error_text(exc)}") from None
+        if len(statements) != 1 or statements[0].type.name != "SELECT":
+            raise InputError(f"--where {clause!r}: give one condition, not statements")
+
+    def rows(self, table: pa.Table) -> np.ndarray:
+        import duckdb
+        from popbatch.batch import sqlrun
+
+        table = table.append_column(_ROW, pa.array(np.arange(table.num_rows)))
+        self.con.register("input", table)
+        try:
+            result = self.con.execute(self.sql).fetchnumpy()[_ROW]
+        except duckdb.Error as exc:
+            raise InputError(f"--where: {sqlrun.error_text(exc)}") from None
+        finally:
+            self.con.unregister("input")
+        return np.asarray(result, np.int64)
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _where_table(
+    prepared: Prepared, pre: Preprocessor, space: RawSpace, raw: np.ndarray
+) -> pa.Table:
+    """The input's columns for WHERE: model inputs as the model sees them (numbers,
+    the genre lowercased, ``__other__`` when unknown), other columns as read."""
+    batch = prepared.passthrough
+    arrays = [
+        a if a.type == f.type else a.cast(f.type, safe=False)
+        for a, f in zip(batch.columns, pre.output_schema, strict=True)
+    ]
+    table = pa.Table.from_arrays(arrays, schema=pre.output_schema)
+    for i, spec in enumerate(pre.numeric):
+        array = pa.array(raw[:, i], pa.float64())
+        if spec.column in table.column_names:
+            table = table.set_column(table.column_names.index(spec.column), spec.column, array)
+        else:
+            table = table.append_column(spec.column, array)
+    if space.has_genre and pre.genre_column:
+        array = pa.array([space.genre_of(p) for p in raw[:, -1]], pa.string())
+        if pre.genre_column in table.column_names:
+            index = table.column_names.index(pre.genre_column)
+            table = table.set_column(index, pre.genre_column, array)
+        else:
+            table = table.append_column(pre.genre_column, array)
+    return table
+
+
+def read_keys(path: str | Path, key: str = "track_id") -> list[str]:
+    """Keys from a text file, one per line (blank lines and a header line ``key`` skipped).
+
+    Raises
+    ------
+    InputError
+        The file cannot be read or lists no key.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InputError(f"--keys {path}: no such file (one key per line)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"--keys {path}: cannot read ({one_line(exc)})") from None
+    keys = [line.strip() for line in lines if line.strip()]
+    if keys and normalize_column_name(keys[0]) == key:
+        keys = keys[1:]
+    if not keys:
+        raise InputError(f"--keys {path}: lists no key (one key per line)")
+    return list(dict.fromkeys(keys))
+
+
+# ---------------------------------------------------------------- the result
+SCHEMA_FIELDS = (
+    ("head", pa.string()),
+    ("feature", pa.string()),
+    ("value", pa.float64()),
+    ("category", pa.string()),
+    ("contribution", pa.float64()),
+    ("rank", pa.int32()),
+    ("base_value", pa.float64()),
+    ("prediction", pa.float64()),
+    ("score", pa.float64()),
+    ("model_id", pa.string()),
+    ("background", pa.string()),
+)
+
+
+@dataclass
+class Explanations:
+    """What :func:`explain` found: one row per track and feature in :attr:`table`.
+
+    Attributes
+    ----------
+    table
+        ``<key>``, ``head``, ``feature``, ``value`` (numeric input as the model saw
+        it), ``category`` (the genre as the model saw it), ``contribution``,
+        ``rank`` (1 = largest |contribution| of the track), ``base_value``,
+        ``prediction`` (link space: ``base_value + sum(contribution)``),
+        ``score`` (the head's output as ``popbatch score`` writes it),
+        ``model_id``, ``background`` (``model`` or ``input sample``).
+    head, unit
+        The head explained and the unit of the contributions.
+    background
+        ``model`` (the bundle's stored training rows) or ``input sample``.
+    rows_read, rows_rejected, rows_matched
+        Input rows read, rejected as invalid, and matching the selection.
+    missing_keys
+        Requested keys not found among the valid rows.
+    seconds, model_rows
+        Time spent explaining and model evaluations used.
+    """
+
+    table: pa.Table
+    key: str
+    head: str
+    unit: str
+    background: str
+    rows_read: int = 0
+    rows_rejected: int = 0
+    rows_matched: int = 0
+    missing_keys: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    model_rows: int = 0
+
+    @property
+    def tracks(self) -> int:
+        return len(set(self.table.column(self.key).to_pylist())) if self.table.num_rows else 0
+
+    def lines(self, tracks: int = SHOWN_TRACKS, features: int = SHOWN_FEATURES) -> list[str]:
+        """``<key> p=0.41  danceability 0.82 (+0.61), genre pop (+0.55), ...`` per track."""
+        rows = self.table.filter(pc.less_equal(self.table["rank"], features)).to_pylist()
+        by_key: dict[str, list[dict]] = {}
+        for row in rows:
+            by_key.setdefault(row[self.key], []).append(row)
+        out = []
+        for key, reasons in list(by_key.items())[:tracks]:
+            reasons.sort(key=lambda r: r["rank"])
+            score = reasons[0]["score"]
+            head = f"p={score:.2f}" if self.head == "popular" else f"popularity={score:.1f}"
+            parts = [_reason_text(r) for r in reasons]
+            out.append(f"{key} {head}  " + ", ".join(parts))
+        return out
+
+    def summary(self) -> str:
+        rejected = (
+            f"; {self.rows_rejected:,} of {self.rows_read:,} input rows rejected (invalid model "
+            "inputs; popbatch score writes them with the reason)"
+            if self.rows_rejected
+            else ""
+        )
+        return (
+            f"explained {self.tracks:,} tracks ({self.head} head, contributions in "
+            f"{self.unit}) in {self.seconds:.1f} s; background: {self.background}{rejected}"
+        )
+
+
+def _reason_text(row: dict) -> str:
+    value = row["category"] if row["category"] is not None else _number(row["value"])
+    c = row["contribution"]
+    return (
+        f"{row['feature']} {value} ({c:+.2f})"
+        if abs(c) >= 0.1
+        else f"{row['feature']} {value} ({c:+.2g})"
+    )
+
+
+def _number(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 or float(value).is_integer() else f"{value:.2f}"
+
+
+# ---------------------------------------------------------------- the job
+def explain(
+    source: Source | str | Path | Sequence[str | Path],
+    model: ModelBundle | str | Path | None = None,
+    *,
+    head: str = "popular",
+    top: int | None = None,
+    keys: Iterable[str] | None = None,
+    where: str | None = None,
+    output: Sink | str | Path | None = None,
+    into: str | None = None,
+    key: str | None = None,
+    table: str | None = None,
+    query: str | None = None,
+    delimiter: str = ",",
+    maps: dict[str, str] | None = None,
+    fills: dict[str, str] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    permutations: int = DEFAULT_PERMUTATIONS,
+    seed: int = 0,
+    threads: int | None = None,
+) -> Explanations:
+    """Explain the predictions of a few tracks: which features pushed each score up or down.
+
+    >>> import popbatch
+    >>> result = popbatch.explain("catalog.csv", top=3)           # doctest: +SKIP
+    >>> result.table.column_names[:4]                            # doctest: +SKIP
+    ['track_id', 'head', 'feature', 'value']
+    >>> result = popbatch.explain("catalog.csv", keys=["5SuOikwiRyPMVoIQDJUgSV"])  # doctest: +SKIP
+
+    Parameters
+    ----------
+    source
+        As for :func:`popbatch.score`: a Source, path(s), a glob or a directory.
+    model
+        A bundle, a model directory, or None for the embedded default model.
+    head
+        ``popular`` (log-odds of popular) or ``popularity`` (points).
+    top, keys, where
+        At most one: the ``top`` highest predicted rows (default 20), the rows
+        whose key is in ``keys``, or the rows a DuckDB ``where`` clause keeps
+        (over the input's columns, model inputs as the model sees them).
+    output
+        Where to write the long table (``.parquet``, ``.csv``, ``.duckdb`` with
+        ``into``, default table ``explanations``); None: only return it.
+    max_rows
+        Refuse (InputError) to explain more tracks than this.
+    permutations, seed
+        Feature orders per track, and their seed (same call, same values).
+
+    Returns
+    -------
+    Explanations
+
+    Raises
+    ------
+    InputError
+        Bad options, no selected rows, more than ``max_rows`` tracks, a bad
+        WHERE clause or keys file (exit code 2 in the CLI).
+    """
+    chosen = [name for name, v in (("top", top), ("keys", keys), ("where", where)) if v is not None]
+    if len(chosen) > 1:
+        raise InputError(f"give one of --top, --keys, --where, not {' and '.join(chosen)}")
+    if max_rows < 1:
+        raise InputError(f"--max-rows must be at least 1, got {max_rows}")
+    if permutations < 2:
+        raise InputError(f"permutations must be at least 2, got {permutations}")
+    if top is None and keys is None and where is None:
+        top = DEFAULT_TOP
+    if top is not None and top < 1:
+        raise InputError(f"--top must be at least 1, got {top}")
+    bundle = model if isinstance(model, ModelBundle) else load_model(model)
+    space = RawSpace(bundle.manifest)
+    explained = model_head(bundle, head)
+    if top is not None and top > max_rows:
+        raise InputError(_too_many(top, max_rows, space, permutations))
+    wanted = None if keys is None else list(dict.fromkeys(str(k) for k in keys))
+    if wanted is not None and not wanted:
+        raise InputError("--keys: no key given")
+    if wanted is not None and len(wanted) > max_rows:
+        raise InputError(_too_many(len(wanted), max_rows, space, permutations))
+    stored = _stored_background(bundle, space)
+    key = normalize_column_name(key or bundle.manifest.get("key") or "track_id")
+    if not isinstance(source, Source):
+        paths = [str(source)] if isinstance(source, str | Path) else [str(s) for s in source]
+        if output is not None and not isinstance(output, Sink):
+            refuse_overwriting_input(paths, output, table, query)
+        source = open_source(paths, table=table, query=query, delimiter=delimiter)
+    sink = None
+    link = None
+    filt = None
+    try:
+        pre = Preprocessor(
+            bundle.manifest,
+            key=key,
+            columns="all" if where is not None else "key",
+            maps=maps or {},
+            fills=fills or {},
+        ).bind(source.schema, source.name)
+        if where is not None:
+            filt = _Where(where)
+            # WHERE sees the input's columns typed as score writes them (a CSV's from a scan).
+            pre.set_output_types(source.column_types(pre.passthrough_inputs))
+        link = LinkModel(explained, space, threads)
+        if output is not None:
+            sink = output if isinstance(output, Sink) else _open_output(output, into, key)
+        scan = _scan(source, pre, space, link, batch_size, top, wanted, filt, max_rows,
+                     stored is None, seed)  # fmt: skip
+    except BaseException:
+        if link is not None:
+            link.close()
+        raise
+    finally:
+        source.close()
+        if filt is not None:
+            filt.close()
+    try:
+        keys_found, raw = scan["keys"], scan["raw"]
+        missing = [] if wanted is None else [k for k in wanted if k not in set(keys_found)]
+        if not keys_found:
+            raise InputError(_nothing_selected(source.name, top, wanted, where, scan))
+        if len(keys_found) > max_rows:
+            raise InputError(_too_many(scan["matched"], max_rows, space, permutations))
+        background = stored if stored is not None else scan["sample"]
+        started = time.perf_counter()
+        before = link.rows_evaluated
+        shap = permutation_shap(link, raw, background, permutations, seed)
+        seconds = time.perf_counter() - started
+        result = Explanations(
+            table=_long_table(
+                key,
+                keys_found,
+                raw,
+                shap,
+                link,
+                space,
+                explained,
+                bundle,
+                "model" if stored is not None else "input sample",
+            ),
+            key=key,
+            head=explained.name,
+            unit=explained.unit,
+            background="model" if stored is not None else "input sample",
+            rows_read=scan["read"],
+            rows_rejected=scan["rejected"],
+            rows_matched=scan["matched"],
+            missing_keys=missing,
+            seconds=seconds,
+            model_rows=link.rows_evaluated - before,
+        )
+    finally:
+        link.close()
+    if sink is not None:
+        _write(sink, result.table)
+    return result
+
+
+def _open_output(output: str | Path, into: str | None, key: str) -> Sink:
+    if is_duckdb_path(output):
+        into = into or "explanations"
+    return open_sink(output, into=into, mode="replace", key=key)
+
+
+def _write(sink: Sink, table: pa.Table) -> None:
+    try:
+        sink.open(table.schema)
+        for batch in table.to_batches():
+            sink.write(batch)
+    except BaseException:
+        sink.abort()
+        raise
+    commit_all([sink])
+
+
+def _stored_background(bundle: ModelBundle, space: RawSpace) -> np.ndarray | None:
+    """The background rows ``popbatch export`` stored beside the model, or None."""
+    entry = bundle.manifest.get("background")
+    if not entry:
+        return None
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    path = Path(bundle.directory) / entry["file"]
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the background rows ({exc.strerror})") from None
+    if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+        raise ModelError(
+            f"{path}: does not match its manifest (sha256); re-export the model or restore it"
+        )
+    return space.background_rows(pq.read_table(pa.BufferReader(data)))
+
+
+def _scan(
+    source: Source,
+    pre: Preprocessor,
+    space: RawSpace,
+    link: LinkModel,
+    batch_size: int,
+    top: int | None,
+    wanted: list[str] | None,
+    filt: _Where | None,
+    max_rows: int,
+    sample: bool,
+    seed: int,
+) -> dict[str, Any]:
+    """Read the input once: choose the rows, count rejects, sample a background."""
+    rng = np.random.default_rng(seed)
+    best = _Top(top) if top is not None else None
+    picked = _Selected()
+    wanted_set = set(wanted or ())
+    reservoir: list[tuple[float, int, np.ndarray]] = []
+    read = rejected = 0
+    rejected_keys: dict[str, str] = {}
+    for batch in source.batches(pre.read_columns, batch_size):
+        prepared = pre.transform(batch, first_row=read + 1)
+        read += prepared.rows
+        rejected += prepared.rows_rejected
+        if prepared.rejects is not None and wanted_set and pre.key in pre.by_final:
+            _note_rejected(prepared.rejects, pre, wanted_set, rejected_keys)
+        raw = space.from_prepared(prepared)
+        if not len(raw):
+            continue
+        keys = [str(k) for k in prepared.passthrough.column(pre.key).to_pylist()]
+        if sample:
+            priority = rng.random(len(raw))
+            for i in np.argsort(priority)[:BACKGROUND_ROWS]:
+                item = (-float(priority[i]), read + int(i), raw[i])
+                if len(reservoir) < BACKGROUND_ROWS:
+                    heapq.heappush(reservoir, item)
+                elif item[0] > reservoir[0][0]:
+                    heapq.heapreplace(reservoir, item)
+        if best is not None:
+            best.add(keys, raw, link(raw))
+        elif filt is not None:
+            rows = filt.rows(_where_table(prepared, pre, space, raw))
+            picked.add([keys[i] for i in rows], raw[rows], max_rows)
+        else:
+            rows = np.array([i for i, k in enumerate(keys) if k in wanted_set], np.int64)
+            picked.add([keys[i] for i in rows], raw[rows] if len(rows) else raw[:0], max_rows)
+    if best is not None:
+        chosen, raw_rows = best.rows(space.size)
+        matched = len(chosen)
+    else:
+        chosen, raw_rows, matched = picked.keys, picked.matrix(space.size), picked.matched
+        if wanted is not None:  # one row per key, in the order asked
+            first = {}
+            for i, k in enumerate(chosen):
+                first.setdefault(k, i)
+            order = [first[k] for k in wanted if k in first]
+            chosen, raw_rows = [chosen[i] for i in order], raw_rows[order]
+    background = np.vstack([item[2] for item in reservoir]) if reservoir else None
+    return {
+        "keys": chosen,
+        "raw": raw_rows,
+        "matched": matched,
+        "read": read,
+        "rejected": rejected,
+        "rejected_keys": rejected_keys,
+        "sample": background,
+    }
+
+
+def _note_rejected(
+    rejects: pa.RecordBatch, pre: Preprocessor, wanted: set[str], found: dict[str, str]
+) -> None:
+    original = pre.by_final[pre.key]
+    if original not in rejects.schema.names:
+        return
+    keys = rejects.column(original).to_pylist()
+    for key, reason in zip(keys, rejects.column("reason").to_pylist(), strict=True):
+        if str(key) in wanted:
+            found.setdefault(str(key), reason)
+
+
+def _nothing_selected(
+    name: str, top: int | None, wanted: list[str] | None, where: str | None, scan: dict
+) -> str:
+    if wanted is not None:
+        rejected = scan["rejected_keys"]
+        if rejected:
+            key, reason = next(iter(rejected.items()))
+            return f"{name}: key {key} is in a rejected row ({reason}); fix the row to explain it"
+        return (
+            f"{name}: none of the {len(wanted)} keys is in the input (first: {wanted[0]!r}); "
+            "check the key file and --key"
+        )
+    if where is not None:
+        return f"{name}: --where {where!r} matches no valid row"
+    return f"{name}: no valid row to explain ({scan['read']} read, {scan['rejected']} rejected)"
+
+
+def _too_many(rows: int, max_rows: int, space: RawSpace, permutations: int) -> str:
+    per_row = model_rows_per_row(space.size, permutations, BACKGROUND_ROWS)
+    seconds = rows * per_row / MEASURED_ROWS_PER_SECOND
+    return (
+        f"explaining {rows:,} tracks would take about {_duration(seconds)} on 2 cores "
+        f"(more than --max-rows {max_rows:,}); choose fewer tracks or raise --max-rows"
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _long_table(
+    key: str,
+    keys: list[str],
+    raw: np.ndarray,
+    shap: Any,
+    link: LinkModel,
+    space: RawSpace,
+    head: Head,
+    bundle: ModelBundle,
+    background: str,
+) -> pa.Table:
+    """One row per (track, feature), ranked by |contribution| within the track."""
+    n, m = shap.values.shape
+    order = np.argsort(-np.abs(shap.values), axis=1, kind="stable")
+    rank = np.empty_like(order)
+    rank[np.arange(n)[:, None], order] = np.arange(1, m + 1)[None, :]
+    numeric = len(space.numeric_positions)
+    value = raw.copy()
+    category: list[str | None] = [None] * (n * m)
+    if space.has_genre:
+        for i in range(n):
+            category[i * m + m - 1] = space.genre_of(raw[i, -1])
+    flat_value = value.reshape(-1).astype(np.float64)
+    is_genre = np.tile(np.arange(m) >= numeric, n)
+    score = head.from_link(shap.prediction)
+    columns = {
+        key: pa.array(np.repeat(np.array(keys, dtype=object), m).tolist(), pa.string()),
+        "head": pa.array([head.name] * (n * m), pa.string()),
+        "feature": pa.array(space.names * n, pa.string()),
+        "value": pa.array(np.where(is_genre, np.nan, flat_value), pa.float64(), mask=is_genre),
+        "category": pa.array(category, pa.string()),
+        "contribution": pa.array(shap.values.reshape(-1), pa.float64()),
+        "rank": pa.array(rank.reshape(-1), pa.int32()),
+        "base_value": pa.array(np.full(n * m, shap.base_value), pa.float64()),
+        "prediction": pa.array(np.repeat(shap.prediction, m), pa.float64()),
+        "score": pa.array(np.repeat(score, m), pa.float64()),
+        "model_id": pa.array([bundle.model_id] * (n * m), pa.string()),
+        "background": pa.array([background] * (n * m), pa.string()),
+    }
+    return pa.table(columns)
