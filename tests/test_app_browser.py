@@ -55,7 +55,7 @@ def test_predict_in_chromium_equals_popbatch_score(server, runner, tmp_path):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1050})
+            page = browser.new_page(viewport={"width": 1280, "height": 1300})
             started = time.perf_counter()
             page.goto(server)
             predict = page.get_by_role("button", name="Predict")
@@ -73,6 +73,8 @@ def test_predict_in_chromium_equals_popbatch_score(server, runner, tmp_path):
             value = page.get_by_test_id("stMetricValue").first
             value.wait_for(timeout=30_000)
             shown = float(value.inner_text())
+            if interactive.explain_available():  # the reasons follow the scores
+                page.get_by_text("Top reasons").wait_for(timeout=60_000)
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
             target = os.environ.get("POPBATCH_SCREENSHOT")
             if target:
