@@ -22,12 +22,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from popbatch.batch.heads import HeadSessions
 from popbatch.batch.incremental import as_columns, features_hash
 from popbatch.batch.preprocess import FeatureBuffer, Prepared, Preprocessor
 from popbatch.batch.runner import OnnxScorer
 
 from popbatch.core.bundle import ModelBundle, load_model
 from popbatch.core.errors import InputError, one_line
+from popbatch.core.heads import HEADS, choose_heads
 from popbatch.core.scored import (
     BY_NAME,
     HASH_COLUMN,
@@ -35,7 +37,6 @@ from popbatch.core.scored import (
     MODEL_ID_COLUMN,
     PROBABILITY_COLUMN,
     SCORE_COLUMNS,
-    SCORE_FIELDS,
     SCORED_AT_COLUMN,
     scored_schema,
 )
@@ -55,28 +56,18 @@ __all__ = [
 #: (``row``, ``reason``, the row's values as text), and its score columns null.
 REJECTED = "rejected"
 #: The heads of today's models: ``popular`` gives ``popularity_prob`` and ``popular``.
-MODEL_HEADS = ("popular",)
 
 
 def check_heads(heads: str | Sequence[str] | None, manifest: Mapping) -> tuple[str, ...]:
-    """The heads to score: all the model's for None, else ``heads`` once each.
+    """The heads to score: all the model's for None, else ``heads`` (``popular`` always).
 
     Raises
     ------
     InputError
-        When ``heads`` is empty or names a head the model does not have.
+        When ``heads`` is empty, unknown, or names a head the model does not have.
     """
-    available = MODEL_HEADS  # every model made by popbatch export has one head so far
-    if heads is None:
-        return available
-    wanted = [heads] if isinstance(heads, str) else list(heads)
-    unknown = [h for h in wanted if h not in available]
-    if unknown or not wanted:
-        raise InputError(
-            f"heads: the model has no head {', '.join(map(repr, unknown)) or '(none given)'}; "
-            f"it has {', '.join(available)}"
-        )
-    return tuple(dict.fromkeys(wanted))
+    listed = manifest.get("heads") or {}
+    return choose_heads(heads, ("popular", *(h for h in HEADS[1:] if h in listed)))
 
 
 def _utc_naive(moment: datetime) -> datetime:
@@ -108,10 +99,13 @@ class BatchScorer:
     ) -> None:
         self.preprocessor = preprocessor
         self.scorer = scorer
-        self.heads = check_heads(heads, scorer.bundle.manifest)
+        running = ("popular", *scorer.heads.heads)
+        self.heads = running if heads is None else check_heads(heads, scorer.bundle.manifest)
+        if self.heads != running:  # the scorer runs exactly the heads scored here
+            scorer.heads = HeadSessions(scorer.bundle, self.heads)
         self.model_id = pa.scalar(scorer.model_id, pa.string())
         self.scored_at = pa.scalar(_utc_naive(scored_at), BY_NAME[SCORED_AT_COLUMN].arrow_type)
-        self.schema = scored_schema(preprocessor.output_schema)
+        self.schema = scored_schema(preprocessor.output_schema, self.heads)
         # features_hash: numeric inputs by value, the genre one-hot block by position
         block = sorted(preprocessor.genre_positions.values())
         self.hash_columns = (
@@ -136,9 +130,10 @@ class BatchScorer:
         hot = None if positions is None else self.block_index[positions]
         return prepared, features_hash(prepared.features, *self.hash_columns, hot=hot)
 
-    def predict(self, prepared: Prepared) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (float32) and labels (bool) of the prepared valid rows."""
-        return self.scorer.predict(prepared.features)
+    def predict(self, prepared: Prepared) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Probabilities (float32), labels (bool) and the extra heads' outputs of the
+        prepared valid rows."""
+        return self.scorer.predict_heads(prepared.features)
 
     def assemble(
         self,
@@ -146,8 +141,10 @@ class BatchScorer:
         hashes: np.ndarray,
         probability: np.ndarray,
         popular: np.ndarray,
+        heads: dict[str, np.ndarray] | None = None,
     ) -> pa.RecordBatch:
-        """The scored batch: passthrough columns, then the score columns (:attr:`schema`)."""
+        """The scored batch: passthrough columns, then the score columns (:attr:`schema`),
+        then the extra heads' columns from ``heads`` (:meth:`predict`'s third value)."""
         n = len(probability)
         # One value per score column of popbatch.core.scored, put in its order by name.
         scores = {
@@ -157,7 +154,11 @@ class BatchScorer:
             SCORED_AT_COLUMN: pa.repeat(self.scored_at, n),
             HASH_COLUMN: pa.array(hashes, pa.uint64()),
         }
-        arrays = [*prepared.passthrough.columns, *(scores[c.name] for c in SCORE_COLUMNS)]
+        arrays = [
+            *prepared.passthrough.columns,
+            *(scores[c.name] for c in SCORE_COLUMNS),
+            *self.scorer.heads.arrays(heads or self.scorer.heads.empty(0)),
+        ]
         # An input may hand a later batch a slightly different type (e.g. a Parquet
         # file whose column is int32 where the first was int64): conform to the output.
         try:
@@ -177,13 +178,13 @@ class BatchScorer:
     ) -> tuple[pa.RecordBatch, pa.RecordBatch | None]:
         """(scored batch, rejects batch or None) for one input batch, in one go."""
         prepared, hashes = self.prepare(batch, first_row)
-        probability, popular = self.predict(prepared)
-        return self.assemble(prepared, hashes, probability, popular), prepared.rejects
+        probability, popular, heads = self.predict(prepared)
+        return self.assemble(prepared, hashes, probability, popular, heads), prepared.rejects
 
     def flagged(self, batch: pa.RecordBatch, first_row: int = 1) -> pa.RecordBatch:
         """One output row per input row, in input order, with the :data:`REJECTED` flag."""
         scored, rejects = self.score(batch, first_row)
-        schema = flagged_schema(self.preprocessor)
+        schema = flagged_schema(self.preprocessor, self.heads)
         flag_type = schema.field(REJECTED).type
         columns = [*scored.columns, pa.nulls(scored.num_rows, flag_type)]
         valid = pa.RecordBatch.from_arrays(columns, schema=schema)
@@ -191,7 +192,7 @@ class BatchScorer:
             return valid
         where = rejects.column(0).to_numpy() - first_row  # row numbers -> batch positions
         kept = self.preprocessor.passthrough_of(batch).take(pa.array(where))
-        empty = [pa.nulls(len(where), f.type) for f in SCORE_FIELDS]
+        empty = [pa.nulls(len(where), f.type) for f in self.schema][len(kept.columns) :]
         flag = pa.StructArray.from_arrays(rejects.columns, fields=list(rejects.schema))
         bad = pa.RecordBatch.from_arrays([*kept.columns, *empty, flag], schema=schema)
         rejected = np.zeros(batch.num_rows, bool)
@@ -201,10 +202,11 @@ class BatchScorer:
         return both.combine_chunks().to_batches()[0]
 
 
-def flagged_schema(preprocessor: Preprocessor) -> pa.Schema:
-    """The schema :func:`score_batches` yields for a bound preprocessor."""
+def flagged_schema(preprocessor: Preprocessor, heads: Sequence[str] = ()) -> pa.Schema:
+    """The schema :func:`score_batches` yields for a bound preprocessor and heads."""
     flag = pa.struct(list(preprocessor.rejects_schema))
-    return pa.schema([*scored_schema(preprocessor.output_schema), pa.field(REJECTED, flag)])
+    scored = scored_schema(preprocessor.output_schema, tuple(heads))
+    return pa.schema([*scored, pa.field(REJECTED, flag)])
 
 
 def score_batches(

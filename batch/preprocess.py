@@ -35,11 +35,11 @@ from popbatch.core.features import (
     parse_explicit,
     resolve_columns,
 )
-from popbatch.core.scored import SCORE_NAMES
+from popbatch.core.scored import ALL_HEAD_COLUMNS, SCORE_NAMES
 
-# Columns the scorer adds (popbatch.core.scored): an input column of the same name
-# (a scored file scored again) is replaced by the new score, never passed through.
-OUTPUT_COLUMNS = SCORE_NAMES
+# Columns the scorer adds (popbatch.core.scored, the heads' too): an input column of the
+# same name (a scored file scored again) is replaced by the new score, never passed through.
+OUTPUT_COLUMNS = (*SCORE_NAMES, *(c.name for c in ALL_HEAD_COLUMNS))
 ROW_COLUMN = "row"
 REASON_COLUMN = "reason"
 _BAD = "__popbatch_bad__"

@@ -6,6 +6,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from popbatch.batch.heads import HeadSessions
 
 from popbatch.core.bundle import ModelBundle
 from popbatch.core.errors import ModelError, one_line
@@ -67,11 +68,18 @@ class OnnxScorer:
     # buffers grow with its rows (~35 MB at 16,384), so memory stays low too.
     CHUNK_ROWS = 1_024
 
-    def __init__(self, bundle: ModelBundle, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        threads: int | None = None,
+        heads: tuple[str, ...] | None = None,
+    ) -> None:
         if threads is not None and threads < 1:
             raise ModelError(f"--threads must be at least 1, got {threads}")
         self.bundle = bundle
         self.threads = threads or available_cores()
+        # None: every head the model has (popbatch score's default)
+        self.heads = HeadSessions(bundle, bundle.heads if heads is None else heads)
         self.session = single_thread_session(bundle.onnx_bytes, bundle.directory)
         manifest = bundle.manifest
         self.input_name = manifest["input"]["name"]
@@ -108,13 +116,22 @@ class OnnxScorer:
 
     def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (float32 [N]) and labels (bool [N]) for a float32 [N, F] matrix."""
+        probability, popular, _ = self.predict_heads(features)
+        return probability, popular
+
+    def predict_heads(
+        self, features: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """:meth:`predict` plus the extra heads' outputs (``HeadSessions.columns``)."""
         rows = features.shape[0]
         probability = np.empty(rows, np.float32)
         popular = np.empty(rows, bool)
+        extra = self.heads.empty(rows)
 
         def run_slice(start: int) -> None:
             end = min(start + self.CHUNK_ROWS, rows)
             probability[start:end], popular[start:end] = self._run(features[start:end])
+            self.heads.run(features[start:end], extra, start, end)
 
         starts = range(0, rows, self.CHUNK_ROWS)
         if self.threads == 1 or len(starts) == 1:
@@ -124,7 +141,7 @@ class OnnxScorer:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="popbatch-ort")
             list(self._pool.map(run_slice, starts))  # re-raises a slice's error here
-        return probability, popular
+        return probability, popular, extra
 
     def close(self) -> None:
         """Stop the slice threads (queued slices are dropped); the session stays usable."""

@@ -50,6 +50,7 @@ from popbatch.core import DEFAULT_BATCH_SIZE
 from popbatch.core.bundle import ModelBundle, load_model
 from popbatch.core.errors import InputError, OutputError
 from popbatch.core.features import normalize_column_name
+from popbatch.core.heads import choose_heads
 
 __all__ = ["RunSummary", "ScoreOptions", "score"]
 
@@ -78,7 +79,9 @@ class ScoreOptions:
         input); ``threads``: onnxruntime threads (None: every core);
         ``incremental``: score only new or changed rows and carry the others
         over; ``wait``: seconds to wait for another run's lock; ``record``:
-        write the run log (``popbatch_runs`` or ``runs.jsonl``).
+        write the run log (``popbatch_runs`` or ``runs.jsonl``); ``heads``:
+        the model heads to score (``"popular,genre"`` or a list; None: every
+        head the model has; ``popular`` is always scored).
     """
 
     table: str | None = None
@@ -98,6 +101,7 @@ class ScoreOptions:
     incremental: bool = False
     wait: float = 0
     record: bool = True
+    heads: str | Sequence[str] | None = None
 
 
 def score(
@@ -276,7 +280,8 @@ def _score_locked(
         preprocessor.set_output_types(source.column_types(typed))
         rejects = options.rejects
         rejects_sink = rejects if isinstance(rejects, Sink) else rejects_sink_for(sink, rejects)
-        scorer = OnnxScorer(bundle, options.threads)
+        heads = choose_heads(options.heads, bundle.heads)
+        scorer = OnnxScorer(bundle, options.threads, heads=heads)
     except BaseException:
         source.close()
         raise
@@ -291,6 +296,7 @@ def _score_locked(
         threads=scorer.threads,
         fills=preprocessor.fills_applied,
         incremental=options.incremental,
+        heads=list(heads),
         columns_replaced=list(preprocessor.replaced),
     )
     run = StreamingRun(

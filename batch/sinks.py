@@ -35,7 +35,12 @@ from popbatch.batch.sources import DUCKDB_SUFFIXES
 
 from popbatch.core import files
 from popbatch.core.errors import InputError, OutputError, one_line
-from popbatch.core.scored import HASH_COLUMN, SCORE_FIELDS, SCORE_NAMES, SQL_TYPES
+from popbatch.core.scored import (
+    ALL_HEAD_COLUMNS,
+    HASH_COLUMN,
+    SCORE_FIELDS,
+    SQL_TYPES,
+)
 from popbatch.core.sqlquote import quote_column, quote_identifier, quote_string
 
 # The columns every scored output ends with, their Arrow and SQL types: one definition,
@@ -368,6 +373,12 @@ class DuckDBSink(Sink):
                     f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS "
                     f"{quote_column(name)} {sql_type}"
                 )
+        for column in ALL_HEAD_COLUMNS:  # a table scored before these heads
+            if column.name in self.schema.names:
+                con.execute(
+                    f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS "
+                    f"{quote_column(column.name)} {column.sql_type}"
+                )
         if self.mode == "upsert":
             key = quote_column(self.key)
             con.execute(
@@ -404,21 +415,36 @@ class DuckDBWriteBack(DuckDBSink):
             )
         # The table's own name for the key (e.g. "Track ID" read as track_id).
         self.table_key = (input_names or {}).get(self.key, self.key)
-        key_schema = pa.schema([schema.field(self.key), *SCORE_FIELDS])
+        # The extra heads' columns this run scores (popularity_pred, genre_pred, ...).
+        self.columns = {
+            **self.SQL_TYPES,
+            **{c.name: c.sql_type for c in ALL_HEAD_COLUMNS if c.name in schema.names},
+        }
+        fields = [
+            *SCORE_FIELDS,
+            *(schema.field(n) for n in self.columns if n not in self.SQL_TYPES),
+        ]
+        key_schema = pa.schema([schema.field(self.key), *fields])
         super().open(key_schema, input_names)
 
     def _write(self, batch: pa.RecordBatch) -> None:
-        self.stage.write(batch.select([self.key, *SCORE_NAMES]))
+        self.stage.write(batch.select([self.key, *self.columns]))
 
     def apply(self, con) -> None:
-        for column, sql_type in self.SQL_TYPES.items():
+        for column, sql_type in self.columns.items():
             con.execute(
                 f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS "
                 f"{quote_column(column)} {sql_type}"
             )
         # The alias must not be a table's name: "scores" (the default --into) was ambiguous.
         new = "popbatch_new_scores"
-        sets = ", ".join(f"{quote_column(c)} = {new}.{quote_column(c)}" for c in self.SQL_TYPES)
+        sets = ", ".join(f"{quote_column(c)} = {new}.{quote_column(c)}" for c in self.columns)
+        # A head this run does not score loses its old answer: the row's model_id and
+        # scored_at would otherwise vouch for a value another run wrote.
+        present = {row[0] for row in con.execute(f"DESCRIBE {self.table_sql}").fetchall()}
+        for column in ALL_HEAD_COLUMNS:
+            if column.name in present and column.name not in self.columns:
+                sets += f", {quote_column(column.name)} = NULL"
         result = con.execute(
             f"UPDATE {self.table_sql} SET {sets} FROM ({self._source(dedupe=True)}) AS {new} "
             f"WHERE {self.table_sql}.{quote_column(self.table_key)} "

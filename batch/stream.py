@@ -78,10 +78,10 @@ class StreamingRun:
             reader = _Reader(self._prepare(batch_size), self.QUEUE_DEPTH, self.stop)
             with reader, _Writer(self._write, self.QUEUE_DEPTH, self.stop) as writer:
                 for prepared, hashes, skipped in reader:
-                    probability, popular = self.scoring.predict(prepared)
+                    probability, popular, heads = self.scoring.predict(prepared)
                     self.buffers.put(prepared.buffer)  # the matrix is no longer needed
                     prepared.features = None
-                    writer.put((prepared, hashes, probability, popular))
+                    writer.put((prepared, hashes, probability, popular, heads))
                     self._count(prepared, skipped)
             # The source may be the database we write to: close it before committing.
             self.source.close()
@@ -148,9 +148,9 @@ class StreamingRun:
         if self.progress is not None:
             self.progress(summary.rows_read, self.source.total_rows)
 
-    def _write(self, item: tuple[Prepared, np.ndarray, np.ndarray, np.ndarray]) -> None:
-        prepared, hashes, probability, popular = item
-        scored = self.scoring.assemble(prepared, hashes, probability, popular)
+    def _write(self, item: tuple[Prepared, np.ndarray, np.ndarray, np.ndarray, dict]) -> None:
+        prepared, hashes, probability, popular, heads = item
+        scored = self.scoring.assemble(prepared, hashes, probability, popular, heads)
         if scored.num_rows:
             self.sink.write(scored)
         if prepared.rejects is not None:

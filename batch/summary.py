@@ -32,6 +32,7 @@ class RunSummary:
     batch_size: int = DEFAULT_BATCH_SIZE
     threads: int = 1
     fills: dict[str, Any] = field(default_factory=dict)
+    heads: list[str] = field(default_factory=lambda: ["popular"])
     #: input columns named like score columns (a scored file scored again): the new
     #: scores replace them in the output
     columns_replaced: list[str] = field(default_factory=list)

@@ -15,6 +15,7 @@ from typing import Any
 from popbatch.exporter import parity as parity_check
 from popbatch.exporter import runtime
 from popbatch.exporter.background import background_for, write_background
+from popbatch.exporter.heads import export_heads
 from popbatch.exporter.manifest import MODEL_FILE, build_manifest
 from popbatch.models.stack import STACK_FILE
 
@@ -103,21 +104,38 @@ def export_run(
     parity = parity_check.compare(stack.predict_proba(x), probability, label, stack.threshold)
     parity_check.require(parity)
 
+    head_files, heads = export_heads(stack_dir, len(stack.feature_names), x, say)
+
     throughput = None
     if measure_throughput:
         say(f"measuring onnxruntime throughput (2 threads, batch {runtime.BATCH_SIZE:,})")
         throughput = runtime.measure_throughput(model_bytes, x)
-    manifest = build_manifest(stack, model_bytes, parity.manifest(), opsets, throughput)
+        if heads:
+            throughput["by_heads"] = runtime.measure_heads(model_bytes, x, heads, head_files)
+    if heads:
+        popular = {
+            "file": MODEL_FILE,
+            "outputs": {"probability": "probability", "label": "label"},
+            "columns": {"popularity_prob": "DOUBLE", "popular": "BOOLEAN"},
+            "metrics": "the manifest's metrics",
+        }
+        heads = {"popular": popular, **heads}
+    # The heads (with each file's sha256) are part of the scoring contract that model_id seals.
+    manifest = build_manifest(
+        stack, model_bytes, parity.manifest(), opsets, throughput, heads=heads or None
+    )
     out_dir = Path(out_dir)
     background = background_for(stack_dir, manifest)  # rows for popbatch explain
     if background is not None:
         write_background(out_dir, background)
-    write_model(out_dir, model_bytes, manifest)
+    write_model(out_dir, model_bytes, manifest, head_files)
     warnings = []
-    if len(model_bytes) > SIZE_BUDGET:
+    total = len(model_bytes) + sum(len(b) for b in head_files.values())
+    if total > SIZE_BUDGET:
         warnings.append(
-            f"model.onnx is {len(model_bytes) / 1e6:.1f} MB, over the {SIZE_BUDGET / 1e6:.0f} MB "
-            "budget of the default model; train smaller trees (fewer, shallower) for scoring"
+            f"{'the ONNX files' if head_files else 'model.onnx'} {'are' if head_files else 'is'} "
+            f"{total / 1e6:.1f} MB, over the {SIZE_BUDGET / 1e6:.0f} MB budget of the default "
+            "model; train smaller trees (fewer, shallower) for scoring"
         )
     return {
         "warnings": warnings,
@@ -126,6 +144,8 @@ def export_run(
         "model_bytes": len(model_bytes),
         "parity": parity.manifest(),
         "parity_line": parity.line(),
+        "head_parity_lines": [h["parity_line"] for h in heads.values() if "parity_line" in h],
+        "head_bytes": {name: h["bytes"] for name, h in heads.items() if "bytes" in h},
         "rows_per_second": throughput["rows_per_second"] if throughput else None,
     }
 
@@ -144,16 +164,23 @@ def _opsets(model_bytes: bytes) -> dict[str, int]:
     return {(o.domain or "ai.onnx"): o.version for o in model.opset_import}
 
 
-def write_model(out_dir: Path, model_bytes: bytes, manifest: dict[str, Any]) -> None:
-    """Write both files via temporary names and renames, so no half-written model is seen.
+def write_model(
+    out_dir: Path,
+    model_bytes: bytes,
+    manifest: dict[str, Any],
+    head_files: dict[str, bytes] | None = None,
+) -> None:
+    """Write the files via temporary names and renames, so no half-written model is seen.
 
-    The model goes first: a reader between the two renames finds an old manifest whose
-    model_id no longer matches and refuses it, rather than scoring with a wrong manifest.
+    The models go first (head files, then model.onnx): a reader between the renames
+    finds an old manifest whose hashes no longer match and refuses it, rather than
+    scoring with a wrong manifest.
     """
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         staged = []
         for name, data in (
+            *(head_files or {}).items(),
             (MODEL_FILE, model_bytes),
             (MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode("utf-8")),
         ):

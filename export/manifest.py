@@ -73,8 +73,10 @@ def build_manifest(
     opsets: dict[str, int],
     throughput: dict[str, Any] | None = None,
     created_at: str | None = None,
+    heads: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest of ``onnx_bytes`` exported from ``stack`` (a ``models.stack.NativeStack``)."""
+    """The manifest of ``onnx_bytes`` exported from ``stack`` (a ``models.stack.NativeStack``);
+    ``heads``: the ``heads`` section of a model with extra heads (``exporter.heads``)."""
     info = stack.info
     label = info["label"]
     data = info["training_data"]
@@ -119,4 +121,6 @@ def build_manifest(
         manifest["cv"] = info["cv"]
     if throughput is not None:
         manifest["throughput"] = throughput
+    if heads:
+        manifest["heads"] = heads
     return seal(manifest, onnx_bytes)

@@ -117,3 +117,37 @@ def _ort_version() -> str:
     import onnxruntime as ort
 
     return ort.__version__
+
+
+def measure_heads(
+    model_bytes: bytes,
+    x: np.ndarray,
+    heads: dict[str, dict[str, Any]],
+    head_files: dict[str, bytes],
+    seconds: float = 2.0,
+) -> dict[str, int]:
+    """Rows/s of ``popbatch score``'s inference with each set of heads: popular alone,
+    popular + each extra head, and every head (the default), as :func:`measure_throughput`."""
+    from popbatch.batch.runner import OnnxScorer
+
+    from popbatch.core.bundle import ModelBundle
+
+    manifest = {
+        "input": {"name": "features", "width": x.shape[1]},
+        "outputs": {"probability": "probability", "label": "label"},
+        "heads": heads,
+    }
+    head_bytes = {name: head_files[entry["file"]] for name, entry in heads.items()}
+    bundle = ModelBundle(Path("exported"), manifest, model_bytes, head_bytes)
+    batch = tiled(x, BATCH_SIZE)
+    sets = [("popular",), *(("popular", h) for h in heads), ("popular", *heads)]
+    result: dict[str, int] = {}
+    for chosen in dict.fromkeys(sets):
+        with OnnxScorer(bundle, THREADS, heads=chosen) as scorer:
+            scorer.predict_heads(batch)
+            runs, start = 0, time.perf_counter()
+            while runs < 3 or time.perf_counter() - start < seconds:
+                scorer.predict_heads(batch)
+                runs += 1
+            result[",".join(chosen)] = round(runs * BATCH_SIZE / (time.perf_counter() - start))
+    return result

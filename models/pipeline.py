@@ -31,6 +31,7 @@ from popbatch.core.features import (
     NUMERIC_FEATURE_NAMES,
     feature_names,
 )
+from popbatch.core.heads import parse_heads
 from popbatch.core.stats import numeric_stats, onehot_share
 from popbatch.core.versions import package_versions
 
@@ -73,6 +74,12 @@ class TrainConfig:
     learners: LearnerParams = field(default_factory=LearnerParams)
     cv: str | None = None  # "KxR": repeated grouped CV of the recipe first (models.cv)
     cv_jobs: int = 2
+    heads: tuple[str, ...] = ("popular", "popularity", "genre")  # popbatch.core.heads.HEADS
+
+    def __post_init__(self) -> None:
+        # "popular,genre" or a list, from the CLI or popbatch.train(heads=...); without
+        # the genre column (use_genre=False) the genre head has no target.
+        self.heads = tuple(h for h in parse_heads(self.heads) if self.use_genre or h != "genre")
 
     def as_params(self) -> dict[str, Any]:
         params = asdict(self)
@@ -454,6 +461,13 @@ def train(
     }
     watch.lap("evaluation")
 
+    from popbatch.models.heads import HeadsResult, train_heads
+
+    heads = HeadsResult()
+    if set(config.heads) - {"popular"}:
+        heads = train_heads(config, splits, stack, _kept_rows(splits, names, config), progress)
+        watch.lap("heads")
+
     stack.info = {
         "label": {"column": LABEL_COLUMN, "popular_above": config.popular_above},
         "training_data": {
@@ -471,6 +485,7 @@ def train(
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     stack.save(out / "stack")
+    heads.save(out / "stack")
     write_test_split(out / "stack" / "test.parquet", splits, names)
     write_background(out / "stack" / "background.parquet", splits.x["train"], names, config.seed)
     progress(f"stack: written to {out / 'stack'}")
@@ -489,6 +504,13 @@ def train(
 
     progress("report: plots and report.html")
     write_report(out, report, stack, splits, probabilities, models.history, config)
+    if heads.heads:
+        from popbatch.models.heads import add_html_section, write_plots
+
+        report["heads"] = heads.report
+        drawn = write_plots(out, heads)
+        report["plots"].update(drawn)
+        add_html_section(out, heads.report, drawn)
     watch.lap("report")
     report["timings"] = watch.seconds
     report["timings"]["total"] = round(sum(watch.seconds.values()), 3)
@@ -497,6 +519,15 @@ def train(
     write_json(out / "report.json", report)
     progress(f"report: {out / 'report.json'} and {out / 'report.html'}")
     return TrainResult(stack=stack, report=report, out=out)
+
+
+def _kept_rows(splits: Splits, names: list[str], config: TrainConfig) -> np.ndarray:
+    """The training rows the stack was fitted on (``--outliers drop`` removes some)."""
+    x = splits.x["train"]
+    if config.outliers != "drop":
+        return np.ones(len(x), bool)
+    lower, upper = outlier_bounds(x, len(names))
+    return np.all((x >= lower) & (x <= upper), axis=1)
 
 
 def _config_from(data: str | Path, out: str | Path | None, options: dict[str, Any]) -> TrainConfig:

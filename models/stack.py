@@ -76,6 +76,14 @@ class LinearScore:
         return float(self.intercept) + np.asarray(scaled, np.float64) @ weights
 
 
+def clip_rows(x: np.ndarray, lower: list, upper: list) -> np.ndarray:
+    """float32 ``x`` clipped per column to ``lower``/``upper`` (None: unbounded); the
+    stack and its heads clip their inputs this way, and so does the exported graph."""
+    low = np.array([-np.inf if v is None else v for v in lower], np.float32)
+    high = np.array([np.inf if v is None else v for v in upper], np.float32)
+    return np.clip(np.asarray(x, np.float32), low, high)
+
+
 @dataclass
 class NativeStack:
     """The fitted stack with native models, loadable from and savable to a directory."""
@@ -145,9 +153,7 @@ class NativeStack:
         return len(self.feature_names) - genres
 
     def clip(self, x: np.ndarray) -> np.ndarray:
-        lower = np.array([-np.inf if v is None else v for v in self.clip_lower], np.float32)
-        upper = np.array([np.inf if v is None else v for v in self.clip_upper], np.float32)
-        return np.clip(np.asarray(x, np.float32), lower, upper)
+        return clip_rows(x, self.clip_lower, self.clip_upper)
 
     def scale(self, clipped: np.ndarray) -> np.ndarray:
         """The network's and the logistic regression's input (float32, as in the graph)."""

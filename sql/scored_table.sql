@@ -14,11 +14,16 @@
 -- ...) after the key, typed as in the input. There is no PRIMARY KEY: `--mode
 -- append` keeps one row per key and run, which is the history the `label_changes`
 -- report reads; `--mode upsert` keeps one row per key by updating it.
+-- popularity_pred, genre_pred and genre_prob are written for the model heads a
+-- run scores (popbatch score --heads) and are NULL in rows scored without them.
 CREATE TABLE IF NOT EXISTS {table} (
     {key} VARCHAR NOT NULL,          -- catalog key, default track_id
     popularity_prob DOUBLE NOT NULL, -- P(popular) from the model, in [0, 1]
     popular BOOLEAN NOT NULL,        -- popularity_prob >= the manifest's threshold
     model_id VARCHAR NOT NULL,       -- the model's identity (popbatch model info)
     scored_at TIMESTAMP NOT NULL,    -- UTC time of the run that wrote it
-    features_hash UBIGINT            -- hash of the model inputs (--incremental)
+    features_hash UBIGINT,           -- hash of the model inputs (--incremental)
+    popularity_pred DOUBLE,          -- popularity head: prediction, 0-100
+    genre_pred VARCHAR,              -- genre head: predicted genre
+    genre_prob DOUBLE                -- genre head: its probability
 );

@@ -85,9 +85,9 @@ def test_scored_at_is_the_given_moment_in_utc(catalog):
 def test_heads_are_checked_against_the_model(catalog):
     (first,) = popbatch.score_batches(batches(catalog, 2000)[:1], heads=["popular"])
     assert first.num_rows == 2000
-    with pytest.raises(InputError, match=r"no head 'genre'; it has popular"):
+    with pytest.raises(InputError, match=r"this model has no genre head \(it has popular\)"):
         next(popbatch.score_batches(batches(catalog), heads=["popular", "genre"]))
-    with pytest.raises(InputError, match=r"no head \(none given\)"):
+    with pytest.raises(InputError, match=r"unknown head \(none given\)"):
         next(popbatch.score_batches(batches(catalog), heads=[]))
 
 
@@ -110,7 +110,7 @@ def test_popbatch_score_runs_through_batch_scorer(catalog, tmp_path, monkeypatch
 
     def constant(self, prepared):
         n = prepared.features.shape[0]
-        return np.full(n, 0.25, np.float32), np.zeros(n, bool)
+        return np.full(n, 0.25, np.float32), np.zeros(n, bool), {}  # no extra heads
 
     monkeypatch.setattr(BatchScorer, "predict", constant)
     popbatch.score(catalog, tmp_path / "s.parquet", record=False)

@@ -19,10 +19,18 @@ from conftest import TRACKS_2000
 from popbatch.batch import sqlrun
 from popbatch.batch.cli import cli
 
-from popbatch.core.scored import SCORE_COLUMNS, SCORE_FIELDS, SCORE_NAMES, scored_table_sql
+from popbatch.core.scored import (
+    ALL_HEAD_COLUMNS,
+    SCORE_COLUMNS,
+    SCORE_FIELDS,
+    SCORE_NAMES,
+    scored_table_sql,
+)
 
 SQL_FILE = Path(__file__).resolve().parents[1] / "sql" / "scored_table.sql"
 EXPECTED_SQL = [(c.name, c.sql_type) for c in SCORE_COLUMNS]
+# The table the SQL file creates also has the model heads' columns (NULL without them).
+EXPECTED_DDL = [*EXPECTED_SQL, *((c.name, c.sql_type) for c in ALL_HEAD_COLUMNS)]
 
 
 def score(runner, model_dir, *args):
@@ -48,15 +56,16 @@ def test_sql_file_creates_the_defined_columns(tmp_path):
     with duckdb.connect(str(tmp_path / "t.duckdb")) as con:
         con.execute(sqlrun.scored_table_ddl("scores", "track_id"))
         columns = [(r[0], r[1]) for r in con.sql("DESCRIBE scores").fetchall()]
-    assert columns == [("track_id", "VARCHAR"), *EXPECTED_SQL]
+    assert columns == [("track_id", "VARCHAR"), *EXPECTED_DDL]
 
 
 def test_each_arrow_type_is_stored_by_duckdb_as_its_sql_type():
-    table = pa.table({c.name: pa.array([], c.arrow_type) for c in SCORE_COLUMNS})
+    written = (*SCORE_COLUMNS, *ALL_HEAD_COLUMNS)
+    table = pa.table({c.name: pa.array([], c.arrow_type) for c in written})
     with duckdb.connect() as con:
         con.register("scores", table)
         columns = [(r[0], r[1]) for r in con.sql("DESCRIBE SELECT * FROM scores").fetchall()]
-    assert columns == EXPECTED_SQL
+    assert columns == EXPECTED_DDL
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv", ".duckdb"])

@@ -115,6 +115,7 @@ def test_popular_by_genre_without_genre_column(runner, tmp_path):
             "popular": popular,
             "share_popular": round(popular / ROWS, 4),
             "mean_prob": pytest.approx(tracks()["popularity"].mean() / 100, abs=1e-4),
+            "mean_pred_popularity": None,  # scored without the popularity head
         }
     ]
 
@@ -418,7 +419,7 @@ def test_report_parameters_are_validated(runner, database, param, message):
 def test_unknown_report(runner):
     result = runner.invoke(cli, ["sql", "--report", "nope"])
     assert result.exit_code == 2
-    assert result.output.startswith("Error: no report named 'nope'; known reports: label_changes")
+    assert result.output.startswith("Error: no report named 'nope'; known reports: genre_mismatch")
 
 
 def test_list_names_every_report_with_its_description(runner):
@@ -426,8 +427,10 @@ def test_list_names_every_report_with_its_description(runner):
     assert result.exit_code == 0
     files = sorted((ROOT / "sql" / "reports").glob("*.sql"))
     assert [f.stem for f in files] == [
+        "genre_mismatch",
         "label_changes",
         "popular_by_genre",
+        "popularity_outliers",
         "runs",
         "score_distribution",
         "top_predicted",
@@ -465,6 +468,9 @@ def test_scored_table_ddl_quotes_validated_names(tmp_path):
         ("model_id", "VARCHAR"),
         ("scored_at", "TIMESTAMP"),
         ("features_hash", "UBIGINT"),
+        ("popularity_pred", "DOUBLE"),
+        ("genre_pred", "VARCHAR"),
+        ("genre_prob", "DOUBLE"),
     ]
     with pytest.raises(InputError, match="not a plain SQL identifier"):
         sqlrun.scored_table_ddl('scores"; DROP TABLE x; --')
@@ -560,3 +566,99 @@ def test_scored_view_joins_a_read_only_database(runner, database, scored_file):
     query = "SELECT count(*) AS n FROM scored JOIN scores USING (track_id)"
     rows = run_json(runner, ["--db", str(database), "--scored", str(scored_file), query])
     assert rows == [{"n": ROWS}]
+
+
+# ---------------------------------------------------------------------------
+# Reports on the heads' columns (issue 12)
+
+# A deterministic stand-in for the heads: predicted popularity = actual + a gap
+# that grows with the row number; the predicted genre is the catalog's on even
+# rows and "opera" on odd rows, with probability 0.2 .. 0.99.
+GAP = (pl.int_range(pl.len()) - ROWS // 2) / 10
+
+
+def scored_with_heads(tmp_path, columns: str = "all") -> Path:
+    df = tracks().with_columns(
+        popularity_prob=PROB.cast(pl.Float64),
+        popular=PROB >= 0.5,
+        model_id=pl.lit(MODEL_A),
+        scored_at=pl.lit(RUN_3),
+        popularity_pred=(pl.col("popularity") + GAP).clip(0, 100).cast(pl.Float64),
+        genre_pred=pl.when(pl.int_range(pl.len()) % 2 == 0)
+        .then(pl.col("track_genre"))
+        .otherwise(pl.lit("opera")),
+        genre_prob=(0.2 + pl.int_range(pl.len()) / ROWS * 0.79).cast(pl.Float64),
+    )
+    keep = [
+        "track_id",
+        *(["track_name", "artists", "track_genre", "popularity"] if columns == "all" else []),
+    ]
+    path = tmp_path / "heads.parquet"
+    df.select(
+        [*keep, "popularity_prob", "popular", "model_id", "scored_at",
+         "popularity_pred", "genre_pred", "genre_prob"]
+    ).write_parquet(path)  # fmt: skip
+    return path
+
+
+def test_popular_by_genre_shows_the_mean_predicted_popularity(runner, tmp_path):
+    path = scored_with_heads(tmp_path)
+    rows = run_json(runner, ["--scored", str(path), "--report", "popular_by_genre"])
+    frame = pl.read_parquet(path)
+    expected = dict(frame.group_by("track_genre").agg(pl.col("popularity_pred").mean()).iter_rows())
+    assert {r["genre"]: r["mean_pred_popularity"] for r in rows} == pytest.approx(
+        expected, abs=0.0051
+    )
+
+
+def test_genre_mismatch(runner, tmp_path):
+    path = scored_with_heads(tmp_path)
+    args = ["--scored", str(path), "--report", "genre_mismatch"]
+    rows = run_json(runner, [*args, "--param", "min_prob=0.5", "--param", "limit=1000"])
+    frame = pl.read_parquet(path)
+    expected = frame.filter(
+        (pl.col("genre_pred") != pl.col("track_genre")) & (pl.col("genre_prob") >= 0.5)
+    )
+    assert {r["track_id"] for r in rows} == set(expected["track_id"].to_list())
+    assert all(r["genre_pred"] == "opera" and r["genre_prob"] >= 0.5 for r in rows)
+    probs = [r["genre_prob"] for r in rows]
+    assert probs == sorted(probs, reverse=True)
+    top = run_json(runner, [*args, "--param", "limit=3"])
+    assert [r["track_id"] for r in top] == [r["track_id"] for r in rows[:3]]
+
+
+def test_genre_mismatch_counts_a_track_under_any_of_its_genres(runner, tmp_path):
+    """A track listed under two genres is no mismatch when the prediction is either."""
+    path = tmp_path / "two.parquet"
+    pl.DataFrame(
+        {
+            "track_id": ["t1", "t1", "t2"],
+            "track_genre": ["Pop", "dance", "rock"],
+            "genre_pred": ["pop", "pop", "jazz"],
+            "genre_prob": [0.6, 0.6, 0.7],
+            "scored_at": [RUN_3] * 3,
+        }
+    ).write_parquet(path)
+    rows = run_json(runner, ["--scored", str(path), "--report", "genre_mismatch"])
+    assert [(r["track_id"], r["catalog_genres"], r["genre_pred"]) for r in rows] == [
+        ("t2", "rock", "jazz")
+    ]
+
+
+def test_popularity_outliers(runner, tmp_path):
+    path = scored_with_heads(tmp_path)
+    rows = run_json(
+        runner, ["--scored", str(path), "--report", "popularity_outliers", "--param", "limit=5"]
+    )
+    frame = pl.read_parquet(path).with_columns(gap=pl.col("popularity_pred") - pl.col("popularity"))
+    expected = frame.sort([pl.col("gap").abs(), "track_id"], descending=[True, False]).head(5)
+    assert [r["track_id"] for r in rows] == expected["track_id"].to_list()
+    for row, gap in zip(rows, expected["gap"].to_list(), strict=True):
+        assert row["gap"] == pytest.approx(gap, abs=0.006)
+        assert row["gap"] == pytest.approx(row["predicted"] - row["actual"], abs=0.011)
+
+
+def test_popularity_outliers_without_the_actual_column_is_empty(runner, tmp_path):
+    path = scored_with_heads(tmp_path, columns="key")
+    rows = run_json(runner, ["--scored", str(path), "--report", "popularity_outliers"])
+    assert rows == []

@@ -47,8 +47,10 @@ def export(run_dir: Path, out_dir: Path, no_throughput: bool, quiet: bool) -> No
     Converts the scaler, the Keras network, the RandomForest, XGBoost and the
     meta learner into MODEL_DIR/model.onnx, proves on the test split that the
     graph gives the native stack's probabilities (max |diff| <= 1e-5, labels
-    identical) and only then writes model.onnx and manifest.json. Needs the
-    training extras.
+    identical) and only then writes model.onnx and manifest.json. A run trained
+    with the popularity or genre head also gets popularity.onnx / genre.onnx,
+    each with its own parity proof (popularity within 1e-3 points; genres
+    identical, probabilities within 1e-5). Needs the training extras.
     """
     show_progress = not quiet and sys.stderr.isatty()
 
@@ -81,11 +83,16 @@ def export_and_report(
             "install them with: pip install 'popbatch[train]'"
         ) from None
     click.echo(summary["parity_line"])
+    for line in summary.get("head_parity_lines", []):
+        click.echo(line)
     for warning in summary["warnings"]:
         click.echo(f"Warning: {warning}", err=True)
     throughput = summary["rows_per_second"]
+    heads = "".join(
+        f", {name}.onnx {size:,} bytes" for name, size in summary.get("head_bytes", {}).items()
+    )
     click.echo(
-        f"wrote {out_dir / 'model.onnx'} ({summary['model_bytes']:,} bytes, "
+        f"wrote {out_dir / 'model.onnx'} ({summary['model_bytes']:,} bytes{heads}, "
         f"id {summary['model_id'][:12]})"
         + (f", {throughput:,} rows/s on 2 threads" if throughput else "")
     )

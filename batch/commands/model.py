@@ -66,6 +66,7 @@ def summary_lines(manifest: dict[str, Any], directory: Path, size: int) -> list[
         )
     lines += metric_lines(manifest.get("metrics", {}))
     lines += cv_lines(manifest.get("cv"))
+    lines += head_lines(manifest)
     return lines
 
 
@@ -88,6 +89,24 @@ def cv_lines(cv: dict[str, Any] | None) -> list[str]:
                 f"metrics     cv stack - {d['best_single']} {metric}: {d['mean']:+.4f} ± "
                 f"{d['std']:.4f}, better in {d['stack_better_folds']}/{d['folds_compared']} folds"
             )
+    return lines
+
+
+def head_lines(manifest: dict[str, Any]) -> list[str]:
+    """One line per extra head: its file, size, columns and headline test metrics."""
+    heads = manifest.get("heads") or {}
+    lines = [f"heads       {', '.join(heads) if heads else 'popular (exported before heads)'}"]
+    for name, entry in heads.items():
+        if name == "popular":
+            continue
+        test = entry.get("metrics", {}).get("test", {})
+        best = test.get("stack") or test.get("combined") or {}
+        shown = [f"{k} {best[k]:.4f}" for k in ("r2", "mae", "accuracy", "top3_accuracy")
+                 if _number(best.get(k))]  # fmt: skip
+        lines.append(
+            f"head        {name}: {entry['file']} ({entry['bytes']:,} bytes) -> "
+            f"{', '.join(entry['columns'])}" + (f"; test {', '.join(shown)}" if shown else "")
+        )
     return lines
 
 

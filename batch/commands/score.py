@@ -36,9 +36,11 @@ duration_ms).
 
 The output holds the key column (--columns: key, all, or a comma list) then
 popularity_prob, popular, model_id, scored_at (UTC, one time per run) and
-features_hash (a stable hash of the row's model inputs). Other columns keep
-their types (CSV: inferred from the whole file); input columns named like
-these are replaced by the new scores.
+features_hash (a stable hash of the row's model inputs), then one set of
+columns per extra head the model has (--heads chooses): popularity_pred
+(0-100) for the popularity head, genre_pred and genre_prob for the genre head.
+Other columns keep their types (CSV: inferred from the whole file); input
+columns named like these are replaced by the new scores.
 Without -o it is <input stem>.scored.parquet beside the input. Files are
 written to a temporary name and renamed at the end; DuckDB targets change in
 one transaction at the end: a failed run writes nothing.
@@ -133,6 +135,12 @@ def _columns(value: str) -> str | list[str]:
     is_flag=True,
     help="Score only new or changed rows (or rows of an older model); keep the rest.",
 )
+@click.option(
+    "--heads",
+    metavar="LIST",
+    help="Heads to score, e.g. popular,genre (default: every head the model has; "
+    "popular is always scored).",
+)
 @wait_option("Wait this long for another run holding the target, then exit 75.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
 def score(
@@ -155,6 +163,7 @@ def score(
     threads: int | None,
     summary_path: Path | None,
     incremental: bool,
+    heads: str | None,
     wait: float,
     quiet: bool,
 ) -> None:
@@ -175,6 +184,7 @@ def score(
         threads=threads,
         incremental=incremental,
         wait=wait,
+        heads=heads,
     )
     progress = ProgressBar(enabled=False if quiet else None)
     try:

@@ -14,6 +14,9 @@ import click
 from popbatch.batch.options import read_options
 from popbatch.models.pipeline import TrainConfig
 
+from popbatch.core.errors import InputError
+from popbatch.core.heads import parse_heads
+
 # Where the exported model goes inside --out (model.onnx + manifest.json).
 MODEL_SUBDIR = "model"
 
@@ -21,6 +24,7 @@ BALANCE_METHODS = ("smote", "adasyn", "undersample", "class-weight", "none")
 # The options' defaults are the library's (one definition: TrainConfig, LearnerParams).
 _CONFIG = TrainConfig(data=Path("."), out=Path("."))
 _LEARNERS = _CONFIG.learners
+HEADS_DEFAULT = ",".join(_CONFIG.heads)
 
 
 def _choice(name: str, choices: tuple[str, ...], help: str):
@@ -84,7 +88,7 @@ def _choice(name: str, choices: tuple[str, ...], help: str):
     default=_LEARNERS.epochs,
     show_default=True,
     type=click.IntRange(min=1),
-    help="ANN epochs.",
+    help="ANN epochs (also caps the heads' networks).",
 )
 @click.option(
     "--batch-size",
@@ -156,6 +160,14 @@ def _choice(name: str, choices: tuple[str, ...], help: str):
 @click.option(
     "--cv-jobs", default=2, show_default=True, type=click.IntRange(min=1), help="Parallel folds."
 )
+@click.option(
+    "--heads",
+    default=HEADS_DEFAULT,
+    show_default=True,
+    metavar="LIST",
+    help="Heads to train: popular (the label, always), popularity (0-100 regression), "
+    "genre (from the audio features).",
+)
 @click.option("--quiet", is_flag=True, help="No stage lines on stderr (warnings still).")
 def train(
     data: str,
@@ -185,9 +197,10 @@ def train(
     xgb_genre: str,
     cv: str | None,
     cv_jobs: int,
+    heads: str,
     quiet: bool,
 ) -> None:
-    """Train the stacked popularity model and write its report and stack.
+    """Train the stacked popularity model (and its heads) and write the report and stack.
 
     Reads DATA, splits it 70/15/15 by track_id, fits the base learners (by
     default a logistic regression and XGBoost on a target-encoded genre;
@@ -197,9 +210,13 @@ def train(
     recipe by repeated grouped cross-validation.
     Writes OUT/report.json, OUT/report.html, OUT/plots/*.png and OUT/stack/,
     then exports the stack to OUT/model (model.onnx + manifest.json, parity
-    proven) unless --no-export.
+    proven) unless --no-export. With --heads, also a popularity regression stack
+    (popularity.onnx) and a genre classifier (genre.onnx) on the same split.
     """
     started = time.perf_counter()
+    chosen_heads = parse_heads(heads)  # a typo fails before TensorFlow loads
+    if no_genre and "genre" in chosen_heads and heads != HEADS_DEFAULT:
+        raise InputError("--heads genre learns the track_genre column; drop --no-genre")
     design = _design(learners, cv)
     from popbatch.models.quiet import import_keras_quietly
 
@@ -236,6 +253,7 @@ def train(
         learners=params,
         cv=cv,
         cv_jobs=cv_jobs,
+        heads=chosen_heads,
     )
 
     def progress(message: str) -> None:
@@ -250,6 +268,15 @@ def train(
         f"wrote {result.out}: stack test ROC-AUC {_num(stack_metrics['roc_auc'])}, "
         f"PR-AUC {_num(stack_metrics['pr_auc'])}, threshold {result.stack.threshold:.4f}"
     )
+    heads = result.report.get("heads", {})
+    if "popularity" in heads:
+        test = heads["popularity"]["metrics"]["test"]["stack"]
+        click.echo(f"popularity head: test R² {test['r2']:.4f}, MAE {test['mae']:.3f}")
+    if "genre" in heads:
+        test = heads["genre"]["metrics"]["test"]["combined"]
+        click.echo(
+            f"genre head: test accuracy {test['accuracy']:.4f}, top-3 {test['top3_accuracy']:.4f}"
+        )
     if not no_export:
         from popbatch.batch.commands.export import export_and_report
 

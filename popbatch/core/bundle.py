@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,14 @@ class ModelBundle:
     directory: Path
     manifest: dict[str, Any]
     onnx_bytes: bytes
+    head_bytes: dict[str, bytes] = field(default_factory=dict)
+    """ONNX bytes of the extra heads (``popularity``, ``genre``), each verified
+    against its sha256 in the manifest's ``heads`` section (see :mod:`popbatch.core.heads`)."""
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """The heads this model can score: ``popular`` plus those it has files for."""
+        return ("popular", *self.head_bytes)
 
     @property
     def model_id(self) -> str:
@@ -133,7 +141,13 @@ def load_model(model_dir: str | Path | None = None) -> ModelBundle:
     except OSError as exc:
         raise ModelError(f"{onnx_path}: cannot read the model ({exc.strerror})") from None
     verify_identity(manifest, hashlib.sha256(onnx_bytes).hexdigest(), directory)
-    return ModelBundle(directory=directory, manifest=manifest, onnx_bytes=onnx_bytes)
+    # The heads' files are checked against their sha256 in "heads", which model_id covers.
+    from popbatch.core.heads import read_head_files
+
+    head_bytes = read_head_files(directory, manifest)
+    return ModelBundle(
+        directory=directory, manifest=manifest, onnx_bytes=onnx_bytes, head_bytes=head_bytes
+    )
 
 
 def verify_identity(manifest: dict[str, Any], onnx_sha256: str, directory: Path) -> None:

@@ -10,12 +10,12 @@ A scored table is the pass-through columns (the key first with the default
 input) followed by :data:`SCORE_COLUMNS` in this order. An input column named
 like a score column is replaced by the new score, never duplicated.
 
-A new model head adds its columns here, e.g.::
-
-    ScoredColumn("popularity_pred", pa.float64(), "DOUBLE", True, "predicted popularity, 0-100")
-
-and every sink, the write-back and the SQL file follow (regenerate the file
-with ``python -m popbatch.core.scored > sql/scored_table.sql``).
+The extra model heads (issue 12) add their columns after those, in
+:data:`HEAD_COLUMNS` order, for each head a run scores (``--heads``; default
+every head the model has): ``popularity_pred`` for the popularity head,
+``genre_pred`` and ``genre_prob`` for the genre head. Every sink, the
+write-back and the SQL file follow (regenerate the file with
+``python -m popbatch.core.scored > sql/scored_table.sql``).
 """
 
 from __future__ import annotations
@@ -63,10 +63,24 @@ SCORE_COLUMNS: tuple[ScoredColumn, ...] = (
         "features_hash", pa.uint64(), "UBIGINT", True, "hash of the model inputs (--incremental)"
     ),
 )
+# The extra heads' columns, after SCORE_COLUMNS, for each head a run scores. NULL in
+# rows scored without that head (a table scored before, or by a model without it).
+HEAD_COLUMNS: dict[str, tuple[ScoredColumn, ...]] = {
+    "popularity": (
+        ScoredColumn(
+            "popularity_pred", pa.float64(), "DOUBLE", True, "popularity head: prediction, 0-100"
+        ),
+    ),
+    "genre": (
+        ScoredColumn("genre_pred", pa.string(), "VARCHAR", True, "genre head: predicted genre"),
+        ScoredColumn("genre_prob", pa.float64(), "DOUBLE", True, "genre head: its probability"),
+    ),
+}
+ALL_HEAD_COLUMNS: tuple[ScoredColumn, ...] = tuple(c for cs in HEAD_COLUMNS.values() for c in cs)
 SCORE_NAMES: tuple[str, ...] = tuple(c.name for c in SCORE_COLUMNS)
 SCORE_FIELDS: tuple[pa.Field, ...] = tuple(c.field for c in SCORE_COLUMNS)
 SQL_TYPES: dict[str, str] = {c.name: c.sql_type for c in SCORE_COLUMNS}
-BY_NAME: dict[str, ScoredColumn] = {c.name: c for c in SCORE_COLUMNS}
+BY_NAME: dict[str, ScoredColumn] = {c.name: c for c in (*SCORE_COLUMNS, *ALL_HEAD_COLUMNS)}
 
 PROBABILITY_COLUMN = "popularity_prob"
 LABEL_COLUMN = "popular"
@@ -78,8 +92,16 @@ HASH_COLUMN = "features_hash"
 KEY_SQL_TYPE = "VARCHAR"
 
 
-def scored_schema(passthrough: pa.Schema | list[pa.Field]) -> pa.Schema:
-    """The Arrow schema of a scored output: ``passthrough`` fields, then the score columns.
+def head_columns(heads: tuple[str, ...] | list[str]) -> list[ScoredColumn]:
+    """The columns of the extra heads among ``heads`` (``popular`` adds none), in order."""
+    return [c for head, columns in HEAD_COLUMNS.items() if head in heads for c in columns]
+
+
+def scored_schema(
+    passthrough: pa.Schema | list[pa.Field], heads: tuple[str, ...] | list[str] = ()
+) -> pa.Schema:
+    """The Arrow schema of a scored output: ``passthrough`` fields, the score columns,
+    then the columns of the extra ``heads`` scored.
 
     Raises ``ValueError`` if a pass-through field is named like a score column
     (the preprocessor drops such input columns before this is called).
@@ -88,15 +110,16 @@ def scored_schema(passthrough: pa.Schema | list[pa.Field]) -> pa.Schema:
     clash = [f.name for f in fields if f.name in BY_NAME]
     if clash:
         raise ValueError(f"pass-through columns named like score columns: {clash}")
-    return pa.schema([*fields, *SCORE_FIELDS])
+    return pa.schema([*fields, *SCORE_FIELDS, *(c.field for c in head_columns(heads))])
 
 
 def scored_table_sql() -> str:
     """The text of ``sql/scored_table.sql``, with ``{table}`` and ``{key}`` placeholders."""
     rows = [(f"    {{key}} {KEY_SQL_TYPE} NOT NULL,", "catalog key, default track_id")]
-    for index, column in enumerate(SCORE_COLUMNS):
+    written = (*SCORE_COLUMNS, *ALL_HEAD_COLUMNS)
+    for index, column in enumerate(written):
         null = "" if column.nullable else " NOT NULL"
-        comma = "," if index < len(SCORE_COLUMNS) - 1 else ""
+        comma = "," if index < len(written) - 1 else ""
         rows.append((f"    {column.name} {column.sql_type}{null}{comma}", column.description))
     width = max(len(text) for text, _ in rows)
     columns = "\n".join(f"{text.ljust(width)} -- {note}" for text, note in rows)
@@ -117,6 +140,8 @@ def scored_table_sql() -> str:
         "-- ...) after the key, typed as in the input. There is no PRIMARY KEY: `--mode\n"
         "-- append` keeps one row per key and run, which is the history the `label_changes`\n"
         "-- report reads; `--mode upsert` keeps one row per key by updating it.\n"
+        "-- popularity_pred, genre_pred and genre_prob are written for the model heads a\n"
+        "-- run scores (popbatch score --heads) and are NULL in rows scored without them.\n"
         "CREATE TABLE IF NOT EXISTS {table} (\n" + columns + "\n);\n"
     )
 

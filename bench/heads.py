@@ -1,0 +1,59 @@
+"""What each head costs: inference rows/s with and without it, in memory.
+
+The matrix is the catalog's first rows preprocessed as ``popbatch score``
+does (``bench/bare.py``); inference goes through ``OnnxScorer`` with each set
+of heads: popular alone, popular + each extra head, and every head (the
+default of ``popbatch score``). Rows per CPU second stay meaningful when
+other jobs share the cores. Also prints each head file's size.
+
+    python bench/heads.py MODEL_DIR catalog.parquet --threads 2 --batch-size 65536
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from popbatch.batch.runner import OnnxScorer  # noqa: E402
+
+from bench.bare import catalog_matrix, rates  # noqa: E402
+from popbatch.core.bundle import load_model  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("catalog", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=65_536)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    bundle = load_model(args.model)
+    batch = catalog_matrix(bundle, args.catalog, args.batch_size)
+    extra = [h for h in bundle.heads if h != "popular"]
+    sets = [("popular",), *(("popular", h) for h in extra), tuple(bundle.heads)]
+    result = {
+        "model": str(args.model),
+        "model_bytes": len(bundle.onnx_bytes),
+        "head_bytes": {h: len(b) for h, b in bundle.head_bytes.items()},
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "load_average": os.getloadavg()[0],
+        "rows_per_second": {},
+    }
+    for heads in dict.fromkeys(sets):
+        with OnnxScorer(bundle, args.threads, heads=heads) as scorer:
+            # predict() runs every head the scorer was given (OnnxScorer.predict_heads)
+            wall, cpu = rates(scorer, batch, args.batch_size, args.seconds)
+        result["rows_per_second"][",".join(heads)] = {"wall": wall, "cpu": cpu}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,382 @@
+"""The popularity head: how popular a track will be (0-100), a stacked regressor.
+
+Base learners on the stack's inputs (the 14 audio features and the genre
+one-hot, clipped as the stack clips them):
+
+- a Keras network (Dense 64 relu, Dropout 0.2, Dense 32 relu, Dense 1 linear;
+  inputs scaled with the stack's scaler; trained on the standardised target,
+  then its last layer is rescaled so it outputs popularity points);
+- a RandomForestRegressor;
+- an XGBoost regressor (early stopping on the validation split).
+
+A linear regression on their grouped out-of-fold predictions combines them,
+and the result is clipped to [0, 100]::
+
+    pred = clip(meta_intercept + meta_coef . [ann, rf, xgb], 0, 100)
+
+The export (``export/heads.py``) reproduces exactly this formula.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from popbatch.models.stack import clip_rows
+
+from popbatch.core import files
+
+BASE = ("ann", "rf", "xgb")
+LOW, HIGH = 0.0, 100.0
+SPEC_FILE = "popularity.json"
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RegressorParams:
+    """Sizes of the regression base learners (chosen on the validation split, for speed too)."""
+
+    epochs: int = 60
+    batch_size: int = 64
+    patience: int = 8
+    rf: dict[str, Any] = field(
+        default_factory=lambda: {
+            "n_estimators": 30,
+            "max_depth": 12,
+            "min_samples_leaf": 5,
+            "max_features": 0.33,
+        }
+    )
+    xgb: dict[str, Any] = field(
+        default_factory=lambda: {
+            "n_estimators": 600,
+            "max_depth": 4,
+            "learning_rate": 0.05,
+            "subsample": 0.8,
+            "colsample_bytree": 0.8,
+            "min_child_weight": 3.0,
+            "reg_lambda": 1.0,
+        }
+    )
+    xgb_early_stopping: int = 30
+
+
+@dataclass
+class PopularityHead:
+    """The fitted regression stack; input: the stack's clipped features."""
+
+    clip_lower: list[float | None]
+    clip_upper: list[float | None]
+    scaler_mean: list[float]
+    scaler_scale: list[float]
+    meta_coef: list[float]
+    meta_intercept: float
+    ann: Any
+    rf: Any
+    xgb: Any
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def clip(self, x: np.ndarray) -> np.ndarray:
+        return clip_rows(x, self.clip_lower, self.clip_upper)
+
+    def base_predictions(self, x: np.ndarray) -> np.ndarray:
+        """[N, 3] predictions (popularity points) of ann, rf, xgb for raw rows ``x``."""
+        c = self.clip(x)
+        scaled = (c - np.asarray(self.scaler_mean, np.float32)) / np.asarray(
+            self.scaler_scale, np.float32
+        )
+        return base_predictions(self.ann, self.rf, self.xgb, c, scaled)
+
+    def combine(self, base: np.ndarray) -> np.ndarray:
+        z = self.meta_intercept + base @ np.asarray(self.meta_coef, np.float64)
+        return np.clip(z, LOW, HIGH)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predicted popularity (float64, [0, 100]) for the [N, F] float32 matrix ``x``."""
+        return self.combine(self.base_predictions(x))
+
+    def save(self, directory: Path) -> None:
+        import joblib
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ann.save(directory / "popularity_ann.keras")
+        joblib.dump(self.rf, directory / "popularity_rf.joblib")
+        self.xgb.save_model(directory / "popularity_xgb.json")
+        spec = {
+            "clip_lower": self.clip_lower,
+            "clip_upper": self.clip_upper,
+            "scaler_mean": self.scaler_mean,
+            "scaler_scale": self.scaler_scale,
+            "meta": {"order": list(BASE), "coef": self.meta_coef, "intercept": self.meta_intercept},
+            "clip": [LOW, HIGH],
+            "info": self.info,
+        }
+        files.write_atomically(directory / SPEC_FILE, json.dumps(spec, indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> PopularityHead:
+        import joblib
+        import keras
+        import xgboost
+
+        directory = Path(directory)
+        spec = json.loads((directory / SPEC_FILE).read_text(encoding="utf-8"))
+        xgb = xgboost.XGBRegressor()
+        xgb.load_model(directory / "popularity_xgb.json")
+        return cls(
+            clip_lower=spec["clip_lower"],
+            clip_upper=spec["clip_upper"],
+            scaler_mean=spec["scaler_mean"],
+            scaler_scale=spec["scaler_scale"],
+            meta_coef=spec["meta"]["coef"],
+            meta_intercept=spec["meta"]["intercept"],
+            ann=keras.saving.load_model(directory / "popularity_ann.keras"),
+            rf=joblib.load(directory / "popularity_rf.joblib"),
+            xgb=xgb,
+            info=spec.get("info", {}),
+        )
+
+
+def base_predictions(ann: Any, rf: Any, xgb: Any, c: np.ndarray, scaled: np.ndarray) -> np.ndarray:
+    p_ann = np.asarray(ann.predict(scaled, verbose=0, batch_size=8192)).reshape(-1)
+    return np.column_stack([p_ann, rf.predict(c), xgb.predict(c)]).astype(np.float64)
+
+
+def build_ann(n_inputs: int, seed: int):
+    """Dense 64 relu -> Dropout 0.2 -> Dense 32 relu -> Dense 1 linear (MSE, adam)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(n_inputs,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(1, activation="linear"),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(), loss="mse")
+    return model
+
+
+def fit_ann(scaled, y, scaled_val, y_val, params: RegressorParams, seed: int):
+    """Fit on the standardised target, then fold the target scale into the last layer
+    so the network outputs popularity points. Returns the model and its history."""
+    import keras
+
+    mean, std = float(np.mean(y)), float(np.std(y)) or 1.0
+    model = build_ann(scaled.shape[1], seed)
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=params.patience, restore_best_weights=True
+    )
+    history = model.fit(
+        scaled,
+        ((y - mean) / std).astype(np.float32),
+        validation_data=(scaled_val, ((y_val - mean) / std).astype(np.float32)),
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        callbacks=[stop],
+        shuffle=True,
+        verbose=0,
+    )
+    last = model.layers[-1]
+    weight, bias = last.get_weights()
+    last.set_weights([weight * std, bias * std + mean])
+    return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def fit_rf(c, y, params: RegressorParams, seed: int):
+    from sklearn.ensemble import RandomForestRegressor
+
+    return RandomForestRegressor(**params.rf, random_state=seed, n_jobs=2).fit(c, y)
+
+
+def fit_xgb(c, y, c_val, y_val, params: RegressorParams, seed: int):
+    """Early stopping on validation, then a refit with exactly the best number of rounds."""
+    from xgboost import XGBRegressor
+
+    common = {
+        **params.xgb,
+        "tree_method": "hist",
+        "objective": "reg:squarederror",
+        "eval_metric": "mae",
+        "random_state": seed,
+        "n_jobs": 2,
+        # An explicit base score: the exported graph and the native model then
+        # start from the same constant (xgboost 2+ otherwise estimates it).
+        "base_score": float(np.mean(y)),
+    }
+    probe = XGBRegressor(**common, early_stopping_rounds=params.xgb_early_stopping)
+    probe.fit(c, y, eval_set=[(c_val, y_val)], verbose=False)
+    rounds = int(probe.best_iteration) + 1
+    return XGBRegressor(**{**common, "n_estimators": rounds}).fit(c, y, verbose=False)
+
+
+def fit_base(c, scaled, y, c_val, scaled_val, y_val, params: RegressorParams, seed: int):
+    ann, history = fit_ann(scaled, y, scaled_val, y_val, params, seed)
+    rf = fit_rf(c, y, params, seed)
+    xgb = fit_xgb(c, y, c_val, y_val, params, seed)
+    return ann, rf, xgb, history
+
+
+def fit_head(
+    stack: Any,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    groups: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    params: RegressorParams,
+    seed: int,
+    folds: int,
+    progress: Progress,
+) -> tuple[PopularityHead, dict[str, list[float]]]:
+    """Fit the regression stack on the training split (raw rows, popularity targets).
+
+    ``stack`` (the popular head's NativeStack) lends its clip bounds and scaler, so
+    both heads read the same inputs. The meta learner is a linear regression on K
+    grouped out-of-fold predictions; the base learners are then refit on all rows.
+    """
+    from popbatch.models.split import grouped_folds
+    from sklearn.linear_model import LinearRegression
+
+    head = PopularityHead(
+        clip_lower=list(stack.clip_lower),
+        clip_upper=list(stack.clip_upper),
+        scaler_mean=list(stack.scaler_mean),
+        scaler_scale=list(stack.scaler_scale),
+        meta_coef=[],
+        meta_intercept=0.0,
+        ann=None,
+        rf=None,
+        xgb=None,
+    )
+    mean = np.asarray(head.scaler_mean, np.float32)
+    scale = np.asarray(head.scaler_scale, np.float32)
+    c, c_val = head.clip(x_train), head.clip(x_val)
+    s, s_val = (c - mean) / scale, (c_val - mean) / scale
+    y_train = np.asarray(y_train, np.float64)
+    y_val = np.asarray(y_val, np.float64)
+    strata = (y_train > np.median(y_train)).astype(np.int64)
+    oof = np.zeros((len(y_train), len(BASE)), np.float64)
+    for fold, (fit, held) in enumerate(grouped_folds(groups, strata, folds, seed), start=1):
+        ann, rf, xgb, _ = fit_base(
+            c[fit], s[fit], y_train[fit], c_val, s_val, y_val, params, seed + fold
+        )
+        oof[held] = base_predictions(ann, rf, xgb, c[held], s[held])
+        progress(f"popularity: fold {fold}/{folds}, xgb {xgb.n_estimators} rounds")
+    meta = LinearRegression().fit(oof, y_train)
+    head.meta_coef = [float(v) for v in meta.coef_]
+    head.meta_intercept = float(meta.intercept_)
+    head.ann, head.rf, head.xgb, history = fit_base(
+        c, s, y_train, c_val, s_val, y_val, params, seed
+    )
+    progress(
+        f"popularity: meta weights {np.round(head.meta_coef, 3).tolist()}, "
+        f"intercept {head.meta_intercept:.3f}"
+    )
+    return head, history
+
+
+def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """R², MAE, MSE and RMSE of ``pred`` against ``y``."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    y = np.asarray(y, np.float64)
+    pred = np.asarray(pred, np.float64)
+    mse = float(mean_squared_error(y, pred))
+    return {
+        "r2": float(r2_score(y, pred)),
+        "mae": float(mean_absolute_error(y, pred)),
+        "mse": mse,
+        "rmse": float(np.sqrt(mse)),
+        "rows": int(y.size),
+    }
+
+
+def evaluate_head(
+    head: PopularityHead,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x: dict[str, np.ndarray],
+    y: dict[str, np.ndarray],
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Metrics of the stack, each base learner and the two baselines (training mean,
+    plain linear regression) per split; returns them and the test predictions."""
+    from sklearn.linear_model import LinearRegression
+
+    mean = np.asarray(head.scaler_mean, np.float32)
+    scale = np.asarray(head.scaler_scale, np.float32)
+    linear = LinearRegression().fit((head.clip(x_train) - mean) / scale, y_train)
+    metrics: dict[str, Any] = {}
+    predictions: dict[str, np.ndarray] = {}
+    for split in ("validation", "test"):
+        base = head.base_predictions(x[split])
+        preds = {
+            "stack": head.combine(base),
+            **{name: base[:, i] for i, name in enumerate(BASE)},
+            "linear": linear.predict((head.clip(x[split]) - mean) / scale),
+            "mean": np.full(len(y[split]), float(np.mean(y_train))),
+        }
+        metrics[split] = {name: regression_metrics(y[split], p) for name, p in preds.items()}
+        predictions = preds
+    return metrics, predictions
+
+
+RF_GRID = {"n_estimators": [20, 50], "max_depth": [8, 12], "min_samples_leaf": [2, 5]}
+XGB_GRID = {"max_depth": [3, 4, 6], "learning_rate": [0.05, 0.1], "min_child_weight": [1.0, 5.0]}
+TUNE_FOLDS = 3
+
+
+def tune(stack, x, y, groups, splits, targets, params: RegressorParams, config, progress):
+    """``--tune``: grid search over the two tree regressors (the original project's
+    GridSearchCV), scored by grouped 3-fold cross-validation MAE on the training split,
+    in grid order until ``config.tune_budget`` minutes (half each) are spent.
+
+    Updates ``params`` with the best settings and returns what was tried.
+    """
+    import time
+
+    from popbatch.models.split import grouped_folds
+    from sklearn.metrics import mean_absolute_error
+    from sklearn.model_selection import ParameterGrid
+
+    head = PopularityHead(stack.clip_lower, stack.clip_upper, [], [], [], 0.0, None, None, None)
+    c = head.clip(x)
+    c_val = head.clip(splits.x["validation"])
+    strata = (y > np.median(y)).astype(np.int64)
+    folds = list(grouped_folds(groups, strata, TUNE_FOLDS, config.seed))
+    budget = config.tune_budget * 60 / 2
+    results: dict[str, Any] = {}
+    for learner, grid in (("rf", RF_GRID), ("xgb", XGB_GRID)):
+        start, tried = time.perf_counter(), []
+        for candidate in ParameterGrid(grid):
+            if time.perf_counter() - start > budget:
+                break
+            trial = RegressorParams(rf={**params.rf, **candidate}, xgb={**params.xgb, **candidate})
+            scores = []
+            for fit, held in folds:
+                if learner == "rf":
+                    model = fit_rf(c[fit], y[fit], trial, config.seed)
+                else:
+                    model = fit_xgb(
+                        c[fit], y[fit], c_val, targets["validation"], trial, config.seed
+                    )
+                scores.append(mean_absolute_error(y[held], model.predict(c[held])))
+            tried.append({"params": candidate, "mae": float(np.mean(scores))})
+        best = min(tried, key=lambda t: t["mae"]) if tried else {"params": {}, "mae": None}
+        getattr(params, learner).update(best["params"])
+        results[learner] = {
+            "best_params": best["params"],
+            "best_cv_mae": best["mae"],
+            "tried": tried,
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        progress(f"tuning popularity {learner}: {len(tried)} candidates, best {best['params']}")
+    return results
