@@ -19,6 +19,7 @@ from popbatch.core.errors import EXIT_INTERRUPTED, PopbatchError, one_line
 
 # name -> "module:attribute"; each module owns its options and help text.
 COMMANDS: dict[str, str] = {
+    "app": "popbatch.batch.commands.app:app",
     "drift": "popbatch.batch.commands.drift:drift",
     "sql": "popbatch.batch.commands.sql:sql",
     "explain": "popbatch.batch.commands.explain:explain",
