@@ -44,12 +44,12 @@ class ClassifierParams:
     epochs: int = 150
     batch_size: int = 64
     patience: int = 15
-    hidden: tuple[int, ...] = (256,)
+    hidden: tuple[int, ...] = (128,)
     rf: dict[str, Any] = field(
         default_factory=lambda: {
-            "n_estimators": 100,
-            "max_depth": 14,
-            "min_samples_leaf": 2,
+            "n_estimators": 30,
+            "max_depth": 10,
+            "min_samples_leaf": 3,
             "max_features": "sqrt",
         }
     )

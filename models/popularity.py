@@ -45,15 +45,15 @@ class RegressorParams:
     patience: int = 8
     rf: dict[str, Any] = field(
         default_factory=lambda: {
-            "n_estimators": 30,
-            "max_depth": 12,
+            "n_estimators": 10,
+            "max_depth": 8,
             "min_samples_leaf": 5,
             "max_features": 0.33,
         }
     )
     xgb: dict[str, Any] = field(
         default_factory=lambda: {
-            "n_estimators": 600,
+            "n_estimators": 200,
             "max_depth": 4,
             "learning_rate": 0.05,
             "subsample": 0.8,
