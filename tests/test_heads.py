@@ -334,3 +334,24 @@ def test_score_batches_adds_the_head_columns_row_for_row(model, catalog):
     assert sum(b.num_rows for b in out) == 200
     (only,) = popbatch.score_batches(batches[:1], model, heads="popular,genre")
     assert only.schema.names == [*LABEL_COLUMNS, "genre_pred", "genre_prob", "rejected"]
+
+
+def test_the_run_log_records_which_heads_each_run_wrote(runner, model, catalog, tmp_path):
+    db = tmp_path / "scores.duckdb"
+    with duckdb.connect(str(db)) as con:  # a run log from before the heads column
+        con.execute(
+            "CREATE TABLE popbatch_runs (run_id VARCHAR PRIMARY KEY, started_at TIMESTAMP "
+            "NOT NULL, finished_at TIMESTAMP, input VARCHAR, output VARCHAR, rows_read BIGINT, "
+            "rows_scored BIGINT, rows_rejected BIGINT, rows_skipped BIGINT, model_id VARCHAR, "
+            "status VARCHAR NOT NULL, error VARCHAR)"
+        )
+        con.execute(
+            "INSERT INTO popbatch_runs (run_id, started_at, status) VALUES ('old', now(), 'success')"
+        )
+    for heads in (["--heads", "popular"], []):
+        args = ["score", str(catalog), "-o", str(db), "--model", str(model), "--into", "s"]
+        result = runner.invoke(cli, [*args, "--mode", "replace", *heads])
+        assert result.exit_code == 0, result.output
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT heads FROM popbatch_runs ORDER BY started_at").fetchall()
+    assert rows == [(None,), ("popular",), ("popular,popularity,genre",)]
