@@ -78,7 +78,7 @@ def help_and_modules(cwd: Path, *args: str) -> tuple[str, set[str]]:
     return printed, set(modules.split())
 
 
-@pytest.mark.parametrize("args", [["--help"]], ids=" ".join)
+@pytest.mark.parametrize("args", [["--help"], ["score", "--help"]], ids=" ".join)
 def test_help_loads_no_heavy_module(tmp_path, args):
     printed, modules = help_and_modules(tmp_path, *args)
     assert printed.startswith("Usage: popbatch"), printed
