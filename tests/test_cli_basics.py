@@ -78,7 +78,9 @@ def help_and_modules(cwd: Path, *args: str) -> tuple[str, set[str]]:
     return printed, set(modules.split())
 
 
-@pytest.mark.parametrize("args", [["--help"], ["score", "--help"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "args", [["--help"], ["score", "--help"], ["train", "--help"]], ids=" ".join
+)
 def test_help_loads_no_heavy_module(tmp_path, args):
     printed, modules = help_and_modules(tmp_path, *args)
     assert printed.startswith("Usage: popbatch"), printed
@@ -93,6 +95,36 @@ def test_top_level_help_imports_no_command(tmp_path):
     assert not sorted(m for m in modules if m.startswith("popbatch.batch.commands."))
     for name, entry in COMMANDS.items():
         assert f"  {name} " in printed and entry.short_help[:30] in printed
+
+
+def test_train_option_defaults_are_the_librarys():
+    """popbatch train shows popbatch.core.train_defaults (light); training uses
+    TrainConfig and LearnerParams: the same values."""
+    from popbatch.models.pipeline import TrainConfig
+
+    config = TrainConfig(data=Path("."), out=Path("."))
+    learners = config.learners
+    expected = {
+        "popular_above": float(config.popular_above),
+        "balance": config.balance,
+        "outliers": config.outliers,
+        "tune_budget": config.tune_budget,
+        "seed": config.seed,
+        "folds": config.folds,
+        "cv_jobs": config.cv_jobs,
+        "heads": ",".join(config.heads),
+        "epochs": learners.epochs,
+        "batch_size": learners.batch_size,
+        "rf_trees": learners.rf["n_estimators"],
+        "rf_depth": learners.rf["max_depth"],
+        "xgb_rounds": learners.xgb["n_estimators"],
+        "xgb_depth": learners.xgb["max_depth"],
+        "learners": ",".join(learners.learners),
+        "meta_input": learners.meta_input,
+        "xgb_genre": "target" if learners.genre_encoding else "onehot",
+    }
+    shown = {p.name: p.default for p in cli.get_command(None, "train").params}
+    assert {name: shown[name] for name in expected} == expected
 
 
 def test_scoring_package_imports_no_training_stack():
