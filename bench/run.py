@@ -202,7 +202,7 @@ def train(bench: Bench) -> Path:
             "or --model MODEL_DIR --run RUN_DIR"
         )
     data = training_data(bench.args.quick)
-    command = [PYTHON, "-m", "batch", "train", "--data", _rel(data), "--out", _rel(run_dir)]
+    command = [PYTHON, "-m", "popbatch", "train", "--data", _rel(data), "--out", _rel(run_dir)]
     command += ["--no-export", "--quiet"]
     if bench.args.quick:
         command += ["--epochs", "3", "--folds", "2"]
@@ -220,7 +220,7 @@ def train(bench: Bench) -> Path:
 def export(bench: Bench, run_dir: Path) -> Path:
     """``popbatch export RUN_DIR`` into OUT/model; returns the model directory."""
     model_dir = bench.out / "model"
-    command = [PYTHON, "-m", "batch", "export", _rel(run_dir), "--out", _rel(model_dir)]
+    command = [PYTHON, "-m", "popbatch", "export", _rel(run_dir), "--out", _rel(model_dir)]
     measured = bench.run("export", command)
     manifest = json.loads((model_dir / "manifest.json").read_text())
     bench.results["export"] = {
@@ -315,7 +315,7 @@ def score(bench: Bench, model_dir: Path, built: Catalog, kind: str) -> dict[str,
     else:
         target = work / f"scored_{kind}_{built.rows}.parquet"
         io = [_rel(getattr(built, kind)), "-o", _rel(target)]
-    command = [PYTHON, "-m", "batch", "score", *io, "--model", _rel(model_dir)]
+    command = [PYTHON, "-m", "popbatch", "score", *io, "--model", _rel(model_dir)]
     command += ["--threads", str(bench.args.threads), "--quiet", "--summary", _rel(summary)]
     if bench.args.batch_size:
         command += ["--batch-size", str(bench.args.batch_size)]
