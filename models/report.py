@@ -391,7 +391,7 @@ def _cv_head_html(head: str, cv: dict[str, Any]) -> str:
         else ""
     )
     return f"""<h3>Cross-validation ({html.escape(cv["spec"])}): {html.escape(head)} head</h3>
-<p>{html.escape(cv.get("description", ""))}.{cost}</p>
+<p>Scored: {html.escape(cv.get("description", head))}.{cost}</p>
 <table>{header}</tr>{rows}</table>
 <p>Paired per-fold difference of {combined} to the best single model (trivial baselines
 excluded):</p><ul>{paired}</ul>

@@ -261,6 +261,15 @@ def test_cv_table_for_every_head(rows, targets, small_heads):
         assert all(0 <= v <= 1 for m in values.values() for v in m["folds"]), model
 
 
+def test_a_head_without_its_labels_is_refused_before_any_fold(rows, targets):
+    x, y, groups, vocabulary = rows
+    with pytest.raises(ValueError, match="no targets for the genre head"):
+        cross_validate(
+            x, y, groups, feature_names(vocabulary), vocabulary, _config(), CvSpec(2, 1),
+            n_jobs=1, heads=ALL_HEADS, targets={"popularity": targets["popularity"]},
+        )  # fmt: skip
+
+
 def test_heads_fit_on_the_stacks_rows_with_track_ids_apart_in_every_fold(rows):
     """The rows the popularity and genre heads fit on (FoldFit) are the fold stack's own
     training rows (--outliers drop removes the same ones) and validation rows: no
