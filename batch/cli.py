@@ -1,7 +1,8 @@
 """The ``popbatch`` command: a thin click layer over the library.
 
 Commands are loaded lazily, each from its own module, so ``popbatch --help``
-stays fast and the scoring commands never import the training stack.
+imports none of them (it lists them from :data:`COMMANDS`) and the scoring
+commands never import the training stack.
 Every :class:`~batch.errors.PopbatchError` raised below is turned into a
 one-line message and its exit code here, in one place.
 """
@@ -11,22 +12,57 @@ from __future__ import annotations
 import importlib
 import signal
 import threading
+from typing import NamedTuple
 
 import click
 
 from popbatch.core import __version__
 from popbatch.core.errors import EXIT_INTERRUPTED, PopbatchError, one_line
 
-# name -> "module:attribute"; each module owns its options and help text.
-COMMANDS: dict[str, str] = {
-    "app": "popbatch.batch.commands.app:app",
-    "drift": "popbatch.batch.commands.drift:drift",
-    "sql": "popbatch.batch.commands.sql:sql",
-    "explain": "popbatch.batch.commands.explain:explain",
-    "export": "popbatch.batch.commands.export:export",
-    "model": "popbatch.batch.commands.model:model",
-    "score": "popbatch.batch.commands.score:score",
-    "train": "popbatch.batch.commands.train:train",
+
+class Entry(NamedTuple):
+    """Where a command lives, and the line ``popbatch --help`` shows for it."""
+
+    target: str
+    """``module:attribute`` of the click command; each module owns its options and help."""
+    short_help: str
+    """The first sentence of the command's help, kept here so listing the commands
+    imports none of them (``tests/test_cli_basics.py`` checks it matches the command)."""
+
+
+COMMANDS: dict[str, Entry] = {
+    "app": Entry(
+        "popbatch.batch.commands.app:app",
+        "Try the model in a browser: type in a track, upload a file, read the model card.",
+    ),
+    "drift": Entry(
+        "popbatch.batch.commands.drift:drift",
+        "Check a catalog for drift from the data the model was trained on.",
+    ),
+    "sql": Entry(
+        "popbatch.batch.commands.sql:sql",
+        "Run DuckDB SQL over scored tables, or a named report.",
+    ),
+    "explain": Entry(
+        "popbatch.batch.commands.explain:explain",
+        "Explain predictions: which features pushed a track's score up or down.",
+    ),
+    "export": Entry(
+        "popbatch.batch.commands.export:export",
+        "Export the stack trained into RUN_DIR to one ONNX graph plus its manifest.",
+    ),
+    "model": Entry(
+        "popbatch.batch.commands.model:model",
+        "Inspect exported models (model.onnx + manifest.json).",
+    ),
+    "score": Entry(
+        "popbatch.batch.commands.score:score",
+        "Score catalogs: predict which tracks will be popular.",
+    ),
+    "train": Entry(
+        "popbatch.batch.commands.train:train",
+        "Train the stacked popularity model (and its heads) and write the report and stack.",
+    ),
 }
 
 EPILOG = """\b
@@ -52,8 +88,22 @@ class LazyGroup(click.Group):
         target = COMMANDS.get(cmd_name)
         if target is None:
             return None
-        module_name, attr = target.split(":")
+        module_name, attr = target.target.split(":")
         return getattr(importlib.import_module(module_name), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click's own version asks every command for its short help, which imports
+        # every command module and with them polars, onnxruntime and the training
+        # stack's defaults: ~1 s for a list of eight lines. The registry has each
+        # line; a stand-in command shortens it to the width exactly as click would.
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = [
+            (name, click.Command(name, help=COMMANDS[name].short_help).get_short_help_str(limit))
+            for name in names
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def main(self, *args, **kwargs):
         # Remember that Ctrl-C was pressed: a native extension imported at that

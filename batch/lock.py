@@ -106,11 +106,11 @@ class TargetLock:
         return self
 
     def release(self) -> None:
-        """Drop the lock. The file stays: removing it would race with a waiter."""
+        """Drop the lock. The file stays: removing it would race with a waiter. So does
+        its text: a run refused just before this release still names this holder (it is
+        read only after a refused lock, and the next holder rewrites it)."""
         if self._fd is None:
             return
-        with contextlib.suppress(OSError):
-            os.ftruncate(self._fd, 0)
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None

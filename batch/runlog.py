@@ -48,6 +48,7 @@ RUN_FIELDS = (
     "model_id",
     "status",
     "error",
+    "heads",
 )
 
 
@@ -87,7 +88,7 @@ def run_record(
 
     ``summary`` holds what the scorer knows (``input``, ``output``,
     ``rows_read``, ``rows_scored``, ``rows_rejected``, ``rows_skipped``,
-    ``model_id``, ``started_at``, ``finished_at``, ``run_id``); missing keys
+    ``model_id``, ``heads``, ``started_at``, ``finished_at``, ``run_id``); missing keys
     become null, except ``run_id`` (a new uuid4) and ``finished_at`` (now).
     Other keys (``seconds``, ``rows_per_second``...) are ignored.
     """
@@ -103,6 +104,8 @@ def run_record(
         "model_id": _as_text(summary.get("model_id")),
         "status": status,
         "error": " ".join(str(error).split()) if error else None,
+        # "popular,popularity,genre": which heads' columns this run wrote.
+        "heads": ",".join(heads) if (heads := summary.get("heads")) else None,
     }
     for count in ("rows_read", "rows_scored", "rows_rejected", "rows_skipped"):
         value = summary.get(count)

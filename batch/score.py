@@ -281,6 +281,7 @@ def _score_locked(
         rejects = options.rejects
         rejects_sink = rejects if isinstance(rejects, Sink) else rejects_sink_for(sink, rejects)
         heads = choose_heads(options.heads, bundle.heads)
+        log["heads"] = list(heads)
         scorer = OnnxScorer(bundle, options.threads, heads=heads)
     except BaseException:
         source.close()

@@ -33,7 +33,7 @@ from popbatch.batch.incremental import CarryOver
 from popbatch.batch.lock import connect_duckdb
 from popbatch.batch.sources import DUCKDB_SUFFIXES
 
-from popbatch.core import files
+from popbatch.core import WRITE_MODES, files
 from popbatch.core.errors import InputError, OutputError, one_line
 from popbatch.core.scored import (
     ALL_HEAD_COLUMNS,
@@ -50,7 +50,7 @@ HASH_FIELD = HASH_COLUMN
 # A reader (popbatch sql) may hold the database for a moment: the final commit
 # waits at least this long for it to let go before giving up with exit code 75.
 COMMIT_WAIT_SECONDS = 10.0
-MODES = ("replace", "append", "upsert")
+MODES = WRITE_MODES
 FILE_SUFFIXES = (".parquet", ".pq", ".csv")
 
 

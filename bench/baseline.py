@@ -41,8 +41,10 @@ def load_stack(stack_dir: Path, threads: int):
     from popbatch.models.stack import NativeStack
 
     stack = NativeStack.load(stack_dir)
-    stack.rf.set_params(n_jobs=threads)
-    stack.xgb.set_params(n_jobs=threads)
+    # Only the learners the stack has: the default since issue 13 has no forest.
+    for learner in (stack.rf, stack.xgb):
+        if learner is not None:
+            learner.set_params(n_jobs=threads)
     return stack
 
 

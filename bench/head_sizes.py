@@ -42,7 +42,7 @@ def main() -> None:
     base = pop.base_predictions(x)
     rounds = pop.xgb.get_booster().num_boosted_rounds()
     print("popularity as trained", regression_metrics(y, pop.combine(base)), rounds, "rounds")
-    clipped = pop.clip(x)
+    clipped = pop.tree_input(pop.clip(x))
     for trees, n in ((10, rounds), (10, 200), (10, 100)):
         smaller = base.copy()
         smaller[:, 1] = _first(pop.rf, trees).predict(clipped)

@@ -1,4 +1,5 @@
-"""popbatch's benchmark: train, export, score end to end, the notebook baseline, bare inference.
+"""popbatch's benchmark: train, export, score end to end, the I/O floor, the notebook baseline,
+bare inference, help.
 
 In one run on one machine (never in the test suite):
 
@@ -8,14 +9,19 @@ In one run on one machine (never in the test suite):
    Parquet, CSV and a DuckDB table (``bench/catalog.py``, cached by rows and seed).
 3. ``popbatch score`` Parquet -> Parquet, CSV -> Parquet and DuckDB table ->
    DuckDB table, each in a fresh process: wall seconds, rows/s, peak RSS
-   (children included, ``bench/procstat.py``).
+   (children included, ``bench/procstat.py``). Right after each Parquet run,
+   the I/O floor of the same file (``bench/floor.py``: the same read and the
+   same output schema written, constant scores): popbatch's time is printed
+   as a multiple of it, a ratio that holds when the machine is busy.
 4. The notebook baseline on the same model and rows (``bench/baseline.py``:
    pandas, the native Keras/RandomForest/XGBoost/logistic stack), checked
    against popbatch's labels and probabilities.
 5. Bare onnxruntime throughput on an in-memory matrix (``bench/bare.py``), so
    the cost of reading, preprocessing and writing shows as overhead.
+6. ``popbatch --help`` and ``popbatch score --help``: the median of 5 fresh
+   processes each.
 
-Prints a table and the goals of issue 6, and writes everything (machine,
+Prints a table and the goals of issues 6 and 17, each met or not, and writes everything (machine,
 versions, exact commands) to ``bench/out/results.json``.
 
     python bench/run.py                          # train, export, 1M and 10M rows
@@ -31,6 +37,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -47,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.catalog import Catalog, build_catalogs  # noqa: E402
 from bench.procstat import Measured, measure  # noqa: E402
+from popbatch.core import DEFAULT_BATCH_SIZE  # noqa: E402  (popbatch score's --batch-size)
 
 SAMPLE_NAME = "spotify_tracks_PARTIAL_sample_10000.csv"
 # ../shared/data beside a clone (CI), or two levels up (the development worktrees).
@@ -58,13 +66,21 @@ PACKAGES = (
     "xgboost-cpu", "tensorflow-cpu", "keras", "psutil",
 )  # fmt: skip
 BARE_BATCH_SIZES = (16_384, 32_768, 65_536, 262_144)
-DEFAULT_BATCH_SIZE = 32_768  # popbatch score's (batch.DEFAULT_BATCH_SIZE)
 # Goals of issue 6.
 GOAL_SPEEDUP = 5.0
 GOAL_ROWS_PER_SECOND = 1_000_000
 GOAL_OVERHEAD = 0.20
 GOAL_RSS_GROWTH = 0.10
 GOAL_RSS_MB = 600
+# Goals of issue 17, stated for the default command on 10M rows and 2 cores.
+GOAL_ROWS = 10_000_000
+GOAL_FLOOR_RATIO = 2.0
+GOAL_PARQUET_RATE = 1_500_000
+GOAL_CSV_RATE = 600_000
+GOAL_DUCKDB_RATE = 1_000_000
+GOAL_HELP_SECONDS = 0.3
+HELP_RUNS = 5
+HELP_COMMANDS = (("--help",), ("score", "--help"))
 
 
 @dataclass
@@ -202,7 +218,7 @@ def train(bench: Bench) -> Path:
             "or --model MODEL_DIR --run RUN_DIR"
         )
     data = training_data(bench.args.quick)
-    command = [PYTHON, "-m", "batch", "train", "--data", _rel(data), "--out", _rel(run_dir)]
+    command = [PYTHON, "-m", "popbatch", "train", "--data", _rel(data), "--out", _rel(run_dir)]
     command += ["--no-export", "--quiet"]
     if bench.args.quick:
         command += ["--epochs", "3", "--folds", "2"]
@@ -220,7 +236,7 @@ def train(bench: Bench) -> Path:
 def export(bench: Bench, run_dir: Path) -> Path:
     """``popbatch export RUN_DIR`` into OUT/model; returns the model directory."""
     model_dir = bench.out / "model"
-    command = [PYTHON, "-m", "batch", "export", _rel(run_dir), "--out", _rel(model_dir)]
+    command = [PYTHON, "-m", "popbatch", "export", _rel(run_dir), "--out", _rel(model_dir)]
     measured = bench.run("export", command)
     manifest = json.loads((model_dir / "manifest.json").read_text())
     bench.results["export"] = {
@@ -315,7 +331,7 @@ def score(bench: Bench, model_dir: Path, built: Catalog, kind: str) -> dict[str,
     else:
         target = work / f"scored_{kind}_{built.rows}.parquet"
         io = [_rel(getattr(built, kind)), "-o", _rel(target)]
-    command = [PYTHON, "-m", "batch", "score", *io, "--model", _rel(model_dir)]
+    command = [PYTHON, "-m", "popbatch", "score", *io, "--model", _rel(model_dir)]
     command += ["--threads", str(bench.args.threads), "--quiet", "--summary", _rel(summary)]
     if bench.args.batch_size:
         command += ["--batch-size", str(bench.args.batch_size)]
@@ -336,6 +352,34 @@ def score(bench: Bench, model_dir: Path, built: Catalog, kind: str) -> dict[str,
         "output": str(target) if kind != "duckdb" else None,
         "batch_size": job["batch_size"],
         "threads": job["threads"],
+    }
+
+
+def floor(
+    bench: Bench, model_dir: Path, built: Catalog, popbatch: dict[str, Any]
+) -> dict[str, Any]:
+    """``bench/floor.py`` on the catalog just scored Parquet -> Parquet (``popbatch``: that
+    run's results), in a fresh process; records popbatch's time as a multiple of the floor's."""
+    output = bench.out / "work" / f"floor_{built.rows}.parquet"
+    command = [PYTHON, _rel(ROOT / "bench" / "floor.py"), _rel(built.parquet), _rel(output)]
+    command += ["--model", _rel(model_dir)]
+    if bench.args.batch_size:
+        command += ["--batch-size", str(bench.args.batch_size)]
+    measured = bench.run(f"I/O floor parquet {built.rows:,}", command)
+    job = json.loads(measured.stdout.strip().splitlines()[-1])
+    output.unlink(missing_ok=True)  # constants: nothing to compare, ~10 MB per million rows
+    return {
+        "kind": "parquet",
+        "rows": built.rows,
+        "rows_written": job["rows"],
+        "batches": job["batches"],
+        "seconds": round(measured.seconds, 2),
+        "cpu_seconds": round(measured.cpu_seconds, 2),
+        "job_seconds": job["seconds"],
+        "rows_per_second": round(built.rows / measured.seconds),
+        "peak_rss_mb": round(measured.peak_rss_mb),
+        "popbatch_ratio": round(popbatch["seconds"] / measured.seconds, 2),
+        "popbatch_cpu_ratio": round(popbatch["cpu_seconds"] / measured.cpu_seconds, 2),
     }
 
 
@@ -406,11 +450,46 @@ def bare(bench: Bench, model_dir: Path, built: Catalog) -> dict[str, Any]:
     return found
 
 
+# -- 6. help -----------------------------------------------------------------------------------
+
+
+def help_seconds(bench: Bench) -> dict[str, Any]:
+    """Median wall seconds of ``HELP_RUNS`` fresh ``popbatch ... --help`` processes each.
+
+    Timed here rather than with ``measure``, whose 20 ms polling is a third of a help run.
+    The installed ``popbatch`` script beside this Python is what a user types; without
+    it, ``python -m popbatch``.
+    """
+    script = Path(PYTHON).with_name("popbatch")
+    base = [str(script)] if script.exists() else [PYTHON, "-m", "popbatch"]
+    found = {}
+    for args in HELP_COMMANDS:
+        command = [*base, *args]
+        say(f"help: {' '.join(command)} x {HELP_RUNS}")
+        times = []
+        for _ in range(HELP_RUNS):
+            started = time.perf_counter()
+            subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+            times.append(time.perf_counter() - started)
+        found[" ".join(("popbatch", *args))] = {
+            "command": _shell(command),
+            "median_seconds": round(statistics.median(times), 3),
+            "seconds": [round(t, 3) for t in times],
+        }
+    return found
+
+
 # -- goals and the table -----------------------------------------------------------------------
 
 
 def goals(results: dict[str, Any], bare_batch: int) -> list[dict[str, Any]]:
-    """Issue 6's goals, each with the measured value and met / not met (None: not measured)."""
+    """The goals of issues 6 and 17, each with its issue, the measured value and met / not
+    met (None: not measured)."""
+    return [*goals_issue_6(results, bare_batch), *goals_issue_17(results)]
+
+
+def goals_issue_6(results: dict[str, Any], bare_batch: int) -> list[dict[str, Any]]:
+    """Issue 6's goals: against the notebook baseline and bare inference."""
     e2e = {(r["kind"], r["rows"]): r for r in results.get("e2e", [])}
     parquet = sorted((r for (k, _), r in e2e.items() if k == "parquet"), key=lambda r: r["rows"])
     base = {(r["kind"], r["rows"]): r for r in results.get("baseline", [])}
@@ -419,7 +498,7 @@ def goals(results: dict[str, Any], bare_batch: int) -> list[dict[str, Any]]:
     found = []
 
     def goal(name: str, value: Any, met: bool | None, detail: str) -> None:
-        found.append({"goal": name, "value": value, "met": met, "detail": detail})
+        found.append({"issue": 6, "goal": name, "value": value, "met": met, "detail": detail})
 
     if not parquet:
         return found
@@ -466,6 +545,105 @@ def goals(results: dict[str, Any], bare_batch: int) -> list[dict[str, Any]]:
     peak = max(r["peak_rss_mb"] for r in parquet)
     goal(f"peak RSS < {GOAL_RSS_MB} MB", peak, peak < GOAL_RSS_MB, "largest Parquet->Parquet run")
     return found
+
+
+def goals_issue_17(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 17's goals, each on the largest run of its kind (they are stated for 10M rows;
+    a smaller run says so in its detail)."""
+    found: list[dict[str, Any]] = []
+
+    def goal(name: str, value: Any, met: bool | None, detail: str) -> None:
+        found.append({"issue": 17, "goal": name, "value": value, "met": met, "detail": detail})
+
+    runs = {kind: _by_rows(results.get("e2e", []), kind) for kind in ("parquet", "csv", "duckdb")}
+    floors = {r["rows"]: r for r in results.get("floor", [])}
+    parquet = runs["parquet"][-1] if runs["parquet"] else None
+    floor_run = floors.get(parquet["rows"]) if parquet else None
+    name = f"Parquet->Parquet <= {GOAL_FLOOR_RATIO:g}x the I/O floor"
+    if floor_run:
+        ratio = floor_run["popbatch_ratio"]
+        goal(name, f"{ratio:.2f}x", ratio <= GOAL_FLOOR_RATIO, _vs_floor(parquet, floor_run))
+    else:
+        goal(name, None, None, "no floor run")
+    if parquet:
+        rate = parquet["rows_per_second"]
+        goal(
+            f"Parquet->Parquet >= {GOAL_PARQUET_RATE:,} rows/s",
+            rate,
+            rate >= GOAL_PARQUET_RATE,
+            _run_detail(parquet),
+        )
+        peak = max(r["peak_rss_mb"] for r in runs["parquet"])
+        goal(
+            f"Parquet->Parquet peak RSS < {GOAL_RSS_MB} MB",
+            peak,
+            peak < GOAL_RSS_MB,
+            _run_detail(parquet),
+        )
+        _flat_goal(goal, runs["parquet"])
+    if runs["csv"]:
+        csv = runs["csv"][-1]
+        goal(
+            f"CSV->Parquet >= {GOAL_CSV_RATE:,} rows/s",
+            csv["rows_per_second"],
+            csv["rows_per_second"] >= GOAL_CSV_RATE,
+            _run_detail(csv),
+        )
+    if runs["duckdb"]:
+        duck = runs["duckdb"][-1]
+        met = duck["rows_per_second"] >= GOAL_DUCKDB_RATE and duck["peak_rss_mb"] < GOAL_RSS_MB
+        goal(
+            f"DuckDB->DuckDB >= {GOAL_DUCKDB_RATE:,} rows/s and peak RSS < {GOAL_RSS_MB} MB",
+            f"{duck['rows_per_second']:,} rows/s, {duck['peak_rss_mb']} MB",
+            met,
+            _run_detail(duck),
+        )
+    for command, timed in results.get("help", {}).items():
+        median = timed["median_seconds"]
+        runs_text = ", ".join(f"{t:.3f}" for t in timed["seconds"])
+        goal(
+            f"{command} < {GOAL_HELP_SECONDS:g} s",
+            median,
+            median < GOAL_HELP_SECONDS,
+            f"median of {len(timed['seconds'])} fresh processes: {runs_text} s",
+        )
+    return found
+
+
+def _by_rows(runs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return sorted((r for r in runs if r["kind"] == kind), key=lambda r: r["rows"])
+
+
+def _run_detail(run: dict[str, Any]) -> str:
+    detail = f"{run['rows']:,} rows in {run['seconds']} s, peak RSS {run['peak_rss_mb']} MB"
+    if run["rows"] < GOAL_ROWS:
+        detail += f"; the goal is stated for {GOAL_ROWS:,} rows"
+    return detail
+
+
+def _vs_floor(run: dict[str, Any], floor_run: dict[str, Any]) -> str:
+    return (
+        f"popbatch {run['seconds']} s vs the floor's {floor_run['seconds']} s in the same run; "
+        f"CPU {run['cpu_seconds']} vs {floor_run['cpu_seconds']} s "
+        f"({floor_run['popbatch_cpu_ratio']:.2f}x); " + _run_detail(run)
+    )
+
+
+def _flat_goal(goal: Any, parquet: list[dict[str, Any]]) -> None:
+    """Peak RSS flat in input size: the largest run within GOAL_RSS_GROWTH of the smallest."""
+    name = f"Parquet->Parquet peak RSS flat in input size (within {GOAL_RSS_GROWTH:.0%})"
+    small, large = parquet[0], parquet[-1]
+    if large is small:
+        goal(name, None, None, f"one size measured: {small['rows']:,} rows")
+        return
+    growth = large["peak_rss_mb"] / small["peak_rss_mb"] - 1
+    goal(
+        name,
+        f"{growth:+.1%}",
+        growth <= GOAL_RSS_GROWTH,
+        f"{small['rows']:,} -> {large['rows']:,} rows: "
+        f"{small['peak_rss_mb']} -> {large['peak_rss_mb']} MB",
+    )
 
 
 def _cpu_overhead(run: dict[str, Any], bare_cpu_rate: int | None) -> str:
@@ -522,10 +700,17 @@ def table(results: dict[str, Any]) -> str:
         note = f"job {r['job_seconds']} s"
         row(f"popbatch score {arrow}", r["rows"], r["seconds"], r["cpu_seconds"],
             r["rows_per_second"], r["peak_rss_mb"], note)  # fmt: skip
+    for r in results.get("floor", []):
+        note = f"popbatch score Parquet -> Parquet takes {r['popbatch_ratio']:.2f}x this"
+        row("I/O floor Parquet -> Parquet (constant scores)", r["rows"], r["seconds"],
+            r["cpu_seconds"], r["rows_per_second"], r["peak_rss_mb"], note)  # fmt: skip
     for r in results.get("baseline", []):
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items())
         row(f"baseline pandas + native stack, {r['kind']}", r["rows"], r["seconds"],
             r["cpu_seconds"], r["rows_per_second"], r["peak_rss_mb"], stages)  # fmt: skip
+    for command, timed in results.get("help", {}).items():
+        note = f"median of {len(timed['seconds'])} fresh processes"
+        row(command, "-", f"{timed['median_seconds']:.3f}", "-", "-", "-", note)
     return "\n".join(lines)
 
 
@@ -565,13 +750,19 @@ def report(results: dict[str, Any]) -> str:
                 f"agreement {Path(a['other']).name} vs {Path(a['reference']).name}: "
                 "NOT the same rows in the same order"
             )
+    for f in results.get("floor", []):
+        text.append(
+            f"I/O floor, {f['rows']:,} rows: popbatch score Parquet -> Parquet took "
+            f"{f['popbatch_ratio']:.2f}x the floor's wall time ({f['popbatch_cpu_ratio']:.2f}x "
+            "its CPU time), measured in this run"
+        )
     for s in results.get("skipped", []):
         text.append(f"skipped: {s['what']} ({s['why']})")
     text.append("")
     for g in results.get("goals", []):
         verdict = {True: "met", False: "NOT met", None: "not measured"}[g["met"]]
         value = f"{g['value']:,}" if isinstance(g["value"], int) else g["value"]
-        text.append(f"goal {g['goal']}: {value} -> {verdict} ({g['detail']})")
+        text.append(f"goal (issue {g['issue']}) {g['goal']}: {value} -> {verdict} ({g['detail']})")
     return "\n".join(text)
 
 
@@ -589,7 +780,7 @@ def measure_all(bench: Bench, model_dir: Path, stack_dir: Path | None) -> None:
     results["bare"] = bare(bench, model_dir, smallest)
     e2e = results.setdefault("e2e", [])
     for kind in ("parquet", "csv", "duckdb"):
-        e2e.append(score(bench, model_dir, smallest, kind))
+        score_and_floor(bench, model_dir, smallest, kind)
     if stack_dir is None:
         bench.skip("baseline", "no trained stack (pass --run RUN_DIR)")
     else:
@@ -615,7 +806,17 @@ def measure_all(bench: Bench, model_dir: Path, stack_dir: Path | None) -> None:
                 )
                 continue
             built = catalog(bench, rows, (kind,))
-            e2e.append(score(bench, model_dir, built, kind))
+            score_and_floor(bench, model_dir, built, kind)
+    results["help"] = help_seconds(bench)
+
+
+def score_and_floor(bench: Bench, model_dir: Path, built: Catalog, kind: str) -> None:
+    """``popbatch score`` of one input kind; a Parquet run is followed by the I/O floor of
+    the same file, so the two see the same moment of a busy machine."""
+    done = score(bench, model_dir, built, kind)
+    bench.results.setdefault("e2e", []).append(done)
+    if kind == "parquet":
+        bench.results.setdefault("floor", []).append(floor(bench, model_dir, built, done))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

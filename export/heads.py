@@ -8,7 +8,8 @@ requested ones: onnxruntime runs a whole graph even when asked for one output.
 ``popularity.onnx`` (output ``popularity_pred``, float64 [N])::
 
     c    = clip(features)                                 # the stack's bounds, if any
-    base = [ann(c), rf(c), xgb(c)]                        # scaler folded into the ann
+    t    = Concat(c[:, :14], c[:, 14:] @ genre_encoding)  # c itself without a genre
+    base = [ann(c), rf(t), xgb(t)]                        # scaler folded into the ann
     popularity_pred = Clip(base @ meta_coef + meta_intercept, 0, 100)   # float64
 
 ``genre.onnx`` (outputs ``genre_index`` int64 [N], ``genre_prob`` float32 [N])::
@@ -179,8 +180,9 @@ def popularity_graph(head: Any, width: int) -> Any:
     ann_out = b.network(head.ann, width, head.scaler_mean, head.scaler_scale, clipped, "ann/")
     b.const("shape_n1", [-1, 1], np.int64)
     columns.append(b.node("Reshape", [ann_out, "shape_n1"], "ann/p"))
+    trees, trees_width = _tree_input(b, head, clipped, width)
     for prefix, estimator in (("rf/", head.rf), ("xgb/", head.xgb)):
-        out = b.embed(_convert(estimator, width), prefix, clipped)
+        out = b.embed(_convert(estimator, trees_width), prefix, trees)
         columns.append(b.node("Reshape", [out, "shape_n1"], f"{prefix}p"))
     b.node("Concat", columns, "base", axis=1)
     b.node("Cast", ["base"], "base64", to=TensorProto.DOUBLE)
@@ -192,6 +194,25 @@ def popularity_graph(head: Any, width: int) -> Any:
     b.node("Clip", ["z", low, high], "z_clipped")
     b.node("Reshape", ["z_clipped", b.const("flat", [-1], np.int64)], POPULARITY_OUTPUT)
     return b.model("popbatch_popularity", [(POPULARITY_OUTPUT, TensorProto.DOUBLE)])
+
+
+def _tree_input(b: _Builder, head: Any, clipped: str, width: int) -> tuple[str, int]:
+    """The popularity trees' input and its width: the clipped numerics and the genre's
+    encoding, a lookup written as ``onehot @ encoding`` (one 1 per row, so exactly the
+    encoding of its genre); ``clipped`` itself for a head without an encoding."""
+    from popbatch.models.popularity import N_NUMERIC
+
+    if head.genre_encoding is None:
+        return clipped, width
+    bounds = {"t0": [0], "tn": [N_NUMERIC], "tw": [width], "tax": [1]}
+    for name, value in bounds.items():
+        b.const(name, value, np.int64)
+    numeric = b.node("Slice", [clipped, "t0", "tn", "tax"], "trees/numeric")
+    onehot = b.node("Slice", [clipped, "tn", "tw", "tax"], "trees/onehot")
+    encoding = np.asarray(head.genre_encoding, np.float64).astype(np.float32).reshape(-1, 1)
+    b.const("trees/genre_encoding", encoding, np.float32)
+    encoded = b.node("MatMul", [onehot, "trees/genre_encoding"], "trees/encoded")
+    return b.node("Concat", [numeric, encoded], "trees/input", axis=1), N_NUMERIC + 1
 
 
 def genre_graph(head: Any, width: int) -> Any:

@@ -42,10 +42,15 @@ def out_of_fold_encoding(
     seed: int,
     smoothing: float = SMOOTHING,
     k: int = ENCODING_FOLDS,
+    strata: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Each row's encoding from an encoder fitted without its (track_id-grouped) fold: [N]."""
+    """Each row's encoding from an encoder fitted without its (track_id-grouped) fold: [N].
+
+    The folds are stratified by ``strata`` (0/1 per row; default ``y``, which must
+    then be 0/1 too: a regression target passes e.g. ``y > median``).
+    """
     encoded = np.zeros(onehot.shape[0], np.float64)
-    for fit_rows, held_out in grouped_folds(groups, y, k, seed):
+    for fit_rows, held_out in grouped_folds(groups, y if strata is None else strata, k, seed):
         encoding = fit_encoding(onehot[fit_rows], y[fit_rows], smoothing)
         encoded[held_out] = np.asarray(onehot[held_out], np.float64) @ encoding
     return encoded

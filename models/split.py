@@ -25,6 +25,10 @@ class Split:
 
 def _group_labels(groups: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct groups, each row's group number, and each group's label (1 if any row is 1)."""
+    values = np.unique(np.asarray(y))
+    if not np.isin(values, (0, 1)).all():
+        # Rows of any other label would silently belong to no part or fold.
+        raise ValueError(f"labels to stratify by must be 0 or 1, got {values[:5].tolist()}...")
     unique, inverse = np.unique(groups, return_inverse=True)
     label = np.zeros(unique.size, np.int64)
     np.maximum.at(label, inverse, np.asarray(y, np.int64))

@@ -13,5 +13,8 @@ CREATE TABLE IF NOT EXISTS popbatch_runs (
     rows_skipped BIGINT,           -- incremental runs: rows already up to date
     model_id VARCHAR,
     status VARCHAR NOT NULL,       -- 'success' or 'failed' (or 'interrupted')
-    error VARCHAR                  -- the one-line error message of a failed run
+    error VARCHAR,                 -- the one-line error message of a failed run
+    heads VARCHAR                  -- the heads scored, e.g. 'popular,popularity,genre'
 );
+-- Logs created before the heads column existed gain it (NULL for their old rows).
+ALTER TABLE popbatch_runs ADD COLUMN IF NOT EXISTS heads VARCHAR;

@@ -11,6 +11,8 @@ from click.testing import CliRunner
 DATA = Path(__file__).parent / "data"
 TRACKS_2000 = DATA / "tracks_2000.csv"
 SMALL_TITLE_CASE = DATA / "spotify_data_small.csv"
+# popbatch 0.1.0's embedded default: manifest format 1, no heads (see its README.md)
+FORMAT1_MODEL = DATA / "format1_model"
 
 
 ROOT = Path(__file__).resolve().parents[1]

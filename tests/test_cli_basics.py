@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from popbatch.batch.cli import COMMANDS, cli
 
@@ -33,6 +34,97 @@ def test_every_command_has_help(runner, name):
     assert result.exit_code == 0, result.output
     command = cli.get_command(None, name)
     assert command.help and len(command.help.strip()) > 20, f"{name} needs help text"
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_registry_short_help_is_the_commands_own(name):
+    """popbatch --help lists the registry's lines; they must be the commands' own."""
+    command = cli.get_command(None, name)
+    assert COMMANDS[name].short_help == command.get_short_help_str(limit=1_000)
+
+
+@pytest.mark.parametrize("width", [60, 80, 100, 140])
+def test_command_list_is_what_click_would_print(width):
+    ctx = click.Context(cli, info_name="popbatch")
+    ours, clicks = click.HelpFormatter(width=width), click.HelpFormatter(width=width)
+    cli.format_commands(ctx, ours)
+    click.Group.format_commands(cli, ctx, clicks)  # imports every command
+    assert ours.getvalue() == clicks.getvalue()
+
+
+# Modules a help page must not load: together they were ~0.9 s of a 1 s help (issue 17).
+HEAVY = ("polars", "pyarrow", "numpy", "onnxruntime", "duckdb", "pandas")
+# Runs popbatch/__main__.py exactly as `python -m popbatch ARGS` does (runpy is what
+# -m uses), then lists what it loaded.
+HELP_PROBE = """\
+import runpy, sys
+sys.argv = ["popbatch", *{args!r}]
+try:
+    runpy.run_module("popbatch", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    assert exc.code in (0, None), exc.code
+print("\\nMODULES", *sorted(sys.modules))
+"""
+
+
+def help_and_modules(cwd: Path, *args: str) -> tuple[str, set[str]]:
+    """(what ``python -m popbatch ARGS`` printed, the modules it had loaded by the end)."""
+    code = HELP_PROBE.format(args=list(args))
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    printed, _, modules = result.stdout.rpartition("\nMODULES ")
+    return printed, set(modules.split())
+
+
+@pytest.mark.parametrize(
+    "args", [["--help"], ["score", "--help"], ["train", "--help"]], ids=" ".join
+)
+def test_help_loads_no_heavy_module(tmp_path, args):
+    printed, modules = help_and_modules(tmp_path, *args)
+    assert printed.startswith("Usage: popbatch"), printed
+    heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY)
+    assert not heavy, f"popbatch {' '.join(args)} imported {heavy}"
+    training = sorted(m for m in modules if m.startswith("popbatch.models"))
+    assert not training, f"popbatch {' '.join(args)} imported {training}"
+
+
+def test_top_level_help_imports_no_command(tmp_path):
+    printed, modules = help_and_modules(tmp_path, "--help")
+    assert not sorted(m for m in modules if m.startswith("popbatch.batch.commands."))
+    for name, entry in COMMANDS.items():
+        assert f"  {name} " in printed and entry.short_help[:30] in printed
+
+
+def test_train_option_defaults_are_the_librarys():
+    """popbatch train shows popbatch.core.train_defaults (light); training uses
+    TrainConfig and LearnerParams: the same values."""
+    from popbatch.models.pipeline import TrainConfig
+
+    config = TrainConfig(data=Path("."), out=Path("."))
+    learners = config.learners
+    expected = {
+        "popular_above": float(config.popular_above),
+        "balance": config.balance,
+        "outliers": config.outliers,
+        "tune_budget": config.tune_budget,
+        "seed": config.seed,
+        "folds": config.folds,
+        "cv_jobs": config.cv_jobs,
+        "heads": ",".join(config.heads),
+        "epochs": learners.epochs,
+        "batch_size": learners.batch_size,
+        "rf_trees": learners.rf["n_estimators"],
+        "rf_depth": learners.rf["max_depth"],
+        "xgb_rounds": learners.xgb["n_estimators"],
+        "xgb_depth": learners.xgb["max_depth"],
+        "learners": ",".join(learners.learners),
+        "meta_input": learners.meta_input,
+        "xgb_genre": "target" if learners.genre_encoding else "onehot",
+    }
+    shown = {p.name: p.default for p in cli.get_command(None, "train").params}
+    assert {name: shown[name] for name in expected} == expected
 
 
 def test_scoring_package_imports_no_training_stack():

@@ -414,3 +414,10 @@ def test_tensorflow_warnings_are_silenced():
 
     assert tf.get_logger().getEffectiveLevel() >= logging.ERROR
     assert not tf.get_logger().isEnabledFor(logging.WARNING)
+
+
+def test_folds_refuse_labels_other_than_0_and_1():
+    """A regression target passed as strata would leave its rows in no fold at all."""
+    groups = np.arange(20).astype(str)
+    with pytest.raises(ValueError, match="must be 0 or 1"):
+        list(grouped_folds(groups, np.linspace(0, 100, 20), 5, 1))

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import polars as pl
 import pytest
-from conftest import TRACKS_2000
+from conftest import FORMAT1_MODEL, TRACKS_2000
 from onnx import TensorProto, helper, numpy_helper
 from popbatch.batch.cli import cli
 from popbatch.batch.explain import Head, LinkModel, RawSpace, explain, model_head
@@ -178,7 +178,8 @@ def test_regression_head_matches_its_closed_form_in_points(model_dir):
 
 # --------------------------------------------------------------- explain()
 def test_default_model_explanations_add_up_on_fixture_rows(tmp_path):
-    """The real embedded stack (network, forest, XGBoost, meta learner), log-odds."""
+    """The real embedded stack (logistic regression, XGBoost on the encoded genre, meta
+    learner), log-odds, against the background rows shipped with it."""
     result = explain(str(TRACKS_2000), top=25, output=tmp_path / "why.parquet")
     table = pl.read_parquet(tmp_path / "why.parquet")
     assert table.height == 25 * 15 and table["track_id"].n_unique() == 25
@@ -188,9 +189,11 @@ def test_default_model_explanations_add_up_on_fixture_rows(tmp_path):
     probability = table.group_by("track_id").agg(pl.col("prediction", "score").first())
     logit = np.log(probability["score"] / (1 - probability["score"]))
     assert logit.to_numpy() == pytest.approx(probability["prediction"].to_numpy(), abs=1e-5)
-    assert result.background == "input sample" and set(table["background"]) == {"input sample"}
+    assert result.background == "model" and set(table["background"]) == {"model"}
     genre = table.filter(pl.col("feature") == "genre")
     assert genre["value"].null_count() == 25 and genre["category"].null_count() == 0
+    # A model shipped without background rows explains against the input's own rows.
+    assert explain(str(TRACKS_2000), FORMAT1_MODEL, top=2).background == "input sample"
 
 
 def test_top_n_are_the_highest_predicted(model_dir, tmp_path):

@@ -4,7 +4,7 @@ One tiny real training run (tests/data/tracks_2000.csv, 2 epochs, 2 folds)
 with all three heads feeds every test: training through the CLI, export with
 a parity proof per head, scoring through the CLI and the Python API, the
 ``--heads`` subsets, incremental runs, write-back, a tampered head file, and a
-model exported before heads existed (the embedded default model).
+model exported before heads existed (popbatch 0.1.0's default, tests/data/format1_model).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from popbatch.batch.cli import cli
 import popbatch
 from popbatch.core.bundle import load_model
 from popbatch.core.errors import InputError, ModelError
-from tests.conftest import TRACKS_2000
+from tests.conftest import FORMAT1_MODEL, TRACKS_2000
 
 TINY = ["--epochs", "2", "--folds", "2", "--rf-trees", "3", "--rf-depth", "3",
         "--xgb-rounds", "5", "--xgb-depth", "2"]  # fmt: skip
@@ -95,6 +95,36 @@ def test_every_head_shares_the_one_grouped_split(trained):
     heads = load_heads(out / "stack")
     assert set(heads) == {"popularity", "genre"}
     assert set(heads["genre"].classes) <= set(train["track_genre"].str.to_lowercase().to_list())
+
+
+def test_popularity_trees_read_the_genre_encoding(trained):
+    """The trees get 14 features + one encoded genre, each genre's mean popularity."""
+    from popbatch.exporter.heads import load_heads
+
+    head = load_heads(trained[0] / "stack")["popularity"]
+    assert head.xgb.n_features_in_ == head.rf.n_features_in_ == 15
+    encoding = np.asarray(head.genre_encoding)
+    assert encoding.shape == (len(head.clip_lower) - 14,)
+    assert 0 < encoding.min() < encoding.max() < 100
+
+
+def test_popularity_encoding_never_sees_a_rows_own_popularity():
+    """Fitting rows get an out-of-fold encoding: changing one row's popularity moves
+    the encoding applied to other rows, never that row's own feature."""
+    from popbatch.models.popularity import encoded_inputs
+
+    rng = np.random.default_rng(0)
+    genre = rng.integers(0, 3, 60)
+    c = np.hstack([rng.random((60, 14)), np.eye(3)[genre]]).astype(np.float32)
+    y = rng.uniform(0, 100, 60)
+    groups = np.arange(60).astype(str)
+    fitted, (other,), _ = encoded_inputs(c, y, groups, [c[:1]], seed=1)
+    changed = y.copy()
+    changed[0] += 50
+    fitted2, (other2,), _ = encoded_inputs(c, changed, groups, [c[:1]], seed=1)
+    assert fitted2[0, -1] == fitted[0, -1]
+    assert other2[0, -1] > other[0, -1]
+    np.testing.assert_array_equal(fitted[:, :14], c[:, :14])
 
 
 def test_export_proves_parity_per_head(trained, model):
@@ -193,15 +223,16 @@ def test_unknown_or_missing_heads_are_usage_errors(runner, model, catalog, tmp_p
     )
     assert result.exit_code == 2 and "unknown head mood" in result.output
     with pytest.raises(InputError, match="this model has no genre head"):
-        popbatch.score(str(catalog), out, heads="popular,genre", record=False)  # default model
+        popbatch.score(str(catalog), out, model=FORMAT1_MODEL, heads="popular,genre", record=False)
     assert not out.exists()
 
 
 def test_a_model_without_heads_still_scores_the_label(runner, catalog, tmp_path):
-    """The embedded default model was exported before heads: label columns only."""
-    assert "heads" not in load_model().manifest
+    """popbatch 0.1.0's default model was exported before heads: label columns only."""
+    assert "heads" not in load_model(FORMAT1_MODEL).manifest
     out = tmp_path / "scored.parquet"
-    result = runner.invoke(cli, ["score", str(catalog), "-o", str(out), "-q"])
+    args = ["score", str(catalog), "-o", str(out), "-q", "--model", str(FORMAT1_MODEL)]
+    result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert pl.read_parquet(out).columns == LABEL_COLUMNS
 
@@ -334,3 +365,25 @@ def test_score_batches_adds_the_head_columns_row_for_row(model, catalog):
     assert sum(b.num_rows for b in out) == 200
     (only,) = popbatch.score_batches(batches[:1], model, heads="popular,genre")
     assert only.schema.names == [*LABEL_COLUMNS, "genre_pred", "genre_prob", "rejected"]
+
+
+def test_the_run_log_records_which_heads_each_run_wrote(runner, model, catalog, tmp_path):
+    db = tmp_path / "scores.duckdb"
+    with duckdb.connect(str(db)) as con:  # a run log from before the heads column
+        con.execute(
+            "CREATE TABLE popbatch_runs (run_id VARCHAR PRIMARY KEY, started_at TIMESTAMP "
+            "NOT NULL, finished_at TIMESTAMP, input VARCHAR, output VARCHAR, rows_read BIGINT, "
+            "rows_scored BIGINT, rows_rejected BIGINT, rows_skipped BIGINT, model_id VARCHAR, "
+            "status VARCHAR NOT NULL, error VARCHAR)"
+        )
+        con.execute(
+            "INSERT INTO popbatch_runs (run_id, started_at, status) "
+            "VALUES ('old', now(), 'success')"
+        )
+    for heads in (["--heads", "popular"], []):
+        args = ["score", str(catalog), "-o", str(db), "--model", str(model), "--into", "s"]
+        result = runner.invoke(cli, [*args, "--mode", "replace", *heads])
+        assert result.exit_code == 0, result.output
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT heads FROM popbatch_runs ORDER BY started_at").fetchall()
+    assert rows == [(None,), ("popular",), ("popular,popularity,genre",)]

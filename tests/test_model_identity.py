@@ -14,11 +14,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import TRACKS_2000
+from conftest import FORMAT1_MODEL, TRACKS_2000
 from model_factory import validate_manifest
 from popbatch.batch.cli import cli
 
-from popbatch.core.bundle import default_model_dir, load_model
+from popbatch.core.bundle import load_model
 from popbatch.core.errors import ModelError
 from popbatch.core.identity import contract_parts, seal
 
@@ -112,9 +112,9 @@ def test_each_contract_edit_is_refused_naming_the_part(runner, model_dir, tmp_pa
     assert FIX in line
 
 
-def test_the_issue_reproduction_on_the_embedded_default_model_is_refused(runner, tmp_path):
+def test_the_issue_reproduction_on_a_format_1_model_is_refused(runner, tmp_path):
     """Format 1 (model_id = sha256 of model.onnx): checked against popbatch's record."""
-    model = edited_copy(default_model_dir(), tmp_path / "model", swap(3, 4))
+    model = edited_copy(FORMAT1_MODEL, tmp_path / "model", swap(3, 4))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     result = runner.invoke(
@@ -170,8 +170,8 @@ def test_an_unknown_format_1_bundle_is_refused_with_the_fix(model_dir, tmp_path)
     assert "popbatch export RUN_DIR --out DIR" in str(error.value)
 
 
-def test_the_embedded_default_model_still_loads_with_its_id():
-    bundle = load_model()
+def test_popbatch_0_1_0s_default_model_still_loads_with_its_id():
+    bundle = load_model(FORMAT1_MODEL)
     assert bundle.manifest["format_version"] == 1
     assert bundle.model_id == "cad3210c7d946beb93e0ffaf877aac21879e2a970a74eab20dbe833f6ef0db55"
 
@@ -190,5 +190,5 @@ def test_model_info_says_what_the_id_covers(runner, model_dir):
     covers = next(line for line in result.output.splitlines() if line.startswith("id covers"))
     assert "model.onnx (sha256 " in covers
     assert "scoring contract (input, outputs, threshold, key, genre, features)" in covers
-    default = runner.invoke(cli, ["model", "info"])
-    assert "format 1: id = its sha256" in default.output
+    old = runner.invoke(cli, ["model", "info", str(FORMAT1_MODEL)])
+    assert "format 1: id = its sha256" in old.output

@@ -1,7 +1,9 @@
 """``popbatch score``: parse options, build the library objects, report.
 
 The work is done by :func:`batch.score.score`; this module only turns options
-into a source, a sink and a model, and prints the summary.
+into a source, a sink and a model, and prints the summary. It imports the scorer
+inside the command, so ``popbatch score --help`` loads no polars, pyarrow or
+onnxruntime.
 """
 
 from __future__ import annotations
@@ -12,11 +14,8 @@ from pathlib import Path
 import click
 from popbatch.batch.options import input_options, model_option, wait_option
 from popbatch.batch.progress import ProgressBar
-from popbatch.batch.score import ScoreOptions
-from popbatch.batch.score import score as run_score
-from popbatch.batch.sinks import MODES
 
-from popbatch.core import files
+from popbatch.core import WRITE_MODES, files
 from popbatch.core.errors import OutputError
 
 HELP = """Score catalogs: predict which tracks will be popular.
@@ -91,7 +90,7 @@ def _columns(value: str) -> str | list[str]:
 )
 @click.option(
     "--mode",
-    type=click.Choice(MODES),
+    type=click.Choice(WRITE_MODES),
     help="How --into changes an existing table: replace (default), append, or upsert by --key.",
 )
 @click.option(
@@ -167,6 +166,11 @@ def score(
     wait: float,
     quiet: bool,
 ) -> None:
+    # Imported here, not at the top: the scorer brings polars, pyarrow and
+    # onnxruntime (~0.6 s), which `popbatch score --help` does not need.
+    from popbatch.batch.score import ScoreOptions
+    from popbatch.batch.score import score as run_score
+
     options = ScoreOptions(
         table=table,
         query=query,

@@ -1,8 +1,10 @@
 """``popbatch train``: option parsing and progress only; :mod:`popbatch.models.pipeline`
-does the work, and its TrainConfig and LearnerParams give every default.
+does the work.
 
-The training stack (TensorFlow, scikit-learn, xgboost) is imported inside
-the command so that importing the CLI never loads it.
+The training pipeline and stack (polars, TensorFlow, scikit-learn, xgboost) are
+imported inside the command so that importing the CLI, or ``popbatch train
+--help``, never loads them; the options show the defaults of
+:mod:`popbatch.core.train_defaults`, which are TrainConfig's and LearnerParams'.
 """
 
 from __future__ import annotations
@@ -12,19 +14,15 @@ from pathlib import Path
 
 import click
 from popbatch.batch.options import read_options
-from popbatch.models.pipeline import TrainConfig
 
+from popbatch.core import train_defaults as defaults
 from popbatch.core.errors import InputError
-from popbatch.core.heads import parse_heads
 
 # Where the exported model goes inside --out (model.onnx + manifest.json).
 MODEL_SUBDIR = "model"
 
 BALANCE_METHODS = ("smote", "adasyn", "undersample", "class-weight", "none")
-# The options' defaults are the library's (one definition: TrainConfig, LearnerParams).
-_CONFIG = TrainConfig(data=Path("."), out=Path("."))
-_LEARNERS = _CONFIG.learners
-HEADS_DEFAULT = ",".join(_CONFIG.heads)
+HEADS_DEFAULT = ",".join(defaults.HEADS)
 
 
 def _choice(name: str, choices: tuple[str, ...], help: str):
@@ -51,7 +49,7 @@ def _choice(name: str, choices: tuple[str, ...], help: str):
 )
 @click.option(
     "--popular-above",
-    default=float(_CONFIG.popular_above),
+    default=float(defaults.DEFAULT_POPULAR_ABOVE),
     show_default=True,
     type=float,
     help="Label: popular = popularity > this.",
@@ -59,14 +57,14 @@ def _choice(name: str, choices: tuple[str, ...], help: str):
 @click.option(
     "--balance",
     type=click.Choice(BALANCE_METHODS),
-    default=_CONFIG.balance,
+    default=defaults.BALANCE,
     show_default=True,
     help="Class-imbalance handling, applied to training folds only.",
 )
 @click.option(
     "--outliers",
     type=click.Choice(("keep", "cap", "drop")),
-    default=_CONFIG.outliers,
+    default=defaults.OUTLIERS,
     show_default=True,
     help="cap: clip to the training 1st/99th percentiles (also at scoring); "
     "drop: remove them from training only.",
@@ -75,59 +73,59 @@ def _choice(name: str, choices: tuple[str, ...], help: str):
 @click.option("--tune", is_flag=True, help="Randomized search over RF and XGB settings first.")
 @click.option(
     "--tune-budget",
-    default=_CONFIG.tune_budget,
+    default=defaults.TUNE_BUDGET_MINUTES,
     show_default=True,
     type=click.FloatRange(min=0.1),
     help="Minutes the --tune search may take.",
 )
 @click.option(
-    "--seed", default=_CONFIG.seed, show_default=True, type=int, help="Seed of every random step."
+    "--seed", default=defaults.SEED, show_default=True, type=int, help="Seed of every random step."
 )
 @click.option(
     "--epochs",
-    default=_LEARNERS.epochs,
+    default=defaults.EPOCHS,
     show_default=True,
     type=click.IntRange(min=1),
     help="ANN epochs (also caps the heads' networks).",
 )
 @click.option(
     "--batch-size",
-    default=_LEARNERS.batch_size,
+    default=defaults.BATCH_SIZE,
     show_default=True,
     type=click.IntRange(min=1),
     help="ANN mini-batch size.",
 )
 @click.option(
     "--folds",
-    default=_CONFIG.folds,
+    default=defaults.FOLDS,
     show_default=True,
     type=click.IntRange(min=2),
     help="K of the out-of-fold predictions that train the meta learner.",
 )
 @click.option(
     "--rf-trees",
-    default=_LEARNERS.rf["n_estimators"],
+    default=defaults.RF_TREES,
     show_default=True,
     type=click.IntRange(min=1),
     help="RF trees.",
 )
 @click.option(
     "--rf-depth",
-    default=_LEARNERS.rf["max_depth"],
+    default=defaults.RF_DEPTH,
     show_default=True,
     type=click.IntRange(min=1),
     help="RF max depth.",
 )
 @click.option(
     "--xgb-rounds",
-    default=_LEARNERS.xgb["n_estimators"],
+    default=defaults.XGB_ROUNDS,
     show_default=True,
     type=click.IntRange(min=1),
     help="XGBoost maximum rounds (early stopping on validation picks fewer).",
 )
 @click.option(
     "--xgb-depth",
-    default=_LEARNERS.xgb["max_depth"],
+    default=defaults.XGB_DEPTH,
     show_default=True,
     type=click.IntRange(min=1),
     help="XGBoost max tree depth.",
@@ -139,7 +137,7 @@ def _choice(name: str, choices: tuple[str, ...], help: str):
 )
 @click.option(
     "--learners",
-    default="logistic,xgb",
+    default=",".join(defaults.LEARNERS),
     show_default=True,
     help="Base learners of the stack, comma-separated: logistic, ann, rf, xgb.",
 )
@@ -158,7 +156,11 @@ def _choice(name: str, choices: tuple[str, ...], help: str):
     "(e.g. 5x3), on the rows outside the test split; adds mean ± std to the report.",
 )
 @click.option(
-    "--cv-jobs", default=2, show_default=True, type=click.IntRange(min=1), help="Parallel folds."
+    "--cv-jobs",
+    default=defaults.CV_JOBS,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Parallel folds.",
 )
 @click.option(
     "--heads",
@@ -213,6 +215,8 @@ def train(
     proven) unless --no-export. With --heads, also a popularity regression stack
     (popularity.onnx) and a genre classifier (genre.onnx) on the same split.
     """
+    from popbatch.core.heads import parse_heads  # pyarrow: not for --help
+
     started = time.perf_counter()
     chosen_heads = parse_heads(heads)  # a typo fails before TensorFlow loads
     if no_genre and "genre" in chosen_heads and heads != HEADS_DEFAULT:
@@ -222,6 +226,7 @@ def train(
 
     import_keras_quietly()
     from popbatch.models.learners import LearnerParams
+    from popbatch.models.pipeline import TrainConfig
     from popbatch.models.pipeline import train as run_training
 
     params = LearnerParams(

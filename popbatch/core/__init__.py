@@ -16,3 +16,8 @@ __version__ = "0.2.0"
 # Parquet, 2 cores: 65,536 rows 9.0/9.6 s and 559/555 MB peak RSS; 32,768 rows 9.0/9.5 s
 # and 468/469 MB; 16,384 rows 10.1/10.5 s and 429/433 MB.
 DEFAULT_BATCH_SIZE = 32_768
+
+# How a DuckDB target table changes (popbatch score --mode). Here rather than in
+# popbatch.batch.sinks so that ``popbatch score --help`` lists them without importing
+# pyarrow and the sinks.
+WRITE_MODES = ("replace", "append", "upsert")

@@ -14,13 +14,16 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from popbatch.core import train_defaults
 from popbatch.core.errors import InputError, SchemaError
 
 LABEL_COLUMN = "popularity"
 KEY_COLUMN = "track_id"
 GENRE_COLUMN = "track_genre"
 OTHER_GENRE = "__other__"
-DEFAULT_POPULAR_ABOVE = 71
+# Defined with the other training defaults: plain constants that popbatch train --help
+# reads without importing polars.
+DEFAULT_POPULAR_ABOVE = train_defaults.DEFAULT_POPULAR_ABOVE
 
 
 @dataclass(frozen=True)

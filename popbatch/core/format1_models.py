@@ -9,7 +9,7 @@ format 2. Generated from the manifest as shipped, with
 
 # model_id -> {contract part: sha256 of its canonical JSON}
 CONTRACTS: dict[str, dict[str, str]] = {
-    # models/default: the embedded default model (popbatch 0.1.0, 2026-11-21)
+    # popbatch 0.1.0's embedded default model (2026-11-21), now tests/data/format1_model
     "cad3210c7d946beb93e0ffaf877aac21879e2a970a74eab20dbe833f6ef0db55": {
         "input.name": "d19048bc03682d2d7cfd0ba2a1527ca1942160f7e94d927a075d1fa1b34446c5",
         "input.dtype": "a9d706227706efbc4d5f023e7b5aa9e8f73a8ea5be363a6abdc7f526f01636e1",
