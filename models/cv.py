@@ -32,6 +32,7 @@ import copy
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -194,6 +195,12 @@ def _popularity(task: FoldTask, fold: FoldFit) -> tuple[Scores, dict[str, Any]]:
     config, x, target = task.config, task.x, task.targets["popularity"]
     train, val, out = fold.train, fold.val, task.held_out
     params = popularity_params(config)
+    if config.tune:  # as models.heads does, on the fold's rows (its validation rows stand in)
+        popularity.tune(
+            fold.fitted.stack, x[train], target[train], task.groups[train],
+            SimpleNamespace(x={"validation": x[val]}), {"validation": target[val]}, params,
+            replace(config, seed=fold.seed), _quiet,
+        )  # fmt: skip
     head, _ = popularity.fit_head(
         fold.fitted.stack, x[train], target[train], task.groups[train], x[val], target[val],
         params, fold.seed, config.folds, _quiet,
