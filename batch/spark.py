@@ -23,6 +23,7 @@ popbatch imports this module.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -35,7 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from popbatch.batch.batches import REJECTED, BatchOptions, flag_batches, flagged_schema
+from popbatch.batch.batches import (
+    REJECTED,
+    BatchOptions,
+    check_heads,
+    flag_batches,
+    flagged_schema,
+)
 from popbatch.batch.runner import OnnxScorer
 
 from popbatch.core.bundle import ModelBundle, load_model, verify_identity
@@ -87,7 +94,7 @@ def local_session(master: str = "local[2]", **conf: str) -> SparkSession:
 class _Plan:
     """What each executor needs to score a partition (pickled into the task)."""
 
-    model: Any  # a Broadcast of (manifest, onnx bytes)
+    model: Any  # a Broadcast of (manifest, model.onnx bytes, {head: its ONNX bytes})
     model_id: str
     schema: pa.Schema  # what the partitions yield, features_hash as HASH_TYPE
     scored_at: datetime
@@ -120,9 +127,12 @@ def score_flagged(
     except TypeError as exc:
         raise InputError(f"score_dataframe(): {exc}") from None
     preprocessor = chosen.bind(bundle.manifest, _arrow_schema(df), "the DataFrame")
-    schema = _spark_arrow(flagged_schema(preprocessor))
+    # The heads are fixed here, on the driver, so every partition yields one schema.
+    chosen = dataclasses.replace(chosen, heads=check_heads(chosen.heads, bundle.manifest))
+    schema = _spark_arrow(flagged_schema(preprocessor, chosen.heads))
+    shipped = (bundle.manifest, bundle.onnx_bytes, bundle.head_bytes)
     plan = _Plan(
-        model=df.sparkSession.sparkContext.broadcast((bundle.manifest, bundle.onnx_bytes)),
+        model=df.sparkSession.sparkContext.broadcast(shipped),
         model_id=bundle.model_id,
         schema=schema,
         scored_at=scored_at or datetime.now(UTC),
@@ -176,15 +186,19 @@ def _executor_scorer(plan: _Plan) -> OnnxScorer:
     """This process's session for the plan's model, built (and verified) once."""
     scorer = _SCORERS.get((plan.model_id, plan.threads))
     if scorer is None:
-        manifest, onnx_bytes = plan.model.value
+        manifest, onnx_bytes, head_bytes = plan.model.value
         where = f"the model shipped to this executor ({plan.model_id[:12]}…)"
         try:
             if manifest.get("model_id") != plan.model_id:
                 raise ModelError(f"it is model {str(manifest.get('model_id'))[:12]}…")
             verify_identity(manifest, hashlib.sha256(onnx_bytes).hexdigest(), Path("."))
+            for name, data in head_bytes.items():
+                digest = hashlib.sha256(data).hexdigest()
+                if digest != manifest["heads"][name]["sha256"]:
+                    raise ModelError(f"its {name} head is not the manifest's ({digest[:12]}…)")
         except ModelError as exc:
             raise ModelError(f"{where}: {exc}; resubmit the job") from None
-        bundle = ModelBundle(Path("spark-broadcast"), manifest, onnx_bytes)
+        bundle = ModelBundle(Path("spark-broadcast"), manifest, onnx_bytes, head_bytes)
         scorer = _SCORERS[(plan.model_id, plan.threads)] = OnnxScorer(bundle, plan.threads)
     return scorer
 

@@ -11,6 +11,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from bad_rows import bad_catalog
+from conftest import FORMAT1_MODEL
 from popbatch.batch.batches import REJECTED, BatchScorer
 from popbatch.batch.sources import CsvSource
 
@@ -86,7 +87,8 @@ def test_heads_are_checked_against_the_model(catalog):
     (first,) = popbatch.score_batches(batches(catalog, 2000)[:1], heads=["popular"])
     assert first.num_rows == 2000
     with pytest.raises(InputError, match=r"this model has no genre head \(it has popular\)"):
-        next(popbatch.score_batches(batches(catalog), heads=["popular", "genre"]))
+        # popbatch 0.1.0's default model has the popular head only
+        next(popbatch.score_batches(batches(catalog), FORMAT1_MODEL, heads=["popular", "genre"]))
     with pytest.raises(InputError, match=r"unknown head \(none given\)"):
         next(popbatch.score_batches(batches(catalog), heads=[]))
 
@@ -113,9 +115,9 @@ def test_popbatch_score_runs_through_batch_scorer(catalog, tmp_path, monkeypatch
         return np.full(n, 0.25, np.float32), np.zeros(n, bool), {}  # no extra heads
 
     monkeypatch.setattr(BatchScorer, "predict", constant)
-    popbatch.score(catalog, tmp_path / "s.parquet", record=False)
+    popbatch.score(catalog, tmp_path / "s.parquet", record=False, heads="popular")
     assert set(pq.read_table(tmp_path / "s.parquet")["popularity_prob"].to_pylist()) == {0.25}
-    (out,) = popbatch.score_batches(batches(catalog, 2000)[:1])
+    (out,) = popbatch.score_batches(batches(catalog, 2000)[:1], heads=["popular"])
     assert set(out["popularity_prob"].drop_null().to_pylist()) == {0.25}
 
 

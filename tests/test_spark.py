@@ -117,13 +117,14 @@ def test_missing_column_is_refused_on_the_driver(spark, catalog):
 class Shipped:
     """Stands in for a Broadcast: what an executor reads from ``.value``."""
 
-    def __init__(self, manifest, onnx_bytes):
-        self.value = (manifest, onnx_bytes)
+    def __init__(self, manifest, onnx_bytes, head_bytes):
+        self.value = (manifest, onnx_bytes, head_bytes)
 
 
-def plan_for(model, onnx_bytes=None, threads=1):
+def plan_for(model, onnx_bytes=None, threads=1, head_bytes=None):
+    heads = model.head_bytes if head_bytes is None else head_bytes
     return popbatch_spark._Plan(
-        model=Shipped(model.manifest, onnx_bytes or model.onnx_bytes),
+        model=Shipped(model.manifest, onnx_bytes or model.onnx_bytes, heads),
         model_id=model.model_id,
         schema=pa.schema([]),
         scored_at=datetime.now(UTC),
@@ -138,6 +139,10 @@ def test_one_verified_session_per_executor_process(monkeypatch):
     assert popbatch_spark._executor_scorer(plan_for(model)) is first  # not one per batch
     with pytest.raises(ModelError, match="the model shipped to this executor"):
         popbatch_spark._executor_scorer(plan_for(model, model.onnx_bytes + b"x", threads=2))
+    changed = {**model.head_bytes, "genre": model.head_bytes["genre"] + b"x"}
+    with pytest.raises(ModelError, match="its genre head is not the manifest's"):
+        popbatch_spark._executor_scorer(plan_for(model, threads=3, head_bytes=changed))
+    assert first.heads.heads == ("popularity", "genre")  # the shipped heads run there
 
 
 def _example_job():
