@@ -83,9 +83,9 @@ def merge(paths: list[str]) -> list:
             for part in ("oof", "val", "out"):
                 for kind in ("probability", "logit"):
                     a[part][kind] = np.column_stack([a[part][kind], b[part][kind]])
-            for name, scores in extra.scores.items():
+            for name, scores in extra.scores["popular"].items():
                 if name not in ("stack", "majority", "logistic"):
-                    base.scores[f"{name}@{tag}"] = scores
+                    base.scores["popular"][f"{name}@{tag}"] = scores
     return merged
 
 
@@ -107,9 +107,9 @@ def compare(*paths: str) -> None:
     results = merge(list(paths))
     learners = results[0].details["learners"]
     print(f"{'model':34} ROC-AUC          PR-AUC")
-    for name in results[0].scores:
-        roc = [r.scores[name]["roc_auc"] for r in results]
-        pr = [r.scores[name]["pr_auc"] for r in results]
+    for name in results[0].scores["popular"]:  # the popular head's models (FoldTask.heads)
+        roc = [r.scores["popular"][name]["roc_auc"] for r in results]
+        pr = [r.scores["popular"][name]["pr_auc"] for r in results]
         print(f"{name:34} {np.mean(roc):.4f} ± {np.std(roc, ddof=1):.4f}  "
               f"{np.mean(pr):.4f} ± {np.std(pr, ddof=1):.4f}")  # fmt: skip
     for size in range(2, min(len(learners), 4) + 1):

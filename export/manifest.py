@@ -117,8 +117,9 @@ def build_manifest(
         "opsets": opsets,
         "packages": package_versions(),
     }
-    if "cv" in info:
-        manifest["cv"] = info["cv"]
+    for key in ("cv", "cv_heads"):  # the popular head's CV estimate; every head's
+        if key in info:
+            manifest[key] = info[key]
     if throughput is not None:
         manifest["throughput"] = throughput
     if heads:

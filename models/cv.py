@@ -10,10 +10,16 @@ train/validation cut, outlier bounds, scaler, balancing, genre encoding,
 out-of-fold stacking, meta learner and thresholds are all fitted inside the
 fold. Every model is then scored on the held-out part.
 
-What is scored is a *head* (:data:`HEADS`): the popular head scores
-probabilities with ROC-AUC and PR-AUC. Another head (popularity regression
-with R² and MAE, genre with accuracy and macro-F1) is one more :class:`Head`
-whose ``predict`` returns each model's predictions for the held-out rows.
+Every head the run trains is cross-validated on the same folds (:data:`HEADS`):
+the popular head (ROC-AUC, PR-AUC, F1 of every base learner, the stack, the plain
+logistic regression and the majority class), the popularity head (R² and MAE of
+its stack, each base learner, the plain linear regression and the training mean)
+and the genre head (accuracy, macro-F1 and top-3 accuracy of the combination,
+the forest, the network and the most frequent genre). Each head fits its own
+whole recipe (its inner out-of-fold stacking, early stopping, weight choice) on
+the fold's fitting rows only, with the same inner train/validation cut as the
+popular stack, whose clip bounds and scaler the other heads read as in
+``popbatch train``.
 
 Folds run in parallel processes (``n_jobs``), each learner single-threaded:
 measured on the 10k sample, the network (the slowest learner, small batches)
@@ -26,6 +32,7 @@ import copy
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -33,7 +40,10 @@ from popbatch.models.split import grouped_folds, grouped_split
 
 Progress = Callable[[str], None]
 INNER_FRACTIONS = (0.70, 0.15)  # train/validation inside a fold, as the 70/15 of train
-SINGLE_EXCLUDED = ("stack", "majority")  # not candidates for "best single model"
+
+
+def _quiet(_: str) -> None:
+    """Inside a fold the heads' own stage lines would interleave across processes."""
 
 
 @dataclass(frozen=True)
@@ -71,43 +81,13 @@ class Metric:
     higher_is_better: bool = True
 
 
-def _popular_scores(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
-
-    return {
-        "roc_auc": float(roc_auc_score(y, p)),
-        "pr_auc": float(average_precision_score(y, p)),
-        "f1": float(f1_score(y, p >= threshold, zero_division=0.0)),
-    }
-
-
-@dataclass(frozen=True)
-class Head:
-    """One prediction target of the model and how cross-validation scores it.
-
-    ``score(y, prediction, threshold)`` returns one value per metric. The first
-    metric is the primary one (it picks the best single model in the summary).
-    """
-
-    name: str
-    description: str
-    metrics: tuple[Metric, ...]
-    score: Callable[[np.ndarray, np.ndarray, float], dict[str, float]]
-
-
-HEADS: dict[str, Head] = {
-    "popular": Head(
-        "popular",
-        "probability that popularity > the label threshold",
-        (Metric("roc_auc"), Metric("pr_auc"), Metric("f1")),
-        _popular_scores,
-    ),
-}
-
-
 @dataclass
 class FoldTask:
-    """Everything one fold needs, picklable for a worker process."""
+    """Everything one fold needs, picklable for a worker process.
+
+    ``targets`` holds the other heads' labels, row for row with ``x``:
+    ``"popularity"`` (0-100) and ``"genre"`` (the catalog's genre).
+    """
 
     repeat: int
     fold: int
@@ -119,20 +99,176 @@ class FoldTask:
     names: list[str]
     vocabulary: list[str] | None
     config: Any
-    head: str = "popular"
+    heads: tuple[str, ...] = ("popular",)
+    targets: dict[str, np.ndarray] = field(default_factory=dict)
     keep_scores: bool = False
     threads: int | None = None
+
+
+@dataclass
+class FoldFit:
+    """The popular stack fitted inside one fold, and the rows every head fits on.
+
+    ``train`` are the fold's training rows the stack kept (``--outliers drop``
+    removes some), ``val`` its validation rows: indices into ``task.x``, all among
+    ``task.fit_rows``. The other heads borrow the stack's clip bounds and scaler.
+    """
+
+    fitted: Any  # models.pipeline.FittedStack
+    train: np.ndarray
+    val: np.ndarray
+    seed: int
+
+
+Scores = dict[str, dict[str, float]]  # model -> metric -> value
+
+
+@dataclass(frozen=True)
+class Head:
+    """One prediction target of the model and how cross-validation scores it.
+
+    ``run(task, fold)`` fits the head's recipe on the fold's training rows and
+    returns each model's scores on the held-out rows (and details to keep).
+    ``combined`` is the head's combined model; it and the trivial ``baselines``
+    are never "the best single model" the combination is compared with.
+    """
+
+    name: str
+    description: str
+    metrics: tuple[Metric, ...]
+    run: Callable[[FoldTask, FoldFit], tuple[Scores, dict[str, Any]]]
+    combined: str = "stack"
+    baselines: tuple[str, ...] = ()
+
+    def singles(self, models: list[str]) -> list[str]:
+        """The models the combination has to beat: base learners and the plain
+        linear/logistic reference (a real model issue 12 asks the stack to beat)."""
+        return [m for m in models if m != self.combined and m not in self.baselines]
+
+
+def _popular(task: FoldTask, fold: FoldFit) -> tuple[Scores, dict[str, Any]]:
+    """Every model's probabilities on the held-out rows; thresholds from validation."""
+    from popbatch.models.evaluate import best_f1_threshold
+    from popbatch.models.pipeline import model_probabilities
+    from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+
+    fitted, val, out = fold.fitted, fold.val, task.held_out
+    x, y = task.x, task.y
+    p_val = model_probabilities(fitted.stack, fitted.plain, x[val], fitted.y_train)
+    p_out = model_probabilities(fitted.stack, fitted.plain, x[out], fitted.y_train)
+    scores = {}
+    for name, p in p_out.items():
+        if name == "stack":
+            threshold = fitted.stack.threshold
+        elif name == "majority":
+            threshold = 0.5
+        else:
+            threshold = best_f1_threshold(y[val], p_val[name])
+        scores[name] = {
+            "roc_auc": float(roc_auc_score(y[out], p)),
+            "pr_auc": float(average_precision_score(y[out], p)),
+            "f1": float(f1_score(y[out], p >= threshold, zero_division=0.0)),
+        }
+    details: dict[str, Any] = {"stack_threshold": fitted.stack.threshold}
+    if task.keep_scores:  # every learner's scores, to compare stack designs afterwards
+        stack = fitted.stack
+        details.update(
+            learners=list(stack.learners),
+            oof=fitted.oof,
+            y_train=fitted.y_train,
+            groups_train=task.groups[fold.train],
+            y_val=y[val],
+            y_out=y[out],
+            val={k: stack.base_scores(x[val], k) for k in ("probability", "logit")},
+            out={k: stack.base_scores(x[out], k) for k in ("probability", "logit")},
+        )
+    return scores, details
+
+
+def _popularity(task: FoldTask, fold: FoldFit) -> tuple[Scores, dict[str, Any]]:
+    """The regression stack (its own grouped out-of-fold meta learner) fitted on the
+    fold's training rows; the stack, base learners and both baselines scored on the
+    held-out rows (``evaluate_head`` calls them its "test" split)."""
+    from popbatch.models import popularity
+    from popbatch.models.heads import popularity_params
+
+    config, x, target = task.config, task.x, task.targets["popularity"]
+    train, val, out = fold.train, fold.val, task.held_out
+    params = popularity_params(config)
+    if config.tune:  # as models.heads does, on the fold's rows (its validation rows stand in)
+        popularity.tune(
+            fold.fitted.stack, x[train], target[train], task.groups[train],
+            SimpleNamespace(x={"validation": x[val]}), {"validation": target[val]}, params,
+            replace(config, seed=fold.seed), _quiet,
+        )  # fmt: skip
+    head, _ = popularity.fit_head(
+        fold.fitted.stack, x[train], target[train], task.groups[train], x[val], target[val],
+        params, fold.seed, config.folds, _quiet,
+    )  # fmt: skip
+    metrics, _ = popularity.evaluate_head(
+        head, x[train], target[train],
+        {"validation": x[val], "test": x[out]}, {"validation": target[val], "test": target[out]},
+    )  # fmt: skip
+    keep = [m.name for m in HEADS["popularity"].metrics]
+    return {name: {k: m[k] for k in keep} for name, m in metrics["test"].items()}, {}
+
+
+def _genre(task: FoldTask, fold: FoldFit) -> tuple[Scores, dict[str, Any]]:
+    """The genre classifier fitted on the fold's training rows (weight chosen on its
+    validation rows); held-out genres it never saw count as misses."""
+    from popbatch.models import genre
+    from popbatch.models.heads import genre_params
+
+    x, genres = task.x, task.targets["genre"]
+    train, val, out = fold.train, fold.val, task.held_out
+    fit_genres = genres[train].tolist()
+    head, _ = genre.fit_head(
+        fold.fitted.stack, x[train], fit_genres, x[val], genres[val].tolist(),
+        genre_params(task.config), fold.seed, _quiet,
+    )  # fmt: skip
+    metrics, _ = genre.evaluate_head(
+        head, {"validation": x[val], "test": x[out]},
+        {"validation": genres[val].tolist(), "test": genres[out].tolist()}, fit_genres,
+    )  # fmt: skip
+    keep = [m.name for m in HEADS["genre"].metrics]
+    return {name: {k: m[k] for k in keep} for name, m in metrics["test"].items()}, {}
+
+
+HEADS: dict[str, Head] = {
+    "popular": Head(
+        "popular",
+        "probability that popularity > the label threshold",
+        (Metric("roc_auc"), Metric("pr_auc"), Metric("f1")),
+        _popular,
+        baselines=("majority",),
+    ),
+    "popularity": Head(
+        "popularity",
+        "popularity (0-100), regression",
+        (Metric("r2"), Metric("mae", higher_is_better=False)),
+        _popularity,
+        baselines=("mean",),
+    ),
+    "genre": Head(
+        "genre",
+        "genre from the audio features",
+        (Metric("accuracy"), Metric("macro_f1"), Metric("top3_accuracy")),
+        _genre,
+        combined="combined",
+        baselines=("most_frequent",),
+    ),
+}
 
 
 @dataclass
 class FoldResult:
     repeat: int
     fold: int
-    scores: dict[str, dict[str, float]]  # model -> metric -> value
+    scores: dict[str, Scores]  # head -> model -> metric -> value
     rows: int
     positives: int
-    seconds: float
-    details: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float]  # head -> seconds its fitting and scoring took in this fold
+    details: dict[str, Any] = field(default_factory=dict)  # the popular head's
 
 
 def fold_tasks(
@@ -160,67 +296,50 @@ def inner_split(task: FoldTask) -> tuple[np.ndarray, np.ndarray, int]:
     return task.fit_rows[inner.train], task.fit_rows[inner.validation], seed
 
 
-def fit_fold(task: FoldTask):
-    """The training recipe on the fold's fitting rows only; returns the
-    :class:`~models.pipeline.FittedStack` and its training and validation rows.
-    Nothing of ``held_out`` — rows or labels — is passed in."""
-    from popbatch.models.pipeline import fit_stack
+def fit_fold(task: FoldTask) -> FoldFit:
+    """The popular stack's training recipe on the fold's fitting rows only (nothing of
+    ``held_out``, rows or labels, is passed in), and the rows the other heads fit on."""
+    from popbatch.models.pipeline import fit_stack, kept_rows
 
     train, val, seed = inner_split(task)
     x, y, groups = task.x, task.y, task.groups
+    config = replace(task.config, seed=seed)
     fitted = fit_stack(
-        x[train], y[train], groups[train], x[val], y[val], task.names, task.vocabulary,
-        replace(task.config, seed=seed),
-    )  # fmt: skip
-    return fitted, train, val
+        x[train], y[train], groups[train], x[val], y[val], task.names, task.vocabulary, config
+    )
+    return FoldFit(fitted, train[kept_rows(x[train], config)], val, seed)
 
 
 def run_fold(task: FoldTask) -> FoldResult:
-    """Fit the recipe on the fold's fitting rows (:func:`fit_fold`), score ``held_out``."""
-    from popbatch.models.evaluate import best_f1_threshold
-    from popbatch.models.pipeline import model_probabilities
+    """Fit every head's recipe on the fold's fitting rows (:func:`fit_fold`), score
+    ``held_out``."""
     from popbatch.models.quiet import import_keras_quietly
 
     import_keras_quietly(task.threads)
     start = time.perf_counter()
-    fitted, train, val = fit_fold(task)
-    x, y = task.x, task.y
-    x_out, y_out = task.x[task.held_out], task.y[task.held_out]
-    y_train = fitted.y_train
-    p_val = model_probabilities(fitted.stack, fitted.plain, x[val], y_train)
-    p_out = model_probabilities(fitted.stack, fitted.plain, x_out, y_train)
-    head = HEADS[task.head]
-    scores = {}
-    for name, p in p_out.items():
-        if name == "stack":
-            threshold = fitted.stack.threshold
-        elif name == "majority":
-            threshold = 0.5
-        else:
-            threshold = best_f1_threshold(y[val], p_val[name])
-        scores[name] = head.score(y_out, p, threshold)
-    details: dict[str, Any] = {"stack_threshold": fitted.stack.threshold}
-    if task.keep_scores:  # every learner's scores, to compare stack designs afterwards
-        stack = fitted.stack
-        details.update(
-            learners=list(stack.learners),
-            oof=fitted.oof,
-            y_train=y_train,
-            groups_train=task.groups[train],
-            y_val=y[val],
-            y_out=y_out,
-            val={k: stack.base_scores(x[val], k) for k in ("probability", "logit")},
-            out={k: stack.base_scores(x_out, k) for k in ("probability", "logit")},
-        )
+    fold = fit_fold(task)
+    scores, seconds, details = {}, {}, {}
+    for name in task.heads:
+        scores[name], found = HEADS[name].run(task, fold)
+        details.update(found)
+        # the popular head's seconds include fitting the stack every head reads
+        seconds[name] = round(time.perf_counter() - start, 1)
+        start = time.perf_counter()
+    y_out = task.y[task.held_out]
     return FoldResult(
-        task.repeat,
-        task.fold,
-        scores,
-        rows=int(y_out.size),
-        positives=int(y_out.sum()),
-        seconds=round(time.perf_counter() - start, 1),
-        details=details,
+        task.repeat, task.fold, scores, int(y_out.size), int(y_out.sum()), seconds, details
     )
+
+
+def _fold_summary(result: FoldResult) -> str:
+    """``stack ROC-AUC 0.834, PR-AUC 0.151; popularity stack r2 0.271, mae 14.1; ...``."""
+    parts = []
+    for head, scores in result.scores.items():
+        spec = HEADS[head]
+        values = scores[spec.combined]
+        shown = ", ".join(f"{m.name} {values[m.name]:.3f}" for m in spec.metrics[:2])
+        parts.append(f"{'' if head == 'popular' else head + ' '}{spec.combined} {shown}")
+    return "; ".join(parts).replace("roc_auc", "ROC-AUC").replace("pr_auc", "PR-AUC")
 
 
 def run_folds(
@@ -233,12 +352,11 @@ def run_folds(
 
     def report(result: FoldResult) -> None:
         results.append(result)
-        stack = result.scores["stack"]
+        costs = ", ".join(f"{h} {s:.0f} s" for h, s in result.seconds.items())
         progress(
             f"cv: fold {len(results)}/{len(tasks)} (repeat {result.repeat + 1}, fold "
-            f"{result.fold + 1}) in {result.seconds:.0f} s: stack ROC-AUC "
-            f"{stack['roc_auc']:.3f}, PR-AUC {stack['pr_auc']:.3f}; "
-            f"{time.perf_counter() - start:.0f} s so far"
+            f"{result.fold + 1}) in {sum(result.seconds.values()):.0f} s: "
+            f"{_fold_summary(result)} ({costs}); {time.perf_counter() - start:.0f} s so far"
         )
 
     if n_jobs == 1:
@@ -257,23 +375,23 @@ def run_folds(
 
 
 def summarize(results: list[FoldResult], head: Head) -> dict[str, Any]:
-    """Mean, std (ddof 1) and per-fold values per model and metric, and the stack's
-    paired per-fold difference to the best single model of each metric."""
-    models = list(results[0].scores)
+    """Mean, std (ddof 1) and per-fold values per model and metric, and the combined
+    model's paired per-fold difference to the best single model of each metric (best:
+    the highest mean, or the lowest for a metric where lower is better, e.g. MAE)."""
+    scores = [r.scores[head.name] for r in results]
+    models = list(scores[0])
     table: dict[str, dict[str, Any]] = {}
     for model in models:
         table[model] = {}
         for metric in head.metrics:
-            values = np.array([r.scores[model][metric.name] for r in results])
+            values = np.array([s[model][metric.name] for s in scores])
             table[model][metric.name] = _stats(values)
-    singles = [m for m in models if m not in SINGLE_EXCLUDED]
+    singles = head.singles(models)
     paired = {}
     for metric in head.metrics:
         sign = 1.0 if metric.higher_is_better else -1.0
         best = max(singles, key=lambda m: sign * table[m][metric.name]["mean"])
-        diff = np.array(
-            [r.scores["stack"][metric.name] - r.scores[best][metric.name] for r in results]
-        )
+        diff = np.array([s[head.combined][metric.name] - s[best][metric.name] for s in scores])
         paired[metric.name] = {
             "best_single": best,
             **_stats(diff),
@@ -297,28 +415,47 @@ def cross_validate(
     config: Any,
     spec: CvSpec,
     n_jobs: int = 2,
-    head: str = "popular",
+    heads: tuple[str, ...] = ("popular",),
+    targets: dict[str, np.ndarray] | None = None,
     progress: Progress = lambda _: None,
-) -> dict[str, Any]:
-    """Repeated grouped CV of the training recipe on rows ``x`` (the rows outside the
-    test split). Returns the report's ``cv`` section (JSON-ready)."""
+) -> dict[str, dict[str, Any]]:
+    """Repeated grouped CV of the training recipe of every head in ``heads`` on rows
+    ``x`` (the rows outside the test split), all heads on the same folds; ``targets``
+    holds the other heads' labels (:class:`FoldTask`). Returns head -> the report's
+    CV section for that head (JSON-ready).
+
+    Raises
+    ------
+    ValueError
+        A head in ``heads`` without its labels in ``targets``.
+    """
+    targets = targets or {}
+    missing = [h for h in heads if h != "popular" and h not in targets]
+    if missing:  # before any process starts, not in a worker an hour later
+        raise ValueError(f"cross_validate: no targets for the {', '.join(missing)} head")
     start = time.perf_counter()
     tasks = list(
         fold_tasks(x, y, groups, spec, config.seed, names=names, vocabulary=vocabulary,
-                   config=config, head=head)
+                   config=config, heads=heads, targets=targets)
     )  # fmt: skip
     progress(
         f"cv: {spec.folds} folds x {spec.repeats} repeats over {y.size} rows "
         f"({int(y.sum())} popular, {np.unique(groups).size} track_ids) outside the test "
-        f"split, {n_jobs} process{'es' if n_jobs > 1 else ''}"
+        f"split, heads {', '.join(heads)}, {n_jobs} process{'es' if n_jobs > 1 else ''}"
     )
     results = run_folds(tasks, n_jobs, progress)
-    summary = summarize(results, HEADS[head])
     seconds = round(time.perf_counter() - start, 1)
     progress(f"cv: done in {seconds:.0f} s")
+    return {name: _section(results, HEADS[name], spec, y, n_jobs, seconds) for name in heads}
+
+
+def _section(results, head: Head, spec: CvSpec, y, n_jobs: int, seconds: float) -> dict[str, Any]:
+    """One head's CV section; ``seconds`` is the whole CV's wall time (all heads)."""
     return {
-        "head": head,
-        "description": HEADS[head].description,
+        "head": head.name,
+        "description": head.description,
+        "combined": head.combined,
+        "metrics": [{"name": m.name, "higher_is_better": m.higher_is_better} for m in head.metrics],
         "spec": str(spec),
         "folds": spec.folds,
         "repeats": spec.repeats,
@@ -326,32 +463,46 @@ def cross_validate(
         "positives": int(y.sum()),
         "n_jobs": n_jobs,
         "seconds": seconds,
-        "per_fold": [_fold_line(r) for r in results],
-        **summary,
+        "seconds_per_fold": round(float(np.mean([r.seconds[head.name] for r in results])), 1),
+        "per_fold": [_fold_line(r, head.name) for r in results],
+        **summarize(results, head),
     }
 
 
-def _fold_line(result: FoldResult) -> dict[str, Any]:
-    return {
+def _fold_line(result: FoldResult, head: str) -> dict[str, Any]:
+    line = {
         "repeat": result.repeat,
         "fold": result.fold,
         "rows": result.rows,
         "positives": result.positives,
-        "seconds": result.seconds,
-        "stack_threshold": result.details["stack_threshold"],
+        "seconds": result.seconds[head],
     }
+    if head == "popular":
+        line["stack_threshold"] = result.details["stack_threshold"]
+    return line
+
+
+def lower_is_better(cv: dict[str, Any]) -> set[str]:
+    """The metrics of a CV section where lower is better (sections before heads: none)."""
+    metrics = [m for m in cv.get("metrics") or [] if isinstance(m, dict)]
+    return {m.get("name") for m in metrics if m.get("higher_is_better") is False}
 
 
 def summary_lines(cv: dict[str, Any]) -> list[str]:
-    """One line per model: ``ann  roc_auc 0.829 ± 0.020  pr_auc 0.155 ± 0.024 ...``."""
+    """One line per model: ``ann  roc_auc 0.829 ± 0.020  pr_auc 0.155 ± 0.024 ...``,
+    then the combined model's paired difference to the best single model."""
     lines = []
     width = max(len(m) for m in cv["models"])
+    lower = lower_is_better(cv)
     for model, metrics in cv["models"].items():
         cells = [f"{k} {v['mean']:.3f} ± {v['std']:.3f}" for k, v in metrics.items()]
         lines.append(f"{model:<{width}}  " + "  ".join(cells))
+    combined = cv.get("combined", "stack")
     for metric, d in cv["stack_vs_best_single"].items():
+        note = ", lower is better" if metric in lower else ""
         lines.append(
-            f"stack - {d['best_single']} ({metric}): {d['mean']:+.4f} ± {d['std']:.4f}, "
-            f"stack better in {d['stack_better_folds']}/{d['folds_compared']} folds"
+            f"{combined} - {d['best_single']} ({metric}{note}): {d['mean']:+.4f} ± "
+            f"{d['std']:.4f}, {combined} better in {d['stack_better_folds']}/"
+            f"{d['folds_compared']} folds"
         )
     return lines

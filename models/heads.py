@@ -72,13 +72,31 @@ def train_heads(
     return result
 
 
+def popularity_params(config: Any):
+    """The popularity head's learner sizes for a run (``popbatch train`` and each
+    cross-validation fold alike): the defaults, ``--epochs`` capping the network."""
+    from popbatch.models import popularity
+
+    params = popularity.RegressorParams()
+    params.epochs = min(params.epochs, config.learners.epochs)  # --epochs caps every network
+    return params
+
+
+def genre_params(config: Any):
+    """The genre head's learner sizes for a run, as :func:`popularity_params`."""
+    from popbatch.models import genre
+
+    params = genre.ClassifierParams()
+    params.epochs = min(params.epochs, config.learners.epochs)
+    return params
+
+
 def _popularity(config, splits, stack, x_train, groups, train_rows, progress, result) -> None:
     from popbatch.models import popularity
 
     targets = {k: f[LABEL_COLUMN].to_numpy().astype(np.float64) for k, f in splits.frames.items()}
     y_train = targets["train"][train_rows]
-    params = popularity.RegressorParams()
-    params.epochs = min(params.epochs, config.learners.epochs)  # --epochs caps every network
+    params = popularity_params(config)
     tuning = None
     if config.tune:
         tuning = popularity.tune(
@@ -130,8 +148,7 @@ def _genre(config, splits, stack, x_train, train_rows, progress, result) -> None
         )
     genres = {k: f["genre"].to_list() for k, f in splits.frames.items()}
     genres_train = [genres["train"][i] for i in np.flatnonzero(train_rows)]
-    params = genre.ClassifierParams()
-    params.epochs = min(params.epochs, config.learners.epochs)
+    params = genre_params(config)
     head, info = genre.fit_head(
         stack,
         x_train,

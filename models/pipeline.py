@@ -311,11 +311,16 @@ def cross_validate_splits(
     vocabulary: list[str] | None,
     config: TrainConfig,
     progress: Progress,
-) -> dict[str, Any]:
-    """``config.cv`` over the training and validation rows; the test split stays out."""
+) -> dict[str, dict[str, Any]]:
+    """``config.cv`` of every head in ``config.heads`` over the training and validation
+    rows; the test split stays out. Returns head -> CV section."""
     from popbatch.models.cv import CvSpec, cross_validate, summary_lines
 
     parts = ("train", "validation")
+    frame = pl.concat([splits.frames[p] for p in parts], how="vertical_relaxed")
+    targets = {"popularity": frame[LABEL_COLUMN].to_numpy().astype(np.float64)}
+    if "genre" in config.heads:
+        targets["genre"] = np.asarray(frame["genre"].to_list(), dtype=object)
     cv = cross_validate(
         np.concatenate([splits.x[p] for p in parts]),
         np.concatenate([splits.y[p] for p in parts]),
@@ -325,10 +330,13 @@ def cross_validate_splits(
         config,
         CvSpec.parse(config.cv),
         n_jobs=config.cv_jobs,
+        heads=config.heads,
+        targets=targets,
         progress=progress,
     )
-    for line in summary_lines(cv):
-        progress(f"cv: {line}")
+    for head, section in cv.items():
+        for line in summary_lines(section):
+            progress(f"cv: {head}: {line}")
     return cv
 
 
@@ -465,7 +473,7 @@ def train(
 
     heads = HeadsResult()
     if set(config.heads) - {"popular"}:
-        heads = train_heads(config, splits, stack, _kept_rows(splits, names, config), progress)
+        heads = train_heads(config, splits, stack, kept_rows(splits.x["train"], config), progress)
         watch.lap("heads")
 
     stack.info = {
@@ -481,7 +489,10 @@ def train(
         "params": {**config.as_params(), "tuning": tuning},
     }
     if cv is not None:
-        stack.info["cv"] = cv_estimate(cv)
+        # "cv" stays the popular head's (as before the heads were cross-validated);
+        # "cv_heads" holds every head's, the popular one included.
+        stack.info["cv_heads"] = {head: cv_estimate(section) for head, section in cv.items()}
+        stack.info["cv"] = stack.info["cv_heads"]["popular"]
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     stack.save(out / "stack")
@@ -499,7 +510,7 @@ def train(
         "versions": package_versions(),
     }
     if cv is not None:
-        report["cv"] = cv
+        report["cv"], report["cv_heads"] = cv["popular"], cv
     from popbatch.models.report import write_report
 
     progress("report: plots and report.html")
@@ -527,13 +538,13 @@ def train(
     return TrainResult(stack=stack, report=report, out=out)
 
 
-def _kept_rows(splits: Splits, names: list[str], config: TrainConfig) -> np.ndarray:
-    """The training rows the stack was fitted on (``--outliers drop`` removes some)."""
-    x = splits.x["train"]
+def kept_rows(x_train: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """Which raw training rows ``fit_stack`` fits on: all, or with ``--outliers drop``
+    those inside the 1st-99th percentiles of ``x_train`` (the heads fit on the same)."""
     if config.outliers != "drop":
-        return np.ones(len(x), bool)
-    lower, upper = outlier_bounds(x, len(names))
-    return np.all((x >= lower) & (x <= upper), axis=1)
+        return np.ones(len(x_train), bool)
+    lower, upper = outlier_bounds(x_train, x_train.shape[1])
+    return np.all((x_train >= lower) & (x_train <= upper), axis=1)
 
 
 def _config_from(data: str | Path, out: str | Path | None, options: dict[str, Any]) -> TrainConfig:
@@ -550,8 +561,8 @@ def _config_from(data: str | Path, out: str | Path | None, options: dict[str, An
 
 
 def cv_estimate(cv: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's copy of a CV result: means, stds and the paired difference."""
-    keep = ("head", "spec", "rows", "positives", "seconds")
+    """The manifest's copy of one head's CV result: means, stds and the paired difference."""
+    keep = ("head", "combined", "metrics", "spec", "rows", "positives", "seconds")
     models = {
         model: {k: {"mean": v["mean"], "std": v["std"]} for k, v in metrics.items()}
         for model, metrics in cv["models"].items()
@@ -560,7 +571,7 @@ def cv_estimate(cv: dict[str, Any]) -> dict[str, Any]:
         metric: {k: v for k, v in d.items() if k != "folds"}
         for metric, d in cv["stack_vs_best_single"].items()
     }
-    return {**{k: cv[k] for k in keep}, "models": models, "stack_vs_best_single": paired}
+    return {**{k: cv[k] for k in keep if k in cv}, "models": models, "stack_vs_best_single": paired}
 
 
 def model_probabilities(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from popbatch.models.cv import lower_is_better
 from popbatch.models.evaluate import permutation_importance
 
 from popbatch.core import files
@@ -31,6 +32,8 @@ PLOTS = {
     "shap_beeswarm": "SHAP values per feature, colour = feature value (popular head)",
     "shap_dependence": "SHAP dependence of the three most important numeric features",
     "cv_boxplot": "Repeated grouped cross-validation: per-fold scores of each model",
+    "cv_boxplot_popularity": "Repeated grouped cross-validation of the popularity head",
+    "cv_boxplot_genre": "Repeated grouped cross-validation of the genre head",
 }
 
 
@@ -96,8 +99,8 @@ def write_report(
     shap = explain_report.stack_shap(stack, splits, config.seed)
     report["shap"] = {"popular": shap["summary"]}
     drawn.update(explain_report.draw(plt, plots, shap, _save))
-    if "cv" in report:
-        drawn["cv_boxplot"] = _cv_boxplot(plt, plots, report["cv"])
+    for head, cv in cv_sections(report).items():
+        drawn[_cv_plot_name(head)] = _cv_boxplot(plt, plots, cv, _cv_plot_name(head))
     report["plots"] = {k: v for k, v in drawn.items() if v}
     files.write_atomically(out / "report.html", _html(report, drawn))
 
@@ -309,23 +312,57 @@ def _shap_html(shap: dict[str, Any] | None) -> str:
     return "<h2>Why: SHAP values</h2>" + "".join(parts)
 
 
-def _cv_boxplot(plt: Any, plots: Path, cv: dict[str, Any]) -> str:
+def cv_sections(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Head -> CV section of a report (a report from before the heads were
+    cross-validated has the popular head's only, as ``cv``)."""
+    if "cv_heads" in report:
+        return report["cv_heads"]
+    return {"popular": report["cv"]} if "cv" in report else {}
+
+
+def _cv_plot_name(head: str) -> str:
+    return "cv_boxplot" if head == "popular" else f"cv_boxplot_{head}"
+
+
+def _cv_boxplot(plt: Any, plots: Path, cv: dict[str, Any], name: str) -> str:
     models = list(cv["models"])
     metrics = list(cv["models"][models[0]])
+    lower = lower_is_better(cv)
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4.5), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         ax.boxplot([cv["models"][m][metric]["folds"] for m in models], showmeans=True)
         ax.set_xticks(range(1, len(models) + 1), models, rotation=30)
-        ax.set(ylabel=metric, title=f"{metric}, {cv['folds']} folds x {cv['repeats']} repeats")
+        label = f"{metric} (lower is better)" if metric in lower else metric
+        head = cv.get("head", "popular")
+        ax.set(ylabel=label, title=f"{head}: {metric}, {cv['folds']}x{cv['repeats']} folds")
         ax.grid(axis="y", alpha=0.3)
-    return _save(plt, fig, plots, "cv_boxplot")
+    return _save(plt, fig, plots, name)
 
 
-def _cv_html(cv: dict[str, Any]) -> str:
-    """The CV table (mean ± std per model and metric), the paired differences, per-fold values."""
+def _cv_html(sections: dict[str, dict[str, Any]]) -> str:
+    """One CV table per head, after what every head's folds share."""
+    if not sections:
+        return ""
+    first = next(iter(sections.values()))
+    return f"""<h2>Cross-validation ({html.escape(first["spec"])})</h2>
+<p>Each head's whole training recipe (inner train/validation cut, balancing, genre encoding,
+out-of-fold stacking, early stopping, thresholds and weights) ran inside each of
+{first["folds"]} folds x {first["repeats"]} repeats, grouped by track_id, over the
+{first["rows"]} rows ({first["positives"]} popular) outside the test split, every head on the
+same folds; {first["seconds"]:.0f} s for all heads with {first["n_jobs"]} processes.
+Mean ± standard deviation over folds.</p>
+{"".join(_cv_head_html(head, cv) for head, cv in sections.items())}"""
+
+
+def _cv_head_html(head: str, cv: dict[str, Any]) -> str:
+    """A head's table (mean ± std per model and metric), paired differences, per-fold values."""
     models = cv["models"]
     metrics = list(next(iter(models.values())))
-    header = "<tr><th>model</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+    lower = lower_is_better(cv)
+    combined = html.escape(cv.get("combined", "stack"))
+    header = "<tr><th>model</th>" + "".join(
+        f"<th>{html.escape(m)}{' (lower is better)' if m in lower else ''}</th>" for m in metrics
+    )
     rows = "".join(
         f"<tr><td>{html.escape(model)}</td>"
         + "".join(f"<td>{v[m]['mean']:.4f} ± {v[m]['std']:.4f}</td>" for m in metrics)
@@ -333,8 +370,8 @@ def _cv_html(cv: dict[str, Any]) -> str:
         for model, v in models.items()
     )
     paired = "".join(
-        f"<li>{html.escape(metric)}: stack − {html.escape(d['best_single'])} = "
-        f"{d['mean']:+.4f} ± {d['std']:.4f} (per-fold std); stack better in "
+        f"<li>{html.escape(metric)}: {combined} − {html.escape(d['best_single'])} = "
+        f"{d['mean']:+.4f} ± {d['std']:.4f} (per-fold std); {combined} better in "
         f"{d['stack_better_folds']} of {d['folds_compared']} folds</li>"
         for metric, d in cv["stack_vs_best_single"].items()
     )
@@ -348,13 +385,16 @@ def _cv_html(cv: dict[str, Any]) -> str:
         for model, v in models.items()
         for m in metrics
     )
-    return f"""<h2>Cross-validation ({html.escape(cv["spec"])})</h2>
-<p>The whole training recipe (split, balancing, genre encoding, out-of-fold stacking,
-thresholds) ran inside each of {cv["folds"]} folds x {cv["repeats"]} repeats, grouped by
-track_id, over the {cv["rows"]} rows ({cv["positives"]} popular) outside the test split;
-{cv["seconds"]:.0f} s with {cv["n_jobs"]} processes. Mean ± standard deviation over folds.</p>
+    cost = (
+        f" Fitting and scoring it took {cv['seconds_per_fold']:.0f} s per fold."
+        if ("seconds_per_fold" in cv)
+        else ""
+    )
+    return f"""<h3>Cross-validation ({html.escape(cv["spec"])}): {html.escape(head)} head</h3>
+<p>Scored: {html.escape(cv.get("description", head))}.{cost}</p>
 <table>{header}</tr>{rows}</table>
-<p>Paired per-fold difference of the stack to the best single model:</p><ul>{paired}</ul>
+<p>Paired per-fold difference of {combined} to the best single model (trivial baselines
+excluded):</p><ul>{paired}</ul>
 <details><summary>Per-fold values</summary><table>{fold_header}</tr>{fold_rows}</table>
 </details>
 """
@@ -426,7 +466,7 @@ the majority baseline uses 0.5. Stack threshold: {report["metrics"]["threshold"]
 <table>{header}{"".join(rows)}</table>
 <ul>{notes}</ul>
 {_shap_html(report.get("shap"))}
-{_cv_html(report["cv"]) if "cv" in report else ""}
+{_cv_html(cv_sections(report))}
 <h2>Plots</h2>
 {figures}
 </body></html>

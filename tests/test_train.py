@@ -201,6 +201,39 @@ def test_train_cv_reports_mean_std_and_folds_everywhere(trained):
     assert "cv          2x1 grouped folds over" in info.output
 
 
+def test_train_cv_covers_every_head(trained):
+    """The heads are cross-validated on the same folds: report.json (cv_heads), a table
+    and box plot per head in report.html, the manifest, and model info beside each head's
+    test figures."""
+    import jsonschema
+    from popbatch.exporter.manifest import schema
+
+    out, _ = trained
+    report = json.loads((out / "report.json").read_text())
+    cv = report["cv_heads"]
+    assert list(cv) == ["popular", "popularity", "genre"] and cv["popular"] == report["cv"]
+    assert set(cv["popularity"]["models"]) == {"stack", "ann", "rf", "xgb", "linear", "mean"}
+    assert set(cv["genre"]["models"]) == {"combined", "ann", "rf", "most_frequent"}
+    assert [f["fold"] for f in cv["genre"]["per_fold"]] == [0, 1]
+    page = (out / "report.html").read_text()
+    for head in cv:
+        assert f"Cross-validation (2x1): {head} head" in page
+    assert "mae (lower is better)" in page
+    for plot in ("cv_boxplot_popularity", "cv_boxplot_genre"):
+        assert (out / "plots" / f"{plot}.png").is_file()
+    manifest = json.loads((out / "model" / "manifest.json").read_text())
+    jsonschema.Draft202012Validator(schema()).validate(manifest)
+    assert manifest["cv_heads"]["popularity"]["models"]["stack"]["mae"]["mean"] == pytest.approx(
+        cv["popularity"]["models"]["stack"]["mae"]["mean"]
+    )
+    lines = CliRunner().invoke(cli, ["model", "info", str(out / "model")]).output.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("head        popularity"))
+    assert lines[head + 1].startswith("metrics     cv 2x1 popularity stack: r2 ")
+    assert "(lower is better)" in lines[head + 1]
+    assert lines[head + 2].startswith("metrics     cv popularity stack - ")
+    assert any(line.startswith("metrics     cv 2x1 genre combined: accuracy ") for line in lines)
+
+
 def test_stage_lines_carry_elapsed_seconds_without_a_terminal(trained):
     """cron and CI read stderr from a pipe: stage lines are there, TensorFlow's noise not."""
     _, result = trained

@@ -92,9 +92,37 @@ def cv_lines(cv: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def head_cv_lines(name: str, cv: dict[str, Any] | None) -> list[str]:
+    """A head's cross-validation estimate: its combined model's mean ± std of each metric,
+    and the paired difference to the best single model of each."""
+    if not isinstance(cv, dict) or not isinstance(cv.get("models"), dict):
+        return []
+    from popbatch.models.cv import lower_is_better  # numpy only: fine without the train extra
+
+    combined = cv.get("combined", "stack")
+    lower = lower_is_better(cv)
+    values = cv["models"].get(combined, {})
+    shown = [
+        f"{k} {v['mean']:.4f} ± {v['std']:.4f}" + (" (lower is better)" if k in lower else "")
+        for k, v in values.items()
+        if _number(v.get("mean")) and _number(v.get("std"))
+    ]
+    lines = [f"metrics     cv {cv.get('spec', '?')} {name} {combined}: {', '.join(shown)}"]
+    for metric, d in (cv.get("stack_vs_best_single") or {}).items():
+        if _number(d.get("mean")):
+            lines.append(
+                f"metrics     cv {name} {combined} - {d['best_single']} {metric}: "
+                f"{d['mean']:+.4f} ± {d['std']:.4f}, better in "
+                f"{d['stack_better_folds']}/{d['folds_compared']} folds"
+            )
+    return lines
+
+
 def head_lines(manifest: dict[str, Any]) -> list[str]:
-    """One line per extra head: its file, size, columns and headline test metrics."""
+    """One line per extra head: its file, size, columns and headline test metrics, then
+    its cross-validation estimate when the run had ``--cv``."""
     heads = manifest.get("heads") or {}
+    cv_heads = manifest.get("cv_heads") or {}
     lines = [f"heads       {', '.join(heads) if heads else 'popular (exported before heads)'}"]
     for name, entry in heads.items():
         if name == "popular":
@@ -107,6 +135,7 @@ def head_lines(manifest: dict[str, Any]) -> list[str]:
             f"head        {name}: {entry['file']} ({entry['bytes']:,} bytes) -> "
             f"{', '.join(entry['columns'])}" + (f"; test {', '.join(shown)}" if shown else "")
         )
+        lines += head_cv_lines(name, cv_heads.get(name))
     return lines
 
 
