@@ -41,7 +41,8 @@ def set_in(path: str, value) -> Callable[[dict], None]:
         parts = path.replace("[", ".").replace("]", "").split(".")
         for part in parts[:-1]:
             target = target[int(part)] if part.isdigit() else target[part]
-        target[parts[-1]] = value
+        last = parts[-1]
+        target[int(last) if last.isdigit() else last] = value
 
     return edit
 
@@ -132,6 +133,19 @@ def test_descriptive_edits_are_allowed_and_keep_the_id(runner, model_dir, tmp_pa
     assert result.exit_code == 0, result.output
     expected = json.loads((model_dir / "manifest.json").read_text())["model_id"]
     assert pl.read_parquet(out)["model_id"].unique().to_list() == [expected]
+
+
+def test_a_heads_metrics_are_descriptive_its_classes_are_contract(tmp_path):
+    """Two runs of one command give the same ONNX bytes but metrics that can differ in
+    their last digits: the id must not depend on them; a genre name must."""
+    default = load_model()
+    metrics = edited_copy(
+        default.directory, tmp_path / "m", set_in("heads.popularity.metrics", {"note": "x"})
+    )
+    assert load_model(metrics).model_id == default.model_id
+    classes = edited_copy(default.directory, tmp_path / "c", set_in("heads.genre.classes[0]", "x"))
+    with pytest.raises(ModelError, match=r"heads\.genre"):
+        load_model(classes)
 
 
 def test_resealing_a_contract_edit_gives_a_new_model_id(model_dir, tmp_path):

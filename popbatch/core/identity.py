@@ -21,7 +21,8 @@ a prediction, so it is part of the identity:
 
 Descriptive fields (``created_at``, ``training_data``, ``label``, ``metrics``,
 ``params``, ``parity``, ``opsets``, ``packages``, ``throughput``, a feature's
-``train`` statistics, used by ``popbatch drift``) are not covered: editing
+``train`` statistics, used by ``popbatch drift``, a head's ``metrics`` and
+``parity``) are not covered: editing
 them changes no prediction and is allowed.
 """
 
@@ -39,7 +40,9 @@ CONTRACT_FIELDS = ("input", "outputs", "threshold", "key", "genre", "features", 
 #: list fields checked entry by entry, so a message can name the entry
 LISTS = ("features", "heads")
 #: keys of a feature or head entry that describe it without changing predictions
-DESCRIPTIVE_KEYS = frozenset({"train", "description"})
+#: (a head's test metrics and parity proof: two runs of one command can differ in
+#: their last float digits while every ONNX byte is the same)
+DESCRIPTIVE_KEYS = frozenset({"train", "description", "metrics", "parity", "parity_line"})
 
 
 def canonical_json(value: Any) -> bytes:
@@ -76,6 +79,8 @@ def contract_parts(manifest: Mapping[str, Any]) -> dict[str, Any]:
                 parts[f"{field}[{index}]"] = entry
         elif isinstance(value, dict) and value:
             for key, item in value.items():
+                if field in LISTS and isinstance(item, dict):  # a head entry, by name
+                    item = {k: v for k, v in item.items() if k not in DESCRIPTIVE_KEYS}
                 parts[f"{field}.{key}"] = item
         else:
             parts[field] = value
