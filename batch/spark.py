@@ -47,6 +47,7 @@ from popbatch.batch.runner import OnnxScorer
 
 from popbatch.core.bundle import ModelBundle, load_model, verify_identity
 from popbatch.core.errors import InputError, ModelError
+from popbatch.core.heads import mismatched_digest
 
 try:
     from pyspark.sql import DataFrame, SparkSession
@@ -193,8 +194,8 @@ def _executor_scorer(plan: _Plan) -> OnnxScorer:
                 raise ModelError(f"it is model {str(manifest.get('model_id'))[:12]}…")
             verify_identity(manifest, hashlib.sha256(onnx_bytes).hexdigest(), Path("."))
             for name, data in head_bytes.items():
-                digest = hashlib.sha256(data).hexdigest()
-                if digest != manifest["heads"][name]["sha256"]:
+                digest = mismatched_digest(data, manifest["heads"][name])
+                if digest is not None:
                     raise ModelError(f"its {name} head is not the manifest's ({digest[:12]}…)")
         except ModelError as exc:
             raise ModelError(f"{where}: {exc}; resubmit the job") from None

@@ -54,8 +54,8 @@ def read_head_files(directory: Path, manifest: dict[str, Any]) -> dict[str, byte
             data = path.read_bytes()
         except OSError as exc:
             raise ModelError(f"{path}: cannot read the {name} head ({exc.strerror})") from None
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != entry.get("sha256"):
+        digest = mismatched_digest(data, entry)
+        if digest is not None:
             raise ModelError(
                 f"{path}: {path.name} does not match its manifest (sha256 {digest[:12]}…, "
                 f"manifest {str(entry.get('sha256'))[:12]}…): the file was changed; "
@@ -63,6 +63,13 @@ def read_head_files(directory: Path, manifest: dict[str, Any]) -> dict[str, byte
             )
         found[name] = data
     return found
+
+
+def mismatched_digest(data: bytes, entry: dict[str, Any]) -> str | None:
+    """The sha256 of a head file's ``data`` when it is not the one its manifest
+    ``entry`` records; None when they match."""
+    digest = hashlib.sha256(data).hexdigest()
+    return None if digest == entry.get("sha256") else digest
 
 
 def parse_heads(requested: str | Iterable[str]) -> tuple[str, ...]:
