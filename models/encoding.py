@@ -54,3 +54,11 @@ def out_of_fold_encoding(
         encoding = fit_encoding(onehot[fit_rows], y[fit_rows], smoothing)
         encoded[held_out] = np.asarray(onehot[held_out], np.float64) @ encoding
     return encoded
+
+
+def with_encoded_genre(c: np.ndarray, n_numeric: int, encoding: list[float]) -> np.ndarray:
+    """``c``'s first ``n_numeric`` columns and its genre one-hot block (the rest) as one
+    encoded column: float32 [N, n_numeric + 1], what the graph's MatMul lookup gives."""
+    block = np.asarray(c[:, n_numeric:], np.float64)
+    encoded = (block @ np.asarray(encoding, np.float64)).astype(np.float32)
+    return np.column_stack([c[:, :n_numeric], encoded])

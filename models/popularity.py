@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from popbatch.models.encoding import fit_encoding, out_of_fold_encoding
+from popbatch.models.encoding import fit_encoding, out_of_fold_encoding, with_encoded_genre
 from popbatch.models.stack import clip_rows
 
 from popbatch.core import files
@@ -161,11 +161,7 @@ class PopularityHead:
 
 def tree_input(c: np.ndarray, encoding: list[float] | None) -> np.ndarray:
     """The trees' input: the clipped numerics and the genre's encoding (or ``c`` itself)."""
-    if encoding is None:
-        return c
-    block = np.asarray(c[:, N_NUMERIC:], np.float64)
-    encoded = (block @ np.asarray(encoding, np.float64)).astype(np.float32)
-    return np.column_stack([c[:, :N_NUMERIC], encoded])
+    return c if encoding is None else with_encoded_genre(c, N_NUMERIC, encoding)
 
 
 def encoded_inputs(

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from popbatch.models.encoding import with_encoded_genre
 
 from popbatch.core import files
 
@@ -164,9 +165,7 @@ class NativeStack:
         """XGBoost's input: the clipped features, or the numerics + the genre's encoding."""
         if self.genre_encoding is None:
             return clipped
-        block = clipped[:, self.n_numeric :].astype(np.float64)
-        encoded = (block @ np.asarray(self.genre_encoding, np.float64)).astype(np.float32)
-        return np.column_stack([clipped[:, : self.n_numeric], encoded])
+        return with_encoded_genre(clipped, self.n_numeric, self.genre_encoding)
 
     def base_scores(self, x: np.ndarray, kind: str | None = None) -> np.ndarray:
         """[N, L] meta-learner inputs for raw rows ``x``, in ``learners`` order.
