@@ -1,9 +1,7 @@
 """Where the time of ``popbatch score`` goes: each stage timed alone, one after another.
 
 Runs popbatch's own pieces (``ParquetSource``/``CsvSource``, ``Preprocessor``,
-the incremental features hash, ``OnnxScorer``, ``ParquetSink`` and the job's
-batch assembly; the last two are internals of ``popbatch.batch.stream``, so this script
-follows their shape) over a catalog
+the features hash, ``OnnxScorer``, ``BatchScorer.assemble`` and ``ParquetSink``) over a catalog
 *without* the reader/writer threads, so each stage's wall and CPU seconds
 are its own. On 2 cores the threaded job overlaps the stages, but it cannot
 make their CPU seconds disappear: with inference using both cores, every
@@ -27,12 +25,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
+from popbatch.batch.batches import BatchScorer  # noqa: E402
+from popbatch.batch.incremental import features_hash  # noqa: E402
 from popbatch.batch.preprocess import FeatureBuffer, Preprocessor  # noqa: E402
 from popbatch.batch.runner import OnnxScorer  # noqa: E402
 from popbatch.batch.sinks import open_sink  # noqa: E402
 from popbatch.batch.sources import open_source  # noqa: E402
-from popbatch.batch.stream import StreamingRun  # noqa: E402
-from popbatch.batch.summary import RunSummary  # noqa: E402
 
 from popbatch.core.bundle import load_model  # noqa: E402
 
@@ -56,6 +55,13 @@ def next_batch(iterator):
     return next(iterator, None)
 
 
+def hash_of(scoring: BatchScorer, prepared) -> np.ndarray:
+    """BatchScorer.prepare's hash step alone (prepare = transform + this)."""
+    positions = prepared.genre_positions
+    hot = None if positions is None else scoring.block_index[positions]
+    return features_hash(prepared.features, *scoring.hash_columns, hot=hot)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
@@ -71,22 +77,21 @@ def main() -> None:
     preprocessor = Preprocessor(bundle.manifest).bind(source.schema, source.name)
     with tempfile.TemporaryDirectory() as tmp:
         sink = open_sink(Path(tmp) / "scored.parquet", key=preprocessor.key)
-        scored_at = datetime.now(UTC)
-        summary = RunSummary(source.name, sink.name, None, bundle.model_id, scored_at.isoformat())
-        rejects = open_sink(Path(tmp) / "rejects.parquet")
-        job = StreamingRun(source, preprocessor, scorer, sink, rejects, scored_at, summary, None)
-        sink.open(job.schema, preprocessor.by_final)
+        scoring = BatchScorer(preprocessor, scorer, datetime.now(UTC))
+        sink.open(scoring.schema, preprocessor.by_final)
         buffer = FeatureBuffer(args.batch_size, preprocessor.width)
         batches = source.batches(preprocessor.read_columns, args.batch_size)
         rows = 0
         while (batch := clock("read", next_batch, batches)) is not None:
             prepared = clock("preprocess", preprocessor.transform, batch, rows + 1, buffer)
-            hashes = clock("features hash", job._hash, prepared)
-            probability, popular = clock("inference", scorer.predict, prepared.features)
-            clock("assemble + write", job._write, (prepared, hashes, probability, popular))
+            hashes = clock("features hash", hash_of, scoring, prepared)
+            outputs = clock("inference", scoring.predict, prepared)
+            scored = clock("assemble", scoring.assemble, prepared, hashes, *outputs)
+            clock("write", sink.write, scored)
             rows += batch.num_rows
         clock("commit", lambda: (sink.finish(), sink.commit()))
         source.close()
+    print(f"heads: {', '.join(scoring.heads)}")
     total_wall, total_cpu = sum(clock.wall.values()), sum(clock.cpu.values())
     print(f"{rows:,} rows, batch {args.batch_size:,}, onnxruntime threads {scorer.threads}")
     print(f"{'stage':<18} {'wall s':>8} {'CPU s':>8} {'wall %':>7} {'rows/s (wall)':>14}")
