@@ -8,15 +8,17 @@ gives one float64 [N, 1] column, as :meth:`models.stack.NativeStack.base_scores`
     ann      = network((clipped - scaler_mean) / scaler_scale)  # tf2onnx, scaler folded in
     rf       = TreeEnsembleRegressor(clipped)                   # skl2onnx trees, one score
     xgb      = TreeEnsembleRegressor(xgb_input)                 # onnxmltools trees: margin
-    xgb_input = Concat(clipped[:, :n], clipped[:, n:] @ genre_encoding)   # or clipped
+    xgb_input = Concat(clipped[:, :n], genre_encoding[genre])   # or clipped
     probability meta input: Sigmoid of logistic / xgb; ann, rf as they are
     logit meta input: logistic, the xgb margin; Log(q) - Log(1 - q) of ann, rf (q clipped)
     z       = Concat(columns) @ meta_coef + meta_intercept     # in float64, like the native
     probability = float32(Sigmoid(z))                          # [N]
     label       = int64(Sigmoid(z) >= threshold)               # [N]
 
-The genre target encoding is a lookup written as a MatMul: the one-hot block
-has exactly one 1 per row, so ``onehot @ encoding`` is the encoding of its genre.
+With a genre one-hot block, everything that multiplies the block (the
+logistic regression's weights, the network's first layer, the target
+encoding) reads it as the genre's index instead: a ``Gather`` of one row per
+input row in place of arithmetic on 115 columns of zeros (export/genre_block.py).
 
 ``onnx.compose.merge_models`` joins models output-to-input only, so the fan-out
 of ``clipped`` to three sub-graphs is assembled here: each converter's graph is
@@ -35,6 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from popbatch.exporter import genre_block
 from popbatch.exporter.trees import ML_OPSET
 from popbatch.models.stack import LOGIT_EPS
 
@@ -186,6 +189,8 @@ def _linear_score(stack, clipped: str, column: str, logit: bool) -> tuple[list, 
     """The logistic base learner with its scaler folded in, in float64: [N, 1].
 
     ``s . w + b`` with ``s = (c - mean) / scale`` is ``c . (w / scale) + (b - (mean / scale) . w)``.
+    With a genre block, ``c . w`` is ``numeric . w[:n] + w[n + genre]`` (export/genre_block.py):
+    only the numerics are cast to float64.
     """
     from onnx import helper
 
@@ -193,50 +198,38 @@ def _linear_score(stack, clipped: str, column: str, logit: bool) -> tuple[list, 
     scale = np.asarray(stack.scaler_scale, np.float64)
     weight = (coef / scale).reshape(-1, 1)
     bias = stack.logistic.intercept - float((np.asarray(stack.scaler_mean) / scale) @ coef)
-    inits = [
-        _const("logistic/weight", weight, np.float64),
-        _const("logistic/bias", [bias], np.float64),
-    ]
     z = column if logit else "logistic/z"
-    nodes = [
-        helper.make_node("Cast", [clipped], ["logistic/input64"], to=DOUBLE),
-        helper.make_node("MatMul", ["logistic/input64", "logistic/weight"], ["logistic/xw"]),
-        helper.make_node("Add", ["logistic/xw", "logistic/bias"], [z]),
-    ]
+    if stack.genre_vocabulary is None:
+        inits = [_const("logistic/weight", weight, np.float64)]
+        nodes = [
+            helper.make_node("Cast", [clipped], ["logistic/input64"], to=DOUBLE),
+            helper.make_node("MatMul", ["logistic/input64", "logistic/weight"], ["logistic/xw"]),
+        ]
+    else:
+        n = stack.n_numeric
+        nodes, inits = genre_block.rows_nodes(weight[n:], np.float64, "logistic/genre_part")
+        inits.append(_const("logistic/weight", weight[:n], np.float64))
+        nodes = [
+            helper.make_node("Cast", [genre_block.NUMERIC], ["logistic/input64"], to=DOUBLE),
+            helper.make_node("MatMul", ["logistic/input64", "logistic/weight"], ["logistic/xw0"]),
+            *nodes,
+            helper.make_node("Add", ["logistic/xw0", "logistic/genre_part"], ["logistic/xw"]),
+        ]
+    inits.append(_const("logistic/bias", [bias], np.float64))
+    nodes.append(helper.make_node("Add", ["logistic/xw", "logistic/bias"], [z]))
     if not logit:
         nodes.append(helper.make_node("Sigmoid", [z], [column]))
     return nodes, inits
 
 
-def _encoded_input(stack, clipped: str, output: str) -> tuple[list, list]:
-    """XGBoost's input: the numerics and the genre's target encoding, a lookup written as
-    ``onehot @ encoding`` (exactly the encoding of the row's genre): [N, n_numeric + 1]."""
+def _encoded_input(stack, output: str) -> tuple[list, list]:
+    """XGBoost's input: the numerics and the genre's target encoding, looked up by the
+    genre's index (export/genre_block.py): [N, n_numeric + 1]."""
     from onnx import helper
 
-    n, width = stack.n_numeric, len(stack.feature_names)
     encoding = np.asarray(stack.genre_encoding, np.float64).astype(np.float32).reshape(-1, 1)
-    nodes = [
-        helper.make_node(
-            "Slice",
-            [clipped, "xgb/numeric_range_start", "xgb/numeric_range_end", "xgb/axis_1"],
-            ["xgb/numeric"],
-        ),
-        helper.make_node(
-            "Slice",
-            [clipped, "xgb/genre_range_start", "xgb/genre_range_end", "xgb/axis_1"],
-            ["xgb/onehot"],
-        ),
-        helper.make_node("MatMul", ["xgb/onehot", "xgb/genre_encoding"], ["xgb/encoded"]),
-        helper.make_node("Concat", ["xgb/numeric", "xgb/encoded"], [output], axis=1),
-    ]
-    inits = [
-        _const("xgb/numeric_range_start", [0], np.int64),
-        _const("xgb/numeric_range_end", [n], np.int64),
-        _const("xgb/genre_range_start", [n], np.int64),
-        _const("xgb/genre_range_end", [width], np.int64),
-        _const("xgb/axis_1", [1], np.int64),
-        _const("xgb/genre_encoding", encoding, np.float32),
-    ]
+    nodes, inits = genre_block.rows_nodes(encoding, np.float32, "xgb/encoded")
+    nodes.append(helper.make_node("Concat", [genre_block.NUMERIC, "xgb/encoded"], [output], axis=1))
     return nodes, inits
 
 
@@ -294,6 +287,11 @@ def build_graph(stack, tree_form: str = TREE_FORM) -> Any:
         ]
         ann_source = "scaled"
 
+    if stack.genre_vocabulary is not None:
+        nodes_, inits_ = genre_block.index_nodes(clipped, stack.n_numeric, width)
+        nodes += nodes_
+        inits += inits_
+
     logit = stack.meta_input == "logit"
     # Only the constants some node reads (onnxruntime warns about the others).
     if "ann" in stack.learners:
@@ -323,11 +321,13 @@ def build_graph(stack, tree_form: str = TREE_FORM) -> Any:
             source, width_in = clipped, width
             if name == "xgb" and stack.genre_encoding is not None:
                 source, width_in = "xgb/input", stack.n_numeric + 1
-                nodes_, inits_ = _encoded_input(stack, clipped, source)
+                nodes_, inits_ = _encoded_input(stack, source)
                 nodes += nodes_
                 inits += inits_
             sub = _tree_graph(model, width_in)
         sub_nodes, sub_inits, output, sub_opsets = _embed(sub, prefix, source)
+        if name == "ann" and stack.genre_vocabulary is not None:
+            genre_block.split_first_layer(sub_nodes, sub_inits, source, stack.n_numeric)
         p = f"{prefix}p"
         if name == "ann":
             sub_nodes.append(helper.make_node("Reshape", [output, "ann_shape"], [p]))

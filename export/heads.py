@@ -8,14 +8,16 @@ requested ones: onnxruntime runs a whole graph even when asked for one output.
 ``popularity.onnx`` (output ``popularity_pred``, float64 [N])::
 
     c    = clip(features)                                 # the stack's bounds, if any
-    t    = Concat(c[:, :14], c[:, 14:] @ genre_encoding)  # c itself without a genre
+    t    = Concat(c[:, :14], genre_encoding[genre])       # c itself without a genre
     base = [ann(c), rf(t), xgb(t)]                        # scaler folded into the ann
+    # the genre block is read as an index (export/genre_block.py), also by ann's first layer
     popularity_pred = Clip(base @ meta_coef + meta_intercept, 0, 100)   # float64
 
 ``genre.onnx`` (outputs ``genre_index`` int64 [N], ``genre_prob`` float32 [N])::
 
     c = clip(features[:, :14])
     p = w * softmax_ann(c) + (1 - w) * rf.predict_proba(c)   # float32; a zero-weight
+    # (the forest as a TreeEnsembleRegressor: the same sums, no label per row)
     genre_index = ArgMax(p), genre_prob = ReduceMax(p)       # learner is left out
 
 The genre names are ``heads.genre.classes`` in the manifest (index -> name).
@@ -29,7 +31,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+from popbatch.exporter import genre_block
 from popbatch.exporter import graph as stack_graph
+from popbatch.exporter.trees import attributes, multiclass_as_regressor
 
 from popbatch.core.errors import ModelError
 
@@ -70,9 +74,14 @@ def _convert(estimator: Any, width: int):
         options=options,
         target_opset={"": stack_graph.OPSET, "ai.onnx.ml": 3},
     )
-    for node in model.graph.node:
+    nodes = model.graph.node
+    for at, node in enumerate(nodes):
         if node.op_type == "TreeEnsembleClassifier":
             drop_zero_class_weights(node)
+            labels = attributes(node)
+            labels = labels.get("classlabels_int64s") or labels.get("classlabels_strings")
+            if len(node.output) == 2 and len(labels) > 2:
+                nodes[at].CopyFrom(multiclass_as_regressor(node))
     return model
 
 
@@ -173,11 +182,19 @@ class _Builder:
 def popularity_graph(head: Any, width: int) -> Any:
     """``onnx.ModelProto`` reproducing :meth:`models.popularity.PopularityHead.predict`."""
     from onnx import TensorProto
+    from popbatch.models.popularity import N_NUMERIC
 
     b = _Builder(width)
     clipped = b.clip("features", head.clip_lower, head.clip_upper)
+    block = width > N_NUMERIC  # the genre one-hot block follows the numerics
+    if block:
+        nodes, inits = genre_block.index_nodes(clipped, N_NUMERIC, width)
+        b.nodes += nodes
+        b.inits += inits
     columns = []
     ann_out = b.network(head.ann, width, head.scaler_mean, head.scaler_scale, clipped, "ann/")
+    if block:
+        genre_block.split_first_layer(b.nodes, b.inits, clipped, N_NUMERIC)
     b.const("shape_n1", [-1, 1], np.int64)
     columns.append(b.node("Reshape", [ann_out, "shape_n1"], "ann/p"))
     trees, trees_width = _tree_input(b, head, clipped, width)
@@ -198,21 +215,18 @@ def popularity_graph(head: Any, width: int) -> Any:
 
 def _tree_input(b: _Builder, head: Any, clipped: str, width: int) -> tuple[str, int]:
     """The popularity trees' input and its width: the clipped numerics and the genre's
-    encoding, a lookup written as ``onehot @ encoding`` (one 1 per row, so exactly the
-    encoding of its genre); ``clipped`` itself for a head without an encoding."""
+    encoding, looked up by the genre's index (export/genre_block.py); ``clipped``
+    itself for a head without an encoding."""
     from popbatch.models.popularity import N_NUMERIC
 
     if head.genre_encoding is None:
         return clipped, width
-    bounds = {"t0": [0], "tn": [N_NUMERIC], "tw": [width], "tax": [1]}
-    for name, value in bounds.items():
-        b.const(name, value, np.int64)
-    numeric = b.node("Slice", [clipped, "t0", "tn", "tax"], "trees/numeric")
-    onehot = b.node("Slice", [clipped, "tn", "tw", "tax"], "trees/onehot")
     encoding = np.asarray(head.genre_encoding, np.float64).astype(np.float32).reshape(-1, 1)
-    b.const("trees/genre_encoding", encoding, np.float32)
-    encoded = b.node("MatMul", [onehot, "trees/genre_encoding"], "trees/encoded")
-    return b.node("Concat", [numeric, encoded], "trees/input", axis=1), N_NUMERIC + 1
+    nodes, inits = genre_block.rows_nodes(encoding, np.float32, "trees/encoded")
+    b.nodes += nodes
+    b.inits += inits
+    encoded = nodes[-1].output[0]
+    return b.node("Concat", [genre_block.NUMERIC, encoded], "trees/input", axis=1), N_NUMERIC + 1
 
 
 def genre_graph(head: Any, width: int) -> Any:

@@ -124,6 +124,40 @@ def score_nodes(node, form: str, source: str, output: str, prefix: str) -> tuple
     return nodes, inits
 
 
+def multiclass_as_regressor(node) -> Any:
+    """A multi-class ``TreeEnsembleClassifier`` as a ``TreeEnsembleRegressor``, one
+    target per class, writing the classifier's probability output.
+
+    With no post transform the classifier's probabilities are the sums of the
+    leaves' class weights, which is what the regressor computes, in the same
+    tree order (identical floats); it skips the per-row label (an argmax over the
+    classes nobody reads). Measured on the default genre forest (30 x depth 10,
+    114 classes, 1 thread): 4.43 / 4.36 / 4.27 -> 4.32 / 4.14 / 4.13 µs per row
+    for the head, three alternating rounds.
+    """
+    from onnx import helper
+
+    attrs = attributes(node)
+    if attrs.get("post_transform", b"NONE") != b"NONE" or attrs.get("base_values"):
+        raise ValueError("only classifiers without a post transform or base values")
+    keep = {k: v for k, v in attrs.items() if k.startswith("nodes_")}
+    return helper.make_node(
+        "TreeEnsembleRegressor",
+        [node.input[0]],
+        [node.output[1]],  # outputs: label, probabilities
+        domain="ai.onnx.ml",
+        name=node.name,
+        n_targets=len(attrs.get("classlabels_int64s") or attrs["classlabels_strings"]),
+        aggregate_function="SUM",
+        post_transform="NONE",
+        target_treeids=attrs["class_treeids"],
+        target_nodeids=attrs["class_nodeids"],
+        target_ids=attrs["class_ids"],
+        target_weights=attrs["class_weights"],
+        **keep,
+    )
+
+
 def _v5_arrays(attrs: dict[str, Any]) -> dict[str, list]:
     """Split the v3 node list into v5 branch nodes and leaves with global indices."""
     leaf_weight: dict[tuple[int, int], float] = {}

@@ -347,7 +347,8 @@ def logit_stack_dir(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("form", ["regressor3", "ensemble5"])
 def test_logit_stack_with_genre_encoding_reproduces_the_native_stack(logit_stack_dir, form):
     """Logistic (scaler folded, float64), the network's logit, XGBoost's margin on the
-    numerics + the genre's encoding (a MatMul lookup): the graph gives the native scores."""
+    numerics + the genre's encoding (looked up by the genre's index): the graph gives the
+    native scores."""
     import onnx
     from popbatch.exporter import runtime
     from popbatch.exporter.graph import build_graph
@@ -362,11 +363,11 @@ def test_logit_stack_with_genre_encoding_reproduces_the_native_stack(logit_stack
     parity = parity_check.compare(native.predict_proba(x), probability, label, native.threshold)
     assert parity.ok, parity.line()
     assert 0 < label.sum() < len(label)
-    # The encoding is a constant [G, 1] the one-hot block is multiplied with.
-    (table,) = [t for t in model.graph.initializer if t.name == "xgb/genre_encoding"]
-    assert list(table.dims) == [len(native.genre_vocabulary) + 1, 1]
+    # The encoding is a constant [G + 1, 1] looked up by the genre's index (row 0: no genre).
+    (table,) = [t for t in model.graph.initializer if t.name == "xgb/encoded/table"]
+    assert list(table.dims) == [len(native.genre_vocabulary) + 2, 1]
     assert onnx.numpy_helper.to_array(table).ravel().tolist() == pytest.approx(
-        native.genre_encoding, rel=1e-6
+        [0.0, *native.genre_encoding], rel=1e-6
     )
     # Another genre moves the score through the encoding: rows differ only in genre.
     one_genre = x.copy()
@@ -426,3 +427,50 @@ def test_manifest_carries_the_cv_estimate_and_model_info_shows_it(native, tmp_pa
     broken = {**manifest, "cv": {**manifest["cv"], "spec": "five"}}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(schema()).validate(broken)
+
+
+def _block_model(n: int, k: int, first_layer, encoding):
+    """features [N, n + k] -> the genre block read as an index (export/genre_block.py):
+    ``layer`` = features @ first_layer (split by split_first_layer), ``encoded`` = the
+    block's lookup in ``encoding``."""
+    from onnx import TensorProto, helper, numpy_helper
+    from popbatch.exporter import genre_block
+
+    nodes, inits = genre_block.index_nodes("features", n, n + k)
+    lookup, lookup_inits = genre_block.rows_nodes(encoding, np.float32, "encoded")
+    nodes += [*lookup, helper.make_node("MatMul", ["features", "w"], ["layer"])]
+    inits += [*lookup_inits, numpy_helper.from_array(first_layer, "w")]
+    assert genre_block.split_first_layer(nodes, inits, "features", n)
+    graph = helper.make_graph(
+        nodes,
+        "block",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", n + k])],
+        [
+            helper.make_tensor_value_info("layer", TensorProto.FLOAT, ["N", None]),
+            helper.make_tensor_value_info("encoded", TensorProto.FLOAT, ["N", None]),
+        ],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_genre_block_lookups_equal_multiplying_the_one_hot_block():
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(1)
+    n, k, rows = 4, 6, 40
+    weight = rng.normal(size=(n + k, 3)).astype(np.float32)
+    encoding = rng.normal(size=(k, 1)).astype(np.float32)
+    x = np.zeros((rows, n + k), np.float32)
+    x[:, :n] = rng.normal(size=(rows, n)) * 10
+    genres = rng.integers(0, k, rows)
+    x[np.arange(rows), n + genres] = 1.0
+    x[0, n:] = 0.0  # no genre at all: the block multiplies to zero
+    layer, encoded = ort.InferenceSession(
+        _block_model(n, k, weight, encoding).SerializeToString()
+    ).run(None, {"features": x})
+    np.testing.assert_allclose(layer, x @ weight, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(encoded, x[:, n:] @ encoding)
+    assert not encoded[0].any()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -387,3 +388,20 @@ def test_the_run_log_records_which_heads_each_run_wrote(runner, model, catalog, 
     with duckdb.connect(str(db), read_only=True) as con:
         rows = con.execute("SELECT heads FROM popbatch_runs ORDER BY started_at").fetchall()
     assert rows == [(None,), ("popular",), ("popular,popularity,genre",)]
+
+
+def test_head_graphs_never_compute_on_the_whole_genre_block(model):
+    """Only Slices (and the clipping) read the [N, 129] input: everything that multiplies
+    the genre's one-hot block reads it as an index (export/genre_block.py). The embedded
+    default model too, so it was exported this way."""
+    import onnx
+    from popbatch.models import default
+
+    for directory in (model, Path(default.__file__).parent):
+        for name in ("model.onnx", "popularity.onnx", "genre.onnx"):
+            graph = onnx.load(directory / name).graph
+            whole = {"features", "clipped", "clipped_low"}
+            readers = {n.op_type for n in graph.node if whole & set(n.input)}
+            assert readers <= {"Slice", "Max", "Min"}, (directory, name, readers)
+            ops = {n.op_type for n in graph.node}
+            assert "TreeEnsembleClassifier" not in ops, name  # the genre forest: a regressor
