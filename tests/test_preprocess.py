@@ -120,6 +120,32 @@ def test_genre_is_stripped_lowercased_and_unknown_goes_to_other(manifest):
     ).all()
 
 
+@pytest.mark.parametrize(
+    "as_type",
+    [
+        lambda a: a,
+        lambda a: a.cast(pa.large_string()),
+        lambda a: a.dictionary_encode(),
+    ],
+    ids=["string", "large_string", "dictionary"],
+)
+def test_every_row_gets_its_genre_whatever_the_column_type(manifest, as_type):
+    """The genre rules run on the column's distinct values: repeated, differently
+    spelled, unknown and missing genres still land on their own rows' columns."""
+    genres = ["jazz", " Jazz ", "pop", "not-a-genre", None, "JAZZ", "pop", None]
+    row = _one_row_batch(track_genre="jazz").to_pylist()[0]
+    plain = pa.RecordBatch.from_pylist([{**row, "track_genre": g} for g in genres])
+    index = plain.schema.get_field_index("track_genre")
+    batch = plain.set_column(index, "track_genre", as_type(plain.column(index)))
+    features = Preprocessor(manifest).bind(batch.schema, "tracks").transform(batch).features
+    names = [f["name"] for f in manifest["features"]]
+    expected = ["jazz", "jazz", "pop", "__other__", "__other__", "jazz", "pop", "__other__"]
+    genre_start = len(names) - len(manifest["genre"]["vocabulary"]) - 1
+    hot = [names[genre_start + i] for i in features[:, genre_start:].argmax(axis=1)]
+    assert hot == [f"genre={g}" for g in expected]
+    assert (features[:, genre_start:].sum(axis=1) == 1).all()
+
+
 def test_missing_columns_are_listed_with_the_closest_names(manifest):
     schema = text_batch().schema
     names = [n for n in schema.names if n not in ("tempo", "valence")]
