@@ -15,7 +15,7 @@ bound of what writing real scores costs.
 
 Prints one JSON line: rows, batches and seconds.
 
-    python bench/floor.py catalog.parquet floor.parquet --model MODEL_DIR
+    python bench/floor.py catalog.parquet floor.parquet --model MODEL_DIR [--heads popular]
 """
 
 from __future__ import annotations
@@ -47,9 +47,10 @@ def read_columns(manifest: dict[str, Any], schema: pa.Schema) -> list[str]:
     return [name for name in schema.names if name in wanted]
 
 
-def output_schema(bundle: ModelBundle, key: pa.Field) -> pa.Schema:
-    """The scored table popbatch writes for this model by default (every head it has)."""
-    return scored_schema([key], bundle.heads)
+def output_schema(bundle: ModelBundle, key: pa.Field, heads: str | None = None) -> pa.Schema:
+    """The scored table popbatch writes for this model: every head it has by default, as
+    ``popbatch score``; ``heads`` as ``--heads`` (a comma list) otherwise."""
+    return scored_schema([key], bundle.heads if heads is None else tuple(heads.split(",")))
 
 
 def dictionary_columns(schema: pa.Schema, key: str) -> list[str]:
@@ -93,14 +94,20 @@ class ConstantScores:
         return [column.slice(0, n) for column in self.columns]
 
 
-def run(catalog: Path, output: Path, model_dir: Path | None, batch_size: int) -> dict[str, Any]:
+def run(
+    catalog: Path,
+    output: Path,
+    model_dir: Path | None,
+    batch_size: int,
+    heads: str | None = None,
+) -> dict[str, Any]:
     """Read ``catalog`` and write the constant-scored table to ``output``; returns counts."""
     started = time.perf_counter()
     bundle = load_model(model_dir)
     key = bundle.manifest.get("key", "track_id")
     rows = batches = 0
     with ParquetSource([catalog]) as source:
-        schema = output_schema(bundle, source.schema.field(key))
+        schema = output_schema(bundle, source.schema.field(key), heads)
         scores = ConstantScores(
             list(schema)[1:], bundle.model_id, datetime.now(UTC).replace(tzinfo=None)
         )
@@ -126,8 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("output", type=Path, help="where the constant-scored table goes")
     parser.add_argument("--model", type=Path, help="model directory (default: the embedded)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--heads", help="the columns of these heads only, as popbatch's --heads")
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.catalog, args.output, args.model, args.batch_size)))
+    print(json.dumps(run(args.catalog, args.output, args.model, args.batch_size, args.heads)))
 
 
 if __name__ == "__main__":
