@@ -268,9 +268,10 @@ class _Where:
     def __init__(self, clause: str) -> None:
         import duckdb
         from popbatch.batch import sqlrun
+        from popbatch.batch.lock import quiet
 
         self.clause = clause
-        self.con = duckdb.connect(config={"enable_external_access": False})
+        self.con = quiet(duckdb.connect(config={"enable_external_access": False}))
         self.con.execute("SET errors_as_json = true")
         self.sql = f"SELECT {_ROW} FROM input WHERE ({clause})"
         try:

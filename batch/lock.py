@@ -190,10 +190,19 @@ def lock_error_from_duckdb(exc: BaseException, database: Path | str) -> LockErro
 DUCKDB_MEMORY_LIMIT = "256MB"
 
 
+def quiet(con):
+    """``con`` without DuckDB's progress bar, which DuckDB prints to stdout (a file or a
+    pipe too) for any query over 2 s: ``popbatch sql ... > out.csv`` and cron logs would
+    hold it, even with ``--quiet``. popbatch reports its own progress."""
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
 def connect_duckdb(database: Path | str, *, read_only: bool = False, wait: float = 0):
     """``duckdb.connect`` that waits up to ``wait`` seconds for DuckDB's file lock.
 
-    The connection's memory is bounded by :data:`DUCKDB_MEMORY_LIMIT`.
+    The connection's memory is bounded by :data:`DUCKDB_MEMORY_LIMIT`, and it prints no
+    progress bar (:func:`quiet`).
 
     DuckDB lets many read-only processes or one writing process open a file.
     While another process holds a conflicting lock this retries every
@@ -212,11 +221,12 @@ def connect_duckdb(database: Path | str, *, read_only: bool = False, wait: float
     deadline = time.monotonic() + max(0.0, float(wait))
     while True:
         try:
-            return duckdb.connect(
+            con = duckdb.connect(
                 str(database),
                 read_only=read_only,
                 config={"memory_limit": DUCKDB_MEMORY_LIMIT},
             )
+            return quiet(con)
         except duckdb.Error as exc:
             locked = lock_error_from_duckdb(exc, database)
             if locked is None:

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from popbatch.batch.incremental import CarryOver
-from popbatch.batch.lock import connect_duckdb
+from popbatch.batch.lock import connect_duckdb, quiet
 from popbatch.batch.sources import DUCKDB_SUFFIXES
 
 from popbatch.core import WRITE_MODES, files
@@ -171,7 +171,7 @@ class FileSink(Sink):
 
         query = self.carry_over.sql(f"read_parquet({quote_string(str(self.path))})")
         try:
-            with duckdb.connect() as con:
+            with quiet(duckdb.connect()) as con:
                 for batch in con.sql(query).to_arrow_reader(65536):
                     if batch.num_rows:
                         self._write_batch(batch.cast(self.schema))

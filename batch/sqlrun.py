@@ -31,7 +31,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-from popbatch.batch.lock import connect_duckdb
+from popbatch.batch.lock import connect_duckdb, quiet
 
 from popbatch.core.errors import InputError, one_line
 from popbatch.core.sqlquote import quote_identifier, quote_string
@@ -228,7 +228,7 @@ def connect(
         If another process holds DuckDB's lock on the file.
     """
     if db is None:
-        con = duckdb.connect()
+        con = quiet(duckdb.connect())
     else:
         path = Path(db)
         if not write and not path.exists():

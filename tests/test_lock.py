@@ -170,3 +170,22 @@ def test_process_start_time_agrees_with_psutil():
 
     started = datetime.fromisoformat(process_start_time(os.getpid()))
     assert abs(started.timestamp() - psutil.Process().create_time()) < 2
+
+
+def test_duckdb_files_are_opened_without_a_progress_bar(tmp_path):
+    """DuckDB draws a progress bar on stdout, into a file or a pipe too, for any query over
+    2 s: a `popbatch score --quiet` upsert into a 10M-row table printed it into its log.
+    connect_duckdb turns it off. Checked in a fresh process, as a run opens it: under
+    pytest DuckDB starts with the bar off anyway."""
+    code = (
+        "import sys; from popbatch.batch.lock import connect_duckdb; "
+        "con = connect_duckdb(sys.argv[1]); "
+        "print(con.execute(\"SELECT current_setting('enable_progress_bar')\").fetchone()[0])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "catalog.duckdb")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "False"
