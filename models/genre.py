@@ -195,6 +195,7 @@ def fit_head(
     Returns the head and the validation scores of every weight tried.
     """
     import keras
+    from popbatch.models.learners import predicting_in_tree_order
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.preprocessing import StandardScaler
 
@@ -234,6 +235,7 @@ def fit_head(
         verbose=0,
     )
     rf = RandomForestClassifier(**params.rf, random_state=seed, n_jobs=2).fit(c, y)
+    rf = predicting_in_tree_order(rf)
     head.ann, head.rf = ann, rf
     parts = head.learner_probabilities(x_val)
     scores = {}

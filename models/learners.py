@@ -114,6 +114,19 @@ def fit_ann(
     return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 
+def predicting_in_tree_order(forest: Any) -> Any:
+    """``forest``, fitted, set to predict on one thread (in place).
+
+    The trees are fitted in parallel and come out the same either way (each is
+    seeded), but scikit-learn's parallel predict adds the trees' outputs in the
+    order its threads finish: float64 results then move by an ulp from run to
+    run, and so does whatever is fitted on them (the popularity head's meta
+    learner, on out-of-fold predictions), so two trainings wrote different
+    bytes. One thread adds them in tree order.
+    """
+    return forest.set_params(n_jobs=1)
+
+
 def fit_rf(train: Balanced, params: LearnerParams, seed: int):
     from sklearn.ensemble import RandomForestClassifier
 
@@ -123,7 +136,7 @@ def fit_rf(train: Balanced, params: LearnerParams, seed: int):
         random_state=seed,
         n_jobs=params.n_jobs,
     )
-    return model.fit(train.x, train.y)
+    return predicting_in_tree_order(model.fit(train.x, train.y))
 
 
 def fit_xgb(

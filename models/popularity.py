@@ -232,9 +232,11 @@ def fit_ann(scaled, y, scaled_val, y_val, params: RegressorParams, seed: int):
 
 
 def fit_rf(c, y, params: RegressorParams, seed: int):
+    from popbatch.models.learners import predicting_in_tree_order
     from sklearn.ensemble import RandomForestRegressor
 
-    return RandomForestRegressor(**params.rf, random_state=seed, n_jobs=2).fit(c, y)
+    forest = RandomForestRegressor(**params.rf, random_state=seed, n_jobs=2).fit(c, y)
+    return predicting_in_tree_order(forest)
 
 
 def fit_xgb(c, y, c_val, y_val, params: RegressorParams, seed: int):

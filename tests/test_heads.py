@@ -405,3 +405,16 @@ def test_head_graphs_never_compute_on_the_whole_genre_block(model):
             assert readers <= {"Slice", "Max", "Min"}, (directory, name, readers)
             ops = {n.op_type for n in graph.node}
             assert "TreeEnsembleClassifier" not in ops, name  # the genre forest: a regressor
+
+
+def test_trained_forests_predict_in_tree_order(trained):
+    """A parallel scikit-learn predict adds the trees in the order its threads finish,
+    so out-of-fold predictions, the meta learner fitted on them and the exported bytes
+    moved by an ulp between identical trainings; the forests predict on one thread."""
+    from popbatch.exporter.heads import load_heads
+
+    run, _ = trained
+    heads = load_heads(run / "stack")
+    assert {"popularity", "genre"} <= set(heads)
+    for head in heads.values():
+        assert head.rf.n_jobs == 1
