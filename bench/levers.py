@@ -17,7 +17,10 @@ machine is shared; alternating rounds slow both sides alike):
   the Parquet output;
 - ``forest``: the genre head's forest with one target per genre (as shipped)
   vs the same trees with one weight per leaf: what aggregating 114 targets
-  costs inside onnxruntime's tree op.
+  costs inside onnxruntime's tree op;
+- ``xgboost``: the popularity head's XGBoost trees as one op vs two ops of
+  half the trees each (onnxruntime parallelises by tree above 80 trees), and
+  called with 128, 1,024 or 4,096 rows.
 
     python bench/levers.py catalog.parquet catalog.csv [--model DIR] [--rounds 3]
 """
@@ -31,6 +34,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -189,8 +193,6 @@ def constants_lever(model: Path | None, catalog: Path, rounds: int) -> None:
 
 def forest_lever(model: Path | None, catalog: Path, rounds: int) -> None:
     import onnx
-    import onnxruntime as ort
-    from onnx import helper
     from popbatch.exporter.trees import attributes
 
     bundle = load_model(model)
@@ -224,22 +226,7 @@ def forest_lever(model: Path | None, catalog: Path, rounds: int) -> None:
             spec["target_nodeids"] = [n for _, n in leaves]
             spec["target_ids"] = [0] * len(leaves)
             spec["target_weights"] = list(leaves.values())
-        node = helper.make_node(
-            "TreeEnsembleRegressor", ["x"], ["y"], domain="ai.onnx.ml", n_targets=targets, **spec
-        )
-        model = helper.make_model(
-            helper.make_graph(
-                [node],
-                "forest",
-                [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", width])],
-                [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", targets])],
-            ),
-            opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)],
-        )
-        model.ir_version = 8
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        return ort.InferenceSession(model.SerializeToString(), options)
+        return _tree_session({**spec, "n_targets": targets}, width)
 
     shipped = session(attrs["n_targets"], None)
     single = session(1, first)
@@ -256,6 +243,96 @@ def forest_lever(model: Path | None, catalog: Path, rounds: int) -> None:
         len(x) * 8,
         rounds,
     )
+
+
+def _tree_session(attrs: dict[str, Any], width: int):
+    """A one-op model: a TreeEnsembleRegressor with ``attrs``, on one onnxruntime thread."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    targets = attrs.get("n_targets", 1)
+    op = helper.make_node("TreeEnsembleRegressor", ["x"], ["y"], domain="ai.onnx.ml", **attrs)
+    model = helper.make_model(
+        helper.make_graph(
+            [op],
+            "trees",
+            [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", width])],
+            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", targets])],
+        ),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)],
+    )
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), options)
+
+
+def _only_trees(attrs: dict[str, Any], trees: set[int]) -> dict[str, Any]:
+    """``attrs`` with the nodes and leaf weights of ``trees`` only."""
+    nodes = [i for i, t in enumerate(attrs["nodes_treeids"]) if t in trees]
+    leaves = [i for i, t in enumerate(attrs["target_treeids"]) if t in trees]
+    out = dict(attrs)
+    for name, value in attrs.items():
+        if name.startswith("nodes_") and isinstance(value, list):
+            out[name] = [value[i] for i in nodes]
+        elif name.startswith("target_"):
+            out[name] = [value[i] for i in leaves]
+    return out
+
+
+def xgboost_lever(model: Path | None, catalog: Path, rounds: int) -> None:
+    import onnx
+    from popbatch.exporter.trees import attributes
+
+    bundle = load_model(model)
+    if "popularity" not in bundle.head_bytes:
+        print("xgboost    the model has no popularity head")
+        return
+    graph = onnx.load_from_string(bundle.head_bytes["popularity"]).graph
+    found = [n for n in graph.node if n.name == "xgb/TreeEnsembleRegressor"]
+    if not found:
+        print("xgboost    the popularity head has no XGBoost trees")
+        return
+    (node,) = found
+    attrs = attributes(node)
+    width = max(attrs["nodes_featureids"]) + 1
+    # real numerics, and any value in the encoded-genre column: the walk's cost is the point
+    preprocessor, items = read(
+        catalog, lambda s: Preprocessor(bundle.manifest).bind(s.schema, s.name), 2
+    )
+    x = np.concatenate([preprocessor.transform(b, 1).features for b in items])
+    x = np.ascontiguousarray(x[:, :width])
+    trees = sorted(set(attrs["nodes_treeids"]))
+    half = len(trees) // 2
+    whole = _tree_session(attrs, width)
+    first = _tree_session(_only_trees(attrs, set(trees[:half])), width)
+    second = _tree_session(_only_trees(attrs, set(trees[half:])), width)
+
+    def calls(rows: int, sessions: list) -> Callable:
+        def work(_):
+            for at in range(0, len(x), rows):
+                for s in sessions:
+                    s.run(None, {"x": x[at : at + rows]})
+
+        return work
+
+    print(f"{'xgboost':<10} {len(trees)} trees, {len(attrs['nodes_treeids']):,} nodes")
+    times = {
+        label: []
+        for label in ("one op, 128 rows", "one op, 1,024", "one op, 4,096", "two ops, 1,024")
+    }
+    works = [
+        calls(128, [whole]),
+        calls(1_024, [whole]),
+        calls(4_096, [whole]),
+        calls(1_024, [first, second]),
+    ]
+    for _ in range(rounds):
+        for label, work in zip(times, works, strict=True):
+            times[label].append(ns_per_row(work, [None], len(x)))
+    text = "  ".join(f"{k}: {' / '.join(f'{t:.0f}' for t in v)}" for k, v in times.items())
+    print(f"{'':<10} {text}  ns per row")
 
 
 def main() -> None:
@@ -279,6 +356,7 @@ def main() -> None:
     float32_lever(csv_preprocessor, csv_items, sum(b.num_rows for b in csv_items), args.rounds)
     constants_lever(args.model, args.parquet, args.rounds)
     forest_lever(args.model, args.parquet, args.rounds)
+    xgboost_lever(args.model, args.parquet, args.rounds)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ In one run on one machine (never in the test suite):
    (children included, ``bench/procstat.py``). Right after each Parquet run,
    the I/O floor of the same file (``bench/floor.py``: the same read and the
    same output schema written, constant scores): popbatch's time is printed
-   as a multiple of it, a ratio that holds when the machine is busy.
+   as a multiple of it, a ratio that holds when the machine is busy. For a
+   model with extra heads, the popular head alone (``--heads popular``) on the
+   largest Parquet catalog, against a floor writing that head's columns.
 4. The notebook baseline on the same model and rows (``bench/baseline.py``:
    pandas, the native Keras/RandomForest/XGBoost/logistic stack), checked
    against popbatch's labels and probabilities.
