@@ -241,14 +241,23 @@ def test_killed_duckdb_target_is_never_half_written(sig, catalogs, model_dir, tm
     assert temps(tmp_path) == []  # stale staging files of killed runs are gone
 
 
-def test_interrupt_inside_a_native_import_still_exits_130(runner, model_dir, tmp_path, monkeypatch):
+def test_interrupt_inside_a_native_import_still_exits_130(
+    runner, model_dir, tmp_path, monkeypatch, request
+):
     """Ctrl-C while onnxruntime's extension initialises surfaces as ImportError
     ("initialization failed"), not KeyboardInterrupt: found by sending SIGINT at
     0.02 s steps after start; it printed a traceback and exited 1. The CLI now
     remembers the signal and reports it as an interrupt.
+
+    As from a terminal, SIGINT starts with Python's default handler: a test run
+    started in the background inherits SIGINT ignored, where the CLI rightly
+    leaves it alone and no Ctrl-C can arrive.
     """
     import popbatch.batch.runner
     from popbatch.batch.cli import cli
+
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, inherited))
 
     def initialise(*args, **kwargs):
         try:
