@@ -12,8 +12,9 @@ constant matrix is one row of that matrix:
 this way keeps the input contract (old and new models take the same matrix)
 while the graph stops doing arithmetic on 115 columns of zeros: before it,
 the popular head's logistic regression cast the whole [N, 129] input to float64
-(1.3 µs of its 3.1 µs per row, onnxruntime's profiler on the default model) and
-the popularity network's first layer multiplied all of it.
+and the popularity network's first layer multiplied all of it. Measured with
+``bench/ab_models.py`` on the default model: the popular head 0.79 -> 0.68 µs
+per row, outputs bit-identical (docs/performance.md, issue 17's levers).
 """
 
 from __future__ import annotations
@@ -67,6 +68,17 @@ def rows_nodes(table: Any, dtype: Any, name: str) -> tuple[list, list]:
         [helper.make_node("Gather", [f"{name}/table", INDEX], [name], axis=0)],
         [_const(f"{name}/table", rows, dtype)],
     )
+
+
+def encoded_input_nodes(encoding: Any, output: str, prefix: str) -> tuple[list, list]:
+    """``output`` = Concat(numerics, the genre's target encoding), [N, n + 1]: the trees'
+    input (``models.encoding.with_encoded_genre`` in the graph)."""
+    from onnx import helper
+
+    column = np.asarray(encoding, np.float64).astype(np.float32).reshape(-1, 1)
+    nodes, inits = rows_nodes(column, np.float32, f"{prefix}encoded")
+    nodes.append(helper.make_node("Concat", [NUMERIC, f"{prefix}encoded"], [output], axis=1))
+    return nodes, inits
 
 
 def split_first_layer(nodes: list, inits: list, source: str, n: int) -> bool:

@@ -207,29 +207,18 @@ def _linear_score(stack, clipped: str, column: str, logit: bool) -> tuple[list, 
         ]
     else:
         n = stack.n_numeric
-        nodes, inits = genre_block.rows_nodes(weight[n:], np.float64, "logistic/genre_part")
+        lookup, inits = genre_block.rows_nodes(weight[n:], np.float64, "logistic/genre_part")
         inits.append(_const("logistic/weight", weight[:n], np.float64))
         nodes = [
             helper.make_node("Cast", [genre_block.NUMERIC], ["logistic/input64"], to=DOUBLE),
             helper.make_node("MatMul", ["logistic/input64", "logistic/weight"], ["logistic/xw0"]),
-            *nodes,
+            *lookup,
             helper.make_node("Add", ["logistic/xw0", "logistic/genre_part"], ["logistic/xw"]),
         ]
     inits.append(_const("logistic/bias", [bias], np.float64))
     nodes.append(helper.make_node("Add", ["logistic/xw", "logistic/bias"], [z]))
     if not logit:
         nodes.append(helper.make_node("Sigmoid", [z], [column]))
-    return nodes, inits
-
-
-def _encoded_input(stack, output: str) -> tuple[list, list]:
-    """XGBoost's input: the numerics and the genre's target encoding, looked up by the
-    genre's index (export/genre_block.py): [N, n_numeric + 1]."""
-    from onnx import helper
-
-    encoding = np.asarray(stack.genre_encoding, np.float64).astype(np.float32).reshape(-1, 1)
-    nodes, inits = genre_block.rows_nodes(encoding, np.float32, "xgb/encoded")
-    nodes.append(helper.make_node("Concat", [genre_block.NUMERIC, "xgb/encoded"], [output], axis=1))
     return nodes, inits
 
 
@@ -321,7 +310,9 @@ def build_graph(stack, tree_form: str = TREE_FORM) -> Any:
             source, width_in = clipped, width
             if name == "xgb" and stack.genre_encoding is not None:
                 source, width_in = "xgb/input", stack.n_numeric + 1
-                nodes_, inits_ = _encoded_input(stack, source)
+                nodes_, inits_ = genre_block.encoded_input_nodes(
+                    stack.genre_encoding, source, "xgb/"
+                )
                 nodes += nodes_
                 inits += inits_
             sub = _tree_graph(model, width_in)

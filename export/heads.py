@@ -78,9 +78,9 @@ def _convert(estimator: Any, width: int):
     for at, node in enumerate(nodes):
         if node.op_type == "TreeEnsembleClassifier":
             drop_zero_class_weights(node)
-            labels = attributes(node)
-            labels = labels.get("classlabels_int64s") or labels.get("classlabels_strings")
-            if len(node.output) == 2 and len(labels) > 2:
+            attrs = attributes(node)
+            classes = attrs.get("classlabels_int64s") or attrs.get("classlabels_strings")
+            if len(node.output) == 2 and len(classes) > 2:
                 nodes[at].CopyFrom(multiclass_as_regressor(node))
     return model
 
@@ -221,12 +221,10 @@ def _tree_input(b: _Builder, head: Any, clipped: str, width: int) -> tuple[str, 
 
     if head.genre_encoding is None:
         return clipped, width
-    encoding = np.asarray(head.genre_encoding, np.float64).astype(np.float32).reshape(-1, 1)
-    nodes, inits = genre_block.rows_nodes(encoding, np.float32, "trees/encoded")
+    nodes, inits = genre_block.encoded_input_nodes(head.genre_encoding, "trees/input", "trees/")
     b.nodes += nodes
     b.inits += inits
-    encoded = nodes[-1].output[0]
-    return b.node("Concat", [genre_block.NUMERIC, encoded], "trees/input", axis=1), N_NUMERIC + 1
+    return "trees/input", N_NUMERIC + 1
 
 
 def genre_graph(head: Any, width: int) -> Any:
