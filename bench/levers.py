@@ -75,10 +75,11 @@ def ns_per_row(work: Callable, items: list, rows: int) -> float:
     return (time.process_time() - start) / rows * 1e9
 
 
-def ab(name: str, a: tuple[str, Callable], b: tuple[str, Callable], items, rows, rounds) -> None:
-    times: dict[str, list[float]] = {a[0]: [], b[0]: []}
+def ab(name: str, *variants: tuple[str, Callable], items, rows, rounds) -> None:
+    """Each (label, work) variant over ``items``, in alternating rounds; prints ns per row."""
+    times: dict[str, list[float]] = {label: [] for label, _ in variants}
     for _ in range(rounds):
-        for label, work in (a, b):
+        for label, work in variants:
             times[label].append(ns_per_row(work, items, rows))
     text = "  ".join(f"{k}: {' / '.join(f'{t:.0f}' for t in v)}" for k, v in times.items())
     print(f"{name:<10} {text}  ns per row")
@@ -96,7 +97,8 @@ def genre_lever(preprocessor: Preprocessor, items: list, rows: int, rounds: int)
         preprocessor._genre_positions_of = by_value
         preprocessor.transform(batch, 1, buffer)
 
-    ab("genre", ("row by row", row_by_row), ("distinct values", distinct), items, rows, rounds)
+    variants = ("row by row", row_by_row), ("distinct values", distinct)
+    ab("genre", *variants, items=items, rows=rows, rounds=rounds)
     preprocessor._genre_positions_of = by_value
 
 
@@ -106,8 +108,8 @@ def float32_lever(preprocessor: Preprocessor, items: list, rows: int, rounds: in
     def parse(target):
         return lambda batch: [pc.cast(batch.column(c), target) for c in columns]
 
-    ab("float32", ("text->f64", parse(pa.float64())), ("text->f32", parse(pa.float32())),
-       items, rows, rounds)  # fmt: skip
+    variants = ("text->f64", parse(pa.float64())), ("text->f32", parse(pa.float32()))
+    ab("float32", *variants, items=items, rows=rows, rounds=rounds)
     differ = sum(
         int(
             (
@@ -147,7 +149,8 @@ def copy_lever(preprocessor: Preprocessor, items: list, rows: int, rounds: int) 
     reference = preprocessor.transform(items[0], 1, buffer).features.copy()
     run(per_column)(items[0])
     same = np.array_equal(reference, preprocessor.transform(items[0], 1, buffer).features)
-    ab("copy", ("to_numpy", run(whole)), ("per column", run(per_column)), items, rows, rounds)
+    variants = ("to_numpy", run(whole)), ("per column", run(per_column))
+    ab("copy", *variants, items=items, rows=rows, rounds=rounds)
     print(f"{'':<10} same matrix: {same}")
     Preprocessor._matrix = whole
 
@@ -188,7 +191,44 @@ def constants_lever(model: Path | None, catalog: Path, rounds: int) -> None:
 
         return work
 
-    ab("constants", ("per batch", write(per_batch)), ("once", write(once)), [None], rows, rounds)
+    variants = ("per batch", write(per_batch)), ("once", write(once))
+    ab("constants", *variants, items=[None], rows=rows, rounds=rounds)
+
+
+def _tree_session(attrs: dict[str, Any], width: int):
+    """A one-op model: a TreeEnsembleRegressor with ``attrs``, on one onnxruntime thread."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    targets = attrs.get("n_targets", 1)
+    op = helper.make_node("TreeEnsembleRegressor", ["x"], ["y"], domain="ai.onnx.ml", **attrs)
+    model = helper.make_model(
+        helper.make_graph(
+            [op],
+            "trees",
+            [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", width])],
+            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", targets])],
+        ),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)],
+    )
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), options)
+
+
+def _only_trees(attrs: dict[str, Any], trees: set[int]) -> dict[str, Any]:
+    """``attrs`` with the nodes and leaf weights of ``trees`` only."""
+    nodes = [i for i, t in enumerate(attrs["nodes_treeids"]) if t in trees]
+    leaves = [i for i, t in enumerate(attrs["target_treeids"]) if t in trees]
+    out = dict(attrs)
+    for name, value in attrs.items():
+        if name.startswith("nodes_") and isinstance(value, list):
+            out[name] = [value[i] for i in nodes]
+        elif name.startswith("target_"):
+            out[name] = [value[i] for i in leaves]
+    return out
 
 
 def forest_lever(model: Path | None, catalog: Path, rounds: int) -> None:
@@ -235,50 +275,8 @@ def forest_lever(model: Path | None, catalog: Path, rounds: int) -> None:
     def run(s):
         return lambda rows: s.run(None, {"x": rows})
 
-    ab(
-        "forest",
-        (f"{attrs['n_targets']} targets", run(shipped)),
-        ("1 weight per leaf", run(single)),
-        slices * 8,
-        len(x) * 8,
-        rounds,
-    )
-
-
-def _tree_session(attrs: dict[str, Any], width: int):
-    """A one-op model: a TreeEnsembleRegressor with ``attrs``, on one onnxruntime thread."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import helper
-
-    targets = attrs.get("n_targets", 1)
-    op = helper.make_node("TreeEnsembleRegressor", ["x"], ["y"], domain="ai.onnx.ml", **attrs)
-    model = helper.make_model(
-        helper.make_graph(
-            [op],
-            "trees",
-            [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", width])],
-            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", targets])],
-        ),
-        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)],
-    )
-    model.ir_version = 8
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), options)
-
-
-def _only_trees(attrs: dict[str, Any], trees: set[int]) -> dict[str, Any]:
-    """``attrs`` with the nodes and leaf weights of ``trees`` only."""
-    nodes = [i for i, t in enumerate(attrs["nodes_treeids"]) if t in trees]
-    leaves = [i for i, t in enumerate(attrs["target_treeids"]) if t in trees]
-    out = dict(attrs)
-    for name, value in attrs.items():
-        if name.startswith("nodes_") and isinstance(value, list):
-            out[name] = [value[i] for i in nodes]
-        elif name.startswith("target_"):
-            out[name] = [value[i] for i in leaves]
-    return out
+    variants = (f"{attrs['n_targets']} targets", run(shipped)), ("1 weight per leaf", run(single))
+    ab("forest", *variants, items=slices * 8, rows=len(x) * 8, rounds=rounds)
 
 
 def xgboost_lever(model: Path | None, catalog: Path, rounds: int) -> None:
@@ -318,21 +316,13 @@ def xgboost_lever(model: Path | None, catalog: Path, rounds: int) -> None:
         return work
 
     print(f"{'xgboost':<10} {len(trees)} trees, {len(attrs['nodes_treeids']):,} nodes")
-    times = {
-        label: []
-        for label in ("one op, 128 rows", "one op, 1,024", "one op, 4,096", "two ops, 1,024")
-    }
-    works = [
-        calls(128, [whole]),
-        calls(1_024, [whole]),
-        calls(4_096, [whole]),
-        calls(1_024, [first, second]),
-    ]
-    for _ in range(rounds):
-        for label, work in zip(times, works, strict=True):
-            times[label].append(ns_per_row(work, [None], len(x)))
-    text = "  ".join(f"{k}: {' / '.join(f'{t:.0f}' for t in v)}" for k, v in times.items())
-    print(f"{'':<10} {text}  ns per row")
+    variants = (
+        ("one op, 128 rows", calls(128, [whole])),
+        ("one op, 1,024", calls(1_024, [whole])),
+        ("one op, 4,096", calls(4_096, [whole])),
+        ("two ops, 1,024", calls(1_024, [first, second])),
+    )
+    ab("", *variants, items=[None], rows=len(x), rounds=rounds)
 
 
 def main() -> None:
