@@ -42,7 +42,7 @@ from popbatch.batch.sinks import Sink, commit_all, is_duckdb_path, open_sink
 from popbatch.batch.sources import Source, open_source
 
 from popbatch.core import DEFAULT_BATCH_SIZE
-from popbatch.core.bundle import ModelBundle, load_model
+from popbatch.core.bundle import ModelBundle, bundle_file, load_model
 from popbatch.core.errors import InputError, ModelError, one_line
 from popbatch.core.features import normalize_column_name
 
@@ -629,11 +629,13 @@ def _stored_background(bundle: ModelBundle, space: RawSpace) -> np.ndarray | Non
     entry = bundle.manifest.get("background")
     if not entry:
         return None
+    if not isinstance(entry, dict):
+        raise ModelError(f"{bundle.directory}: manifest 'background' is not an object; re-export")
     import hashlib
 
     import pyarrow.parquet as pq
 
-    path = Path(bundle.directory) / entry["file"]
+    path = bundle_file(bundle.directory, entry.get("file"), "background.file")
     try:
         data = path.read_bytes()
     except OSError as exc:

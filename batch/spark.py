@@ -45,7 +45,7 @@ from popbatch.batch.batches import (
 )
 from popbatch.batch.runner import OnnxScorer
 
-from popbatch.core.bundle import ModelBundle, load_model, verify_identity
+from popbatch.core.bundle import ModelBundle, check_file_name, load_model, verify_identity
 from popbatch.core.errors import InputError, ModelError
 from popbatch.core.heads import mismatched_digest
 
@@ -194,6 +194,9 @@ def _executor_scorer(plan: _Plan) -> OnnxScorer:
                 raise ModelError(f"it is model {str(manifest.get('model_id'))[:12]}…")
             verify_identity(manifest, hashlib.sha256(onnx_bytes).hexdigest(), Path("."))
             for name, data in head_bytes.items():
+                # The driver read these bytes under the bundle's file rule; a manifest
+                # changed on the way names its files by the same rule or is refused.
+                check_file_name(manifest["heads"][name].get("file"), f"heads.{name}.file")
                 digest = mismatched_digest(data, manifest["heads"][name])
                 if digest is not None:
                     raise ModelError(f"its {name} head is not the manifest's ({digest[:12]}…)")

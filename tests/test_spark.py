@@ -7,6 +7,7 @@ module (its start-up is most of the time).
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import shutil
 import sys
@@ -29,6 +30,7 @@ pytest.importorskip("pyspark", reason="pyspark is not installed: pip install -e 
 
 from popbatch.batch import spark as popbatch_spark
 
+from popbatch.core import identity
 from popbatch.core.errors import ModelError, SchemaError
 from popbatch.spark import local_session, score_dataframe
 
@@ -143,6 +145,24 @@ def test_one_verified_session_per_executor_process(monkeypatch):
     with pytest.raises(ModelError, match="its genre head is not the manifest's"):
         popbatch_spark._executor_scorer(plan_for(model, threads=3, head_bytes=changed))
     assert first.heads.heads == ("popularity", "genre")  # the shipped heads run there
+
+
+def test_an_executor_refuses_a_shipped_manifest_naming_a_file_outside_its_bundle(monkeypatch):
+    # Sealed again, so only the bundle's file-name rule stands between it and a session.
+    model = popbatch.load_model(None)
+    manifest = copy.deepcopy(model.manifest)
+    manifest["heads"]["genre"]["file"] = "../elsewhere/genre.onnx"
+    identity.seal(manifest, model.onnx_bytes)
+    plan = popbatch_spark._Plan(
+        model=Shipped(manifest, model.onnx_bytes, model.head_bytes),
+        model_id=manifest["model_id"],
+        schema=pa.schema([]),
+        scored_at=datetime.now(UTC),
+        threads=1,
+    )
+    monkeypatch.setattr(popbatch_spark, "_SCORERS", {})
+    with pytest.raises(ModelError, match=r"executor.*heads\.genre\.file must be a plain file"):
+        popbatch_spark._executor_scorer(plan)
 
 
 def _example_job():

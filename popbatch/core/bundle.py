@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -61,6 +62,70 @@ class ModelBundle:
     @property
     def threshold(self) -> float:
         return float(self.manifest["threshold"])
+
+
+def bundle_file(directory: str | Path, name: Any, field_name: str) -> Path:
+    """The path of a file the manifest names, after checking it is the bundle's own.
+
+    A bundle is untrusted input, like a zip archive: every file its manifest names
+    (``model_file``, each head's ``file``, the ``background`` rows, any lookup table a
+    later format adds) must be a plain file name inside the bundle directory. Every
+    loader asks this function before it opens such a file, so nothing outside the
+    directory is read, not even to hash it.
+
+    Parameters
+    ----------
+    directory
+        The bundle directory.
+    name
+        The value the manifest gives.
+    field_name
+        Where the manifest gives it (``model_file``, ``heads.genre.file``), for the message.
+
+    Raises
+    ------
+    ModelError
+        One line naming the field, when ``name`` is not text, is empty, absolute, ``.``
+        or ``..``, holds a path separator or a NUL, or is a symlink whose target is
+        outside the directory. Checked before a byte of the file is read.
+    """
+    check_file_name(name, field_name, directory)
+    path = Path(directory) / name
+    if path.is_symlink():
+        inside = Path(os.path.realpath(directory))
+        if Path(os.path.realpath(path)).parent != inside:
+            raise ModelError(
+                f"{Path(directory) / MANIFEST_FILE}: {field_name} {name!r} is a symlink to a "
+                "file outside the model directory; a bundle may only name its own files: "
+                "copy the file into the directory or re-export the model"
+            )
+    return path
+
+
+def check_file_name(name: Any, field_name: str, directory: str | Path = ".") -> str:
+    """``name`` when it is a plain file name (no directory part); see :func:`bundle_file`.
+
+    Needs no file system: the Spark executors check the names of a shipped manifest.
+
+    Raises
+    ------
+    ModelError
+        The name is not text, is empty, absolute, ``.``/``..``, or holds a separator or NUL.
+    """
+    plain = (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\x00" not in name
+    )
+    if not plain:
+        raise ModelError(
+            f"{Path(directory) / MANIFEST_FILE}: {field_name} must be a plain file name inside "
+            f"the model directory, not {name!r}; a bundle may only name its own files: "
+            "re-export the model (popbatch export)"
+        )
+    return name
 
 
 def read_manifest(model_dir: Path) -> dict[str, Any]:
@@ -135,7 +200,7 @@ def load_model(model_dir: str | Path | None = None) -> ModelBundle:
     """
     directory = Path(model_dir) if model_dir is not None else default_model_dir()
     manifest = read_manifest(directory)
-    onnx_path = directory / manifest["model_file"]
+    onnx_path = bundle_file(directory, manifest["model_file"], "model_file")
     try:
         onnx_bytes = onnx_path.read_bytes()
     except OSError as exc:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from popbatch.core import scored
+from popbatch.core.bundle import bundle_file
 from popbatch.core.errors import InputError, ModelError
 from popbatch.core.scored import HEAD_COLUMNS
 
@@ -47,8 +48,10 @@ def read_head_files(directory: Path, manifest: dict[str, Any]) -> dict[str, byte
         entry = heads.get(name)
         if entry is None:
             continue
-        path = Path(directory) / str(entry.get("file", ""))
-        if path.parent != Path(directory) or not path.name.endswith(".onnx"):
+        if not isinstance(entry, dict):
+            raise ModelError(f"{directory}: manifest head {name!r} is not an object; re-export")
+        path = bundle_file(directory, entry.get("file"), f"heads.{name}.file")
+        if not path.name.endswith(".onnx"):
             raise ModelError(f"{directory}: manifest head {name!r} names no ONNX file beside it")
         try:
             data = path.read_bytes()
