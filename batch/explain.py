@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from popbatch.batch.naming import refuse_overwriting_input
+from popbatch.batch.naming import refuse_overwriting_input, refuse_writing_input
 from popbatch.batch.preprocess import Prepared, Preprocessor
 from popbatch.batch.runner import available_cores, single_thread_session
 from popbatch.batch.shapley import model_rows_per_row, permutation_shap
-from popbatch.batch.sinks import Sink, commit_all, is_duckdb_path, open_sink
+from popbatch.batch.sinks import DuckDBSink, Sink, commit_all, is_duckdb_path, open_sink
 from popbatch.batch.sources import Source, open_source
 
 from popbatch.core import DEFAULT_BATCH_SIZE
@@ -459,6 +459,7 @@ def explain(
     where: str | None = None,
     output: Sink | str | Path | None = None,
     into: str | None = None,
+    overwrite_table: bool = False,
     key: str | None = None,
     table: str | None = None,
     query: str | None = None,
@@ -494,6 +495,9 @@ def explain(
     output
         Where to write the long table (``.parquet``, ``.csv``, ``.duckdb`` with
         ``into``, default table ``explanations``); None: only return it.
+    overwrite_table
+        Replace an existing ``into`` table popbatch did not write (otherwise
+        refused, as is the input ``table``).
     max_rows
         Refuse (InputError) to explain more tracks than this.
     permutations, seed
@@ -536,6 +540,8 @@ def explain(
         paths = [str(source)] if isinstance(source, str | Path) else [str(s) for s in source]
         if output is not None and not isinstance(output, Sink):
             refuse_overwriting_input(paths, output, table, query)
+            output = _open_output(output, into, key, overwrite_table)
+            refuse_writing_input(paths, table, output)
         source = open_source(paths, table=table, query=query, delimiter=delimiter)
     sink = None
     link = None
@@ -554,7 +560,11 @@ def explain(
             pre.set_output_types(source.column_types(pre.passthrough_inputs))
         link = LinkModel(explained, space, threads)
         if output is not None:
-            sink = output if isinstance(output, Sink) else _open_output(output, into, key)
+            sink = (
+                output
+                if isinstance(output, Sink)
+                else _open_output(output, into, key, overwrite_table)
+            )
         scan = _scan(source, pre, space, link, batch_size, top, wanted, filt, max_rows,
                      stored is None, seed)  # fmt: skip
     except BaseException:
@@ -607,10 +617,23 @@ def explain(
     return result
 
 
-def _open_output(output: str | Path, into: str | None, key: str) -> Sink:
+def _open_output(output: str | Path, into: str | None, key: str, overwrite: bool) -> Sink:
     if is_duckdb_path(output):
-        into = into or "explanations"
-    return open_sink(output, into=into, mode="replace", key=key)
+        # Replaces only an explanations table (or any table with overwrite).
+        return DuckDBSink(
+            output,
+            into or "explanations",
+            key=key,
+            overwrite=overwrite,
+            written_by_popbatch=is_explanations_table,
+        )
+    return open_sink(output, into=into, mode="replace", key=key, overwrite=overwrite)
+
+
+def is_explanations_table(columns: Mapping[str, str]) -> bool:
+    """Whether a table's ``{column: DuckDB type}`` holds every column of an explanation."""
+    names = {name.lower() for name in columns}
+    return all(name in names for name, _ in SCHEMA_FIELDS)
 
 
 def _write(sink: Sink, table: pa.Table) -> None:

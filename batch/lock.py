@@ -15,17 +15,19 @@ DuckDB has its own single-writer lock on the database file; its
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import re
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from popbatch.core.errors import LockError
+from popbatch.core.errors import LockError, OutputError
 
 LOCK_SUFFIX = ".lock"
 POLL_SECONDS = 0.1
@@ -65,6 +67,30 @@ def _locked_message(target: Path, holder: str, waited: float) -> str:
     )
 
 
+def _foreign(fd: int) -> str | None:
+    """Why the open file ``fd`` is not a lock file popbatch wrote; None when it is one
+    (empty, or the JSON a holder writes: a killed run may leave either)."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        return "is not a regular file"
+    text = os.pread(fd, 4096, 0)
+    if not text.strip():
+        return None
+    try:
+        info = json.loads(text)
+    except ValueError:
+        info = None
+    if isinstance(info, dict) and "pid" in info and "started_at" in info:
+        return None
+    return "holds something popbatch did not write"
+
+
+def _not_a_lock(path: Path, problem: str) -> str:
+    return (
+        f"{path}: {problem}; popbatch keeps its run lock there and changes only a lock "
+        "file it made: move that file away, or choose another output"
+    )
+
+
 class TargetLock:
     """An exclusive lock on ``<target>.lock``, held between :meth:`acquire` and :meth:`release`."""
 
@@ -82,10 +108,19 @@ class TargetLock:
         LockError
             If another process still holds it after the wait (message names
             the holder's pid and start time).
+        OutputError
+            If ``<target>.lock`` is a symlink, not a regular file, or a file popbatch
+            did not write (it is left as it is).
         OSError
             If the lock file cannot be created (for example a missing folder).
         """
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            # O_NOFOLLOW: a symlink here would make the holder's text overwrite its target.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise OutputError(_not_a_lock(self.path, "is a symlink")) from None
         deadline = time.monotonic() + self.wait_seconds
         while True:
             try:
@@ -99,6 +134,11 @@ class TargetLock:
                         _locked_message(self.target, holder, self.wait_seconds)
                     ) from None
                 time.sleep(POLL_SECONDS)
+        problem = _foreign(fd)
+        if problem is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise OutputError(_not_a_lock(self.path, problem))
         info = {"pid": os.getpid(), "started_at": _now_iso(), "host": socket.gethostname()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)

@@ -35,13 +35,18 @@ from popbatch.core.features import (
     parse_explicit,
     resolve_columns,
 )
-from popbatch.core.scored import ALL_HEAD_COLUMNS, SCORE_NAMES
+from popbatch.core.scored import (
+    ALL_HEAD_COLUMNS,
+    REJECTS_REASON_COLUMN,
+    REJECTS_ROW_COLUMN,
+    SCORE_NAMES,
+)
 
 # Columns the scorer adds (popbatch.core.scored, the heads' too): an input column of the
 # same name (a scored file scored again) is replaced by the new score, never passed through.
 OUTPUT_COLUMNS = (*SCORE_NAMES, *(c.name for c in ALL_HEAD_COLUMNS))
-ROW_COLUMN = "row"
-REASON_COLUMN = "reason"
+ROW_COLUMN = REJECTS_ROW_COLUMN
+REASON_COLUMN = REJECTS_REASON_COLUMN
 _BAD = "__popbatch_bad__"
 _GENRE_POS = "__popbatch_genre_position__"
 _EXPLICIT = "explicit"

@@ -16,6 +16,7 @@ rollback, in its own transaction: the tables are as they were, plus that row.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -177,13 +178,56 @@ def _insert_duckdb(
             con.close()
 
 
+def check_run_log(target: Path | str) -> None:
+    """Refuse, before a run, a ``runs.jsonl`` beside a file target that popbatch did not
+    write: a symlink, or a file whose first line is not a run record. popbatch only ever
+    appends to its own run log.
+
+    Raises
+    ------
+    OutputError
+        One line naming the file and the fix.
+    """
+    if is_duckdb_target(target):
+        return  # popbatch_runs: a table of that name that does not fit rolls the run back
+    path = runs_jsonl_path(target)
+    if path.is_symlink():
+        problem = "is a symlink"
+    elif not path.exists():
+        return
+    else:
+        try:
+            with open(path, "rb") as log:
+                first = log.readline(65536)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot read the run log ({exc.strerror})") from None
+        if not first.strip() or _is_record(first):
+            return
+        problem = "is not a popbatch run log (its first line is not a run record)"
+    raise OutputError(
+        f"{path}: {problem}; popbatch records each run there and appends only to a run log "
+        "it wrote: move that file away, or write the output to another folder"
+    )
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "run_id" in record and "status" in record
+
+
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
     line = json.dumps(
         {k: v.isoformat() if isinstance(v, datetime) else v for k, v in record.items()}
     )
+    check_run_log(path)
     try:
         # One write of one line in append mode: concurrent runs do not interleave.
-        with open(path, "a", encoding="utf-8") as log:
+        # O_NOFOLLOW: never append through a symlink to a file popbatch did not make.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+        with open(os.open(path, flags, 0o644), "a", encoding="utf-8") as log:
             log.write(line + "\n")
     except OSError as exc:
         raise OutputError(f"{path}: cannot record the run ({exc.strerror})") from None

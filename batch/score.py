@@ -30,9 +30,13 @@ from typing import Any
 
 from popbatch.batch.incremental_lookup import IncrementalRun, check_incremental
 from popbatch.batch.lock import TargetLock
-from popbatch.batch.naming import default_output, refuse_overwriting_input
+from popbatch.batch.naming import (
+    default_output,
+    refuse_overwriting_input,
+    refuse_writing_input,
+)
 from popbatch.batch.preprocess import Preprocessor
-from popbatch.batch.runlog import record_success, recorded_run
+from popbatch.batch.runlog import check_run_log, record_success, recorded_run
 from popbatch.batch.runner import OnnxScorer
 from popbatch.batch.sinks import (
     DuckDBSink,
@@ -66,7 +70,10 @@ class ScoreOptions:
     Writing (used when ``sink`` is given as a path or None)
         ``into``: the table of a DuckDB output (default ``scores``); ``mode``:
         ``replace`` (None), ``append`` or ``upsert`` by the key; ``write_back``: add
-        the scores to ``table`` of the input database itself.
+        the scores to ``table`` of the input database itself; ``overwrite_table``:
+        let ``replace`` replace a table (or rejects table) popbatch did not write,
+        which is otherwise refused. The input table is never a target: only
+        ``write_back`` changes it.
     Scoring
         ``key``: the key column (default: the model's, ``track_id``);
         ``columns``: ``"key"``, ``"all"`` or a list of input columns to keep;
@@ -90,6 +97,7 @@ class ScoreOptions:
     into: str | None = None
     mode: str | None = None
     write_back: bool = False
+    overwrite_table: bool = False
     key: str | None = None
     columns: str | Sequence[str] = "key"
     maps: Mapping[str, str] = field(default_factory=dict)
@@ -166,6 +174,12 @@ def score(
     key = normalize_column_name(options.key or bundle.manifest.get("key") or "track_id")
     if not isinstance(sink, Sink):
         sink = _open_target(source, sink, options, key)
+    rejects = options.rejects
+    rejects_sink = rejects if isinstance(rejects, Sink) else rejects_sink_for(sink, rejects)
+    if not isinstance(source, Source):
+        refuse_writing_input(_as_paths(source), options.table, sink, rejects_sink)
+    if options.record:
+        check_run_log(sink.target)
     if not isinstance(source, Source):
         source = open_source(
             _as_paths(source),
@@ -184,7 +198,9 @@ def score(
     log: dict[str, Any] = {"input": source.name, "output": sink.name}
     try:
         with recorded_run(sink.target, log) if options.record else contextlib.nullcontext():
-            summary = _score_locked(source, sink, bundle, log, started, options, key, progress)
+            summary = _score_locked(
+                source, sink, rejects_sink, bundle, log, started, options, key, progress
+            )
             log.update(summary.to_dict())
     finally:
         if lock is not None:
@@ -205,7 +221,7 @@ def _open_target(
     if isinstance(source, Source):
         if output is None:
             raise InputError(f"{source.name}: give an output to score a Source into")
-        return open_sink(output, into=options.into, mode=options.mode or "replace", key=key)
+        return _sink_for(output, options, key)
     inputs = _as_paths(source)
     if output is None:
         into_input_db = options.into and len(inputs) == 1 and is_duckdb_path(inputs[0])
@@ -215,7 +231,14 @@ def _open_target(
             else default_output(inputs, table=options.table, query=options.query)
         )
     refuse_overwriting_input(inputs, output, options.table, options.query)
-    return open_sink(output, into=options.into, mode=options.mode or "replace", key=key)
+    return _sink_for(output, options, key)
+
+
+def _sink_for(output: str | Path, options: ScoreOptions, key: str) -> Sink:
+    mode = options.mode or "replace"
+    return open_sink(
+        output, into=options.into, mode=mode, key=key, overwrite=options.overwrite_table
+    )
 
 
 def _write_back_sink(
@@ -226,8 +249,10 @@ def _write_back_sink(
         raise InputError(
             "--write-back updates a DuckDB table: give one DATABASE.duckdb and --table"
         )
-    if options.into is not None or options.mode is not None:
-        raise InputError("--write-back updates --table itself; drop --into/--mode")
+    if options.into is not None or options.mode is not None or options.overwrite_table:
+        raise InputError(
+            "--write-back updates --table itself; drop --into/--mode/--overwrite-table"
+        )
     if output is not None and Path(output).resolve() != Path(inputs[0]).resolve():
         raise InputError("--write-back writes into the input database; drop -o")
     return DuckDBWriteBack(inputs[0], options.table, key=key)
@@ -255,6 +280,7 @@ def _lock_target(target: Path, wait: float) -> TargetLock | None:
 def _score_locked(
     source: Source,
     sink: Sink,
+    rejects_sink: Sink,
     bundle: ModelBundle,
     log: dict[str, Any],
     started: float,
@@ -278,8 +304,6 @@ def _score_locked(
         key_input = preprocessor.by_final.get(key)
         typed = [c for c in preprocessor.passthrough_inputs if c != key_input]
         preprocessor.set_output_types(source.column_types(typed))
-        rejects = options.rejects
-        rejects_sink = rejects if isinstance(rejects, Sink) else rejects_sink_for(sink, rejects)
         heads = choose_heads(options.heads, bundle.heads)
         log["heads"] = list(heads)
         scorer = OnnxScorer(bundle, options.threads, heads=heads)

@@ -34,12 +34,14 @@ from popbatch.batch.lock import connect_duckdb, quiet
 from popbatch.batch.sources import DUCKDB_SUFFIXES
 
 from popbatch.core import WRITE_MODES, files
-from popbatch.core.errors import InputError, OutputError, one_line
+from popbatch.core.errors import InputError, OutputError, PopbatchError, one_line
 from popbatch.core.scored import (
     ALL_HEAD_COLUMNS,
     HASH_COLUMN,
     SCORE_FIELDS,
     SQL_TYPES,
+    is_rejects_table,
+    is_scored_table,
 )
 from popbatch.core.sqlquote import quote_column, quote_identifier, quote_string
 
@@ -291,10 +293,29 @@ class DuckDBSink(Sink):
         row for a key wins, so re-running never duplicates keys).
     key
         Key column for ``upsert`` (an output column name).
+    overwrite
+        Replace an existing table popbatch did not write (``--overwrite-table``).
+        Without it such a table is refused (:class:`~popbatch.core.errors.InputError`):
+        ``replace`` only replaces a table ``written_by_popbatch`` recognises or the run
+        log names as a target, and ``append``/``upsert`` only write into a table whose
+        columns fit the rows.
+    written_by_popbatch
+        ``{column: DuckDB type} -> bool``: whether an existing table has the shape
+        popbatch writes here (default: a scored table).
+    option
+        The option that names the table, for messages (``--into``, ``--rejects``).
     """
 
     def __init__(
-        self, path: str | Path, table: str, mode: str = "replace", key: str = "track_id"
+        self,
+        path: str | Path,
+        table: str,
+        mode: str = "replace",
+        key: str = "track_id",
+        *,
+        overwrite: bool = False,
+        written_by_popbatch: Callable[[Mapping[str, str]], bool] = is_scored_table,
+        option: str = "--into",
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -302,9 +323,12 @@ class DuckDBSink(Sink):
         self.path = Path(path)
         self.target = self.path
         self.table = table
-        self.table_sql = quote_identifier(table, "--into table")
+        self.table_sql = quote_identifier(table, f"{option} table")
         self.mode = mode
         self.key = key
+        self.overwrite = overwrite
+        self.written_by_popbatch = written_by_popbatch
+        self.option = option
         self.name = f"{self.path}:{table}"
         self.stage: ParquetSink | None = None
 
@@ -345,8 +369,54 @@ class DuckDBSink(Sink):
             "ORDER BY file_row_number DESC) = 1"
         )
 
+    def check_table(self, con) -> None:
+        """Raise :class:`InputError` when this run may not write the existing table.
+
+        ``replace`` replaces only a table popbatch wrote (``written_by_popbatch``, or
+        named by the run log as a target) unless ``overwrite``; ``append`` and
+        ``upsert`` need every column of the rows, typed so that they fit.
+        """
+        columns = table_columns(con, self.table)
+        if columns is None:
+            return
+        shown = ", ".join(f"{name} {kind}" for name, kind in columns.items())
+        if self.mode == "replace":
+            if self.overwrite or self.written_by_popbatch(columns):
+                return
+            if named_in_run_log(con, self.table):
+                return
+            raise InputError(
+                f"{self.path}: table {self.table} exists and popbatch did not write it "
+                f"(columns {shown}); write to another {self.option} TABLE, or pass "
+                "--overwrite-table to replace it"
+            )
+        # A scored table written before features_hash or a head existed gains those columns.
+        addable = set(SQL_TYPES) | {c.name for c in ALL_HEAD_COLUMNS}
+        if not self.written_by_popbatch(columns):
+            addable = set()
+        have = {name.lower(): kind for name, kind in columns.items()}
+        written = duckdb_types(con, self.schema)
+        missing = [n for n in written if n.lower() not in have and n not in addable]
+        mistyped = [
+            f"{n} ({have[n.lower()]}, popbatch writes {kind})"
+            for n, kind in written.items()
+            if n.lower() in have and not type_fits(kind, have[n.lower()])
+        ]
+        if missing or mistyped:
+            problems = []
+            if missing:
+                problems.append(f"it lacks {', '.join(missing)}")
+            if mistyped:
+                problems.append(f"mistyped {', '.join(mistyped)}")
+            raise InputError(
+                f"{self.path}: --mode {self.mode} into table {self.table} does not fit: "
+                f"{'; '.join(problems)} (it has {shown}); write to another {self.option} "
+                "TABLE, or fix the table's columns"
+            )
+
     def apply(self, con) -> None:
         """Run this sink's statements inside the caller's open transaction."""
+        self.check_table(con)
         exists = table_exists(con, self.table)
         if self.only_if_rows and self.rows == 0 and not exists:
             return
@@ -430,6 +500,9 @@ class DuckDBWriteBack(DuckDBSink):
     def _write(self, batch: pa.RecordBatch) -> None:
         self.stage.write(batch.select([self.key, *self.columns]))
 
+    def check_table(self, con) -> None:
+        """The write-back changes only its score columns of the input table: nothing to refuse."""
+
     def apply(self, con) -> None:
         for column, sql_type in self.columns.items():
             con.execute(
@@ -470,6 +543,98 @@ def table_exists(con, table: str) -> bool:
         ],
     ).fetchall()
     return bool(found[0][0])
+
+
+def table_columns(con, table: str) -> dict[str, str] | None:
+    """``{column: DuckDB type}`` of a (validated) table name in column order; None when
+    there is no such table. Asked without raising (see :func:`table_exists`)."""
+    if not table_exists(con, table):
+        return None
+    parts = table.lower().split(".")
+    rows = con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE lower(table_name) = ? "
+        "AND lower(schema_name) = ? AND (? IS NULL OR lower(database_name) = ?) "
+        "ORDER BY column_index",
+        [
+            parts[-1],
+            parts[-2] if len(parts) > 1 else "main",
+            parts[0] if len(parts) == 3 else None,
+            parts[0] if len(parts) == 3 else None,
+        ],
+    ).fetchall()
+    return {name: kind for name, kind in rows}
+
+
+def named_in_run_log(con, table: str) -> bool:
+    """Whether the database's run log records a successful run that wrote ``table``."""
+    from popbatch.batch.runlog import RUNS_TABLE
+
+    columns = table_columns(con, RUNS_TABLE) or {}
+    if not {"output", "status"} <= {name.lower() for name in columns}:
+        return False  # no run log, or a table of that name popbatch did not make
+    found = con.execute(
+        f"SELECT count(*) FROM {RUNS_TABLE} WHERE status = 'success' "
+        "AND ends_with(lower(CAST(output AS VARCHAR)), ?)",
+        [f":{table.lower()}"],
+    ).fetchall()
+    return bool(found[0][0])
+
+
+def duckdb_types(con, schema: pa.Schema) -> dict[str, str]:
+    """The DuckDB type of each column of an Arrow schema, as DuckDB reads it (asked on
+    ``con`` without changing its database)."""
+    relation = con.from_arrow(schema.empty_table())
+    return {name: str(kind) for name, kind in zip(relation.columns, relation.types, strict=True)}
+
+
+def check_tables(sinks: Sequence[Sink]) -> None:
+    """Refuse, before any row is scored, an existing table a run's DuckDB sinks may not
+    write (:meth:`DuckDBSink.check_table`; their commit checks again). One read-only
+    connection per database; a database that is busy or unreadable is left to the commit.
+    """
+    import duckdb
+
+    groups: dict[Path, list[DuckDBSink]] = {}
+    for sink in sinks:
+        if isinstance(sink, DuckDBSink) and sink.path.is_file():
+            groups.setdefault(sink.path.resolve(), []).append(sink)
+    for path, group in groups.items():
+        try:
+            con = connect_duckdb(path, read_only=True, wait=COMMIT_WAIT_SECONDS)
+        except (duckdb.Error, PopbatchError):
+            continue
+        try:
+            for sink in group:
+                sink.check_table(con)
+        finally:
+            con.close()
+
+
+_INTEGERS = {
+    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
+    "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
+}  # fmt: skip
+
+
+def _family(kind: str) -> str:
+    kind = kind.upper()
+    if kind in _INTEGERS:
+        return "integer"
+    if kind in ("FLOAT", "DOUBLE") or kind.startswith("DECIMAL"):
+        return "fraction"
+    if kind.startswith("TIMESTAMP"):
+        return "timestamp"
+    return kind
+
+
+def type_fits(written: str, column: str) -> bool:
+    """Whether values of DuckDB type ``written`` go into a column of type ``column``
+    without losing what they say: the same kind (integers, fractions, timestamps),
+    integers into a fraction column, anything into text."""
+    family, into = _family(written), _family(column)
+    if family == into or column.upper() == "VARCHAR":
+        return True
+    return (family, into) == ("integer", "fraction")
 
 
 def _count(con, table_sql: str) -> int:
@@ -565,22 +730,31 @@ def open_sink(
     mode: str = "replace",
     key: str = "track_id",
     delimiter: str = ",",
+    overwrite: bool = False,
 ) -> Sink:
     """The sink for an output path: ``.parquet``/``.csv`` files or a DuckDB database.
+
+    ``overwrite`` (``--overwrite-table``) lets ``mode="replace"`` replace a DuckDB
+    table popbatch did not write.
 
     Raises
     ------
     InputError
-        For an unknown extension, ``--into`` with a file output, or a bad mode.
+        For an unknown extension, ``--into`` with a file output, a bad mode, or
+        ``overwrite`` with another mode or a file output.
     """
     text = str(output)
     lower = text.lower()
+    if overwrite and mode != "replace":
+        raise InputError(f"--overwrite-table replaces a table; it does not go with --mode {mode}")
     if is_duckdb_path(text):
-        return DuckDBSink(text, into or "scores", mode=mode, key=key)
+        return DuckDBSink(text, into or "scores", mode=mode, key=key, overwrite=overwrite)
     if into is not None:
         raise InputError(f"--into {into}: writes to a DuckDB database; give -o FILE.duckdb")
     if mode != "replace":
         raise InputError(f"--mode {mode} applies to DuckDB outputs (-o FILE.duckdb --into TABLE)")
+    if overwrite:
+        raise InputError("--overwrite-table applies to DuckDB outputs (-o FILE.duckdb)")
     if lower.endswith((".parquet", ".pq")):
         return ParquetSink(text, unique=[key])
     if lower.endswith(".csv"):
@@ -597,7 +771,7 @@ def rejects_sink_for(sink: Sink, rejects: str | Path | None = None) -> Sink:
     if rejects is None:
         if isinstance(sink, DuckDBSink):
             base = sink.table.split(".")[-1]
-            result: Sink = DuckDBSink(sink.path, f"{base}_rejects", mode="replace")
+            result: Sink = _rejects_table(sink, f"{base}_rejects")
         else:
             path = sink.path
             result = type(sink)(path.with_name(f"{path.stem}.rejects{path.suffix}"))
@@ -608,7 +782,7 @@ def rejects_sink_for(sink: Sink, rejects: str | Path | None = None) -> Sink:
         elif text.lower().endswith(".csv"):
             result = CsvSink(text)
         elif isinstance(sink, DuckDBSink):
-            result = DuckDBSink(sink.path, text, mode="replace")
+            result = _rejects_table(sink, text)
         else:
             raise InputError(
                 f"--rejects {text}: give a .parquet or .csv file (a table name only "
@@ -616,3 +790,15 @@ def rejects_sink_for(sink: Sink, rejects: str | Path | None = None) -> Sink:
             )
     result.only_if_rows = True
     return result
+
+
+def _rejects_table(sink: DuckDBSink, table: str) -> DuckDBSink:
+    """The rejects table beside ``sink``'s: replaced, and guarded as the scores table is."""
+    return DuckDBSink(
+        sink.path,
+        table,
+        mode="replace",
+        overwrite=sink.overwrite,
+        written_by_popbatch=is_rejects_table,
+        option="--rejects",
+    )

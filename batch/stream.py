@@ -22,7 +22,7 @@ from popbatch.batch.batches import BatchScorer
 from popbatch.batch.incremental_lookup import IncrementalRun
 from popbatch.batch.preprocess import FeatureBuffer, Prepared, Preprocessor
 from popbatch.batch.runner import OnnxScorer
-from popbatch.batch.sinks import Sink, commit_all
+from popbatch.batch.sinks import Sink, check_tables, commit_all
 from popbatch.batch.sources import Source
 from popbatch.batch.summary import ProgressCallback, RunSummary
 
@@ -75,6 +75,7 @@ class StreamingRun:
                 # Listed before open: a Ctrl-C inside open still gets its temp file removed.
                 opened.append(sink)
                 sink.open(schema, self.preprocessor.by_final)
+            check_tables(opened)  # a table this run may not write: refused before scoring
             reader = _Reader(self._prepare(batch_size), self.QUEUE_DEPTH, self.stop)
             with reader, _Writer(self._write, self.QUEUE_DEPTH, self.stop) as writer:
                 for prepared, hashes, skipped in reader:

@@ -248,12 +248,15 @@ def test_failure_in_third_batch_leaves_no_output_and_keeps_previous(runner, mode
     # a DuckDB target: the table stays exactly as it was
     db = tmp_path / "target.duckdb"
     con = duckdb.connect(str(db))
-    con.execute("CREATE TABLE scores AS SELECT 'kept' AS track_id")
+    con.execute(  # an earlier run's scores (a table of another shape is refused up front)
+        "CREATE TABLE scores AS SELECT 'kept' AS track_id, 0.5::DOUBLE AS popularity_prob, "
+        "true AS popular, 'm' AS model_id, TIMESTAMP '2026-01-01' AS scored_at"
+    )
     con.close()
     result = run(runner, model_dir, source, "-o", db, "--into", "scores", *args[3:])
     assert result.exit_code == 2
     con = duckdb.connect(str(db), read_only=True)
-    assert con.sql("SELECT * FROM scores").fetchall() == [("kept",)]
+    assert con.sql("SELECT track_id FROM scores").fetchall() == [("kept",)]
     assert [r[0] for r in con.sql("SHOW TABLES").fetchall()] == ["popbatch_runs", "scores"]
     # the failed run's row was written after the rollback, in its own transaction
     assert con.sql("SELECT status, rows_scored FROM popbatch_runs").fetchall() == [("failed", 1000)]

@@ -81,8 +81,12 @@ def read(path, sql):
 def test_duckdb_failure_rolls_back_every_table(tmp_path):
     path = tmp_path / "t.duckdb"
     con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE scores (track_id VARCHAR, other INTEGER NOT NULL)")
-    con.execute("INSERT INTO scores VALUES ('kept', 1)")
+    # A scored table (so the append is allowed) with a column the run leaves NULL.
+    con.execute(
+        "CREATE TABLE scores (track_id VARCHAR, popularity_prob DOUBLE, popular BOOLEAN, "
+        "model_id VARCHAR, scored_at TIMESTAMP, features_hash UBIGINT, other INTEGER NOT NULL)"
+    )
+    con.execute("INSERT INTO scores VALUES ('kept', 0.1, false, 'm', '2026-01-01', 1, 1)")
     con.close()
     main = DuckDBSink(path, "scores", mode="append")
     rejects = DuckDBSink(path, "scores_rejects", mode="replace")
@@ -92,7 +96,7 @@ def test_duckdb_failure_rolls_back_every_table(tmp_path):
         sink.write(batch(["a"]))
     with pytest.raises(OutputError, match="the database is unchanged"):
         commit_all([rejects, main])
-    assert read(path, "SELECT * FROM scores") == [("kept", 1)]
+    assert read(path, "SELECT track_id, other FROM scores") == [("kept", 1)]
     assert read(path, "SELECT table_name FROM duckdb_tables()") == [("scores",)]
     assert [p.name for p in tmp_path.iterdir()] == ["t.duckdb"]  # staging files removed
 

@@ -20,6 +20,7 @@ write-back and the SQL file follow (regenerate the file with
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -90,6 +91,29 @@ HASH_COLUMN = "features_hash"
 # The key's type in sql/scored_table.sql (track ids are text; a Parquet or DuckDB
 # input's key keeps its own type in outputs written by popbatch score).
 KEY_SQL_TYPE = "VARCHAR"
+
+
+# A rejects output starts with these two columns (the row number in the input and why
+# it was rejected), then the input's columns as text.
+REJECTS_ROW_COLUMN = "row"
+REJECTS_REASON_COLUMN = "reason"
+
+
+def is_scored_table(columns: Mapping[str, str]) -> bool:
+    """Whether a table's ``{column: DuckDB type}`` is a scored table's: it holds the
+    score columns every run writes (``popularity_prob``, ``popular``, ``model_id``,
+    ``scored_at``) with their types. Tables written before ``features_hash`` or a
+    head's columns existed lack those and still count.
+    """
+    types = {name.lower(): str(kind).upper() for name, kind in columns.items()}
+    return all(types.get(c.name) == c.sql_type for c in SCORE_COLUMNS if not c.nullable)
+
+
+def is_rejects_table(columns: Mapping[str, str]) -> bool:
+    """Whether a table's ``{column: DuckDB type}`` is a rejects output's: it starts with
+    ``row`` (BIGINT) and ``reason`` (VARCHAR)."""
+    first = [(name.lower(), str(kind).upper()) for name, kind in list(columns.items())[:2]]
+    return first == [(REJECTS_ROW_COLUMN, "BIGINT"), (REJECTS_REASON_COLUMN, "VARCHAR")]
 
 
 def head_columns(heads: tuple[str, ...] | list[str]) -> list[ScoredColumn]:
