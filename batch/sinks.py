@@ -530,19 +530,23 @@ def table_exists(con, table: str) -> bool:
     """Whether a (validated) table name exists, asked without raising: inside a
     DuckDB transaction any error aborts it, and a later COMMIT silently rolls back.
     """
-    parts = table.lower().split(".")
-    schema = parts[-2] if len(parts) > 1 else "main"
     found = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE lower(table_name) = ? "
-        "AND lower(schema_name) = ? AND (? IS NULL OR lower(database_name) = ?)",
-        [
-            parts[-1],
-            schema,
-            parts[0] if len(parts) == 3 else None,
-            parts[0] if len(parts) == 3 else None,
-        ],
+        "SELECT count(*) FROM duckdb_tables() WHERE " + _NAMED, _name_parts(table)
     ).fetchall()
     return bool(found[0][0])
+
+
+# Matches a table of duckdb_tables() or duckdb_columns() by the parameters of _name_parts.
+_NAMED = (
+    "lower(table_name) = ? AND lower(schema_name) = ? AND (? IS NULL OR lower(database_name) = ?)"
+)
+
+
+def _name_parts(table: str) -> list[str | None]:
+    """``[table, schema, database, database]`` of ``[database.][schema.]table``."""
+    parts = table.lower().split(".")
+    database = parts[0] if len(parts) == 3 else None
+    return [parts[-1], parts[-2] if len(parts) > 1 else "main", database, database]
 
 
 def table_columns(con, table: str) -> dict[str, str] | None:
@@ -550,17 +554,11 @@ def table_columns(con, table: str) -> dict[str, str] | None:
     there is no such table. Asked without raising (see :func:`table_exists`)."""
     if not table_exists(con, table):
         return None
-    parts = table.lower().split(".")
     rows = con.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() WHERE lower(table_name) = ? "
-        "AND lower(schema_name) = ? AND (? IS NULL OR lower(database_name) = ?) "
-        "ORDER BY column_index",
-        [
-            parts[-1],
-            parts[-2] if len(parts) > 1 else "main",
-            parts[0] if len(parts) == 3 else None,
-            parts[0] if len(parts) == 3 else None,
-        ],
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE "
+        + _NAMED
+        + " ORDER BY column_index",
+        _name_parts(table),
     ).fetchall()
     return {name: kind for name, kind in rows}
 
