@@ -86,6 +86,8 @@ def export_run(
     from popbatch.models.stack import NativeStack
 
     say = progress or (lambda line: None)
+    # A folder of someone else's could hold a model.onnx of the same name: refused.
+    files.refuse_foreign_directory(Path(out_dir), (MANIFEST_FILE,), "--out")
     stack_dir = stack_directory(run_dir)
     say(f"loading the stack from {stack_dir}")
     stack = NativeStack.load(stack_dir)

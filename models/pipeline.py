@@ -23,6 +23,7 @@ from popbatch.models.split import grouped_split
 from popbatch.models.stack import NativeStack
 from popbatch.models.stacking import BaseModels, fit_base_models, fit_meta, out_of_fold
 
+from popbatch.core import files
 from popbatch.core.errors import InputError, TrainingError
 from popbatch.core.features import (
     DEFAULT_POPULAR_ABOVE,
@@ -381,6 +382,8 @@ def train(
         config = _config_from(config, out, options)
     elif out is not None or options:
         raise InputError("train(): give a TrainConfig, or an input with out= and options")
+    # The run writes report.json, report.html, plots/, stack/ and model/ into --out.
+    files.refuse_foreign_directory(Path(config.out), ("report.json", "stack"), "--out")
     watch = Stopwatch()
     progress(f"loading {config.data}" + (f" table {config.table}" if config.table else ""))
     data = load_training_data(

@@ -428,3 +428,21 @@ def test_no_table_popbatch_did_not_write_loses_a_row_or_a_column(
         allowed = (set(shapes) if overwrite else popbatchs) | {"popbatch_runs"}
         for path, old in before.items():
             assert kept(path, old, allowed | ({"tracks"} if path == db else set())) == []
+
+
+# ------------------------------------------------------- train and export --out
+def test_train_refuses_a_folder_of_someone_elses(tmp_path):
+    (tmp_path / "report.html").write_text("my report\n")
+    with pytest.raises(InputError, match=r"--out names a folder of files popbatch did not "
+                       r"write \(report.html\)"):  # fmt: skip
+        popbatch.train(TRACKS, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    assert (tmp_path / "report.html").read_text() == "my report\n"
+
+
+def test_export_refuses_a_folder_of_someone_elses(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"mine")
+    with pytest.raises(InputError, match=r"--out names a folder of files popbatch did not "
+                       r"write \(model.onnx\)"):  # fmt: skip
+        popbatch.export(tmp_path / "no-run", tmp_path)
+    assert (tmp_path / "model.onnx").read_bytes() == b"mine"

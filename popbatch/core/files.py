@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
+
+from popbatch.core.errors import InputError
 
 
 def temporary_path(path: Path) -> Path:
@@ -58,3 +61,27 @@ def write_atomically(path: Path, data: bytes | str) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
+
+
+def refuse_foreign_directory(directory: Path, marks: Sequence[str], option: str) -> None:
+    """Refuse to write popbatch's files into a folder of someone else's.
+
+    ``directory`` may be missing, empty, or hold one of ``marks`` (names popbatch
+    writes there: an earlier run's, which it may replace); any other folder is
+    refused, so that no file of the user's is overwritten by one of the same name.
+
+    Raises
+    ------
+    InputError
+        One line naming the folder, a few of its entries and the fix.
+    """
+    directory = Path(directory)
+    if not directory.is_dir() or any((directory / mark).exists() for mark in marks):
+        return
+    entries = sorted(p.name for p in directory.iterdir())
+    if entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise InputError(
+            f"{directory}: {option} names a folder of files popbatch did not write ({shown}); "
+            "give a new or empty folder, or one popbatch wrote before"
+        )
