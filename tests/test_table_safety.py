@@ -446,3 +446,76 @@ def test_export_refuses_a_folder_of_someone_elses(tmp_path):
                        r"write \(model.onnx\)"):  # fmt: skip
         popbatch.export(tmp_path / "no-run", tmp_path)
     assert (tmp_path / "model.onnx").read_bytes() == b"mine"
+
+
+# ------------------------------------------------------------------ the CLI
+def invoke(*args):
+    from click.testing import CliRunner
+
+    from popbatch.cli.main import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+def test_cli_refuses_the_input_table_as_into(tmp_path, model_dir):
+    db = catalog(tmp_path / "in.duckdb")
+    before = snapshot(db)
+    line = one_error_line(invoke("score", db, "--table", "tracks", "-o", db, "--into", "tracks",
+                                 "--model", model_dir, "-q"))  # fmt: skip
+    assert "--into tracks is the input table" in line and "use --write-back" in line
+    assert snapshot(db) == before
+
+
+def test_cli_replaces_a_table_of_someone_elses_only_with_overwrite_table(tmp_path, model_dir):
+    app = tmp_path / "app.duckdb"
+    add_table(app, "scores", "foreign")
+    args = ("score", TRACKS, "-o", app, "--into", "scores", "--model", model_dir, "-q")
+    line = one_error_line(invoke(*args))
+    assert (
+        "table scores exists and popbatch did not write it (columns a INTEGER, b VARCHAR)" in line
+    )
+    assert "another --into TABLE, or pass --overwrite-table" in line
+    assert snapshot(app)["scores"][0] == [("a", "INTEGER"), ("b", "VARCHAR")]
+    for mode in ("append", "upsert"):
+        line = one_error_line(invoke(*args, "--mode", mode))
+        assert f"--mode {mode} into table scores does not fit: it lacks track_id" in line
+    assert snapshot(app)["scores"][0] == [("a", "INTEGER"), ("b", "VARCHAR")]
+    result = invoke(*args, "--overwrite-table")
+    assert result.exit_code == 0, result.output
+    assert snapshot(app)["scores"][0][0] == ("track_id", "VARCHAR")
+
+
+def test_cli_explain_replaces_a_table_of_someone_elses_only_with_overwrite_table(
+    tmp_path, model_dir
+):
+    app = tmp_path / "app.duckdb"
+    add_table(app, "notes", "foreign")
+    args = ("explain", TRACKS, "-o", app, "--into", "notes", "--top", 1, "--model", model_dir, "-q")
+    line = one_error_line(invoke(*args))
+    assert "table notes exists and popbatch did not write it" in line
+    assert snapshot(app)["notes"][0] == [("a", "INTEGER"), ("b", "VARCHAR")]
+    result = invoke(*args, "--overwrite-table")
+    assert result.exit_code == 0, result.output
+    assert "feature" in dict(snapshot(app)["notes"][0])
+
+
+def test_cli_summary_and_sql_output_never_overwrite_what_they_read(tmp_path, model_dir):
+    source = tmp_path / "catalog.csv"
+    source.write_text(TRACKS.read_text())
+    out = tmp_path / "scored.parquet"
+    line = one_error_line(invoke("score", source, "-o", out, "--summary", source,
+                                 "--model", model_dir, "-q"))  # fmt: skip
+    assert "would overwrite the input" in line
+    assert source.read_text() == TRACKS.read_text() and not out.exists()
+    assert invoke("score", source, "-o", out, "--model", model_dir, "-q").exit_code == 0
+    scored = out.read_bytes()
+    line = one_error_line(invoke("sql", "--scored", out, "SELECT 1 AS x", "-o", out))
+    assert "would overwrite the input" in line
+    assert out.read_bytes() == scored

@@ -76,6 +76,11 @@ Explaining 1,000 tracks takes 20-50 s on 2 cores; more than
     help="The model output to explain.",
 )
 @click.option("--into", metavar="TABLE", help="Table in a DuckDB OUTPUT (default: explanations).")
+@click.option(
+    "--overwrite-table",
+    is_flag=True,
+    help="Replace an --into table popbatch did not write (otherwise refused).",
+)
 @click.option("--key", metavar="COLUMN", help="Key column (default: the model's, track_id).")
 @click.option(
     "--max-rows",

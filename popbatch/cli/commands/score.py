@@ -42,7 +42,9 @@ Other columns keep their types (CSV: inferred from the whole file); input
 columns named like these are replaced by the new scores.
 Without -o it is <input stem>.scored.parquet beside the input. Files are
 written to a temporary name and renamed at the end; DuckDB targets change in
-one transaction at the end: a failed run writes nothing.
+one transaction at the end: a failed run writes nothing. A table popbatch did
+not write is never replaced without --overwrite-table, and --into never names
+the input --table (--write-back adds the scores to it).
 
 Rows with a missing, non-numeric, NaN/inf or out-of-range model input are
 written with their row number, reason and original values to --rejects
@@ -92,6 +94,12 @@ def _columns(value: str) -> str | list[str]:
     "--mode",
     type=click.Choice(WRITE_MODES),
     help="How --into changes an existing table: replace (default), append, or upsert by --key.",
+)
+@click.option(
+    "--overwrite-table",
+    is_flag=True,
+    help="Let --mode replace replace a table (or rejects table) popbatch did not write; "
+    "without it such a table is refused.",
 )
 @click.option(
     "--write-back",
@@ -154,6 +162,7 @@ def score(
     model_dir: Path | None,
     into: str | None,
     mode: str | None,
+    overwrite_table: bool,
     write_back: bool,
     key: str | None,
     columns: str,
@@ -178,6 +187,7 @@ def score(
         into=into,
         mode=mode,
         write_back=write_back,
+        overwrite_table=overwrite_table,
         key=key,
         columns=_columns(columns),
         maps=maps,
@@ -190,6 +200,10 @@ def score(
         wait=wait,
         heads=heads,
     )
+    if summary_path is not None:  # never over the input or the output
+        from popbatch.batch.naming import refuse_overwriting_input
+
+        refuse_overwriting_input([*inputs, *([output] if output else [])], summary_path, None, None)
     progress = ProgressBar(enabled=False if quiet else None)
     try:
         summary = run_score(inputs, output, model_dir, options, progress=progress)

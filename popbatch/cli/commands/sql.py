@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import sys
 from pathlib import Path
 
@@ -115,6 +116,12 @@ def sql(
     if params and report is None:
         raise InputError("--param is for --report; a query takes its values inline")
     fmt = sqlrun.choose_format(fmt, output, sys.stdout.isatty())
+    if output is not None:  # -o is never one of the files the query reads
+        from popbatch.batch.naming import refuse_overwriting_input
+
+        named = [str(p) for p in (db, scored, runs, explanations) if p is not None]
+        read = [match for name in named for match in glob.glob(name) or [name]]
+        refuse_overwriting_input(read, output, None, None)
     con = sqlrun.connect(db, write=write, wait=wait)
     try:
         if scored is not None:
