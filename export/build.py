@@ -19,7 +19,7 @@ from popbatch.exporter.heads import export_heads
 from popbatch.exporter.manifest import MODEL_FILE, build_manifest
 from popbatch.models.stack import STACK_FILE
 
-from popbatch.core import files
+from popbatch.core import files, fingerprint
 from popbatch.core.bundle import MANIFEST_FILE
 from popbatch.core.errors import InputError, OutputError
 
@@ -121,8 +121,17 @@ def export_run(
         }
         heads = {"popular": popular, **heads}
     # The heads (with each file's sha256) are part of the scoring contract that model_id seals.
+    keys = training_keys_for(stack_dir)  # the fingerprint evaluate reads, if trained with one
+    if keys is not None:
+        head_files = {**head_files, fingerprint.KEYS_FILE: keys}
     manifest = build_manifest(
-        stack, model_bytes, parity.manifest(), opsets, throughput, heads=heads or None
+        stack,
+        model_bytes,
+        parity.manifest(),
+        opsets,
+        throughput,
+        heads=heads or None,
+        training_keys=None if keys is None else fingerprint.manifest_entry(keys),
     )
     out_dir = Path(out_dir)
     background = background_for(stack_dir, manifest)  # rows for popbatch explain
@@ -130,10 +139,11 @@ def export_run(
         write_background(out_dir, background)
     write_model(out_dir, model_bytes, manifest, head_files)
     warnings = []
-    total = len(model_bytes) + sum(len(b) for b in head_files.values())
+    onnx_files = {n: b for n, b in head_files.items() if n.endswith(".onnx")}
+    total = len(model_bytes) + sum(len(b) for b in onnx_files.values())
     if total > SIZE_BUDGET:
         warnings.append(
-            f"{'the ONNX files' if head_files else 'model.onnx'} {'are' if head_files else 'is'} "
+            f"{'the ONNX files' if onnx_files else 'model.onnx'} {'are' if onnx_files else 'is'} "
             f"{total / 1e6:.1f} MB, over the {SIZE_BUDGET / 1e6:.0f} MB budget of the default "
             "model; train smaller trees (fewer, shallower) for scoring"
         )
@@ -148,6 +158,13 @@ def export_run(
         "head_bytes": {name: h["bytes"] for name, h in heads.items() if "bytes" in h},
         "rows_per_second": throughput["rows_per_second"] if throughput else None,
     }
+
+
+def training_keys_for(stack_dir: Path) -> bytes | None:
+    """The stack's training-keys fingerprint (``stack/training_keys.u64``, written by
+    training since evaluate exists), or None for a stack trained before it."""
+    path = Path(stack_dir) / fingerprint.KEYS_FILE
+    return path.read_bytes() if path.is_file() else None
 
 
 def _check(model_bytes: bytes) -> None:
@@ -172,6 +189,7 @@ def write_model(
 ) -> None:
     """Write the files via temporary names and renames, so no half-written model is seen.
 
+    ``head_files`` also carries the training-keys fingerprint, if any.
     The models go first (head files, then model.onnx): a reader between the renames
     finds an old manifest whose hashes no longer match and refuses it, rather than
     scoring with a wrong manifest.
