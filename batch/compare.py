@@ -64,8 +64,8 @@ class Comparison:
         """A table of each head's figures (A, B, B - A and its interval), then the verdict."""
         r = self.report
         out = [
-            f"A {r['a']['model_id'][:12]} vs B {r['b']['model_id'][:12]} on {r['rows']['compared']:,} "
-            f"rows of {r['input']} (both scored, neither trained on; "
+            f"A {r['a']['model_id'][:12]} vs B {r['b']['model_id'][:12]} on "
+            f"{r['rows']['compared']:,} rows of {r['input']} (both scored, neither trained on; "
             f"{r['bootstrap']['resamples']:,} paired resamples)",
             f"  {'figure':<26}{'A':>9}{'B':>9}{'B - A':>9}  95% interval",
         ]
@@ -122,8 +122,8 @@ def compare(
     """Evaluate models A and B on the same labelled rows; B - A per figure, and a verdict.
 
     >>> import popbatch
-    >>> result = popbatch.compare("labelled.parquet", "models/current", "runs/new/model")  # doctest: +SKIP
-    >>> result.verdict, result.exit_code                                                   # doctest: +SKIP
+    >>> result = popbatch.compare("labelled.parquet", "live/", "new/")   # doctest: +SKIP
+    >>> result.verdict, result.exit_code                                 # doctest: +SKIP
     ('B better', 0)
 
     Parameters are as for :func:`~popbatch.batch.evaluate.evaluate` (``model_a``,
@@ -174,7 +174,7 @@ def compare(
     say(f"paired bootstrap: {options.resamples:,} resamples (seed fixed) of {len(a.row):,} rows")
     sections: dict[str, Any] = {}
     for head in heads:
-        rows_a, labelled = head_rows(a, head)
+        rows_a, _ = head_rows(a, head)
         rows_b, _ = head_rows(b, head)
         if len(rows_a) == 0:
             skipped[head] = "no compared row has its label"

@@ -42,9 +42,10 @@ def _frame(title: str, xlabel: str, ylabel: str, xr: tuple, yr: tuple, body: str
         f'<svg class="plot" role="img" aria-label="{html.escape(title)}" '
         f'viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}">'
         f'<title>{html.escape(title)}</title>'
-        f'<text x="{WIDTH / 2}" y="16" text-anchor="middle" class="title">{html.escape(title)}</text>'
-        f'{"".join(ticks)}'
-        f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD / 2}" y2="{HEIGHT - PAD}" class="axis"/>'
+        f'<text x="{WIDTH / 2}" y="16" text-anchor="middle" class="title">'
+        f'{html.escape(title)}</text>{"".join(ticks)}'
+        f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD / 2}" y2="{HEIGHT - PAD}" '
+        'class="axis"/>'
         f'<line x1="{PAD}" y1="{PAD / 2}" x2="{PAD}" y2="{HEIGHT - PAD}" class="axis"/>'
         f'<text x="{WIDTH / 2}" y="{HEIGHT - 8}" text-anchor="middle">{html.escape(xlabel)}</text>'
         f'<text x="12" y="{HEIGHT / 2}" text-anchor="middle" '
@@ -125,7 +126,8 @@ def bars_svg(title: str, entries: list[dict[str, Any]], metric: str) -> str:
         length = entry["value"] / top * 300
         cls = "bar small" if entry["small"] else "bar"
         bars.append(
-            f'<text x="150" y="{y + 11}" text-anchor="end">{html.escape(str(entry["group"]))}</text>'
+            f'<text x="150" y="{y + 11}" text-anchor="end">'
+            f'{html.escape(str(entry["group"]))}</text>'
             f'<rect class="{cls}" x="156" y="{y}" width="{length:.1f}" height="{row_height - 3}"/>'
             f'<text x="{160 + length:.1f}" y="{y + 11}">{entry["value"]:.3f} '
             f'({entry["rows"]:,} rows{", small" if entry["small"] else ""})</text>'
@@ -134,7 +136,8 @@ def bars_svg(title: str, entries: list[dict[str, Any]], metric: str) -> str:
         f'<svg class="plot bars" role="img" aria-label="{html.escape(title)}" '
         f'viewBox="0 0 {width} {height}" width="{width}" height="{height}">'
         f'<title>{html.escape(title)}</title>'
-        f'<text x="{width / 2}" y="14" text-anchor="middle" class="title">{html.escape(title)}</text>'
+        f'<text x="{width / 2}" y="14" text-anchor="middle" class="title">'
+        f'{html.escape(title)}</text>'
         f'{"".join(bars)}</svg>'
     )  # fmt: skip
 
