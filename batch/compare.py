@@ -147,8 +147,7 @@ def compare(
     scored: list[Scored] = []
     skipped: dict[str, str] = {}
     for letter, bundle in zip("AB", bundles, strict=True):
-        say(f"scoring with model {letter} {bundle.model_id[:12]} ({', '.join(bundle.heads)})")
-        one, why, key = score_labelled(data, bundle, options, progress)
+        one, why, key = score_labelled(data, bundle, options, progress, _prefixed(say, letter))
         for head, reason in why.items():
             skipped.setdefault(head, f"{reason}")
         in_sample, _ = in_sample_rows(one, key)
@@ -223,6 +222,10 @@ def compare(
         "exit_code": VERDICT_EXIT[verdict],
     }
     return Comparison(clean(report))
+
+
+def _prefixed(say: Callable[[str], None], letter: str) -> Callable[[str], None]:
+    return lambda line: say(f"model {letter}: {line}")
 
 
 def _model(bundle: ModelBundle, scored: Scored) -> dict[str, Any]:

@@ -173,10 +173,12 @@ def score_labelled(
     bundle: ModelBundle,
     options: EvaluateOptions,
     progress: ProgressCallback | None = None,
+    say: Say | None = None,
 ) -> tuple[Scored, dict[str, str], str | None]:
     """Score the rows as ``popbatch score`` does and read the labels beside the scores.
 
     Returns the scores, the skipped heads with the reason, and the key column.
+    ``say`` gets one line once the input's columns are checked.
     """
     source = inputs if isinstance(inputs, Source) else open_source(
         _as_paths(inputs), table=options.table, query=options.query,
@@ -189,6 +191,8 @@ def score_labelled(
             bundle.manifest, key=key, columns=columns or "key", maps=options.maps or {},
             fills=options.fills or {}, on_invalid="reject",
         ).bind(source.schema, source.name)  # fmt: skip
+        if say is not None:
+            say(f"scoring {source.name} with model {bundle.model_id[:12]} ({', '.join(heads)})")
         genre_probs = None
         if "genre" in heads:
             from popbatch.batch.genre_probabilities import GenreProbabilities
@@ -519,8 +523,7 @@ def evaluate(
     floors = parse_floors(options.fail_under)
     started = time.perf_counter()
     bundle = model if isinstance(model, ModelBundle) else load_model(model)
-    say(f"scoring with model {bundle.model_id[:12]} ({', '.join(bundle.heads)})")
-    scored, skipped, key = score_labelled(source, bundle, options, progress)
+    scored, skipped, key = score_labelled(source, bundle, options, progress, say)
     in_sample, sample_info = in_sample_rows(scored, key)
     headline = scored if in_sample is None else scored.take(np.flatnonzero(~in_sample))
     evaluation = build_report(headline, skipped, options, say)

@@ -43,9 +43,9 @@ FIGURE_COLUMNS = (
 
 
 def evaluations_table_ddl() -> str:
-    from popbatch.batch.sqlrun import read_sql
+    from popbatch.batch.sqlrun import EVALUATIONS_DDL, read_sql
 
-    return read_sql("popbatch_evaluations.sql")
+    return read_sql(EVALUATIONS_DDL)
 
 
 def log_target(source: Any, options: Any, output: str | Path | None = None) -> Path:
@@ -74,7 +74,7 @@ def evaluation_record(report: Mapping[str, Any]) -> dict[str, Any]:
     below = [c["metric"] for c in report.get("fail_under", []) if not c["passed"]]
     record: dict[str, Any] = {
         "evaluation_id": uuid.uuid4().hex,
-        "evaluated_at": _time(report.get("evaluated_at")),
+        "evaluated_at": utc_now(),  # to the microsecond: the log orders by it
         "input": report.get("input"),
         "model_id": report.get("model", {}).get("id"),
         "rows_read": rows.get("read"),
@@ -89,12 +89,6 @@ def evaluation_record(report: Mapping[str, Any]) -> dict[str, Any]:
     record["below_floor"] = ", ".join(below) or None
     record["report"] = json.dumps(report, sort_keys=True)
     return record
-
-
-def _time(value: Any) -> datetime:
-    if not value:
-        return utc_now()
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).replace(tzinfo=None)
 
 
 def record_evaluation(
