@@ -315,3 +315,18 @@ def test_compare_the_default_with_a_weak_model_says_b_worse(runner, weak_model):
     assert shown["rows"]["in_sample_excluded"] > 0
     assert shown["rows"]["compared"] == 2000 - shown["rows"]["in_sample_excluded"]
     assert set(shown["skipped"]) == {"popularity", "genre"}  # B has the popular head only
+
+
+def test_docs_example_is_the_commands_output(runner, monkeypatch):
+    """docs/evaluate.md shows the summary of one command; it must be that command's output."""
+    from conftest import ROOT
+
+    monkeypatch.chdir(ROOT)  # the command as the page shows it, from the repository root
+    page = (ROOT / "docs" / "evaluate.md").read_text(encoding="utf-8")
+    block = page.split("$ popbatch evaluate tests/data/tracks_2000.csv --no-log -q\n")[1]
+    shown = block.split("```")[0]
+    result = runner.invoke(cli, ["evaluate", "tests/data/tracks_2000.csv", "--no-log", "-q"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == shown, "rerun the command and paste its output into docs/evaluate.md"
+    cv = load_model().manifest["cv"]["models"]["stack"]["roc_auc"]["mean"]
+    assert f"its cross-validated {cv:.4f}" in page
