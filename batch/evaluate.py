@@ -102,8 +102,15 @@ class EvaluateOptions:
 # Scoring the labelled rows
 
 
-ROW_ARRAYS = ("row", "probability", "popular", "popularity_pred", "genre_pred", "genre_top3",
-              "key_hashes")  # fmt: skip
+ROW_ARRAYS = (
+    "row",
+    "probability",
+    "popular",
+    "popularity_pred",
+    "genre_pred",
+    "genre_top3",
+    "key_hashes",
+)
 
 
 @dataclass
@@ -180,17 +187,28 @@ def score_labelled(
     Returns the scores, the skipped heads with the reason, and the key column.
     ``say`` gets one line once the input's columns are checked.
     """
-    source = inputs if isinstance(inputs, Source) else open_source(
-        _as_paths(inputs), table=options.table, query=options.query,
-        delimiter=options.delimiter, wait=options.wait,
-    )  # fmt: skip
+    source = (
+        inputs
+        if isinstance(inputs, Source)
+        else open_source(
+            _as_paths(inputs),
+            table=options.table,
+            query=options.query,
+            delimiter=options.delimiter,
+            wait=options.wait,
+        )
+    )
     try:
         columns, skipped, key = label_plan(source.schema, bundle, options, source.name)
         heads = tuple(h for h in bundle.heads if h not in skipped or h == "popular")
         preprocessor = Preprocessor(
-            bundle.manifest, key=key, columns=columns or "key", maps=options.maps or {},
-            fills=options.fills or {}, on_invalid="reject",
-        ).bind(source.schema, source.name)  # fmt: skip
+            bundle.manifest,
+            key=key,
+            columns=columns or "key",
+            maps=options.maps or {},
+            fills=options.fills or {},
+            on_invalid="reject",
+        ).bind(source.schema, source.name)
         if say is not None:
             say(f"scoring {source.name} with model {bundle.model_id[:12]} ({', '.join(heads)})")
         genre_probs = None
@@ -220,8 +238,11 @@ def score_labelled(
                 if genre_probs is not None:
                     _, matrix = genre_probs(prepared.features)
                     _add(parts, "genre_pred", extra["genre_index"])
-                    _add(parts, "genre_top3", _top3(matrix, scored.column(GENRE_COLUMN),
-                                                    genre_probs.classes))  # fmt: skip
+                    _add(
+                        parts,
+                        "genre_top3",
+                        _top3(matrix, scored.column(GENRE_COLUMN), genre_probs.classes),
+                    )
                 read += batch.num_rows
                 rejected += prepared.rows_rejected
                 if progress is not None:
@@ -258,8 +279,13 @@ def _values(column: pa.Array) -> np.ndarray:
 
 def _genre_labels(values: np.ndarray) -> np.ndarray:
     """The genre label as the preprocessor reads a genre: stripped, lower case; None kept."""
-    return np.array([None if v is None or str(v).strip() == "" else str(v).strip().lower()
-                     for v in values.tolist()], dtype=object)  # fmt: skip
+    return np.array(
+        [
+            None if v is None or str(v).strip() == "" else str(v).strip().lower()
+            for v in values.tolist()
+        ],
+        dtype=object,
+    )
 
 
 def _top3(matrix: np.ndarray, genres: pa.Array, classes: list[str]) -> np.ndarray:
@@ -287,8 +313,9 @@ def head_rows(scored: Scored, head: str) -> tuple[eh.HeadRows, np.ndarray]:
         labelled = ~np.isnan(y)
         if head == "popular":
             above = float((manifest.get("label") or {}).get("popular_above", DEFAULT_POPULAR_ABOVE))
-            rows = eh.PopularRows(y[labelled] > above, scored.probability[labelled],
-                                  scored.popular[labelled])  # fmt: skip
+            rows = eh.PopularRows(
+                y[labelled] > above, scored.probability[labelled], scored.popular[labelled]
+            )
         else:
             rows = eh.PopularityRows(y[labelled], scored.popularity_pred[labelled])
         return rows, labelled
@@ -297,8 +324,13 @@ def head_rows(scored: Scored, head: str) -> tuple[eh.HeadRows, np.ndarray]:
     classes = list(manifest["heads"]["genre"].get("classes", []))
     index = {name: i for i, name in enumerate(classes)}
     unknown: dict[str, int] = {}
-    codes = np.array([index[g] if g in index else unknown.setdefault(g, len(classes) + len(unknown))
-                      for g in genres[labelled].tolist()], np.int64)  # fmt: skip
+    codes = np.array(
+        [
+            index[g] if g in index else unknown.setdefault(g, len(classes) + len(unknown))
+            for g in genres[labelled].tolist()
+        ],
+        np.int64,
+    )
     rows = eh.GenreRows(codes, scored.genre_pred[labelled], scored.genre_top3[labelled])
     return rows, labelled
 
@@ -415,17 +447,28 @@ def in_sample_rows(scored: Scored, key: str | None) -> tuple[np.ndarray | None, 
     """Which scored rows the model was trained on (None: unknown), and how that was decided."""
     keys = fingerprint.read_fingerprint(scored.bundle.directory, scored.bundle.manifest)
     if keys is None:
-        return None, {"known": False, "rows": None, "share": None,
-                      "how": "unknown: the model carries no training-keys fingerprint "
-                             "(exported before evaluate existed)"}  # fmt: skip
+        return None, {
+            "known": False,
+            "rows": None,
+            "share": None,
+            "how": "unknown: the model carries no training-keys fingerprint "
+            "(exported before evaluate existed)",
+        }
     if key is None or scored.key_hashes is None:
-        return None, {"known": False, "rows": None, "share": None,
-                      "how": "unknown: the input has no key column to match"}  # fmt: skip
+        return None, {
+            "known": False,
+            "rows": None,
+            "share": None,
+            "how": "unknown: the input has no key column to match",
+        }
     seen = fingerprint.seen(scored.key_hashes, keys)
     n = int(seen.sum())
-    return seen, {"known": True, "rows": n, "share": n / len(seen) if len(seen) else 0.0,
-                  "how": f"{key} matched against the model's fingerprint of {keys.size:,} "
-                         "training keys"}  # fmt: skip
+    return seen, {
+        "known": True,
+        "rows": n,
+        "share": n / len(seen) if len(seen) else 0.0,
+        "how": f"{key} matched against the model's fingerprint of {keys.size:,} training keys",
+    }
 
 
 def figures_of(
@@ -576,8 +619,9 @@ def build_report(
         skipped[head] = f"no row has a {HEAD_LABELS[head]} label"
         del heads[head]
     manifest = scored.bundle.manifest
-    figures = figures_of({h: r for h, (r, _) in heads.items()}, options.resamples, options.seed,
-                         say)  # fmt: skip
+    figures = figures_of(
+        {h: r for h, (r, _) in heads.items()}, options.resamples, options.seed, say
+    )
     for head, (_, labelled) in heads.items():
         figures[head] = {
             "label": label_definition(manifest, head),
@@ -639,6 +683,13 @@ def check_floors(report: Mapping[str, Any], floors: Mapping[str, float]) -> list
             and not math.isnan(value)
             and (value <= floor if lower else value >= floor)
         )
-        out.append({"metric": name, "floor": floor, "value": value,
-                    "lower_is_better": lower, "passed": bool(passed)})  # fmt: skip
+        out.append(
+            {
+                "metric": name,
+                "floor": floor,
+                "value": value,
+                "lower_is_better": lower,
+                "passed": bool(passed),
+            }
+        )
     return out

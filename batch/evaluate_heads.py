@@ -50,8 +50,11 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric("f1", description="F1 of `popular`"),
         Metric("brier", higher_is_better=False, description="Brier score of popularity_prob"),
         *(
-            Metric(name, interval=False, description=f"popular share in the top {share:.0%} / "
-                   "popular share of all rows")
+            Metric(
+                name,
+                interval=False,
+                description=f"popular share in the top {share:.0%} / popular share of all rows",
+            )
             for name, share in LIFT_SHARES.items()
         ),
     ),
@@ -65,7 +68,7 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric("top3_accuracy", description="track_genre among the head's 3 most probable"),
         Metric("macro_f1", description="F1 averaged over genres (true or predicted)"),
     ),
-}  # fmt: skip
+}
 #: the figure slices are ranked by and ``model compare`` decides on, per head
 MAIN_METRIC = {"popular": "roc_auc", "popularity": "mae", "genre": "accuracy"}
 
@@ -196,23 +199,6 @@ class GenreRows:
         self.y = np.asarray(y, np.int64)
         self.predicted = np.asarray(predicted, np.int64)
         self.top3 = np.asarray(top3, bool)
-
-    @classmethod
-    def from_labels(
-        cls, genres: np.ndarray, classes: list[str], predicted: np.ndarray, probs: np.ndarray
-    ) -> GenreRows:
-        index = {name: i for i, name in enumerate(classes)}
-        unknown: dict[str, int] = {}
-        codes = np.array(
-            [index.get(g) if g in index else unknown.setdefault(g, len(classes) + len(unknown))
-             for g in genres.tolist()],
-            np.int64,
-        )  # fmt: skip
-        known = np.where(codes < len(classes), codes, -1)
-        hits = np.any(
-            np.argsort(probs, axis=1, kind="mergesort")[:, ::-1][:, :3] == known[:, None], axis=1
-        ) if len(codes) else np.zeros(0, bool)  # fmt: skip
-        return cls(codes, predicted, hits)
 
     def __len__(self) -> int:
         return self.y.size

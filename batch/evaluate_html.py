@@ -41,9 +41,9 @@ def _frame(title: str, xlabel: str, ylabel: str, xr: tuple, yr: tuple, body: str
     return (
         f'<svg class="plot" role="img" aria-label="{html.escape(title)}" '
         f'viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}">'
-        f'<title>{html.escape(title)}</title>'
+        f"<title>{html.escape(title)}</title>"
         f'<text x="{WIDTH / 2}" y="16" text-anchor="middle" class="title">'
-        f'{html.escape(title)}</text>{"".join(ticks)}'
+        f"{html.escape(title)}</text>{''.join(ticks)}"
         f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD / 2}" y2="{HEIGHT - PAD}" '
         'class="axis"/>'
         f'<line x1="{PAD}" y1="{PAD / 2}" x2="{PAD}" y2="{HEIGHT - PAD}" class="axis"/>'
@@ -51,7 +51,7 @@ def _frame(title: str, xlabel: str, ylabel: str, xr: tuple, yr: tuple, body: str
         f'<text x="12" y="{HEIGHT / 2}" text-anchor="middle" '
         f'transform="rotate(-90 12 {HEIGHT / 2})">{html.escape(ylabel)}</text>'
         f"{body}</svg>"
-    )  # fmt: skip
+    )
 
 
 def _path(xs: np.ndarray, ys: np.ndarray, xr: tuple, yr: tuple, cls: str = "line") -> str:
@@ -73,8 +73,9 @@ def roc_svg(y: np.ndarray, p: np.ndarray) -> str:
     body = _path(np.array([0, 1]), np.array([0, 1]), unit, unit, "chance") + _path(
         fpr, tpr, unit, unit
     )
-    return _frame("ROC curve (popular)", "false positive rate", "true positive rate", unit, unit,
-                  body)  # fmt: skip
+    return _frame(
+        "ROC curve (popular)", "false positive rate", "true positive rate", unit, unit, body
+    )
 
 
 def pr_svg(y: np.ndarray, p: np.ndarray) -> str:
@@ -97,8 +98,14 @@ def calibration_svg(y: np.ndarray, p: np.ndarray) -> str:
         f'<circle class="dot" cx="{_x(x, *rng):.1f}" cy="{_y(v, *rng):.1f}" r="3"/>'
         for x, v in zip(xs, ys, strict=True)
     )
-    return _frame("Calibration (10 bins by probability)", "mean predicted probability",
-                  "observed popular share", rng, rng, body)  # fmt: skip
+    return _frame(
+        "Calibration (10 bins by probability)",
+        "mean predicted probability",
+        "observed popular share",
+        rng,
+        rng,
+        body,
+    )
 
 
 def scatter_svg(y: np.ndarray, predicted: np.ndarray) -> str:
@@ -109,8 +116,9 @@ def scatter_svg(y: np.ndarray, predicted: np.ndarray) -> str:
         f'<circle class="point" cx="{_x(a, *rng):.1f}" cy="{_y(b, *rng):.1f}" r="1.6"/>'
         for a, b in zip(ys, ps, strict=True)
     )
-    return _frame("Predicted vs actual popularity", "actual popularity", "popularity_pred",
-                  rng, rng, body)  # fmt: skip
+    return _frame(
+        "Predicted vs actual popularity", "actual popularity", "popularity_pred", rng, rng, body
+    )
 
 
 def bars_svg(title: str, entries: list[dict[str, Any]], metric: str) -> str:
@@ -127,19 +135,19 @@ def bars_svg(title: str, entries: list[dict[str, Any]], metric: str) -> str:
         cls = "bar small" if entry["small"] else "bar"
         bars.append(
             f'<text x="150" y="{y + 11}" text-anchor="end">'
-            f'{html.escape(str(entry["group"]))}</text>'
+            f"{html.escape(str(entry['group']))}</text>"
             f'<rect class="{cls}" x="156" y="{y}" width="{length:.1f}" height="{row_height - 3}"/>'
             f'<text x="{160 + length:.1f}" y="{y + 11}">{entry["value"]:.3f} '
-            f'({entry["rows"]:,} rows{", small" if entry["small"] else ""})</text>'
-        )  # fmt: skip
+            f"({entry['rows']:,} rows{', small' if entry['small'] else ''})</text>"
+        )
     return (
         f'<svg class="plot bars" role="img" aria-label="{html.escape(title)}" '
         f'viewBox="0 0 {width} {height}" width="{width}" height="{height}">'
-        f'<title>{html.escape(title)}</title>'
+        f"<title>{html.escape(title)}</title>"
         f'<text x="{width / 2}" y="14" text-anchor="middle" class="title">'
-        f'{html.escape(title)}</text>'
-        f'{"".join(bars)}</svg>'
-    )  # fmt: skip
+        f"{html.escape(title)}</text>"
+        f"{''.join(bars)}</svg>"
+    )
 
 
 CSS = """
@@ -169,8 +177,11 @@ def _figures_table(report: dict[str, Any]) -> str:
                 f"<tr><td>{head}.{name}</td><td>{'n/a' if value is None else f'{value:.4f}'}</td>"
                 f"<td>{shown}</td></tr>"
             )
-    return ("<table><tr><th>figure</th><th>value</th><th>95% interval</th></tr>"
-            + "".join(rows) + "</table>")  # fmt: skip
+    return (
+        "<table><tr><th>figure</th><th>value</th><th>95% interval</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def _slice_section(name: str, section: dict[str, Any]) -> str:
@@ -182,14 +193,21 @@ def _slice_section(name: str, section: dict[str, Any]) -> str:
         if "best" in table:
             for which in ("best", "worst"):
                 if table[which]:
-                    parts.append(bars_svg(f"{head}: {metric} by {name}, {len(table[which])} "
-                                          f"{which}", table[which], metric))  # fmt: skip
+                    parts.append(
+                        bars_svg(
+                            f"{head}: {metric} by {name}, {len(table[which])} {which}",
+                            table[which],
+                            metric,
+                        )
+                    )
         elif table.get("all"):
             parts.append(bars_svg(f"{head}: {metric} by {name}", table["all"], metric))
         if table["undefined"]:
             shown = ", ".join(f"{e['group']} ({e['rows']})" for e in table["undefined"][:40])
-            parts.append(f"<p class='note'>{head}: {metric} undefined (one class only) for "
-                         f"{len(table['undefined'])} groups: {html.escape(shown)}</p>")  # fmt: skip
+            parts.append(
+                f"<p class='note'>{head}: {metric} undefined (one class only) for "
+                f"{len(table['undefined'])} groups: {html.escape(shown)}</p>"
+            )
     return "".join(parts)
 
 

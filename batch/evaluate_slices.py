@@ -60,8 +60,9 @@ def _by_genre(columns: Mapping[str, np.ndarray], manifest: Mapping[str, Any]):
     genres = columns.get(GENRE_COLUMN)
     if genres is None:
         return None, f"the input has no {GENRE_COLUMN} column"
-    return np.array([("(missing)" if g is None else str(g).strip().lower()) for g in genres],
-                    dtype=object), ""  # fmt: skip
+    return np.array(
+        [("(missing)" if g is None else str(g).strip().lower()) for g in genres], dtype=object
+    ), ""
 
 
 _TRUE = {"true", "1", "1.0", "yes", "t"}
@@ -81,8 +82,9 @@ def _by_explicit(columns: Mapping[str, np.ndarray], manifest: Mapping[str, Any])
     return np.array(out, dtype=object), ""
 
 
-register_slice(Slice("genre", "per genre (the label track_genre)", (GENRE_COLUMN,), _by_genre,
-                     ranked=True))  # fmt: skip
+register_slice(
+    Slice("genre", "per genre (the label track_genre)", (GENRE_COLUMN,), _by_genre, ranked=True)
+)
 register_slice(Slice("explicit", "explicit vs not", ("explicit",), _by_explicit))
 
 
@@ -108,8 +110,14 @@ def group_table(
             "positives" in counts
             and min(counts["positives"], counts["rows"] - counts["positives"]) < SMALL_CLASS
         )
-        entries.append({"group": name, "value": None if np.isnan(value) else value,
-                        **counts, "small": bool(small)})  # fmt: skip
+        entries.append(
+            {
+                "group": name,
+                "value": None if np.isnan(value) else value,
+                **counts,
+                "small": bool(small),
+            }
+        )
     defined = [e for e in entries if e["value"] is not None]
     undefined = [e for e in entries if e["value"] is None]
     defined.sort(key=lambda e: (-e["value"] if higher_is_better else e["value"], e["group"]))
