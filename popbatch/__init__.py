@@ -72,7 +72,7 @@ _LAZY = {
     "score": "popbatch.batch.score",
     "score_batches": "popbatch.batch.batches",
     "drift": "popbatch.batch.drift",
-    "explain": "popbatch.batch.explain",
+    "explain": "popbatch.batch.explain.selection",
     "evaluate": "popbatch.batch.evaluate",
     "compare": "popbatch.batch.compare",
     "load_model": "popbatch.core.bundle",

@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 from conftest import SMALL_TITLE_CASE, TRACKS_2000
 from popbatch.batch import evaluate_heads as eh
-from popbatch.batch.cli import cli
+from popbatch.cli.main import cli
 from popbatch.batch.evaluate import evaluate
 
 from popbatch.core import fingerprint

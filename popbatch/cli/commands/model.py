@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-from popbatch.batch.options import read_options
-from popbatch.batch.progress import ProgressBar
+from popbatch.cli.commands.options import read_options
+from popbatch.cli.commands.progress import ProgressBar
 
 from popbatch.core import DEFAULT_BATCH_SIZE, identity
 from popbatch.core.bundle import default_model_dir, load_model
