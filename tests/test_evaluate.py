@@ -18,9 +18,9 @@ import polars as pl
 import pytest
 from conftest import SMALL_TITLE_CASE, TRACKS_2000
 from popbatch.batch import evaluate_heads as eh
-from popbatch.cli.main import cli
 from popbatch.batch.evaluate import evaluate
 
+from popbatch.cli.main import cli
 from popbatch.core import fingerprint
 from popbatch.core.bundle import default_model_dir, load_model
 from popbatch.core.errors import (

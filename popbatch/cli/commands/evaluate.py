@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 import click
+
 from popbatch.cli.commands.options import input_options, model_option, parse_pairs, wait_option
 from popbatch.cli.commands.progress import ProgressBar
-
 from popbatch.core import files
 from popbatch.core.errors import EXIT_BELOW_FLOOR, InputError, OutputError
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from popbatch.cli.commands.options import read_options
 from popbatch.cli.commands.progress import ProgressBar
-
 from popbatch.core import DEFAULT_BATCH_SIZE, identity
 from popbatch.core.bundle import default_model_dir, load_model
 from popbatch.core.errors import EXIT_B_WORSE, EXIT_NO_DIFFERENCE, EXIT_OK
