@@ -41,6 +41,8 @@ REPORTS_DIR = "reports"
 SCORED_VIEW = "scored"
 EXPLANATIONS_VIEW = "explanations"
 RUNS_VIEW = "popbatch_runs"
+EVALUATIONS_VIEW = "popbatch_evaluations"
+EVALUATIONS_DDL = "popbatch_evaluations.sql"
 
 # Statement types that only read (or set session options); anything else
 # (CREATE, INSERT, COPY, ATTACH, INSTALL, ...) needs --write.
@@ -271,24 +273,41 @@ def attach_scored(
         raise InputError(f"--{view} {path_or_glob}: cannot read ({error_text(exc)})") from None
 
 
-def runs_columns() -> dict[str, str]:
-    """Column names and types of ``popbatch_runs``, read from its one definition."""
+def runs_columns(ddl: str | None = None, view: str = RUNS_VIEW) -> dict[str, str]:
+    """Column names and types of ``popbatch_runs`` (or of ``view`` created by ``ddl``),
+    read from its one definition."""
     with duckdb.connect() as scratch:
-        scratch.execute(runs_table_ddl())
-        return {row[0]: row[1] for row in scratch.sql(f"DESCRIBE {RUNS_VIEW}").fetchall()}
+        scratch.execute(ddl or runs_table_ddl())
+        return {row[0]: row[1] for row in scratch.sql(f"DESCRIBE {view}").fetchall()}
 
 
-def attach_runs(con: duckdb.DuckDBPyConnection, path: str) -> None:
-    """Expose a ``runs.jsonl`` run log as the temporary view ``popbatch_runs``."""
+def attach_runs(
+    con: duckdb.DuckDBPyConnection,
+    path: str,
+    view: str = RUNS_VIEW,
+    option: str = "--runs",
+    ddl: str | None = None,
+) -> None:
+    """Expose a ``runs.jsonl`` run log as the temporary view ``popbatch_runs`` (or an
+    ``evaluations.jsonl`` as ``popbatch_evaluations``: :func:`attach_evaluations`)."""
     if not Path(path).is_file():
-        raise InputError(f"--runs {path}: no such file (runs.jsonl sits beside a file output)")
-    columns = "{" + ", ".join(f"{k!r}: {v!r}" for k, v in runs_columns().items()) + "}"
+        raise InputError(
+            f"{option} {path}: no such file ({Path(path).name} sits beside a file output)"
+        )
+    names = runs_columns(ddl, view).items()
+    columns = "{" + ", ".join(f"{k!r}: {v!r}" for k, v in names) + "}"
     source = f"read_json({quote_string(path)}, format = 'newline_delimited', columns = {columns})"
     try:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {RUNS_VIEW} AS SELECT * FROM {source}")
-        con.execute(f"SELECT * FROM {RUNS_VIEW} LIMIT 0")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {source}")
+        con.execute(f"SELECT * FROM {view} LIMIT 0")
     except duckdb.Error as exc:
-        raise InputError(f"--runs {path}: cannot read ({error_text(exc)})") from None
+        raise InputError(f"{option} {path}: cannot read ({error_text(exc)})") from None
+
+
+def attach_evaluations(con: duckdb.DuckDBPyConnection, path: str) -> None:
+    """Expose an ``evaluations.jsonl`` log (``popbatch evaluate``) as the temporary view
+    ``popbatch_evaluations``."""
+    attach_runs(con, path, EVALUATIONS_VIEW, "--evaluations", read_sql(EVALUATIONS_DDL))
 
 
 # ---------------------------------------------------------------------------

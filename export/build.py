@@ -21,7 +21,7 @@ from popbatch.exporter.manifest import MODEL_FILE, build_manifest
 from popbatch.exporter.toolkit import opsets
 from popbatch.models.stack import STACK_FILE
 
-from popbatch.core import files
+from popbatch.core import files, fingerprint
 from popbatch.core.bundle import MANIFEST_FILE
 from popbatch.core.errors import InputError, OutputError
 
@@ -98,16 +98,26 @@ def export_run(
     if heads:
         heads = {"popular": _popular_head(), **heads}
     # The heads (with each file's sha256) are part of the scoring contract that model_id seals.
+    keys = training_keys_for(stack_dir)  # the fingerprint evaluate reads, if trained with one
+    if keys is not None:
+        head_files = {**head_files, fingerprint.KEYS_FILE: keys}
     manifest = build_manifest(
-        stack, model_bytes, parity.manifest(), _opsets(model_bytes), throughput, heads=heads or None
+        stack,
+        model_bytes,
+        parity.manifest(),
+        _opsets(model_bytes),
+        throughput,
+        heads=heads or None,
+        training_keys=None if keys is None else fingerprint.manifest_entry(keys),
     )
     out_dir = Path(out_dir)
     background = background_for(stack_dir, manifest)  # rows for popbatch explain
     if background is not None:
         write_background(out_dir, background)
     write_model(out_dir, model_bytes, manifest, head_files)
+    onnx_files = {name: data for name, data in head_files.items() if name.endswith(".onnx")}
     return {
-        "warnings": _size_warnings(model_bytes, head_files),
+        "warnings": _size_warnings(model_bytes, onnx_files),
         "model_dir": str(out_dir),
         "model_id": manifest["model_id"],
         "model_bytes": len(model_bytes),
@@ -117,6 +127,13 @@ def export_run(
         "head_bytes": {name: h["bytes"] for name, h in heads.items() if "bytes" in h},
         "rows_per_second": throughput["rows_per_second"] if throughput else None,
     }
+
+
+def training_keys_for(stack_dir: Path) -> bytes | None:
+    """The stack's training-keys fingerprint (``stack/training_keys.u64``, written by
+    training since evaluate exists), or None for a stack trained before it."""
+    path = Path(stack_dir) / fingerprint.KEYS_FILE
+    return path.read_bytes() if path.is_file() else None
 
 
 def _popular_head() -> dict[str, Any]:
@@ -206,6 +223,7 @@ def write_model(
 ) -> None:
     """Write the files via temporary names and renames, so no half-written model is seen.
 
+    ``head_files`` also carries the training-keys fingerprint, if any.
     The models go first (head files, then model.onnx): a reader between the renames
     finds an old manifest whose hashes no longer match and refuses it, rather than
     scoring with a wrong manifest.

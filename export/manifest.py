@@ -74,9 +74,11 @@ def build_manifest(
     throughput: dict[str, Any] | None = None,
     created_at: str | None = None,
     heads: dict[str, Any] | None = None,
+    training_keys: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest of ``onnx_bytes`` exported from ``stack`` (a ``models.stack.NativeStack``);
-    ``heads``: the ``heads`` section of a model with extra heads (``exporter.heads``)."""
+    ``heads``: the ``heads`` section of a model with extra heads (``exporter.heads``);
+    ``training_keys``: the fingerprint's entry (:mod:`popbatch.core.fingerprint`)."""
     info = stack.info
     label = info["label"]
     data = info["training_data"]
@@ -124,4 +126,6 @@ def build_manifest(
         manifest["throughput"] = throughput
     if heads:
         manifest["heads"] = heads
+    if training_keys:
+        manifest["training_keys"] = training_keys
     return seal(manifest, onnx_bytes)

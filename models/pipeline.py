@@ -560,6 +560,7 @@ def _save_run(
     heads.save(out / "stack")
     write_test_split(out / "stack" / "test.parquet", splits, names)
     write_background(out / "stack" / "background.parquet", splits.x["train"], names, config.seed)
+    write_training_keys(out / "stack", splits)
     progress(f"stack: written to {out / 'stack'}")
     return out
 
@@ -713,6 +714,15 @@ def write_test_split(path: Path, splits: Splits, names: list[str]) -> None:
         pl.Series(KEY_COLUMN, splits.groups["test"], dtype=pl.String),
     )
     frame.write_parquet(path)
+
+
+def write_training_keys(stack_dir: Path, splits: Splits) -> None:
+    """The fingerprint of the keys the stack was fitted on (training and validation
+    parts; :mod:`popbatch.core.fingerprint`), which export copies beside the model."""
+    from popbatch.core.fingerprint import KEYS_FILE, fingerprint_bytes
+
+    keys = np.concatenate([splits.groups["train"], splits.groups["validation"]])
+    (Path(stack_dir) / KEYS_FILE).write_bytes(fingerprint_bytes(keys.tolist()))
 
 
 def write_background(

@@ -22,6 +22,10 @@ True
     Compare a catalog's feature distributions with the model's training data.
 ``explain``
     Why a few tracks scored as they did: per-feature Shapley contributions.
+``evaluate``
+    Score labelled rows and measure the model against the labels (``popbatch evaluate``).
+``compare``
+    Two models on the same labelled rows, with a verdict (``popbatch model compare``).
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ __all__ = [
     "PopbatchError",
     "SchemaError",
     "__version__",
+    "compare",
     "drift",
+    "evaluate",
     "explain",
     "export",
     "load_model",
@@ -67,6 +73,8 @@ _LAZY = {
     "score_batches": "popbatch.batch.batches",
     "drift": "popbatch.batch.drift",
     "explain": "popbatch.batch.explain.selection",
+    "evaluate": "popbatch.batch.evaluate",
+    "compare": "popbatch.batch.compare",
     "load_model": "popbatch.core.bundle",
     "train": "popbatch.models.pipeline",
     "export": "popbatch.exporter.build",

@@ -16,7 +16,8 @@ from conftest import TRACKS_2000
 import popbatch
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLIC = ("score", "score_batches", "load_model", "train", "export", "drift", "explain")
+PUBLIC = ("score", "score_batches", "load_model", "train", "export", "drift", "explain",
+          "evaluate", "compare")  # fmt: skip
 
 
 @pytest.mark.parametrize("name", PUBLIC)
@@ -65,6 +66,7 @@ def test_docs_api_examples_run(model_dir, tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, "docs/api.md", "exec"), namespace)
     assert (tmp_path / "scored.parquet").is_file()
+    assert len((tmp_path / "evaluations.jsonl").read_text().splitlines()) == 1
     assert namespace["model"].model_id == popbatch.load_model("runs/mine/model").model_id
     with duckdb.connect(str(tmp_path / "catalog.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM scores").fetchone()[0] > 0

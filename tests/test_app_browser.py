@@ -93,3 +93,44 @@ def test_predict_in_chromium_equals_popbatch_score(server, runner, tmp_path):
     expected = pq.read_table(out).column("popularity_prob")[0].as_py()
     assert shown == float(f"{expected:.6f}")
     assert (tmp_path / "app.png").stat().st_size > 10_000
+
+
+def test_evaluate_html_report_opens_in_chromium_with_its_plots(runner, tmp_path):
+    """``popbatch evaluate -o report.html``: Chromium renders the figures, the five kinds
+    of plot as SVG with drawn marks, and the per-genre bars (no script, no network)."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="needs the app extra")
+    from conftest import TRACKS_2000
+
+    report = tmp_path / "report.html"
+    result = runner.invoke(cli, ["evaluate", str(TRACKS_2000), "-o", str(report),
+                                 "--resamples", "50", "-q"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(report.as_uri())
+            titles = page.locator("svg.plot").evaluate_all(
+                "plots => plots.map(p => p.querySelector('title').textContent)"
+            )
+            for expected in ("ROC curve (popular)", "Precision-recall (popular)",
+                             "Calibration (10 bins by probability)",
+                             "Predicted vs actual popularity"):  # fmt: skip
+                assert expected in titles
+            assert any("by genre, 10 worst" in t for t in titles)
+            # each curve is drawn: a polyline with many points, inside the visible page
+            roc = page.locator("svg[aria-label='ROC curve (popular)'] polyline.line")
+            assert len(roc.get_attribute("points").split()) > 50
+            box = page.locator("svg[aria-label='ROC curve (popular)']").bounding_box()
+            assert box is not None and box["width"] > 300 and box["height"] > 250
+            assert (
+                page.locator("svg[aria-label='Predicted vs actual popularity'] circle").count()
+                == 2000
+            )
+            assert page.locator("svg.bars rect").count() >= 20
+            text = page.locator("body").inner_text()
+            assert "popular.roc_auc" in text and "2,000 scored" in text
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (tmp_path / "report.png").stat().st_size > 10_000

@@ -429,7 +429,7 @@ def test_report_parameters_are_validated(runner, database, param, message):
 def test_unknown_report(runner):
     result = runner.invoke(cli, ["sql", "--report", "nope"])
     assert result.exit_code == 2
-    assert result.output.startswith("Error: no report named 'nope'; known reports: genre_mismatch")
+    assert result.output.startswith("Error: no report named 'nope'; known reports: evaluations")
 
 
 def test_list_names_every_report_with_its_description(runner):
@@ -437,6 +437,7 @@ def test_list_names_every_report_with_its_description(runner):
     assert result.exit_code == 0
     files = sorted((ROOT / "sql" / "reports").glob("*.sql"))
     assert [f.stem for f in files] == [
+        "evaluations",
         "genre_mismatch",
         "label_changes",
         "popular_by_genre",

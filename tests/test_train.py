@@ -174,6 +174,25 @@ def test_train_end_to_end_report(trained):
     assert (out / "stack" / "background.parquet").is_file()
 
 
+def test_train_fingerprints_the_keys_it_fitted_on_and_export_ships_them(trained):
+    """stack/training_keys.u64: the train and validation parts' keys, never the test part's;
+    the exported model carries the same file, listed in its manifest (popbatch evaluate)."""
+    from popbatch.core import fingerprint
+
+    out, _ = trained
+    data = pl.read_csv(TRACKS_2000)
+    test_keys = set(pl.read_parquet(out / "stack" / "test.parquet")["track_id"])
+    fitted = set(data["track_id"]) - test_keys
+    stored = (out / "stack" / fingerprint.KEYS_FILE).read_bytes()
+    assert stored == fingerprint.fingerprint_bytes(fitted)
+    model = out / "model"
+    assert (model / fingerprint.KEYS_FILE).read_bytes() == stored
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["training_keys"]["count"] == len(fitted)
+    keys = fingerprint.read_fingerprint(model, manifest)
+    assert not fingerprint.seen(fingerprint.key_hashes(sorted(test_keys)), keys).any()
+
+
 def test_train_cv_reports_mean_std_and_folds_everywhere(trained):
     """--cv 2x1: report.json, report.html, the box plot, the manifest and model info."""
     out, _ = trained

@@ -43,6 +43,10 @@ COMMANDS: dict[str, Entry] = {
         "popbatch.cli.commands.sql:sql",
         "Run DuckDB SQL over scored tables, or a named report.",
     ),
+    "evaluate": Entry(
+        "popbatch.cli.commands.evaluate:evaluate",
+        "Score labelled rows and measure the model against the labels.",
+    ),
     "explain": Entry(
         "popbatch.cli.commands.explain:explain",
         "Explain predictions: which features pushed a track's score up or down.",
@@ -53,7 +57,7 @@ COMMANDS: dict[str, Entry] = {
     ),
     "model": Entry(
         "popbatch.cli.commands.model:model",
-        "Inspect exported models (model.onnx + manifest.json).",
+        "Inspect exported models (model.onnx + manifest.json), or compare two.",
     ),
     "score": Entry(
         "popbatch.cli.commands.score:score",
@@ -67,7 +71,9 @@ COMMANDS: dict[str, Entry] = {
 
 EPILOG = """\b
 Exit codes: 0 success, 1 run failed (I/O, model), 2 usage or input error,
-3 drift detected, 75 target locked by another run, 130 interrupted."""
+3 drift detected, 4 a figure below its evaluate --fail-under floor,
+5/6 model compare: no measurable difference / B worse,
+75 target locked by another run, 130 interrupted."""
 
 
 class UserFacingError(click.ClickException):

@@ -8,6 +8,9 @@ Exit codes (documented in ``popbatch --help``, README.md and docs/nightly.md):
 1     the run failed (I/O, model, unexpected error)
 2     usage or input error (bad file, column, row, option)
 3     drift detected (``popbatch drift``)
+4     a figure is below its ``--fail-under`` floor (``popbatch evaluate``)
+5     no measurable difference between A and B (``popbatch model compare``)
+6     B is measurably worse than A (``popbatch model compare``; 0: B better)
 75    another run holds the lock on the target (EX_TEMPFAIL)
 130   interrupted (Ctrl-C / SIGINT)
 ====  ==========================================================
@@ -15,9 +18,13 @@ Exit codes (documented in ``popbatch --help``, README.md and docs/nightly.md):
 
 from __future__ import annotations
 
+EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_DRIFT = 3
+EXIT_BELOW_FLOOR = 4
+EXIT_NO_DIFFERENCE = 5
+EXIT_B_WORSE = 6
 EXIT_LOCKED = 75
 EXIT_INTERRUPTED = 130
 

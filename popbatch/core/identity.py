@@ -5,7 +5,8 @@ input name, dtype and width, the output names, the threshold, the key, the
 genre column, vocabulary and "other" bucket, every feature entry (name, kind,
 column, valid range, impute value, category, in input order) and, when a
 model has them, its head definitions (``heads``). Editing any of it can change
-a prediction, so it is part of the identity:
+a prediction, so it is part of the identity; so is the training-keys
+fingerprint (``training_keys``), which decides what evaluation calls in-sample:
 
 - **format 2** (written by ``popbatch export`` since 0.2.0): the manifest holds
   an ``identity`` block, ``{"scheme", "model_sha256", "contract"}``, where
@@ -35,8 +36,13 @@ from typing import Any
 
 SCHEME = "popbatch-model-id-2"
 CONTRACT_FORMAT = 2
-#: top-level manifest fields that decide predictions ("heads": later model heads)
-CONTRACT_FIELDS = ("input", "outputs", "threshold", "key", "genre", "features", "heads")
+#: top-level manifest fields that decide predictions ("heads": later model heads), and
+#: ``training_keys``, the fingerprint of the rows the model was fitted on
+#: (:mod:`popbatch.core.fingerprint`): it decides no prediction but which rows
+#: ``popbatch evaluate`` counts as in-sample, so the id covers it too
+CONTRACT_FIELDS = (
+    "input", "outputs", "threshold", "key", "genre", "features", "heads", "training_keys",
+)  # fmt: skip
 #: list fields checked entry by entry, so a message can name the entry
 LISTS = ("features", "heads")
 #: keys of a feature or head entry that describe it without changing predictions

@@ -1,4 +1,5 @@
-"""``popbatch model info [MODEL_DIR]``: what a model is, read from its manifest only."""
+"""``popbatch model info [MODEL_DIR]``: what a model is, read from its manifest only;
+``popbatch model compare A B --data INPUT``: which of two models is better on labelled rows."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from typing import Any
 
 import click
 
-from popbatch.core import identity
+from popbatch.cli.commands.options import read_options
+from popbatch.cli.commands.progress import ProgressBar
+from popbatch.core import DEFAULT_BATCH_SIZE, identity
 from popbatch.core.bundle import default_model_dir, load_model
+from popbatch.core.errors import EXIT_B_WORSE, EXIT_NO_DIFFERENCE, EXIT_OK
 
 
 @click.group("model")
 def model() -> None:
-    """Inspect exported models (model.onnx + manifest.json)."""
+    """Inspect exported models (model.onnx + manifest.json), or compare two."""
 
 
 @model.command("info")
@@ -174,3 +178,116 @@ def metric_lines(metrics: dict[str, Any], path: str = "") -> list[str]:
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+COMPARE_HELP = f"""Compare models A and B on the same labelled rows: which is better?
+
+\b
+  popbatch model compare models/live runs/new/model --data labelled.csv
+  popbatch model compare default runs/new/model --data catalog.duckdb --table labelled --json
+
+Both models score --data as popbatch evaluate does (same --map, --fill,
+rejects); only rows both scored and neither was trained on (by their
+training-keys fingerprints) are compared. Per head both models have and the
+input labels: each figure for A and B, B - A and its 95% paired bootstrap
+interval (the same resampled rows for both), and a verdict on the head's main
+figure (popular: roc_auc, popularity: mae, genre: accuracy): B better, no
+measurable difference, or B worse. A or B may be "default", the embedded model.
+
+Exit code: {EXIT_OK} B better (promote it), {EXIT_NO_DIFFERENCE} no measurable difference,
+{EXIT_B_WORSE} B worse; 2 usage or input error, 1 a model cannot be used.
+"""
+
+
+def _model_argument(value: str) -> Path | None:
+    """A model directory, or None for ``default`` (the embedded model)."""
+    path = Path(value)
+    return None if value == "default" and not path.exists() else path
+
+
+@model.command("compare", help=COMPARE_HELP)
+@click.argument("model_a", metavar="A")
+@click.argument("model_b", metavar="B")
+@click.option(
+    "--data",
+    "inputs",
+    multiple=True,
+    required=True,
+    metavar="INPUT",
+    help="Labelled rows (as popbatch score's INPUT; repeat for several files).",
+)
+@read_options
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Rows per batch; memory grows with this, not with the input.",
+)
+@click.option("--key", metavar="COLUMN", help="Key column (default: the model's, track_id).")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.option(
+    "--resamples",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Paired bootstrap resamples (0: no intervals, so no measurable difference).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no stage lines.")
+@click.pass_context
+def compare(
+    ctx: click.Context,
+    model_a: str,
+    model_b: str,
+    inputs: tuple[str, ...],
+    table: str | None,
+    query: str | None,
+    delimiter: str,
+    maps: dict[str, str],
+    fills: dict[str, str],
+    batch_size: int,
+    key: str | None,
+    as_json: bool,
+    resamples: int,
+    seed: int,
+    quiet: bool,
+) -> None:
+    from popbatch.batch.compare import compare as run_compare
+    from popbatch.batch.evaluate import EvaluateOptions
+
+    options = EvaluateOptions(
+        table=table,
+        query=query,
+        delimiter=delimiter,
+        maps=maps,
+        fills=fills,
+        key=key,
+        batch_size=batch_size,
+        resamples=resamples,
+        seed=seed,
+        record=False,
+    )
+    progress = ProgressBar(enabled=False if quiet else None)
+
+    def say(line: str) -> None:
+        if not quiet:
+            progress.close()
+            click.echo(line, err=True)
+
+    try:
+        result = run_compare(
+            list(inputs),
+            _model_argument(model_a),
+            _model_argument(model_b),
+            options,
+            progress=progress,
+            say=say,
+        )
+    finally:
+        progress.close()
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo("\n".join(result.lines()))
+    ctx.exit(result.exit_code)

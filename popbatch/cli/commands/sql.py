@@ -22,11 +22,14 @@ HELP = """Run DuckDB SQL over scored tables, or a named report.
   popbatch sql --scored 'out/*.parquet' --report popular_by_genre
   popbatch sql --db catalog.duckdb --report top_predicted --param table=scores --param limit=5
   popbatch sql --runs out/runs.jsonl --report runs
+  popbatch sql --evaluations reports/evaluations.jsonl --report evaluations
   popbatch sql --list
 
 --scored exposes Parquet or CSV outputs (a file, glob or directory) as a
 view named `scored`, which the reports read by default; --runs exposes a
-runs.jsonl run log as `popbatch_runs`; --explanations exposes the output of
+runs.jsonl run log as `popbatch_runs`; --evaluations exposes the
+evaluations.jsonl of popbatch evaluate as `popbatch_evaluations`;
+--explanations exposes the output of
 popbatch explain as `explanations`. A database opens READ-ONLY and
 statements that write (CREATE, INSERT, COPY, ATTACH, ...) are refused
 unless --write is given.
@@ -77,6 +80,11 @@ def _write(result: duckdb.DuckDBPyRelation | None, sql: str, fmt: str, output: P
 @click.option("--scored", metavar="PATH_OR_GLOB", help="Parquet/CSV outputs as view `scored`.")
 @click.option("--runs", metavar="RUNS_JSONL", help="A runs.jsonl run log as view `popbatch_runs`.")
 @click.option(
+    "--evaluations",
+    metavar="EVALUATIONS_JSONL",
+    help="An evaluations.jsonl log as view `popbatch_evaluations`.",
+)
+@click.option(
     "--explanations",
     metavar="PATH_OR_GLOB",
     help="Parquet/CSV outputs of popbatch explain as view `explanations`.",
@@ -99,6 +107,7 @@ def sql(
     db: Path | None,
     scored: str | None,
     runs: str | None,
+    evaluations: str | None,
     explanations: str | None,
     report: str | None,
     params: tuple[str, ...],
@@ -128,6 +137,8 @@ def sql(
             sqlrun.attach_scored(con, scored)
         if runs is not None:
             sqlrun.attach_runs(con, runs)
+        if evaluations is not None:
+            sqlrun.attach_evaluations(con, evaluations)
         if explanations is not None:
             sqlrun.attach_scored(con, explanations, sqlrun.EXPLANATIONS_VIEW)
         if report is not None:

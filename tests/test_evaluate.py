@@ -1,0 +1,332 @@
+"""popbatch evaluate and model compare: figures as scikit-learn computes them, in-sample rows,
+floors and their exit codes, the evaluation log, another schema, and compare's verdicts.
+
+The labelled catalog is tests/data/tracks_2000.csv (real rows, tests/data/ATTRIBUTION.md).
+The "weak" model is trained on its first 500 rows through the Python API with tiny
+learners and the popular head only, so its training keys are a known part of the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+from conftest import SMALL_TITLE_CASE, TRACKS_2000
+from popbatch.batch import evaluate_heads as eh
+from popbatch.batch.evaluate import evaluate
+
+from popbatch.cli.main import cli
+from popbatch.core import fingerprint
+from popbatch.core.bundle import default_model_dir, load_model
+from popbatch.core.errors import (
+    EXIT_B_WORSE,
+    EXIT_BELOW_FLOOR,
+    EXIT_NO_DIFFERENCE,
+    EXIT_USAGE,
+    ModelError,
+)
+
+sk = pytest.importorskip("sklearn.metrics", reason="the comparison needs scikit-learn")
+TOLERANCE = 1e-6
+
+
+@pytest.fixture(scope="module")
+def weak_model(tmp_path_factory):
+    """A deliberately weak model: the first 500 rows, 2 epochs, 3 shallow trees, popular only.
+
+    Returns (model directory, keys of the rows it was fitted on: its first 500 rows
+    less the held-out test part that training wrote)."""
+    from popbatch.models.learners import LearnerParams
+
+    import popbatch
+
+    root = tmp_path_factory.mktemp("weak")
+    first = root / "first500.csv"
+    with open(TRACKS_2000, newline="") as src, open(first, "w", newline="") as out:
+        out.writelines(line for _, line in zip(range(501), src, strict=False))
+    learners = LearnerParams(
+        epochs=2,
+        patience=1,
+        rf={"n_estimators": 3, "max_depth": 3, "min_samples_leaf": 5, "max_features": "sqrt"},
+        xgb={"n_estimators": 5, "max_depth": 2, "learning_rate": 0.3, "subsample": 0.8,
+             "colsample_bytree": 0.8, "min_child_weight": 5.0, "reg_lambda": 1.0},
+    )  # fmt: skip
+    popbatch.train(first, root / "run", learners=learners, heads="popular", folds=2)
+    popbatch.export(root / "run", root / "model", measure_throughput=False)
+    test_keys = set(pl.read_parquet(root / "run" / "stack" / "test.parquet")["track_id"])
+    fitted = set(pl.read_csv(first)["track_id"]) - test_keys
+    return root / "model", fitted
+
+
+@pytest.fixture(scope="module")
+def scored_default(tmp_path_factory):
+    """``popbatch score --columns all`` of the fixture with the default model, as a frame."""
+    from click.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("scored") / "scored.parquet"
+    result = CliRunner().invoke(cli, ["score", str(TRACKS_2000), "-o", str(out), "--columns",
+                                      "all", "-q"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return pl.read_parquet(out)
+
+
+def genre_probabilities_with_onnx(features: np.ndarray) -> np.ndarray:
+    """The default genre head's [N, C] probabilities, exposed with the onnx package
+    (independently of popbatch's own wire-format edit)."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(default_model_dir() / "genre.onnx")
+    argmax = next(n for n in model.graph.node if "genre_index" in n.output)
+    model.graph.output.append(
+        onnx.helper.make_tensor_value_info(argmax.input[0], onnx.TensorProto.FLOAT, None)
+    )
+    session = ort.InferenceSession(model.SerializeToString())
+    return session.run([argmax.input[0]], {"features": features})[0]
+
+
+def test_evaluate_reproduces_sklearn_on_popbatch_score_output(scored_default):
+    result = evaluate(TRACKS_2000, record=False, resamples=50).to_dict()
+    frame = scored_default
+    y = frame["popularity"].to_numpy()
+    popular = y > 71  # the default model's own rule (manifest label: popularity > 71)
+    probability = frame["popularity_prob"].to_numpy()
+    expected = {
+        "popular": {
+            "roc_auc": sk.roc_auc_score(popular, probability),
+            "pr_auc": sk.average_precision_score(popular, probability),
+            "precision": sk.precision_score(popular, frame["popular"].to_numpy()),
+            "recall": sk.recall_score(popular, frame["popular"].to_numpy()),
+            "f1": sk.f1_score(popular, frame["popular"].to_numpy()),
+            "brier": sk.brier_score_loss(popular, probability),
+        },
+        "popularity": {
+            "r2": sk.r2_score(y, frame["popularity_pred"].to_numpy()),
+            "mae": sk.mean_absolute_error(y, frame["popularity_pred"].to_numpy()),
+            "rmse": np.sqrt(sk.mean_squared_error(y, frame["popularity_pred"].to_numpy())),
+        },
+        "genre": {
+            "accuracy": sk.accuracy_score(frame["track_genre"], frame["genre_pred"]),
+            "macro_f1": sk.f1_score(frame["track_genre"], frame["genre_pred"], average="macro"),
+        },
+    }
+    # top-3: the head's own probabilities for the same rows, through the same preprocessing
+    from popbatch.batch.preprocess import Preprocessor
+
+    bundle = load_model()
+    table = pl.read_csv(TRACKS_2000, infer_schema=False).to_arrow().combine_chunks()
+    prepared = Preprocessor(bundle.manifest).bind(table.schema).transform(table.to_batches()[0])
+    classes = bundle.manifest["heads"]["genre"]["classes"]
+    truth = [classes.index(g) for g in frame["track_genre"]]
+    probabilities = genre_probabilities_with_onnx(prepared.features)
+    expected["genre"]["top3_accuracy"] = sk.top_k_accuracy_score(
+        truth, probabilities, k=3, labels=range(len(classes))
+    )
+    assert result["rows"] == {"read": 2000, "scored": 2000, "rejected": 0, "in_sample": None,
+                              "evaluated": 2000}  # fmt: skip
+    assert result["in_sample"]["known"] is False and "unknown" in result["in_sample"]["how"]
+    for head, figures in expected.items():
+        for name, value in figures.items():
+            shown = result["heads"][head]["metrics"][name]
+            assert shown == pytest.approx(value, abs=TOLERANCE), f"{head}.{name}"
+    lifts = result["heads"]["popular"]["metrics"]
+    top = np.argsort(-probability, kind="mergesort")[:20]  # the top 1% of 2,000 rows
+    assert lifts["lift_top_1pct"] == pytest.approx(popular[top].mean() / popular.mean())
+
+
+def test_weighted_bootstrap_figures_equal_the_figures_of_repeated_rows():
+    rng = np.random.default_rng(3)
+    n = 300
+    y = rng.random(n) < 0.2
+    p = np.round(rng.random(n) * 0.5 + y * 0.3, 2)  # ties on purpose
+    genres = rng.integers(0, 6, n)
+    heads = [
+        eh.PopularRows(y, p, p > 0.4),
+        eh.PopularityRows(rng.random(n) * 100, rng.random(n) * 100),
+        eh.GenreRows(
+            genres,
+            np.where(rng.random(n) < 0.5, genres, rng.integers(0, 7, n)),
+            rng.random(n) < 0.6,
+        ),
+    ]
+    weights = np.bincount(rng.integers(0, n, n), minlength=n)
+    repeated = np.repeat(np.arange(n), weights)
+    for rows in heads:
+        weighted, exact = rows.figures(weights), rows.take(repeated).figures()
+        for name, value in weighted.items():
+            assert value == pytest.approx(exact[name], abs=1e-12), f"{rows.head}.{name}"
+
+
+def test_in_sample_rows_are_counted_and_left_out_of_the_headline(weak_model):
+    model, fitted = weak_model
+    result = evaluate(TRACKS_2000, model, record=False, resamples=20).to_dict()
+    frame = pl.read_csv(TRACKS_2000)
+    inside = frame["track_id"].is_in(list(fitted)).to_numpy()
+    assert result["in_sample"]["known"] is True
+    assert result["rows"]["in_sample"] == int(inside.sum()) > 0
+    assert result["rows"]["evaluated"] == int((~inside).sum())
+    # the headline is scikit-learn's figure on the other rows only
+    scored = evaluate(TRACKS_2000, model, record=False, resamples=0)
+    assert scored.to_dict()["heads"]["popular"]["metrics"]["roc_auc"] == pytest.approx(
+        result["heads"]["popular"]["metrics"]["roc_auc"]
+    )
+    bundle = load_model(model)
+    from popbatch.batch.batches import score_batches
+
+    table = pl.read_csv(TRACKS_2000, infer_schema=False).to_arrow().combine_chunks()
+    out = pl.concat([pl.from_arrow(b) for b in score_batches(table.to_batches(), bundle)])
+    outside = ~inside
+    auc = sk.roc_auc_score(frame["popularity"].to_numpy()[outside] > 71,
+                           out["popularity_prob"].to_numpy()[outside])  # fmt: skip
+    assert result["heads"]["popular"]["metrics"]["roc_auc"] == pytest.approx(auc, abs=TOLERANCE)
+    assert result["in_sample_metrics"]["popular"]["rows"] == int(inside.sum())
+
+
+def test_an_edited_fingerprint_is_refused(weak_model, tmp_path):
+    model, _ = weak_model
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    keys = copy / fingerprint.KEYS_FILE
+    keys.write_bytes(keys.read_bytes()[8:])  # one training key fewer
+    with pytest.raises(ModelError, match=r"training_keys\.u64 does not match its manifest"):
+        evaluate(TRACKS_2000, copy, record=False, resamples=0)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["training_keys"]["sha256"] = fingerprint.manifest_entry(keys.read_bytes())["sha256"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="training_keys"):  # the model id covers the entry
+        load_model(copy)
+
+
+def test_cli_evaluate_json_equals_the_python_api(runner, tmp_path):
+    result = runner.invoke(cli, ["evaluate", str(TRACKS_2000), "--json", "--resamples", "30",
+                                 "--log", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    api = evaluate(TRACKS_2000, record=False, resamples=30).to_dict()
+    for volatile in ("evaluated_at", "seconds", "log"):
+        shown.pop(volatile, None)
+        api.pop(volatile, None)
+    assert shown == api
+    assert shown["bootstrap"]["resamples"] == 30
+    low, high = shown["heads"]["popular"]["intervals"]["roc_auc"]
+    assert low < shown["heads"]["popular"]["metrics"]["roc_auc"] < high
+
+
+def test_fail_under_exit_codes(runner, tmp_path):
+    base = ["evaluate", str(TRACKS_2000), "--resamples", "0", "--log", str(tmp_path)]
+    passed = runner.invoke(cli, [*base, "--fail-under", "popular.roc_auc=0.5"])
+    assert passed.exit_code == 0, passed.output
+    failed = runner.invoke(cli, [*base, "--fail-under", "popular.roc_auc=0.99",
+                                 "--fail-under", "popularity.mae=50"])  # fmt: skip
+    assert failed.exit_code == EXIT_BELOW_FLOOR, failed.output
+    assert "popular.roc_auc" in failed.output and "below" in failed.output
+    ceiling = runner.invoke(cli, [*base, "--fail-under", "popularity.mae=1"])  # lower is better
+    assert ceiling.exit_code == EXIT_BELOW_FLOOR
+    unknown = runner.invoke(cli, [*base, "--fail-under", "popular.auc=0.9"])
+    assert unknown.exit_code == EXIT_USAGE
+    assert unknown.output.count("\n") == 1 and "popular.roc_auc" in unknown.output
+
+
+def test_every_evaluation_is_logged_and_reported_by_popbatch_sql(runner, tmp_path):
+    log = tmp_path / "monitor.duckdb"
+    for floor in ("0.5", "0.99"):
+        runner.invoke(cli, ["evaluate", str(TRACKS_2000), "--resamples", "0", "--log", str(log),
+                            "--fail-under", f"popular.roc_auc={floor}"])  # fmt: skip
+    with duckdb.connect(str(log), read_only=True) as con:
+        rows = con.sql(
+            "SELECT rows_scored, rows_in_sample, below_floor, popular_roc_auc, report "
+            "FROM popbatch_evaluations ORDER BY evaluated_at"
+        ).fetchall()
+    assert [r[:3] for r in rows] == [(2000, None, None), (2000, None, "popular.roc_auc")]
+    assert json.loads(rows[0][4])["heads"]["popular"]["metrics"]["roc_auc"] == rows[0][3]
+    report = runner.invoke(cli, ["sql", "--db", str(log), "--report", "evaluations",
+                                 "--format", "json"])  # fmt: skip
+    assert report.exit_code == 0, report.output
+    listed = json.loads(report.stdout)
+    assert [r["below_floor"] for r in listed] == ["popular.roc_auc", None]  # newest first
+    # a file log: evaluations.jsonl, read with --evaluations
+    runner.invoke(cli, ["evaluate", str(TRACKS_2000), "--resamples", "0", "-o",
+                        str(tmp_path / "out" / "report.json")])  # fmt: skip
+    jsonl = tmp_path / "out" / "evaluations.jsonl"
+    assert len(jsonl.read_text().splitlines()) == 1
+    report = runner.invoke(cli, ["sql", "--evaluations", str(jsonl), "--report", "evaluations",
+                                 "--format", "json"])  # fmt: skip
+    assert report.exit_code == 0, report.output
+    assert json.loads(report.stdout)[0]["rows_evaluated"] == 2000
+
+
+def test_another_schema_through_map(runner, tmp_path):
+    # Title Case headers normalise by themselves; the label is renamed and needs --map,
+    # time_signature is absent (--fill), and there is no track_genre: genre is skipped.
+    catalog = tmp_path / "catalog.csv"
+    with open(SMALL_TITLE_CASE, newline="") as src, open(catalog, "w", newline="") as out:
+        rows = list(csv.reader(src))
+        rows[0] = ["Score (0-100)" if c == "Popularity" else c for c in rows[0]]
+        csv.writer(out).writerows(rows)
+    result = runner.invoke(cli, ["evaluate", str(catalog), "--map", "popularity=Score (0-100)",
+                                 "--fill", "time_signature=4", "--json", "--resamples", "0",
+                                 "--log", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert "genre" in shown["skipped"] and "track_genre" in shown["skipped"]["genre"]
+    frame = pl.read_csv(SMALL_TITLE_CASE)
+    scored = tmp_path / "scored.parquet"
+    runner.invoke(cli, ["score", str(SMALL_TITLE_CASE), "--fill", "time_signature=4", "-o",
+                        str(scored), "--columns", "all", "-q"])  # fmt: skip
+    scores = pl.read_parquet(scored)
+    assert len(scores) == shown["rows"]["scored"] == len(frame) - shown["rows"]["rejected"]
+    auc = sk.roc_auc_score(scores["popularity"].to_numpy() > 71, scores["popularity_prob"])
+    assert shown["heads"]["popular"]["metrics"]["roc_auc"] == pytest.approx(auc, abs=TOLERANCE)
+    mae = sk.mean_absolute_error(scores["popularity"], scores["popularity_pred"])
+    assert shown["heads"]["popularity"]["metrics"]["mae"] == pytest.approx(mae, abs=TOLERANCE)
+
+
+def test_no_label_is_a_one_line_error(runner, tmp_path):
+    catalog = tmp_path / "unlabelled.csv"
+    pl.read_csv(TRACKS_2000).drop("popularity", "track_genre").write_csv(catalog)
+    result = runner.invoke(cli, ["evaluate", str(catalog), "--log", str(tmp_path)])
+    assert result.exit_code == EXIT_USAGE
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert "popularity" in result.output and "--map" in result.output
+
+
+def test_compare_a_model_with_itself_finds_no_difference(runner):
+    result = runner.invoke(cli, ["model", "compare", str(default_model_dir()),
+                                 str(default_model_dir()), "--data", str(TRACKS_2000),
+                                 "--resamples", "100"])  # fmt: skip
+    assert result.exit_code == EXIT_NO_DIFFERENCE, result.output
+    assert result.output.strip().endswith("verdict: no measurable difference")
+
+
+def test_compare_the_default_with_a_weak_model_says_b_worse(runner, weak_model):
+    model, _ = weak_model
+    result = runner.invoke(cli, ["model", "compare", "default", str(model), "--data",
+                                 str(TRACKS_2000), "--json", "--resamples", "200"])  # fmt: skip
+    assert result.exit_code == EXIT_B_WORSE, result.output
+    shown = json.loads(result.stdout)
+    assert shown["verdict"] == "B worse" and shown["heads"]["popular"]["verdict"] == "B worse"
+    assert shown["heads"]["popular"]["metrics"]["roc_auc"]["interval"][1] < 0
+    # the weak model's training rows are left out for both models
+    assert shown["rows"]["in_sample_excluded"] > 0
+    assert shown["rows"]["compared"] == 2000 - shown["rows"]["in_sample_excluded"]
+    assert set(shown["skipped"]) == {"popularity", "genre"}  # B has the popular head only
+
+
+def test_docs_example_is_the_commands_output(runner, monkeypatch):
+    """docs/evaluate.md shows the summary of one command; it must be that command's output."""
+    from conftest import ROOT
+
+    monkeypatch.chdir(ROOT)  # the command as the page shows it, from the repository root
+    page = (ROOT / "docs" / "evaluate.md").read_text(encoding="utf-8")
+    block = page.split("$ popbatch evaluate tests/data/tracks_2000.csv --no-log -q\n")[1]
+    shown = block.split("```")[0]
+    result = runner.invoke(cli, ["evaluate", "tests/data/tracks_2000.csv", "--no-log", "-q"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == shown, "rerun the command and paste its output into docs/evaluate.md"
+    cv = load_model().manifest["cv"]["models"]["stack"]["roc_auc"]["mean"]
+    assert f"its cross-validated {cv:.4f}" in page
