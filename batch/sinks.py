@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from popbatch.batch.duckdb_arrow import arrow_reader
 from popbatch.batch.incremental import CarryOver
 from popbatch.batch.lock import connect_duckdb, quiet
 from popbatch.batch.sources import DUCKDB_SUFFIXES
@@ -172,9 +173,11 @@ class FileSink(Sink):
         query = self.carry_over.sql(f"read_parquet({quote_string(str(self.path))})")
         try:
             with quiet(duckdb.connect()) as con:
-                for batch in con.sql(query).to_arrow_reader(65536):
+                for batch in arrow_reader(con.sql(query), 65536):
                     if batch.num_rows:
-                        self._write_batch(batch.cast(self.schema))
+                        self._write_batch(
+                            pa.Table.from_batches([batch]).cast(self.schema).to_batches()[0]
+                        )
                         self.carry_over.kept += batch.num_rows
         except duckdb.Error as exc:
             raise OutputError(

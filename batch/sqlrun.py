@@ -31,6 +31,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from popbatch.batch.duckdb_arrow import arrow_reader
 from popbatch.batch.lock import connect_duckdb, quiet
 
 from popbatch.core.errors import InputError, one_line
@@ -404,7 +405,7 @@ def record_batches(
     if result is None:
         return pa.schema([]), iter(())
     try:
-        reader = result.to_arrow_reader(batch_size)
+        reader = arrow_reader(result, batch_size)
     except duckdb.Error as exc:
         raise sql_error(exc, sql) from None
 
