@@ -38,6 +38,7 @@ from popbatch.core import WRITE_MODES, files
 from popbatch.core.errors import InputError, OutputError, one_line
 from popbatch.core.scored import (
     ALL_HEAD_COLUMNS,
+    BY_NAME,
     HASH_COLUMN,
     SCORE_FIELDS,
     SQL_TYPES,
@@ -368,20 +369,7 @@ class DuckDBSink(Sink):
             )
             self.rows_written = _count(con, self.table_sql)
             return
-        # A table written before a score column existed (features_hash, a later head's
-        # columns) gains it, typed as popbatch.core.scored says (NULL for old rows).
-        for name, sql_type in SQL_TYPES.items():
-            if name in self.schema.names:
-                con.execute(
-                    f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS "
-                    f"{quote_column(name)} {sql_type}"
-                )
-        for column in ALL_HEAD_COLUMNS:  # a table scored before these heads
-            if column.name in self.schema.names:
-                con.execute(
-                    f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS "
-                    f"{quote_column(column.name)} {column.sql_type}"
-                )
+        self._add_missing_columns(con)
         if self.mode == "upsert":
             key = quote_column(self.key)
             con.execute(
@@ -393,6 +381,28 @@ class DuckDBSink(Sink):
             f"INSERT INTO {self.table_sql} BY NAME " + self._source(dedupe=self.mode == "upsert")
         )
         self.rows_written = _count(con, self.table_sql) - before
+
+    def _add_missing_columns(self, con) -> None:
+        """Give the existing table the columns this run writes and it lacks (NULL in
+        its old rows): a score or head column added to popbatch since it was written,
+        typed as popbatch.core.scored says; a pass-through column an earlier run did
+        not write (it ran without ``--columns all``), typed as this run's rows are.
+        """
+        present = {row[0].lower() for row in con.execute(f"DESCRIBE {self.table_sql}").fetchall()}
+        staged = quote_string(str(self.stage.tmp))
+        types = dict(
+            con.execute(
+                "SELECT column_name, column_type FROM "
+                f"(DESCRIBE SELECT * FROM read_parquet({staged}))"
+            ).fetchall()
+        )
+        for name in self.schema.names:
+            if name.lower() not in present:
+                sql_type = BY_NAME[name].sql_type if name in BY_NAME else types[name]
+                con.execute(
+                    f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS "
+                    f"{quote_column(name)} {sql_type}"
+                )
 
 
 class DuckDBWriteBack(DuckDBSink):
@@ -536,15 +546,18 @@ def _commit_duckdb(
         ) from None
     try:
         con.begin()
+        failing: Sequence[DuckDBSink] = sinks
         for sink in sinks:
+            failing = [sink]  # name the table that failed, not one that was never made
             sink.apply(con)
+        failing = sinks
         if in_transaction is not None:
             in_transaction(con)
         con.commit()
     except duckdb.Error as exc:
         with contextlib.suppress(duckdb.Error):
             con.rollback()
-        names = ", ".join(s.table for s in sinks)
+        names = ", ".join(s.table for s in failing)
         raise OutputError(
             f"{path}: writing {names} failed ({one_line(exc)}); the database is unchanged"
         ) from None

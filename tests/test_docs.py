@@ -17,7 +17,8 @@ README_LIMIT = 15_000
 FIRST_COMMANDS = [
     "python3 -m venv .venv && .venv/bin/pip install -q -c constraints.txt . && "
     ".venv/bin/popbatch score batch/sample/catalog.csv -o scored.parquet",
-    "python3 -m venv .venv && .venv/bin/pip install -q -c constraints.txt -e '.[train,test,app,spark]' && "
+    "python3 -m venv .venv && "
+    ".venv/bin/pip install -q -c constraints.txt -e '.[train,test,app,spark]' && "
     ".venv/bin/python -m pytest -q",
 ]
 

@@ -179,6 +179,52 @@ def test_duckdb_into_replace_append_upsert(runner, model_dir, tmp_path, tracks_d
     np.testing.assert_array_equal(check["popularity_prob"].to_numpy(), expected)
 
 
+@pytest.mark.parametrize("mode", ["upsert", "append"])
+def test_columns_all_into_a_table_an_earlier_run_wrote_with_the_key_only(
+    runner, model_dir, tmp_path, mode
+):
+    """The pass-through columns the earlier run did not write are added, typed as in
+    the input; rows written before hold NULL there (append) or are replaced (upsert)."""
+    target = tmp_path / "catalog.duckdb"
+    into = [TRACKS_2000, "-o", target, "--into", "scores", "--mode", mode]
+    first = run(runner, model_dir, *into)
+    assert first.exit_code == 0, first.output
+    second = run(runner, model_dir, *into, "--columns", "all")
+    assert second.exit_code == 0, second.output
+    con = duckdb.connect(str(target), read_only=True)
+    try:
+        types = dict(
+            con.execute("SELECT column_name, column_type FROM (DESCRIBE scores)").fetchall()
+        )
+        frame = con.sql("SELECT * FROM scores").pl()
+    finally:
+        con.close()
+    header = pl.read_csv(TRACKS_2000, n_rows=0).columns
+    assert len(types) == len(header) + len(SCORE_COLUMNS)  # the test model has no heads
+    assert (types["track_name"], types["unnamed_0"], types["danceability"]) == (
+        "VARCHAR",
+        "BIGINT",
+        "DOUBLE",
+    )
+    if mode == "upsert":
+        assert (
+            frame.height == frame["track_id"].n_unique() and frame["track_name"].null_count() == 0
+        )
+    else:
+        assert frame.height == 4000 and frame["track_name"].null_count() == 2000
+
+
+def test_a_failed_write_names_the_table_that_failed(runner, model_dir, tmp_path):
+    target = tmp_path / "catalog.duckdb"
+    with duckdb.connect(str(target)) as con:
+        con.execute("CREATE TABLE scores (track_id VARCHAR, track_name INTEGER)")
+    into = ["-o", target, "--into", "scores", "--mode", "append", "--columns", "all"]
+    result = run(runner, model_dir, TRACKS_2000, *into)
+    assert result.exit_code == 1
+    assert "writing scores failed (Conversion Error" in result.output
+    assert "scores_rejects" not in result.output  # no rows rejected: no such table
+
+
 def test_write_back_twice_keeps_rows_and_values(runner, model_dir, tracks_db, reference):
     def read():
         con = duckdb.connect(str(tracks_db), read_only=True)
