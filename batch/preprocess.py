@@ -105,6 +105,9 @@ class Prepared:
     genre_positions
         For each valid row, the feature position of its genre's one-hot
         column; None without a genre vocabulary.
+    input_rows
+        For each valid row, its row number in the input (from 1, as ``row`` in
+        the rejects).
     """
 
     features: np.ndarray
@@ -114,6 +117,7 @@ class Prepared:
     genre_other: int = 0
     buffer: FeatureBuffer | None = None
     genre_positions: np.ndarray | None = None
+    input_rows: np.ndarray | None = None
 
     @property
     def rows_rejected(self) -> int:
@@ -410,7 +414,10 @@ class Preprocessor:
         genre_other = 0
         if genre_positions is not None:
             genre_other = int((genre_positions == self.other_position).sum())
-        return Prepared(features, passthrough, rejects, n, genre_other, buffer, genre_positions)
+        rows = first_row + (np.flatnonzero(~bad) if n_bad else np.arange(n))
+        return Prepared(
+            features, passthrough, rejects, n, genre_other, buffer, genre_positions, rows
+        )
 
     def passthrough_of(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """The batch's passthrough columns under their output names (every row)."""

@@ -40,6 +40,7 @@ from popbatch.core.scored import (
     ALL_HEAD_COLUMNS,
     BY_NAME,
     HASH_COLUMN,
+    INPUT_ROW_COLUMN,
     SCORE_FIELDS,
     SQL_TYPES,
 )
@@ -210,7 +211,8 @@ class ParquetSink(FileSink):
     """A zstd-compressed Parquet file, written incrementally (one row group per batch).
 
     ``unique`` names columns whose values are (nearly) all different, such as
-    the key: they skip dictionary encoding, as do floats and ``features_hash``.
+    the key: they skip dictionary encoding, as do floats, ``features_hash`` and
+    ``input_row``.
     Trying a dictionary on a unique key and then falling back made writing 2.6x
     slower (65,536-row batches of key + scores: 3.2M -> 8.4M rows/s, 11 -> 8 MB);
     on the hash it cost 30% of the writer's CPU and 10% more bytes (1M rows).
@@ -224,7 +226,7 @@ class ParquetSink(FileSink):
         self.unique = set(unique)
 
     def _open_writer(self) -> None:
-        unique = self.unique | {HASH_FIELD}
+        unique = self.unique | {HASH_FIELD, INPUT_ROW_COLUMN}
         dictionary = [
             f.name for f in self.schema if f.name not in unique and not pa.types.is_floating(f.type)
         ]

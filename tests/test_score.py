@@ -28,7 +28,14 @@ from popbatch.batch.sinks import ParquetSink
 from popbatch.batch.sources import CsvSource
 
 SAMPLE = Path(__file__).resolve().parents[1] / "batch" / "sample" / "catalog.csv"
-SCORE_COLUMNS = ["popularity_prob", "popular", "model_id", "scored_at", "features_hash"]
+SCORE_COLUMNS = [
+    "popularity_prob",
+    "popular",
+    "model_id",
+    "scored_at",
+    "features_hash",
+    "input_row",
+]
 # Said, not inferred: polars before 1.31 infers a CSV column of hashes above 2**63 as i64 and fails.
 HASH_AS_U64 = {"features_hash": pl.UInt64}
 
@@ -109,7 +116,9 @@ def test_parquet_file_glob_and_hive_directory(runner, model_dir, tmp_path, refer
         result = run(runner, model_dir, *inputs, "-o", out, "--columns", "all", "--batch-size", 512)
         assert result.exit_code == 0, result.output
         frame = pl.read_parquet(out)
-        assert "track_genre" in frame.columns and frame.columns[-5:] == SCORE_COLUMNS
+        assert (
+            "track_genre" in frame.columns and frame.columns[-len(SCORE_COLUMNS) :] == SCORE_COLUMNS
+        )
         check_scores(frame, reference, model_id)
 
 
@@ -225,6 +234,23 @@ def test_a_failed_write_names_the_table_that_failed(runner, model_dir, tmp_path)
     assert "scores_rejects" not in result.output  # no rows rejected: no such table
 
 
+def test_input_row_numbers_each_scored_row_as_the_rejects_number_theirs(
+    runner, model_dir, tmp_path
+):
+    source = bad_catalog(tmp_path, {5: {"danceability": "1.7"}, 1700: {"tempo": "n/a"}})
+    out = tmp_path / "scored.parquet"
+    result = run(runner, model_dir, source, "-o", out, "--batch-size", "300")
+    assert result.exit_code == 0, result.output
+    scored = pl.read_parquet(out)
+    rejects = pl.read_parquet(tmp_path / "scored.rejects.parquet")
+    assert rejects["row"].to_list() == [5, 1700]
+    expected = [n for n in range(1, 2001) if n not in (5, 1700)]
+    assert scored["input_row"].to_list() == expected
+    assert scored["track_id"].to_list() == [
+        pl.read_csv(TRACKS_2000)["track_id"][n - 1] for n in expected
+    ]
+
+
 def test_write_back_twice_keeps_rows_and_values(runner, model_dir, tracks_db, reference):
     def read():
         con = duckdb.connect(str(tracks_db), read_only=True)
@@ -240,7 +266,7 @@ def test_write_back_twice_keeps_rows_and_values(runner, model_dir, tracks_db, re
         outputs.append(read())
     first, second = outputs
     assert first.height == second.height == 2000
-    assert first.columns[-5:] == SCORE_COLUMNS
+    assert first.columns[-len(SCORE_COLUMNS) :] == SCORE_COLUMNS
     assert first["popularity_prob"].to_list() == second["popularity_prob"].to_list()
     assert first["popular"].to_list() == second["popular"].to_list()
     assert second["scored_at"].n_unique() == 1
