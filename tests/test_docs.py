@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from popbatch.batch.cli import COMMANDS
+
+from popbatch.cli.main import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
