@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -318,6 +318,7 @@ def explain(
     permutations: int = DEFAULT_PERMUTATIONS,
     seed: int = 0,
     threads: int | None = None,
+    progress: Callable[[str, int, int | None], None] | None = None,
 ) -> Explanations:
     """Explain the predictions of a few tracks: which features pushed each score up or down.
 
@@ -346,6 +347,9 @@ def explain(
         Refuse (InputError) to explain more tracks than this.
     permutations, seed
         Feature orders per track, and their seed (same call, same values).
+    progress
+        Called as ``progress("rows read", n, total_or_None)`` while the input is
+        read, then ``progress("tracks", done, tracks)`` while they are explained.
 
     Returns
     -------
@@ -404,7 +408,7 @@ def explain(
         if output is not None:
             sink = output if isinstance(output, Sink) else _open_output(output, into, key)
         scan = _scan(source, pre, space, link, batch_size, top, wanted, filt, max_rows,
-                     stored is None, seed)  # fmt: skip
+                     stored is None, seed, progress)  # fmt: skip
     except BaseException:
         if link is not None:
             link.close()
@@ -423,7 +427,8 @@ def explain(
         background = stored if stored is not None else scan["sample"]
         started = time.perf_counter()
         before = link.rows_evaluated
-        shap = permutation_shap(link, raw, background, permutations, seed)
+        explained_rows = None if progress is None else lambda d, n: progress("tracks", d, n)
+        shap = permutation_shap(link, raw, background, permutations, seed, explained_rows)
         seconds = time.perf_counter() - started
         result = Explanations(
             table=_long_table(
@@ -484,6 +489,7 @@ def _scan(
     max_rows: int,
     sample: bool,
     seed: int,
+    progress: Callable[[str, int, int | None], None] | None = None,
 ) -> dict[str, Any]:
     """Read the input once: choose the rows, count rejects, sample a background."""
     rng = np.random.default_rng(seed)
@@ -496,6 +502,8 @@ def _scan(
     for batch in source.batches(pre.read_columns, batch_size):
         prepared = pre.transform(batch, first_row=read + 1)
         read += prepared.rows
+        if progress is not None:
+            progress("rows read", read, source.total_rows)
         rejected += prepared.rows_rejected
         if prepared.rejects is not None and wanted_set and pre.key in pre.by_final:
             _note_rejected(prepared.rejects, pre, wanted_set, rejected_keys)
