@@ -281,8 +281,8 @@ def test_write_back_twice_keeps_rows_and_values(runner, model_dir, tracks_db, re
 # ---------------------------------------------------------------- rejects
 def test_rejects_file_and_summary_json(runner, model_dir, tmp_path):
     source = bad_catalog(tmp_path, {5: {"danceability": "1.7"}, 1700: {"tempo": "n/a"}})
-    out, summary = tmp_path / "s.parquet", tmp_path / "summary.json"
-    result = run(runner, model_dir, source, "-o", out, "--summary", summary, "--batch-size", 600)
+    out = tmp_path / "s.parquet"
+    result = run(runner, model_dir, source, "-o", out, "--json", "--batch-size", 600)
     assert result.exit_code == 0, result.output
     rejects = pl.read_parquet(tmp_path / "s.rejects.parquet")
     assert rejects["row"].to_list() == [5, 1700]
@@ -294,7 +294,7 @@ def test_rejects_file_and_summary_json(runner, model_dir, tmp_path):
     assert rejects["track_id"].to_list() == original["track_id"].gather([4, 1699]).to_list()
     assert rejects["danceability"][0] == "1.7" and rejects["tempo"][1] == "n/a"
     assert rejects["energy"][0] == original["energy"][4]
-    data = json.loads(summary.read_text())
+    data = json.loads(result.stdout)
     assert (data["rows_read"], data["rows_scored"], data["rows_rejected"]) == (2000, 1998, 2)
     assert data["rows_read"] == data["rows_scored"] + data["rows_rejected"]
     assert data["rejects"] == str(tmp_path / "s.rejects.parquet")
