@@ -64,8 +64,8 @@ class Progress:
     """A command's progress: :meth:`stage` lines, and counted work by calling it.
 
     ``progress("rows read", done, total_or_None)``: on a terminal a bar (one per
-    ``what``); in a log the first count of a ``what``, then one line at most every
-    :data:`LOG_SECONDS` and the last. ``quiet`` silences everything but warnings.
+    ``what``); in a log a count line every :data:`LOG_SECONDS`, so work shorter
+    than that adds nothing to the log. ``quiet`` silences everything but warnings.
     """
 
     LOG_SECONDS = 10.0
@@ -84,7 +84,7 @@ class Progress:
         self.started = time.perf_counter()
         self.bar: ProgressBar | None = None
         self.what: str | None = None
-        self.logged = 0.0
+        self.logged = self.started
 
     def stage(self, message: str) -> None:
         """``<command>: [  12.3 s] <message>`` (warnings are shown even when quiet)."""
@@ -107,7 +107,7 @@ class Progress:
             self.bar(done, total)
             return
         now = time.perf_counter()
-        if new or now - self.logged >= self.LOG_SECONDS or (total is not None and done >= total):
+        if now - self.logged >= self.LOG_SECONDS:
             self.logged = now
             of = f" of {total:,}" if total is not None else ""
             self.stage(f"{done:,}{of} {what}")
