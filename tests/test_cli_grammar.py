@@ -24,9 +24,11 @@ ONE_LINE_USAGE = re.compile(r"^Error: [^\n]+ \(see popbatch( [a-z ]+)? --help\)\
 def test_an_unknown_option_is_one_line_exit_2(runner, path):
     result = runner.invoke(cli, [*path, "--no-such-option"])
     assert result.exit_code == 2
-    assert result.output == (
-        f"Error: No such option '--no-such-option' (see popbatch {' '.join(path)} --help)\n"
-    )
+    # click's own words vary by release ("No such option: --x" in 8.2.0); the shape does not
+    assert re.fullmatch(
+        rf"Error: No such option:? '?--no-such-option'? \(see popbatch {' '.join(path)} --help\)\n",
+        result.output,
+    ), result.output
 
 
 @pytest.mark.parametrize(
