@@ -49,7 +49,7 @@ class LearnerParams:
     # The stack's design: which base learners feed the meta learner (models.stack.LEARNERS
     # order), whether it reads their probabilities or logits, and whether XGBoost reads the
     # genre as a target encoding (one column) instead of the one-hot block.
-    # Chosen by `popbatch train --cv 5x3` on the 10k sample (issue #13, README "Training").
+    # Chosen by `popbatch train --cv 5x3` on the 10k sample (docs/training.md).
     learners: tuple[str, ...] = ("logistic", "xgb")
     meta_input: str = "probability"
     genre_encoding: bool = True
