@@ -33,6 +33,7 @@ from popbatch.core.heads import HEADS, choose_heads
 from popbatch.core.scored import (
     BY_NAME,
     HASH_COLUMN,
+    INPUT_ROW_COLUMN,
     LABEL_COLUMN,
     MODEL_ID_COLUMN,
     PROBABILITY_COLUMN,
@@ -153,6 +154,7 @@ class BatchScorer:
             MODEL_ID_COLUMN: pa.repeat(self.model_id, n),
             SCORED_AT_COLUMN: pa.repeat(self.scored_at, n),
             HASH_COLUMN: pa.array(hashes, pa.uint64()),
+            INPUT_ROW_COLUMN: pa.array(prepared.input_rows, pa.int64()),
         }
         arrays = [
             *prepared.passthrough.columns,
@@ -232,7 +234,7 @@ def score_batches(
 
     Each output batch has the scored-table columns (the passthrough columns,
     ``popularity_prob``, ``popular``, ``model_id``, ``scored_at``,
-    ``features_hash``; as ``popbatch score`` writes them) and one more,
+    ``features_hash``, ``input_row``; as ``popbatch score`` writes them) and one more,
     ``rejected`` (:data:`REJECTED`): null on a scored row; on a rejected row a
     struct holding what the rejects output holds (``row``, ``reason`` and the
     row's input values as text), with the score columns null. So

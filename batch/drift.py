@@ -17,7 +17,7 @@ A feature the catalog lacks is reported as ``missing`` and is not drift
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,6 +299,7 @@ def check_drift(
     delimiter: str = ",",
     maps: Mapping[str, str] | None = None,
     fills: Mapping[str, str] | None = None,
+    progress: Callable[[str, int, int | None], None] | None = None,
 ) -> DriftReport:
     """Compare a catalog with the training statistics in ``manifest``.
 
@@ -310,7 +311,8 @@ def check_drift(
     ``manifest`` defaults to the embedded default model's; ``source`` is one
     or more paths, a glob or a directory, read as ``popbatch score`` reads them
     (``table``/``query`` for DuckDB, ``delimiter`` for CSV, ``maps`` and
-    ``fills`` as ``--map`` and ``--fill``).
+    ``fills`` as ``--map`` and ``--fill``). ``progress("rows read", n, None)`` is
+    called after each batch.
 
     Raises
     ------
@@ -328,8 +330,12 @@ def check_drift(
         manifest = read_manifest(default_model_dir())
     check = DriftCheck(manifest, thresholds, maps=maps, fills=fills)
     name = str(source) if isinstance(source, str | Path) else ", ".join(map(str, source))
+    rows = 0
     for batch in read_batches(source, table, batch_size, query=query, delimiter=delimiter):
         check.update(batch, name)
+        rows += len(batch)
+        if progress is not None:
+            progress("rows read", rows, None)
     report = check.report(name)
     if all(f.status == "missing" for f in report.features):
         names = ", ".join(f.feature for f in report.features)

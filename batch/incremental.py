@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from popbatch.core.scored import BY_NAME, HASH_COLUMN, MODEL_ID_COLUMN
+from popbatch.core.scored import BY_NAME, HASH_COLUMN, LATEST_FIRST, MODEL_ID_COLUMN
 from popbatch.core.sqlquote import quote_column, quote_string
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
@@ -216,7 +216,8 @@ def kept_rows_sql(
     stored: str, skipped: str, key_sql: str, model_id: str, rowids: bool = False
 ) -> str:
     """SELECT the stored rows to keep: for each skipped (key, features_hash), as many
-    stored rows of the current model as there were skipped input rows.
+    stored rows of the current model as there were skipped input rows, the latest
+    first (``LATEST_FIRST``: a deterministic choice among repeated rows).
 
     ``stored`` is a table or ``read_parquet(...)`` and ``skipped`` a
     ``read_parquet(...)`` of :class:`SkippedRows`. The result is the stored
@@ -227,8 +228,8 @@ def kept_rows_sql(
     return (
         f"WITH skipped AS (SELECT {key_sql} AS k, {HASH_COLUMN} AS h, count(*) AS n "
         f"FROM {skipped} GROUP BY ALL), "
-        f"stored AS (SELECT {rowid}*, row_number() OVER (PARTITION BY {key_sql}, {HASH_COLUMN}) "
-        f"AS popbatch_copy FROM {stored} "
+        f"stored AS (SELECT {rowid}*, row_number() OVER (PARTITION BY {key_sql}, {HASH_COLUMN} "
+        f"ORDER BY {LATEST_FIRST}) AS popbatch_copy FROM {stored} "
         f"WHERE {MODEL_ID_COLUMN} = {quote_string(model_id)}) "
         f"SELECT {select} FROM stored JOIN skipped "
         f"ON stored.{key_sql} = skipped.k AND stored.{HASH_COLUMN} = skipped.h "

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pyarrow as pa
+from popbatch.batch.duckdb_arrow import arrow_reader
 from popbatch.batch.incremental import HASH_COLUMN, CarryOver, SkippedRows, UpToDate
 from popbatch.batch.lock import connect_duckdb
 from popbatch.batch.sinks import (
@@ -111,10 +112,13 @@ def _duckdb_lookup(
         if columns != schema.names:
             return None
         model = quote_string(model_id)
-        reader = con.sql(
-            f"SELECT {quote_column(key)}, {HASH_COLUMN} FROM {sink.table_sql} "
-            f"WHERE {MODEL_ID_COLUMN} = {model}"
-        ).to_arrow_reader(1 << 16)
+        reader = arrow_reader(
+            con.sql(
+                f"SELECT {quote_column(key)}, {HASH_COLUMN} FROM {sink.table_sql} "
+                f"WHERE {MODEL_ID_COLUMN} = {model}"
+            ),
+            1 << 16,
+        )
         return UpToDate.from_batches(reader, key)
     except duckdb.Error as exc:
         raise OutputError(

@@ -110,6 +110,9 @@ class Prepared:
     genre_positions
         For each valid row, the feature position of its genre's one-hot
         column; None without a genre vocabulary.
+    input_rows
+        For each valid row, its row number in the input (from 1, as ``row`` in
+        the rejects).
     """
 
     features: np.ndarray
@@ -119,6 +122,7 @@ class Prepared:
     genre_other: int = 0
     buffer: FeatureBuffer | None = None
     genre_positions: np.ndarray | None = None
+    input_rows: np.ndarray | None = None
 
     @property
     def rows_rejected(self) -> int:
@@ -380,8 +384,8 @@ class Preprocessor:
     ) -> Prepared:
         self._require_bound()
         n = batch.num_rows
-        renamed = batch.select([self.by_final[c] for c in self.feature_columns]).rename_columns(
-            self.feature_columns
+        renamed = _renamed(
+            batch, [self.by_final[c] for c in self.feature_columns], self.feature_columns
         )
         frame = pl.from_arrow(_plain_numbers(renamed, self._text_numeric))
         if frame.width == 0:  # every model input comes from --fill
@@ -415,13 +419,14 @@ class Preprocessor:
         genre_other = 0
         if genre_positions is not None:
             genre_other = int((genre_positions == self.other_position).sum())
-        return Prepared(features, passthrough, rejects, n, genre_other, buffer, genre_positions)
+        rows = first_row + (np.flatnonzero(~bad) if n_bad else np.arange(n))
+        return Prepared(
+            features, passthrough, rejects, n, genre_other, buffer, genre_positions, rows
+        )
 
     def passthrough_of(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """The batch's passthrough columns under their output names (every row)."""
-        return batch.select([self.by_final[c] for c in self.passthrough]).rename_columns(
-            self.passthrough
-        )
+        return _renamed(batch, [self.by_final[c] for c in self.passthrough], self.passthrough)
 
     def _parsed(self, frame: pl.DataFrame, spec: NumericInput) -> pl.Expr:
         """A Float64 expression for one model input (null where it is not a number)."""
@@ -536,16 +541,24 @@ def _plain_numbers(batch: pa.RecordBatch, columns: set[str]) -> pa.RecordBatch:
     polars' strip-and-cast); a column with anything else ("12 ", "n/a") is left
     as text for the polars path, which finds the bad rows and their reasons.
     """
+    arrays = batch.columns
+    cast = False
     for index, column in enumerate(batch.schema):
         if column.name in columns and (
             pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
         ):
             try:
-                numbers = pc.cast(batch.column(index), pa.float64())
+                arrays[index] = pc.cast(arrays[index], pa.float64())
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 continue
-            batch = batch.set_column(index, column.name, numbers)
-    return batch
+            cast = True
+    # from_arrays, not RecordBatch.set_column: pyarrow before 16 has no set_column.
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names) if cast else batch
+
+
+def _renamed(batch: pa.RecordBatch, columns: Sequence[str], names: Sequence[str]) -> pa.RecordBatch:
+    """``batch``'s ``columns`` under ``names`` (select + rename, on pyarrow before 16 too)."""
+    return pa.RecordBatch.from_arrays([batch.column(c) for c in columns], names=list(names))
 
 
 def _valid(expr: pl.Expr, spec: NumericInput) -> pl.Expr:

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from popbatch.batch.duckdb_arrow import arrow_reader
 from popbatch.batch.incremental import CarryOver
 from popbatch.batch.lock import connect_duckdb, quiet
 from popbatch.batch.sources import DUCKDB_SUFFIXES
@@ -37,7 +38,9 @@ from popbatch.core import WRITE_MODES, files
 from popbatch.core.errors import InputError, OutputError, PopbatchError, one_line
 from popbatch.core.scored import (
     ALL_HEAD_COLUMNS,
+    BY_NAME,
     HASH_COLUMN,
+    INPUT_ROW_COLUMN,
     SCORE_FIELDS,
     SQL_TYPES,
     is_rejects_table,
@@ -169,9 +172,11 @@ class FileSink(Sink):
         query = self.carry_over.sql(f"read_parquet({quote_string(str(self.path))})")
         try:
             with quiet(duckdb.connect()) as con:
-                for batch in con.sql(query).to_arrow_reader(65536):
+                for batch in arrow_reader(con.sql(query), 65536):
                     if batch.num_rows:
-                        self._write_batch(batch.cast(self.schema))
+                        self._write_batch(
+                            pa.Table.from_batches([batch]).cast(self.schema).to_batches()[0]
+                        )
                         self.carry_over.kept += batch.num_rows
         except duckdb.Error as exc:
             raise OutputError(
@@ -203,7 +208,8 @@ class ParquetSink(FileSink):
     """A zstd-compressed Parquet file, written incrementally (one row group per batch).
 
     ``unique`` names columns whose values are (nearly) all different, such as
-    the key: they skip dictionary encoding, as do floats and ``features_hash``.
+    the key: they skip dictionary encoding, as do floats, ``features_hash`` and
+    ``input_row``.
     Trying a dictionary on a unique key and then falling back made writing 2.6x
     slower (65,536-row batches of key + scores: 3.2M -> 8.4M rows/s, 11 -> 8 MB);
     on the hash it cost 30% of the writer's CPU and 10% more bytes (1M rows).
@@ -217,7 +223,7 @@ class ParquetSink(FileSink):
         self.unique = set(unique)
 
     def _open_writer(self) -> None:
-        unique = self.unique | {HASH_COLUMN}
+        unique = self.unique | {HASH_COLUMN, INPUT_ROW_COLUMN}
         dictionary = [
             f.name for f in self.schema if f.name not in unique and not pa.types.is_floating(f.type)
         ]
@@ -430,20 +436,7 @@ class DuckDBSink(Sink):
             )
             self.rows_written = _count(con, self.table_sql)
             return
-        # A table written before a score column existed (features_hash, a later head's
-        # columns) gains it, typed as popbatch.core.scored says (NULL for old rows).
-        for name, sql_type in SQL_TYPES.items():
-            if name in self.schema.names:
-                con.execute(
-                    f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS "
-                    f"{quote_column(name)} {sql_type}"
-                )
-        for column in ALL_HEAD_COLUMNS:  # a table scored before these heads
-            if column.name in self.schema.names:
-                con.execute(
-                    f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS "
-                    f"{quote_column(column.name)} {column.sql_type}"
-                )
+        self._add_missing_columns(con)
         if self.mode == "upsert":
             key = quote_column(self.key)
             con.execute(
@@ -455,6 +448,28 @@ class DuckDBSink(Sink):
             f"INSERT INTO {self.table_sql} BY NAME " + self._source(dedupe=self.mode == "upsert")
         )
         self.rows_written = _count(con, self.table_sql) - before
+
+    def _add_missing_columns(self, con) -> None:
+        """Give the existing table the columns this run writes and it lacks (NULL in
+        its old rows): a score or head column added to popbatch since it was written,
+        typed as popbatch.core.scored says; a pass-through column an earlier run did
+        not write (it ran without ``--columns all``), typed as this run's rows are.
+        """
+        present = {row[0].lower() for row in con.execute(f"DESCRIBE {self.table_sql}").fetchall()}
+        staged = quote_string(str(self.stage.tmp))
+        types = dict(
+            con.execute(
+                "SELECT column_name, column_type FROM "
+                f"(DESCRIBE SELECT * FROM read_parquet({staged}))"
+            ).fetchall()
+        )
+        for name in self.schema.names:
+            if name.lower() not in present:
+                sql_type = BY_NAME[name].sql_type if name in BY_NAME else types[name]
+                con.execute(
+                    f"ALTER TABLE {self.table_sql} ADD COLUMN IF NOT EXISTS "
+                    f"{quote_column(name)} {sql_type}"
+                )
 
 
 class DuckDBWriteBack(DuckDBSink):
@@ -691,15 +706,18 @@ def _commit_duckdb(
         ) from None
     try:
         con.begin()
+        failing: Sequence[DuckDBSink] = sinks
         for sink in sinks:
+            failing = [sink]  # name the table that failed, not one that was never made
             sink.apply(con)
+        failing = sinks
         if in_transaction is not None:
             in_transaction(con)
         con.commit()
     except duckdb.Error as exc:
         with contextlib.suppress(duckdb.Error):
             con.rollback()
-        names = ", ".join(s.table for s in sinks)
+        names = ", ".join(s.table for s in failing)
         raise OutputError(
             f"{path}: writing {names} failed ({one_line(exc)}); the database is unchanged"
         ) from None

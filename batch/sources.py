@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
+from popbatch.batch.duckdb_arrow import arrow_reader
 
 from popbatch.core import DEFAULT_BATCH_SIZE
 from popbatch.core.errors import InputError, one_line
@@ -486,9 +487,9 @@ class DuckDBSource(Source):
 
         select = ", ".join(quote_column(c) for c in columns) if columns is not None else "*"
         try:
-            reader = self.con.sql(
-                f"SELECT {select} FROM {self.relation_sql} AS source"
-            ).to_arrow_reader(batch_size)
+            reader = arrow_reader(
+                self.con.sql(f"SELECT {select} FROM {self.relation_sql} AS source"), batch_size
+            )
             yield from _rows_at_most(iter(reader), batch_size)
         except duckdb.Error as exc:
             raise InputError(f"{self.name}: reading failed ({one_line(exc)})") from None

@@ -31,6 +31,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from popbatch.batch.duckdb_arrow import arrow_reader
 from popbatch.batch.lock import connect_duckdb, quiet
 
 from popbatch.core.errors import InputError, one_line
@@ -395,12 +396,26 @@ def _has_position(exc: duckdb.Error) -> bool:
     return '"position":' in str(exc)
 
 
+# The views `popbatch sql` makes from an option: a query naming one without the
+# option gets this hint, not DuckDB's guess at a system table ("pg_description").
+VIEW_OPTIONS = {
+    SCORED_VIEW: "--scored FILE (the Parquet or CSV output of popbatch score, or a glob)",
+    EXPLANATIONS_VIEW: "--explanations FILE (the output of popbatch explain)",
+    RUNS_VIEW: "--runs RUNS_JSONL (the run log beside an output)",
+}
+_MISSING_TABLE = re.compile(r"Table with name (\w+) does not exist", re.IGNORECASE)
+
+
 def sql_error(exc: BaseException, sql: str | None = None) -> InputError:
     """The InputError to raise for a DuckDB error met while running ``sql``."""
     if "read-only mode" in str(exc):
         return InputError(
             f"{error_text(exc)}; the database is opened read-only, pass --write to change it"
         )
+    missing = _MISSING_TABLE.search(str(exc))
+    if missing and missing.group(1).lower() in VIEW_OPTIONS:
+        view = missing.group(1).lower()
+        return InputError(f"SQL error: there is no table {view}; pass {VIEW_OPTIONS[view]}")
     return InputError(f"SQL error: {error_text(exc, sql)}")
 
 
@@ -423,7 +438,7 @@ def record_batches(
     if result is None:
         return pa.schema([]), iter(())
     try:
-        reader = result.to_arrow_reader(batch_size)
+        reader = arrow_reader(result, batch_size)
     except duckdb.Error as exc:
         raise sql_error(exc, sql) from None
 

@@ -128,6 +128,7 @@ class StreamingRun:
             keep = ~skip
             prepared.features = np.ascontiguousarray(prepared.features[keep])
             prepared.passthrough = prepared.passthrough.filter(pa.array(keep))
+            prepared.input_rows = prepared.input_rows[keep]
             hashes = hashes[keep]
         return hashes, skipped
 

@@ -35,7 +35,13 @@ from popbatch.batch.sources import ParquetSource
 
 from popbatch.core import DEFAULT_BATCH_SIZE
 from popbatch.core.bundle import ModelBundle, load_model
-from popbatch.core.scored import HASH_COLUMN, MODEL_ID_COLUMN, SCORED_AT_COLUMN, scored_schema
+from popbatch.core.scored import (
+    HASH_COLUMN,
+    INPUT_ROW_COLUMN,
+    MODEL_ID_COLUMN,
+    SCORED_AT_COLUMN,
+    scored_schema,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import QUICK_HELP
@@ -58,11 +64,11 @@ def output_schema(bundle: ModelBundle, key: pa.Field, heads: str | None = None) 
 
 
 def dictionary_columns(schema: pa.Schema, key: str) -> list[str]:
-    """Columns ParquetSink dictionary-encodes: not the key, the hash or a float."""
+    """Columns ParquetSink dictionary-encodes: not the key, the hash, input_row or a float."""
     return [
         f.name
         for f in schema
-        if f.name not in (key, HASH_COLUMN) and not pa.types.is_floating(f.type)
+        if f.name not in (key, HASH_COLUMN, INPUT_ROW_COLUMN) and not pa.types.is_floating(f.type)
     ]
 
 

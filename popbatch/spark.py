@@ -177,7 +177,10 @@ def score_dataframe(
 
 def _arrow_schema(df: DataFrame) -> pa.Schema:
     """The Arrow schema of the batches ``mapInArrow`` hands a partition of ``df``."""
-    return to_arrow_schema(df.schema, timezone="UTC")
+    try:
+        return to_arrow_schema(df.schema, timezone="UTC")
+    except TypeError:  # pyspark 3.5 has no timezone argument: its timestamps are UTC already
+        return to_arrow_schema(df.schema)
 
 
 def _spark_arrow(schema: pa.Schema) -> pa.Schema:

@@ -16,6 +16,8 @@
 -- report reads; `--mode upsert` keeps one row per key by updating it.
 -- popularity_pred, genre_pred and genre_prob are written for the model heads a
 -- run scores (popbatch score --heads) and are NULL in rows scored without them.
+-- The latest row of a key is the one with the latest scored_at and, within a
+-- run, the highest input_row (the row read last, as --mode upsert keeps it).
 CREATE TABLE IF NOT EXISTS {table} (
     {key} VARCHAR NOT NULL,          -- catalog key, default track_id
     popularity_prob DOUBLE NOT NULL, -- P(popular) from the model, in [0, 1]
@@ -23,6 +25,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     model_id VARCHAR NOT NULL,       -- the model's identity (popbatch model info)
     scored_at TIMESTAMP NOT NULL,    -- UTC time of the run that wrote it
     features_hash UBIGINT,           -- hash of the model inputs (--incremental)
+    input_row BIGINT,                -- row number in the run's input, from 1: of a key's rows, the last read wins
     popularity_pred DOUBLE,          -- popularity head: prediction, 0-100
     genre_pred VARCHAR,              -- genre head: predicted genre
     genre_prob DOUBLE                -- genre head: its probability

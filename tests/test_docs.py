@@ -16,9 +16,10 @@ README = ROOT / "README.md"
 README_LIMIT = 15_000
 # The README opens with exactly these (the second is what CI runs, .ci/run).
 FIRST_COMMANDS = [
-    "python3 -m venv .venv && .venv/bin/pip install -q . && "
+    "python3 -m venv .venv && .venv/bin/pip install -q -c constraints.txt . && "
     ".venv/bin/popbatch score batch/sample/catalog.csv -o scored.parquet",
-    "python3 -m venv .venv && .venv/bin/pip install -q -e '.[train,test,app,spark]' && "
+    "python3 -m venv .venv && "
+    ".venv/bin/pip install -q -c constraints.txt -e '.[train,test,app,spark]' && "
     ".venv/bin/python -m pytest -q",
 ]
 

@@ -127,9 +127,9 @@ def catalog(tmp_path) -> Path:
 
 
 def drift_json(runner, args: list[str]) -> tuple[int, dict]:
-    result = runner.invoke(cli, ["drift", *args, "--format", "json"])
+    result = runner.invoke(cli, ["drift", *args, "--json"])
     assert result.exit_code in (0, EXIT_DRIFT), result.output
-    return result.exit_code, json.loads(result.output)
+    return result.exit_code, json.loads(result.stdout)
 
 
 def test_catalog_drawn_from_training_data_has_no_drift(runner, catalog, model_dir):

@@ -26,7 +26,15 @@ from tests.conftest import FORMAT1_MODEL, TRACKS_2000
 
 TINY = ["--epochs", "2", "--folds", "2", "--rf-trees", "3", "--rf-depth", "3",
         "--xgb-rounds", "5", "--xgb-depth", "2"]  # fmt: skip
-LABEL_COLUMNS = ["track_id", "popularity_prob", "popular", "model_id", "scored_at", "features_hash"]
+LABEL_COLUMNS = [
+    "track_id",
+    "popularity_prob",
+    "popular",
+    "model_id",
+    "scored_at",
+    "features_hash",
+    "input_row",
+]
 HEAD_COLUMNS = ["popularity_pred", "genre_pred", "genre_prob"]
 
 

@@ -56,10 +56,9 @@ def run(runner, model_dir, *args):
 
 
 def summary_of(runner, model_dir, tmp_path, *args) -> dict:
-    path = tmp_path / "summary.json"
-    result = run(runner, model_dir, *args, "--summary", path)
+    result = run(runner, model_dir, *args, "--json")
     assert result.exit_code == 0, result.output
-    return json.loads(path.read_text())
+    return json.loads(result.stdout)
 
 
 def by_index(frame: pl.DataFrame) -> pl.DataFrame:

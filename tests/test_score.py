@@ -29,7 +29,16 @@ from popbatch.batch.sources import CsvSource
 from popbatch.cli.main import cli
 
 SAMPLE = Path(__file__).resolve().parents[1] / "batch" / "sample" / "catalog.csv"
-SCORE_COLUMNS = ["popularity_prob", "popular", "model_id", "scored_at", "features_hash"]
+SCORE_COLUMNS = [
+    "popularity_prob",
+    "popular",
+    "model_id",
+    "scored_at",
+    "features_hash",
+    "input_row",
+]
+# Said, not inferred: polars before 1.31 infers a CSV column of hashes above 2**63 as i64 and fails.
+HASH_AS_U64 = {"features_hash": pl.UInt64}
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +117,9 @@ def test_parquet_file_glob_and_hive_directory(runner, model_dir, tmp_path, refer
         result = run(runner, model_dir, *inputs, "-o", out, "--columns", "all", "--batch-size", 512)
         assert result.exit_code == 0, result.output
         frame = pl.read_parquet(out)
-        assert "track_genre" in frame.columns and frame.columns[-5:] == SCORE_COLUMNS
+        assert (
+            "track_genre" in frame.columns and frame.columns[-len(SCORE_COLUMNS) :] == SCORE_COLUMNS
+        )
         check_scores(frame, reference, model_id)
 
 
@@ -129,7 +140,7 @@ def test_title_case_file_scores_through_normalisation(runner, model_dir, tmp_pat
     out = tmp_path / "small.csv"
     result = run(runner, model_dir, SMALL_TITLE_CASE, "-o", out, "--fill", "time_signature=4")
     assert result.exit_code == 0, result.output
-    frame = pl.read_csv(out)
+    frame = pl.read_csv(out, schema_overrides=HASH_AS_U64)
     assert frame.columns == ["track_id", *SCORE_COLUMNS]
     assert frame.height == 227 and frame["popularity_prob"].is_between(0, 1).all()
     assert frame["track_id"].to_list() == pl.read_csv(SMALL_TITLE_CASE)["Track ID"].to_list()
@@ -140,7 +151,7 @@ def test_csv_output_matches_parquet_output(runner, model_dir, tmp_path):
     for name in ("a.csv", "a.parquet"):
         result = run(runner, model_dir, TRACKS_2000, "-o", tmp_path / name, "-q")
         assert result.exit_code == 0 and result.output == ""
-    csv = pl.read_csv(tmp_path / "a.csv")
+    csv = pl.read_csv(tmp_path / "a.csv", schema_overrides=HASH_AS_U64)
     parquet = pl.read_parquet(tmp_path / "a.parquet")
     assert csv["track_id"].to_list() == parquet["track_id"].to_list()
     np.testing.assert_allclose(csv["popularity_prob"], parquet["popularity_prob"], rtol=1e-12)
@@ -178,6 +189,69 @@ def test_duckdb_into_replace_append_upsert(runner, model_dir, tmp_path, tracks_d
     np.testing.assert_array_equal(check["popularity_prob"].to_numpy(), expected)
 
 
+@pytest.mark.parametrize("mode", ["upsert", "append"])
+def test_columns_all_into_a_table_an_earlier_run_wrote_with_the_key_only(
+    runner, model_dir, tmp_path, mode
+):
+    """The pass-through columns the earlier run did not write are added, typed as in
+    the input; rows written before hold NULL there (append) or are replaced (upsert)."""
+    target = tmp_path / "catalog.duckdb"
+    into = [TRACKS_2000, "-o", target, "--into", "scores", "--mode", mode]
+    first = run(runner, model_dir, *into)
+    assert first.exit_code == 0, first.output
+    second = run(runner, model_dir, *into, "--columns", "all")
+    assert second.exit_code == 0, second.output
+    con = duckdb.connect(str(target), read_only=True)
+    try:
+        types = dict(
+            con.execute("SELECT column_name, column_type FROM (DESCRIBE scores)").fetchall()
+        )
+        frame = con.sql("SELECT * FROM scores").pl()
+    finally:
+        con.close()
+    header = pl.read_csv(TRACKS_2000, n_rows=0).columns
+    assert len(types) == len(header) + len(SCORE_COLUMNS)  # the test model has no heads
+    assert (types["track_name"], types["unnamed_0"], types["danceability"]) == (
+        "VARCHAR",
+        "BIGINT",
+        "DOUBLE",
+    )
+    if mode == "upsert":
+        assert (
+            frame.height == frame["track_id"].n_unique() and frame["track_name"].null_count() == 0
+        )
+    else:
+        assert frame.height == 4000 and frame["track_name"].null_count() == 2000
+
+
+def test_a_failed_write_names_the_table_that_failed(runner, model_dir, tmp_path):
+    target = tmp_path / "catalog.duckdb"
+    with duckdb.connect(str(target)) as con:
+        con.execute("CREATE TABLE scores (track_id VARCHAR, track_name INTEGER)")
+    into = ["-o", target, "--into", "scores", "--mode", "append", "--columns", "all"]
+    result = run(runner, model_dir, TRACKS_2000, *into)
+    assert result.exit_code == 1
+    assert "writing scores failed (Conversion Error" in result.output
+    assert "scores_rejects" not in result.output  # no rows rejected: no such table
+
+
+def test_input_row_numbers_each_scored_row_as_the_rejects_number_theirs(
+    runner, model_dir, tmp_path
+):
+    source = bad_catalog(tmp_path, {5: {"danceability": "1.7"}, 1700: {"tempo": "n/a"}})
+    out = tmp_path / "scored.parquet"
+    result = run(runner, model_dir, source, "-o", out, "--batch-size", "300")
+    assert result.exit_code == 0, result.output
+    scored = pl.read_parquet(out)
+    rejects = pl.read_parquet(tmp_path / "scored.rejects.parquet")
+    assert rejects["row"].to_list() == [5, 1700]
+    expected = [n for n in range(1, 2001) if n not in (5, 1700)]
+    assert scored["input_row"].to_list() == expected
+    assert scored["track_id"].to_list() == [
+        pl.read_csv(TRACKS_2000)["track_id"][n - 1] for n in expected
+    ]
+
+
 def test_write_back_twice_keeps_rows_and_values(runner, model_dir, tracks_db, reference):
     def read():
         con = duckdb.connect(str(tracks_db), read_only=True)
@@ -193,7 +267,7 @@ def test_write_back_twice_keeps_rows_and_values(runner, model_dir, tracks_db, re
         outputs.append(read())
     first, second = outputs
     assert first.height == second.height == 2000
-    assert first.columns[-5:] == SCORE_COLUMNS
+    assert first.columns[-len(SCORE_COLUMNS) :] == SCORE_COLUMNS
     assert first["popularity_prob"].to_list() == second["popularity_prob"].to_list()
     assert first["popular"].to_list() == second["popular"].to_list()
     assert second["scored_at"].n_unique() == 1
@@ -207,8 +281,8 @@ def test_write_back_twice_keeps_rows_and_values(runner, model_dir, tracks_db, re
 # ---------------------------------------------------------------- rejects
 def test_rejects_file_and_summary_json(runner, model_dir, tmp_path):
     source = bad_catalog(tmp_path, {5: {"danceability": "1.7"}, 1700: {"tempo": "n/a"}})
-    out, summary = tmp_path / "s.parquet", tmp_path / "summary.json"
-    result = run(runner, model_dir, source, "-o", out, "--summary", summary, "--batch-size", 600)
+    out = tmp_path / "s.parquet"
+    result = run(runner, model_dir, source, "-o", out, "--json", "--batch-size", 600)
     assert result.exit_code == 0, result.output
     rejects = pl.read_parquet(tmp_path / "s.rejects.parquet")
     assert rejects["row"].to_list() == [5, 1700]
@@ -220,7 +294,7 @@ def test_rejects_file_and_summary_json(runner, model_dir, tmp_path):
     assert rejects["track_id"].to_list() == original["track_id"].gather([4, 1699]).to_list()
     assert rejects["danceability"][0] == "1.7" and rejects["tempo"][1] == "n/a"
     assert rejects["energy"][0] == original["energy"][4]
-    data = json.loads(summary.read_text())
+    data = json.loads(result.stdout)
     assert (data["rows_read"], data["rows_scored"], data["rows_rejected"]) == (2000, 1998, 2)
     assert data["rows_read"] == data["rows_scored"] + data["rows_rejected"]
     assert data["rejects"] == str(tmp_path / "s.rejects.parquet")

@@ -29,7 +29,7 @@ def batch(keys, prob=0.5):
     return pa.RecordBatch.from_arrays(
         [pa.array(keys), pa.array([prob] * n), pa.array([prob >= 0.5] * n),
          pa.array(["m"] * n), pa.array([at] * n, pa.timestamp("us")),
-         pa.array(range(n), pa.uint64())],
+         pa.array(range(n), pa.uint64()), pa.array(range(1, n + 1), pa.int64())],
         schema=SCHEMA,
     )  # fmt: skip
 
@@ -54,7 +54,7 @@ def test_file_sinks_commit_by_rename(tmp_path):
     commit_all(sinks)
     assert pq.read_table(tmp_path / "s.parquet").num_rows == 2
     assert (tmp_path / "s.csv").read_text().splitlines()[0] == (
-        '"track_id","popularity_prob","popular","model_id","scored_at","features_hash"'
+        '"track_id","popularity_prob","popular","model_id","scored_at","features_hash","input_row"'
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "s.parquet"]
 
@@ -142,5 +142,5 @@ def test_parquet_sink_skips_dictionaries_only_where_values_are_all_different(tmp
     }
     assert dictionary == {
         "track_id": False, "popularity_prob": False, "popular": False,  # plain bits
-        "model_id": True, "scored_at": True, "features_hash": False,
+        "model_id": True, "scored_at": True, "features_hash": False, "input_row": False,
     }  # fmt: skip

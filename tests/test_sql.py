@@ -479,6 +479,7 @@ def test_scored_table_ddl_quotes_validated_names(tmp_path):
         ("model_id", "VARCHAR"),
         ("scored_at", "TIMESTAMP"),
         ("features_hash", "UBIGINT"),
+        ("input_row", "BIGINT"),
         ("popularity_pred", "DOUBLE"),
         ("genre_pred", "VARCHAR"),
         ("genre_prob", "DOUBLE"),
@@ -673,3 +674,98 @@ def test_popularity_outliers_without_the_actual_column_is_empty(runner, tmp_path
     path = scored_with_heads(tmp_path, columns="key")
     rows = run_json(runner, ["--scored", str(path), "--report", "popularity_outliers"])
     assert rows == []
+
+
+# ------------------------------------------- the latest row of a repeated key
+REPEATED = 300
+
+
+@pytest.fixture(params=["in read order", "read last first"])
+def repeated_keys(request, tmp_path) -> Path:
+    """One run that read every key twice: first as 'first' (not popular), then as 'last'
+    (popular). scored_at is equal in one run and the file's order is either way, so
+    only input_row tells which row was read last."""
+    keys = [f"k{i:04d}" for i in range(REPEATED)]
+
+    def rows(genre: str, prob: float, first_input_row: int) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "track_id": keys,
+                "track_name": [f"{genre} {k}" for k in keys],
+                "artists": "someone",
+                "track_genre": genre,
+                "popularity": 0.0,
+                "popularity_prob": prob,
+                "popular": prob >= 0.5,
+                "model_id": MODEL_A,
+                "scored_at": RUN_3,
+                "input_row": pl.int_range(first_input_row, first_input_row + REPEATED, eager=True),
+                "popularity_pred": prob * 100,
+                "genre_pred": "jazz",
+                "genre_prob": prob,
+            }
+        )
+
+    path = tmp_path / "repeated.parquet"
+    both = [rows("first", 0.1, 1), rows("last", 0.9, REPEATED + 1)]
+    if request.param == "read last first":
+        both.reverse()
+    pl.concat(both).write_parquet(path)
+    return path
+
+
+LATEST_ROW_CHECKS = {
+    "popular_by_genre": (
+        [],
+        lambda rows: (
+            [(r["genre"], r["tracks"], r["popular"]) for r in rows]
+            == [("last", REPEATED, REPEATED)]
+        ),
+    ),
+    "top_predicted": (
+        [f"limit={REPEATED}"],
+        lambda rows: (
+            len(rows) == REPEATED
+            and {(r["track_name"].split()[0], r["popularity_prob"]) for r in rows}
+            == {("last", 0.9)}
+        ),
+    ),
+    "score_distribution": ([], lambda rows: [r["tracks"] for r in rows] == [0] * 9 + [REPEATED]),
+    "popularity_outliers": (
+        [f"limit={REPEATED}", "actual=popularity"],
+        lambda rows: len(rows) == REPEATED and {r["predicted"] for r in rows} == {90.0},
+    ),
+    "genre_mismatch": (  # a key's genres are all its rows' (one per genre), the rest the last's
+        [f"limit={REPEATED}"],
+        lambda rows: (
+            len(rows) == REPEATED
+            and {(r["track_name"].split()[0], r["genre_prob"], r["catalog_genres"]) for r in rows}
+            == {("last", 0.9, "first, last")}
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LATEST_ROW_CHECKS))
+def test_every_report_takes_the_row_read_last_of_a_repeated_key(runner, repeated_keys, name):
+    params, check = LATEST_ROW_CHECKS[name]
+    args = ["--scored", str(repeated_keys), "--report", name]
+    rows = run_json(runner, [*args, *(a for p in params for a in ("--param", p))])
+    assert check(rows), rows[:3]
+
+
+def test_label_changes_compares_runs_not_two_rows_of_one_run(runner, repeated_keys, tmp_path):
+    """Two rows of a key in one run are not a label change; against an earlier run,
+    the run's row read last is the one compared."""
+    assert run_json(runner, ["--scored", str(repeated_keys), "--report", "label_changes"]) == []
+    earlier = tmp_path / "earlier.parquet"
+    pl.read_parquet(repeated_keys).filter(pl.col("track_genre") == "last").with_columns(
+        popularity_prob=pl.lit(0.2), popular=pl.lit(False), scored_at=pl.lit(RUN_1)
+    ).write_parquet(earlier)
+    scored = str(tmp_path / "*.parquet")
+    args = ["--scored", scored, "--report", "label_changes", "--param", f"limit={REPEATED}"]
+    changes = run_json(runner, args)
+    assert len(changes) == REPEATED
+    assert {(r["previous_popular"], r["popular"], r["popularity_prob"]) for r in changes} == {
+        (False, True, 0.9)
+    }

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,8 @@ from popbatch.core.features import normalize_column_name
 
 __all__ = ["Explanations", "explain"]
 
+#: ``progress(what, done, total_or_None)``, e.g. ("rows read", 65536, None).
+Progress = Callable[[str, int, int | None], None]
 DEFAULT_TOP = 20
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_PERMUTATIONS = 16
@@ -306,6 +308,7 @@ def explain(
     permutations: int = DEFAULT_PERMUTATIONS,
     seed: int = 0,
     threads: int | None = None,
+    progress: Progress | None = None,
 ) -> Explanations:
     """Explain the predictions of a few tracks: which features pushed each score up or down.
 
@@ -337,6 +340,9 @@ def explain(
         Refuse (InputError) to explain more tracks than this.
     permutations, seed
         Feature orders per track, and their seed (same call, same values).
+    progress
+        Called as ``progress("rows read", n, total_or_None)`` while the input is
+        read, then ``progress("tracks", done, tracks)`` while they are explained.
 
     Returns
     -------
@@ -361,13 +367,13 @@ def explain(
     scan, link, sink = _select_rows(
         source, bundle, explained, space, key, where=where, maps=maps, fills=fills,
         output=output, into=into, threads=threads, batch_size=batch_size, top=top,
-        wanted=wanted, max_rows=max_rows, sample=stored is None, seed=seed,
+        wanted=wanted, max_rows=max_rows, sample=stored is None, seed=seed, progress=progress,
     )  # fmt: skip
     try:
         result = _explain_selected(
             scan, link, space, explained, bundle, key, stored, source.name,
             top=top, wanted=wanted, where=where, max_rows=max_rows,
-            permutations=permutations, seed=seed,
+            permutations=permutations, seed=seed, progress=progress,
         )  # fmt: skip
     finally:
         link.close()
@@ -449,6 +455,7 @@ def _select_rows(
     max_rows: int,
     sample: bool,
     seed: int,
+    progress: Progress | None = None,
 ) -> tuple[dict[str, Any], LinkModel, Sink | None]:
     """Read the input once, as ``popbatch score`` does, keeping the rows to explain (and a
     background sample when ``sample``). Returns the scan (see :func:`_scan`), the head on
@@ -473,7 +480,7 @@ def _select_rows(
         if output is not None:
             sink = output  # a Sink: explain() opened it
         scan = _scan(source, pre, space, link, batch_size, top, wanted, filt, max_rows,
-                     sample, seed)  # fmt: skip
+                     sample, seed, progress)  # fmt: skip
     except BaseException:
         if link is not None:
             link.close()
@@ -501,6 +508,7 @@ def _explain_selected(
     max_rows: int,
     permutations: int,
     seed: int,
+    progress: Progress | None = None,
 ) -> Explanations:
     """Estimate the Shapley contributions of the selected rows against the stored
     background (or the input's sample). Returns the explanations; raises InputError when
@@ -514,7 +522,8 @@ def _explain_selected(
     background = stored if stored is not None else scan["sample"]
     started = time.perf_counter()
     before = link.rows_evaluated
-    shap = permutation_shap(link, raw, background, permutations, seed)
+    tracks = None if progress is None else lambda done, n: progress("tracks", done, n)
+    shap = permutation_shap(link, raw, background, permutations, seed, tracks)
     seconds = time.perf_counter() - started
     origin = "model" if stored is not None else "input sample"
     return Explanations(
@@ -598,6 +607,7 @@ def _scan(
     max_rows: int,
     sample: bool,
     seed: int,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Read the input once: choose the rows, count rejects, sample a background."""
     rng = np.random.default_rng(seed)
@@ -610,6 +620,8 @@ def _scan(
     for batch in source.batches(pre.read_columns, batch_size):
         prepared = pre.transform(batch, first_row=read + 1)
         read += prepared.rows
+        if progress is not None:
+            progress("rows read", read, source.total_rows)
         rejected += prepared.rows_rejected
         if prepared.rejects is not None and wanted_set and pre.key in pre.by_final:
             _note_rejected(prepared.rejects, pre, wanted_set, rejected_keys)

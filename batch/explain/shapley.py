@@ -74,6 +74,7 @@ def permutation_shap(
     background: np.ndarray,
     permutations: int = 16,
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Shapley:
     """Shapley values of ``model`` at each row of ``x`` against ``background``.
 
@@ -90,6 +91,8 @@ def permutation_shap(
         Feature orders averaged per row (rounded down to an even number).
     seed
         Seed of the orders: the same call gives the same values.
+    progress
+        Called as ``progress(rows_done, rows)`` after each chunk of rows.
 
     Returns
     -------
@@ -131,5 +134,7 @@ def permutation_shap(
             steps_out = out.reshape(n, steps, len(background)).mean(axis=2)
             v = np.concatenate([first, steps_out, last], axis=1)
             values[start : start + n, order] += np.diff(v, axis=1)
+        if progress is not None:
+            progress(start + n, rows)
     values /= len(orders)
     return Shapley(values, base, prediction)

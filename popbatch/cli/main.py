@@ -127,6 +127,8 @@ class LazyGroup(click.Group):
         # "Aborted!" with exit code 1.
         try:
             return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            raise one_line_usage_error(exc) from None
         except KeyboardInterrupt:
             raise UserFacingError(
                 "interrupted; nothing partial was written", EXIT_INTERRUPTED
@@ -135,6 +137,11 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a command's options, or an unknown command
+            if exc.ctx is None or exc.ctx is ctx:  # raised before the command's context was made
+                exc.ctx = click.Context(click.Command(ctx.invoked_subcommand), parent=ctx)
+                exc.ctx.info_name = ctx.invoked_subcommand
+            raise one_line_usage_error(exc) from None
         except PopbatchError as exc:
             raise UserFacingError(one_line(exc), exc.exit_code) from exc
         except KeyboardInterrupt:
@@ -147,6 +154,23 @@ class LazyGroup(click.Group):
                     "interrupted; nothing partial was written", EXIT_INTERRUPTED
                 ) from None
             raise
+
+
+def one_line_usage_error(exc: click.UsageError) -> click.ClickException:
+    """click's usage error (a missing option, a bad value, an unknown command) as one
+    line, ``Error: <what> (see popbatch CMD --help)``, exit code 2, instead of click's
+    usage block: the same shape as every other popbatch error. A group typed alone
+    (``popbatch model``) still shows its help, as click does."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # click's help for a bare group
+        return exc
+    names = []
+    ctx = exc.ctx
+    while ctx is not None and ctx.parent is not None:  # the root is popbatch, however run
+        names.insert(0, ctx.info_name)
+        ctx = ctx.parent
+    command = " ".join(["popbatch", *[n for n in names if n]])
+    message = one_line(exc.format_message()).rstrip(".")
+    return UserFacingError(f"{message} (see {command} --help)", exc.exit_code)
 
 
 _interrupted = threading.Event()

@@ -63,6 +63,13 @@ SCORE_COLUMNS: tuple[ScoredColumn, ...] = (
     ScoredColumn(
         "features_hash", pa.uint64(), "UBIGINT", True, "hash of the model inputs (--incremental)"
     ),
+    ScoredColumn(
+        "input_row",
+        pa.int64(),
+        "BIGINT",
+        True,
+        "row number in the run's input, from 1: of a key's rows, the last read wins",
+    ),
 )
 # The extra heads' columns, after SCORE_COLUMNS, for each head a run scores. NULL in
 # rows scored without that head (a table scored before, or by a model without it).
@@ -88,6 +95,11 @@ LABEL_COLUMN = "popular"
 MODEL_ID_COLUMN = "model_id"
 SCORED_AT_COLUMN = "scored_at"
 HASH_COLUMN = "features_hash"
+INPUT_ROW_COLUMN = "input_row"
+#: "The latest row of each key" in SQL (the reports, the incremental lookups): the
+#: latest run first, then within one run the row read last, as --mode upsert keeps.
+#: Rows written before input_row existed hold NULL there and sort after.
+LATEST_FIRST = f"{SCORED_AT_COLUMN} DESC, {INPUT_ROW_COLUMN} DESC NULLS LAST"
 # The key's type in sql/scored_table.sql (track ids are text; a Parquet or DuckDB
 # input's key keeps its own type in outputs written by popbatch score).
 KEY_SQL_TYPE = "VARCHAR"
@@ -166,6 +178,8 @@ def scored_table_sql() -> str:
         "-- report reads; `--mode upsert` keeps one row per key by updating it.\n"
         "-- popularity_pred, genre_pred and genre_prob are written for the model heads a\n"
         "-- run scores (popbatch score --heads) and are NULL in rows scored without them.\n"
+        "-- The latest row of a key is the one with the latest scored_at and, within a\n"
+        "-- run, the highest input_row (the row read last, as --mode upsert keeps it).\n"
         "CREATE TABLE IF NOT EXISTS {table} (\n" + columns + "\n);\n"
     )
 

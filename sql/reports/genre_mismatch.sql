@@ -9,11 +9,13 @@
 -- and written with `--columns all` (or a list holding the genre column). A
 -- track listed under several genres (one row per genre, as the public dataset
 -- has them) is a mismatch only when the prediction is none of them. Genres are
--- compared stripped and lower case, as the model reads them.
+-- compared stripped and lower case, as the model reads them. The track's name
+-- and prediction are those of its row read last in its latest run (input_row).
 WITH padded AS (
     SELECT * FROM {table}
     UNION ALL BY NAME
-    SELECT NULL::VARCHAR AS track_name, NULL::VARCHAR AS artists WHERE false
+    SELECT NULL::VARCHAR AS track_name, NULL::VARCHAR AS artists, NULL::BIGINT AS input_row
+    WHERE false
 ),
 latest AS (
     SELECT * FROM padded
@@ -22,11 +24,11 @@ latest AS (
 per_track AS (
     SELECT
         {key},
-        any_value(track_name) AS track_name,
-        any_value(artists) AS artists,
+        arg_max(track_name, coalesce(input_row, 0)) AS track_name,
+        arg_max(artists, coalesce(input_row, 0)) AS artists,
         list_sort(list_distinct(list(lower(trim(CAST({genre} AS VARCHAR)))))) AS catalog_genres,
-        any_value(genre_pred) AS genre_pred,
-        max(genre_prob) AS genre_prob
+        arg_max(genre_pred, coalesce(input_row, 0)) AS genre_pred,
+        arg_max(genre_prob, coalesce(input_row, 0)) AS genre_prob
     FROM latest
     GROUP BY {key}
 )

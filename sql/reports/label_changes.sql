@@ -7,20 +7,24 @@
 -- scored_at. Use `popbatch score --mode append` into a DuckDB table, or keep
 -- one output file per nightly run and pass them as a glob:
 -- `popbatch sql --scored 'scores/*.parquet' --report label_changes`.
--- An upsert table or a single file has one row per key, so no changes.
+-- An upsert table or a single file has one run per key, so no changes. A key
+-- repeated within one run stands for the run with its row read last (input_row).
 WITH padded AS (
     SELECT * FROM {table}
     UNION ALL BY NAME
-    SELECT NULL::VARCHAR AS track_name, NULL::VARCHAR AS artists WHERE false
+    SELECT NULL::VARCHAR AS track_name, NULL::VARCHAR AS artists, NULL::BIGINT AS input_row
+    WHERE false
 ),
-ranked AS (
-    SELECT
-        *,
-        row_number() OVER (PARTITION BY {key} ORDER BY scored_at DESC) AS recency
+runs AS (
+    SELECT *, dense_rank() OVER (PARTITION BY {key} ORDER BY scored_at DESC) AS run
     FROM padded
 ),
-current AS (SELECT * FROM ranked WHERE recency = 1),
-previous AS (SELECT * FROM ranked WHERE recency = 2)
+latest_per_run AS (
+    SELECT * FROM runs
+    QUALIFY row_number() OVER (PARTITION BY {key}, run ORDER BY scored_at DESC, input_row DESC NULLS LAST) = 1
+),
+current AS (SELECT * FROM latest_per_run WHERE run = 1),
+previous AS (SELECT * FROM latest_per_run WHERE run = 2)
 SELECT
     current.{key},
     current.track_name,

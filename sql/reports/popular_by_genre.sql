@@ -10,11 +10,12 @@
 WITH padded AS (
     SELECT * FROM {table}
     UNION ALL BY NAME
-    SELECT NULL::VARCHAR AS {genre}, NULL::DOUBLE AS popularity_pred WHERE false
+    SELECT NULL::VARCHAR AS {genre}, NULL::DOUBLE AS popularity_pred, NULL::BIGINT AS input_row
+    WHERE false
 ),
 latest AS (
     SELECT * FROM padded
-    QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY scored_at DESC) = 1
+    QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY scored_at DESC, input_row DESC NULLS LAST) = 1
 )
 SELECT
     coalesce(CAST({genre} AS VARCHAR), '(no genre)') AS genre,

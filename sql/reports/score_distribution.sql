@@ -5,9 +5,14 @@
 --
 -- Bin i holds lower <= popularity_prob < upper; the last bin includes 1.0.
 -- Empty bins are listed with 0 tracks.
-WITH latest AS (
+WITH padded AS (
     SELECT * FROM {table}
-    QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY scored_at DESC) = 1
+    UNION ALL BY NAME
+    SELECT NULL::BIGINT AS input_row WHERE false
+),
+latest AS (
+    SELECT * FROM padded
+    QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY scored_at DESC, input_row DESC NULLS LAST) = 1
 ),
 binned AS (
     SELECT

@@ -8,11 +8,12 @@
 WITH padded AS (
     SELECT * FROM {table}
     UNION ALL BY NAME
-    SELECT NULL::VARCHAR AS track_name, NULL::VARCHAR AS artists WHERE false
+    SELECT NULL::VARCHAR AS track_name, NULL::VARCHAR AS artists, NULL::BIGINT AS input_row
+    WHERE false
 ),
 latest AS (
     SELECT * FROM padded
-    QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY scored_at DESC) = 1
+    QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY scored_at DESC, input_row DESC NULLS LAST) = 1
 )
 SELECT
     {key},

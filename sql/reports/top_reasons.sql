@@ -10,9 +10,14 @@
 -- genre, the most frequent genre. Explain the tracks first, for example
 --   popbatch explain catalog.parquet --top 500 -o explanations.parquet
 --   popbatch sql --scored scored.parquet --explanations explanations.parquet --report top_reasons
-WITH latest AS (
-    SELECT {key}, popular FROM {table}
-    QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY scored_at DESC) = 1
+WITH padded AS (
+    SELECT * FROM {table}
+    UNION ALL BY NAME
+    SELECT NULL::BIGINT AS input_row WHERE false
+),
+latest AS (
+    SELECT {key}, popular FROM padded
+    QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY scored_at DESC, input_row DESC NULLS LAST) = 1
 ),
 top1 AS (
     SELECT e.{key}, e.feature, e.category, e.contribution

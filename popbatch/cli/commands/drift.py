@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from popbatch.batch.drift import THRESHOLDS, check_drift, format_report
-from popbatch.cli.commands.options import input_options, model_option
+from popbatch.cli.commands.options import deprecated, input_options, json_option, model_option
+from popbatch.cli.commands.progress import Progress
 from popbatch.core.bundle import default_model_dir, read_manifest
 from popbatch.core.errors import EXIT_DRIFT
 
@@ -16,7 +17,7 @@ HELP = f"""Check a catalog for drift from the data the model was trained on.
 
 \b
   popbatch drift catalog.parquet
-  popbatch drift catalog.duckdb --table tracks --model exported/ --format json
+  popbatch drift catalog.duckdb --table tracks --model exported/ --json
 
 Per numeric feature: the population stability index (PSI) of the catalog's
 values binned on the training deciles stored in the manifest, and the share
@@ -34,9 +35,14 @@ trigger retraining), 2 for an unreadable input, 1 for a bad model.
 @click.command("drift", help=HELP)
 @input_options
 @model_option
+@json_option("Print the report as JSON on stdout.")
 @click.option(
-    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    help="Deprecated: --format json is --json.",
 )
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @click.pass_context
 def drift(
     ctx: click.Context,
@@ -48,9 +54,17 @@ def drift(
     fills: dict[str, str],
     batch_size: int,
     model_dir: Path | None,
-    fmt: str,
+    as_json: bool,
+    fmt: str | None,
+    quiet: bool,
 ) -> None:
+    if fmt is not None:
+        deprecated(
+            f"--format {fmt}", "--json" if fmt == "json" else "no option (a table is the default)"
+        )
+        as_json = as_json or fmt == "json"
     manifest = read_manifest(model_dir if model_dir is not None else default_model_dir())
+    progress = Progress("drift", quiet)
     report = check_drift(
         inputs,
         manifest,
@@ -60,8 +74,10 @@ def drift(
         maps=maps,
         fills=fills,
         batch_size=batch_size,
+        progress=progress,
     )
-    if fmt == "json":
+    progress.close()
+    if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         click.echo(format_report(report), nl=False)

@@ -3,6 +3,7 @@ report."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,15 @@ from popbatch.batch.explain.selection import (
     explain as run_explain,
 )
 from popbatch.batch.explain.space import HEADS
-from popbatch.cli.commands.options import input_options, model_option
+from popbatch.cli.commands.options import input_options, json_option, model_option
+from popbatch.cli.commands.progress import Progress
 from popbatch.core.features import normalize_column_name
 
 HELP = f"""Explain predictions: which features pushed a track's score up or down.
 
 \b
   popbatch explain catalog.csv -o why.parquet                  # the {DEFAULT_TOP} highest predicted
+  popbatch explain catalog.csv --top 5                         # their top reasons, printed
   popbatch explain catalog.csv --top 5 -o why.csv
   popbatch explain catalog.parquet --keys keys.txt -o why.parquet
   popbatch explain catalog.duckdb --table tracks --where "track_genre = 'pop'" -o catalog.duckdb
@@ -54,7 +57,10 @@ Explaining 1,000 tracks takes 20-50 s on 2 cores; more than
 @click.command("explain", help=HELP)
 @input_options
 @click.option(
-    "-o", "--output", required=True, metavar="OUTPUT", help="Output .parquet, .csv or .duckdb."
+    "-o",
+    "--output",
+    metavar="OUTPUT",
+    help="Output .parquet, .csv or .duckdb (default: print the top reasons only).",
 )
 @model_option
 @click.option(
@@ -92,13 +98,15 @@ Explaining 1,000 tracks takes 20-50 s on 2 cores; more than
 @click.option(
     "--threads", type=click.IntRange(min=1), help="onnxruntime threads (default: all cores)."
 )
+@json_option("Print the explanation rows (as OUTPUT holds them) as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def explain(
     inputs: tuple[str, ...],
-    output: str,
+    output: str | None,
     model_dir: Path | None,
     keys_file: Path | None,
     key: str | None,
+    as_json: bool,
     quiet: bool,
     **options: Any,
 ) -> None:
@@ -106,16 +114,27 @@ def explain(
     keys = None
     if keys_file is not None:
         keys = read_keys(keys_file, normalize_column_name(key or "track_id"))
-    result = run_explain(list(inputs), model_dir, keys=keys, key=key, output=output, **options)
+    progress = Progress("explain", quiet)
+    try:
+        result = run_explain(
+            list(inputs), model_dir, keys=keys, key=key, output=output, progress=progress, **options
+        )
+    finally:
+        progress.close()
+    if as_json:
+        click.echo(json.dumps(result.table.to_pylist(), indent=1, default=str))
     if quiet:
         return
+    # The top reasons on the terminal (stderr when stdout carries the JSON).
     for line in result.lines(SHOWN_TRACKS):
-        click.echo(line)
+        click.echo(line, err=as_json)
     if result.tracks > SHOWN_TRACKS:
-        click.echo(f"... and {result.tracks - SHOWN_TRACKS:,} more in {output}")
+        where = f"in {output}" if output is not None else "(write them all with -o OUTPUT)"
+        click.echo(f"... and {result.tracks - SHOWN_TRACKS:,} more {where}", err=as_json)
     if result.missing_keys:
         shown = ", ".join(result.missing_keys[:3])
         click.echo(
             f"{len(result.missing_keys)} key(s) not among the valid input rows: {shown}", err=True
         )
-    click.echo(result.summary() + f"; written to {output}", err=True)
+    written = f"; written to {output}" if output is not None else ""
+    click.echo(result.summary() + written, err=True)

@@ -1,5 +1,21 @@
 """Option groups shared by several commands (``score``, ``drift``, ``train``), so an
 option means the same thing everywhere. Each factory returns a decorator.
+
+The CLI's grammar, which every command follows (a new command too):
+
+- Machine-readable output is ``--json`` (:func:`json_option`): one JSON document
+  on stdout and nothing else there; human lines, the progress bar and notices go
+  to stderr. ``score --json`` is the run summary, ``drift --json`` the report,
+  ``explain --json`` the explanation rows, ``model info --json`` the manifest,
+  ``sql --json`` the result rows (``--format json``). An older spelling keeps
+  working for one release and prints one :func:`deprecated` line on stderr
+  (``score --summary FILE``, ``drift --format json``).
+- Every error is one line, ``Error: <what, where, fix>``, with the exit codes of
+  ``popbatch --help``: click's usage errors too (``Error: Missing option '-o'
+  (see popbatch explain --help)``, exit 2), made so in one place
+  (:func:`popbatch.cli.main.one_line_usage_error`).
+- Long work reports progress through :mod:`popbatch.cli.commands.progress`: a
+  bar on a terminal, stage lines when stderr is a log; ``-q/--quiet`` silences it.
 """
 
 from __future__ import annotations
@@ -106,3 +122,13 @@ def wait_option(help: str) -> Callable[[F], F]:
         metavar="SECONDS",
         help=help,
     )
+
+
+def json_option(help: str) -> Callable[[F], F]:
+    """``--json``: print ``help``'s document as JSON on stdout (the CLI's one spelling)."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def deprecated(old: str, new: str) -> None:
+    """One line on stderr: ``old`` still works for this release; say what replaces it."""
+    click.echo(f"popbatch: {old} is deprecated and goes in the next release; use {new}", err=True)

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import click
 
-from popbatch.cli.commands.options import input_options, model_option, wait_option
+from popbatch.cli.commands.options import (
+    deprecated,
+    input_options,
+    json_option,
+    model_option,
+    wait_option,
+)
 from popbatch.cli.commands.progress import ProgressBar
 from popbatch.core import WRITE_MODES, files
 from popbatch.core.errors import OutputError
@@ -131,11 +137,13 @@ def _columns(value: str) -> str | list[str]:
     type=click.IntRange(min=1),
     help="onnxruntime threads (default: all cores).",
 )
+@json_option("Print the run summary as JSON on stdout.")
 @click.option(
     "--summary",
     "summary_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the run summary as JSON here.",
+    metavar="FILE",
+    help="Deprecated (use --json > FILE): also write the run summary as JSON here.",
 )
 @click.option(
     "--incremental",
@@ -169,6 +177,7 @@ def score(
     on_invalid: str,
     rejects: str | None,
     threads: int | None,
+    as_json: bool,
     summary_path: Path | None,
     incremental: bool,
     heads: str | None,
@@ -209,7 +218,10 @@ def score(
         summary = run_score(inputs, output, model_dir, options, progress=progress)
     finally:
         progress.close()
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2, default=str))
     if summary_path is not None:
+        deprecated("--summary FILE", "--json > FILE")
         try:
             files.write_atomically(
                 summary_path, json.dumps(summary.to_dict(), indent=2, default=str) + "\n"

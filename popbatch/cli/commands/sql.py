@@ -11,7 +11,7 @@ import click
 import duckdb
 
 from popbatch.batch import sqlrun
-from popbatch.cli.commands.options import wait_option
+from popbatch.cli.commands.options import json_option, wait_option
 from popbatch.core import files
 from popbatch.core.errors import InputError, OutputError
 
@@ -97,6 +97,7 @@ def _write(result: duckdb.DuckDBPyRelation | None, sql: str, fmt: str, output: P
 @click.option(
     "--format", "fmt", type=click.Choice(sqlrun.FORMATS), help="Output format (see above)."
 )
+@json_option("The rows as JSON on stdout (--format json).")
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE."
 )
@@ -113,6 +114,7 @@ def sql(
     params: tuple[str, ...],
     list_: bool,
     fmt: str | None,
+    as_json: bool,
     output: Path | None,
     write: bool,
     wait: float,
@@ -124,6 +126,10 @@ def sql(
         raise InputError("give either a SQL query or --report NAME (popbatch sql --list)")
     if params and report is None:
         raise InputError("--param is for --report; a query takes its values inline")
+    if as_json:
+        if fmt not in (None, "json"):
+            raise InputError(f"--json prints JSON; drop --format {fmt}")
+        fmt = "json"
     fmt = sqlrun.choose_format(fmt, output, sys.stdout.isatty())
     if output is not None:  # -o is never one of the files the query reads
         from popbatch.batch.naming import refuse_overwriting_input

@@ -9,12 +9,12 @@ imported inside the command so that importing the CLI, or ``popbatch train
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
 
 from popbatch.cli.commands.options import read_options
+from popbatch.cli.commands.progress import Progress
 from popbatch.core import train_defaults as defaults
 from popbatch.core.errors import InputError
 
@@ -217,7 +217,9 @@ def train(
     """
     from popbatch.core.heads import parse_heads  # pyarrow: not for --help
 
-    started = time.perf_counter()
+    # Stage lines with elapsed seconds, on a terminal or not (cron and CI logs
+    # read them); --quiet keeps only warnings (e.g. a SMOTE fallback).
+    progress = Progress("train", quiet).stage
     chosen_heads = parse_heads(heads)  # a typo fails before TensorFlow loads
     if no_genre and "genre" in chosen_heads and heads != HEADS_DEFAULT:
         raise InputError("--heads genre learns the track_genre column; drop --no-genre")
@@ -260,12 +262,6 @@ def train(
         cv_jobs=cv_jobs,
         heads=chosen_heads,
     )
-
-    def progress(message: str) -> None:
-        # Stage lines with elapsed seconds, on a terminal or not (cron and CI logs
-        # read them); --quiet keeps only warnings (e.g. a SMOTE fallback).
-        if not quiet or message.startswith("warning:"):
-            click.echo(f"train: [{time.perf_counter() - started:7.1f} s] {message}", err=True)
 
     result = run_training(config, progress=progress)
     stack_metrics = result.report["metrics"]["test"]["stack"]
