@@ -105,3 +105,112 @@ def test_relative_links_point_to_existing_files_and_headings(page):
         elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
             broken.append(f"{target} (no such heading)")
     assert not broken, f"{page.relative_to(ROOT)}: broken links: {broken}"
+
+
+def generator():
+    """docs/generate.py, imported by path (docs/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("generate", DOCS / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generated_blocks_match_their_sources():
+    """Every figure about the shipped model (sizes, heads, learners, metrics, id, training
+    rows), the heads' defaults and the example outputs are filled by docs/generate.py from
+    the manifest, the code or a real run: a page that differs from a fresh rendering is stale."""
+    stale = generator().stale()
+    assert not stale, (
+        f"stale generated blocks in {[p.relative_to(ROOT).as_posix() for p in stale]}; "
+        "run: python docs/generate.py"
+    )
+
+
+def test_the_pages_the_issue_found_stale_have_generated_blocks():
+    """The statements that drifted before are generated now, not typed."""
+    expected = {
+        "README.md": ["training-command"],
+        "docs/model-file.md": ["bundle-files", "learners", "model-card"],
+        "docs/training.md": ["head-defaults", "learners"],
+        "docs/explain.md": ["command: popbatch explain"],
+    }
+    for page, names in expected.items():
+        text = (ROOT / page).read_text(encoding="utf-8")
+        for name in names:
+            assert f"<!-- generated: {name}" in text, f"{page} has no generated block {name}"
+
+
+def test_a_changed_manifest_makes_the_pages_stale():
+    """The check compares with the source: a different model id or file size shows."""
+    module = generator()
+    m = module.manifest()
+    m["model_id"] = "0" * 64
+    assert set(module.stale(m)) >= {DOCS / "model-file.md"}
+
+
+def test_generator_fills_only_between_markers():
+    module = generator()
+    page = "before\n<!-- generated: throughput -->\nold\n<!-- /generated -->\nafter\n"
+    out = module.render_page(page, module.manifest())
+    assert out.startswith("before\n<!-- generated: throughput -->\n| heads |")
+    assert out.endswith("<!-- /generated -->\nafter\n")
+    assert "old" not in out
+
+
+def all_doc_pages() -> list[Path]:
+    return [README, ROOT / "CHANGELOG.md", *sorted(DOCS.glob("*.md"))]
+
+
+# A backticked repository path: starts with one of the repository's folders.
+REPO_PATH = re.compile(
+    r"`((?:batch|bench|docs|export|models|popbatch|sql|tests|examples|\.ci)/[\w./\-]*)`"
+)
+
+
+# Folders the repository ignores because commands write them (bench/out/, runs/):
+# a page may name a file a documented command makes there.
+OUTPUT_DIRS = tuple(
+    line.strip() for line in (ROOT / ".gitignore").read_text().splitlines() if line.endswith("/")
+)
+
+
+@pytest.mark.parametrize("page", all_doc_pages(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_backticked_repository_paths_exist(page):
+    """A path the docs name (`batch/...`, `popbatch/...`, `docs/...`) is in the tree.
+    The changelog's release entries may name what a release removed, so it is left out."""
+    if page.name == "CHANGELOG.md":
+        pytest.skip("the changelog records paths of past releases")
+    text = page.read_text(encoding="utf-8")
+    missing = sorted(
+        {p for p in REPO_PATH.findall(text)
+         if not (ROOT / p.rstrip("/")).exists() and not p.startswith(OUTPUT_DIRS)}
+    )  # fmt: skip
+    assert not missing, f"{page.relative_to(ROOT)} names paths that do not exist: {missing}"
+
+
+ISSUE_NUMBER = re.compile(r"\b[Ii]ssues? ?#?\d+\b|(?<![\w&/])#\d+\b")
+
+
+@pytest.mark.parametrize("page", all_doc_pages(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_no_tmp_paths_or_issue_numbers(page):
+    """Docs say why in words: a /tmp path is gone after a reboot and an issue number
+    means nothing to a reader of the repository."""
+    text = page.read_text(encoding="utf-8")
+    assert "/tmp" not in text, f"{page.relative_to(ROOT)} names a /tmp path"
+    found = ISSUE_NUMBER.findall(text)
+    assert not found, f"{page.relative_to(ROOT)} names issue numbers: {found}"
+
+
+def test_api_explain_example_prints_what_the_page_says():
+    """docs/api.md's explain example, run as written: its comments are its real output
+    (the embedded default model ships background rows, so `background` is `model`)."""
+    import popbatch
+
+    page = (DOCS / "api.md").read_text(encoding="utf-8")
+    why = popbatch.explain(str(ROOT / "batch" / "sample" / "catalog.csv"), top=3)
+    assert 'popbatch.explain("batch/sample/catalog.csv", top=3)' in page
+    assert (
+        f"print(why.head, why.unit, why.background)  # {why.head} {why.unit} {why.background}\n"
+        in page
+    )
+    assert f"print(why.table.num_rows)  # 3 tracks x 15 features = {why.table.num_rows}\n" in page
