@@ -146,3 +146,22 @@ def test_ruff_clean():
     command = [ruff, "check", "--no-cache", "."]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_model_info_throughput_names_the_heads_it_covers(runner):
+    """The speed line must not present the popular head alone as the command's speed:
+    it leads with every head (what `popbatch score` runs by default), names the heads of
+    each figure and says the figure leaves out reading, preprocessing and writing."""
+    from popbatch.core.bundle import load_model
+
+    throughput = load_model().manifest["throughput"]
+    result = runner.invoke(cli, ["model", "info"])
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("throughput"))
+    by_heads = throughput["by_heads"]
+    every = max(by_heads, key=lambda heads: len(heads.split(",")))
+    assert line.startswith(
+        f"throughput  model only, rows/s by heads: {every.replace(',', '+')} {by_heads[every]:,};"
+    ), line
+    assert f"popular {by_heads['popular']:,}" in line
+    assert "reading, preprocessing and writing not counted" in line
