@@ -6,16 +6,26 @@ score`` on a one-row CSV of the same values. Skips when no Chromium is
 installed (playwright cannot download one here); ``.ci/run`` installs
 Debian's chromium when it is missing, so CI runs it.
 
-The screenshot in docs/app.png is made by this test:
+The screenshot docs/app.png is made by this test, and only on request:
 
-    POPBATCH_SCREENSHOT=docs/app.png .venv/bin/python -m pytest tests/test_app_browser.py
+    POPBATCH_UPDATE_SCREENSHOT=1 .venv/bin/python -m pytest tests/test_app_browser.py -k predict
+
+It writes docs/app.png and its sidecar docs/app.png.json, which records the model
+id the page showed (read off the page, and checked here to be the default model's).
+Not on every run: the PNG's bytes differ from run to run (font rasterising, the
+moment the reasons finish drawing), so writing it always would dirty the tree on
+every test run. tests/test_docs.py fails when the sidecar's model id is not the
+embedded default model's, so a retrained default cannot ship an old screenshot.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -36,6 +46,7 @@ START_TIMEOUT = 90  # seconds for the server to answer its health check
 # What the test types in; every other field keeps its default (the rounded median).
 TYPED = {"danceability": "0.81", "energy": "0.72", "tempo": "128", "loudness": "-5.5"}
 GENRE = "reggaeton"  # a name no other genre contains, so typing it selects it
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 @pytest.fixture
@@ -75,13 +86,15 @@ def test_predict_in_chromium_equals_popbatch_score(server, runner, tmp_path):
             shown = float(value.inner_text())
             if interactive.explain_available():  # the reasons follow the scores
                 page.get_by_text("Top reasons").wait_for(timeout=60_000)
+            page_text = page.locator("body").inner_text()
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
-            target = os.environ.get("POPBATCH_SCREENSHOT")
-            if target:
-                page.screenshot(path=target, full_page=True)
         finally:
             browser.close()
     print(f"page load {load_seconds:.2f} s")  # shown with pytest -s
+
+    model_id = load_model().manifest["model_id"]
+    shown_id = re.search(r"Model ([0-9a-f]{12})", page_text)
+    assert shown_id and shown_id.group(1) == model_id[:12], page_text[:300]
 
     row = {f.column: f.default for f in interactive.input_fields(load_model().manifest)}
     row.update({k: float(v) for k, v in TYPED.items()}, explicit=True, track_genre=GENRE)
@@ -93,6 +106,11 @@ def test_predict_in_chromium_equals_popbatch_score(server, runner, tmp_path):
     expected = pq.read_table(out).column("popularity_prob")[0].as_py()
     assert shown == float(f"{expected:.6f}")
     assert (tmp_path / "app.png").stat().st_size > 10_000
+    if os.environ.get("POPBATCH_UPDATE_SCREENSHOT") == "1":  # only once everything held
+        shutil.copyfile(tmp_path / "app.png", DOCS / "app.png")
+        made_by = "POPBATCH_UPDATE_SCREENSHOT=1 pytest tests/test_app_browser.py"
+        sidecar = {"model_id": model_id, "shown": shown_id.group(1), "made_by": made_by}
+        (DOCS / "app.png.json").write_text(json.dumps(sidecar, indent=2) + "\n")
 
 
 def test_evaluate_html_report_opens_in_chromium_with_its_plots(runner, tmp_path):

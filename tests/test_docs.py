@@ -214,3 +214,20 @@ def test_api_explain_example_prints_what_the_page_says():
         in page
     )
     assert f"print(why.table.num_rows)  # 3 tracks x 15 features = {why.table.num_rows}\n" in page
+
+
+def test_app_screenshot_shows_the_default_model():
+    """docs/app.png is made by tests/test_app_browser.py (POPBATCH_UPDATE_SCREENSHOT=1),
+    which records in docs/app.png.json the model id the page showed: after the default
+    model changes, this fails until the screenshot is made again."""
+    import json
+
+    from popbatch.core.bundle import load_model
+
+    sidecar = json.loads((DOCS / "app.png.json").read_text(encoding="utf-8"))
+    model_id = load_model().manifest["model_id"]
+    assert sidecar["model_id"] == model_id, (
+        f"docs/app.png shows model {sidecar['shown']}, the default is {model_id[:12]}; run: "
+        "POPBATCH_UPDATE_SCREENSHOT=1 python -m pytest tests/test_app_browser.py -k predict"
+    )
+    assert sidecar["shown"] == model_id[:12]
