@@ -202,13 +202,14 @@ def test_no_tmp_paths_or_issue_numbers(page):
 
 
 def test_api_explain_example_prints_what_the_page_says():
-    """docs/api.md's explain example, run as written: its comments are its real output
-    (the embedded default model ships background rows, so `background` is `model`)."""
+    """docs/api.md's explain example, run with the embedded default model on the sample
+    catalog: its comments are its real output (the default ships background rows, so
+    `background` is `model`). tests/test_api.py runs every example as written."""
     import popbatch
 
     page = (DOCS / "api.md").read_text(encoding="utf-8")
     why = popbatch.explain(str(ROOT / "batch" / "sample" / "catalog.csv"), top=3)
-    assert 'popbatch.explain("batch/sample/catalog.csv", top=3)' in page
+    assert 'popbatch.explain("catalog.csv", top=3)' in page
     assert (
         f"print(why.head, why.unit, why.background)  # {why.head} {why.unit} {why.background}\n"
         in page
