@@ -391,12 +391,12 @@ class DuckDBSink(Sink):
                 f"(columns {shown}); write to another {self.option} TABLE, or pass "
                 "--overwrite-table to replace it"
             )
-        # A scored table written before features_hash or a head existed gains those columns.
-        addable = set(SQL_TYPES) | {c.name for c in ALL_HEAD_COLUMNS}
-        if not self.written_by_popbatch(columns):
-            addable = set()
+        # A table popbatch wrote gains the columns this run writes and it lacks: score or
+        # head columns added to popbatch since, and pass-through columns an earlier run
+        # did not write (it ran without --columns all). Another table must fit as it is.
         have = {name.lower(): kind for name, kind in columns.items()}
         written = duckdb_types(con, self.schema)
+        addable = set(written) if self.written_by_popbatch(columns) else set()
         missing = [n for n in written if n.lower() not in have and n not in addable]
         mistyped = [
             f"{n} ({have[n.lower()]}, popbatch writes {kind})"

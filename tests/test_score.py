@@ -225,13 +225,20 @@ def test_columns_all_into_a_table_an_earlier_run_wrote_with_the_key_only(
 
 
 def test_a_failed_write_names_the_table_that_failed(runner, model_dir, tmp_path):
+    # A table of popbatch's own shape (so the table guards let the run write it) whose
+    # CHECK constraint refuses every score: the failure comes from the write itself.
     target = tmp_path / "catalog.duckdb"
+    first = run(runner, model_dir, TRACKS_2000, "-o", target, "--into", "shape")
+    assert first.exit_code == 0, first.output
     with duckdb.connect(str(target)) as con:
-        con.execute("CREATE TABLE scores (track_id VARCHAR, track_name INTEGER)")
-    into = ["-o", target, "--into", "scores", "--mode", "append", "--columns", "all"]
+        columns = con.execute("DESCRIBE shape").fetchall()
+        check = {"popularity_prob": " CHECK (popularity_prob < 0)"}
+        ddl = ", ".join(f'"{name}" {kind}{check.get(name, "")}' for name, kind, *_ in columns)
+        con.execute(f"CREATE TABLE scores ({ddl})")
+    into = ["-o", target, "--into", "scores", "--mode", "append"]
     result = run(runner, model_dir, TRACKS_2000, *into)
-    assert result.exit_code == 1
-    assert "writing scores failed (Conversion Error" in result.output
+    assert result.exit_code == 1, result.output
+    assert "writing scores failed (Constraint Error" in result.output
     assert "scores_rejects" not in result.output  # no rows rejected: no such table
 
 
