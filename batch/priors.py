@@ -1,0 +1,186 @@
+"""Catalog priors at scoring time: a batch's artist and album cells -> prior inputs.
+
+The model bundle ships the priors table (``priors.parquet``: each key's
+history, see :mod:`popbatch.core.priors`), its sha256 in the manifest's
+``priors`` section, which ``model_id`` covers. :class:`PriorLookup` reads and
+verifies it once. For each batch and prior column it works on the column's
+*distinct* cells only (Arrow dictionary encoding, as the genre lookup does):
+normalise and split them (:func:`~popbatch.core.priors.key_pairs`), join the
+keys against the table, combine each cell's keys, then gather the rows'
+values by their dictionary index. A catalog repeats its artists and albums, so
+most of the work is per artist, not per row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from popbatch.core.errors import ModelError
+from popbatch.core.priors import CELL, KEY, PriorSpec, key_pairs
+
+
+@dataclass
+class _Column:
+    keys: pl.DataFrame  # key -> row (index into the arrays below)
+    n: np.ndarray
+    sum: np.ndarray
+    popular: np.ndarray
+    genre: np.ndarray | None  # [keys, G] counts
+
+
+def read_table(directory: Path, spec: PriorSpec) -> pa.Table:
+    """The bundle's priors table, checked against the manifest's sha256.
+
+    Raises
+    ------
+    ModelError
+        The file is missing, not beside the manifest, or changed.
+    """
+    path = Path(directory) / spec.table_file
+    if Path(spec.table_file).name != spec.table_file or not spec.table_file:
+        raise ModelError(
+            f"{directory}: manifest priors table {spec.table_file!r} is not a file name "
+            "inside the model directory; re-export the model"
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the priors table ({exc.strerror})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != spec.table_sha256:
+        raise ModelError(
+            f"{path}: {path.name} does not match its manifest (sha256 {digest[:12]}…, "
+            f"manifest {spec.table_sha256[:12]}…): the file was changed; re-export the "
+            "model or restore the original file"
+        )
+    return pq.read_table(io.BytesIO(data))
+
+
+class PriorLookup:
+    """Prior inputs for batches of catalog rows, from a spec and its table."""
+
+    def __init__(self, spec: PriorSpec, table: pa.Table | pl.DataFrame) -> None:
+        self.spec = spec
+        frame = table if isinstance(table, pl.DataFrame) else pl.from_arrow(table)
+        self.width = len(spec.feature_names())
+        self.columns: dict[str, _Column] = {}
+        n_genres = len(spec.genres)
+        for column in spec.columns:
+            rows = frame.filter(pl.col("column") == column)
+            genre = None
+            if "genre" in spec.statistics and n_genres:
+                genre = np.zeros((rows.height + 1, n_genres), np.float64)
+                exploded = (
+                    rows.select(pl.int_range(pl.len()).alias("r"), "genre_index", "genre_count")
+                    .explode("genre_index", "genre_count")
+                    .drop_nulls("genre_index")
+                )
+                genre[exploded["r"].to_numpy(), exploded["genre_index"].to_numpy()] = exploded[
+                    "genre_count"
+                ].to_numpy()
+            # the last row (index = number of keys) is the unseen key: all zeros
+            self.columns[column] = _Column(
+                keys=rows.select(KEY, pl.int_range(pl.len(), dtype=pl.Int64).alias("row")),
+                n=np.append(rows["n"].to_numpy().astype(np.float64), 0.0),
+                sum=np.append(rows["sum"].to_numpy().astype(np.float64), 0.0),
+                popular=np.append(rows["popular"].to_numpy().astype(np.float64), 0.0),
+                genre=genre,
+            )
+
+    @classmethod
+    def of_bundle(cls, directory: Path, manifest: dict[str, Any]) -> PriorLookup | None:
+        """The lookup of a model directory, or None for a model without priors."""
+        section = manifest.get("priors")
+        if not section:
+            return None
+        spec = PriorSpec.from_manifest(section)
+        return cls(spec, read_table(directory, spec))
+
+    def features(
+        self, cells: dict[str, pa.Array | pa.ChunkedArray | None], rows: int
+    ) -> np.ndarray:
+        """[rows, P] float32 prior inputs; ``cells[column]`` is the column's values
+        (None: the catalog has no such column, every key unknown)."""
+        out = np.empty((rows, self.width), np.float32)
+        start = 0
+        for column in self.spec.columns:
+            block = self.column_features(column, cells.get(column), rows)
+            out[:, start : start + block.shape[1]] = block
+            start += block.shape[1]
+        return out
+
+    def column_features(
+        self, column: str, values: pa.Array | pa.ChunkedArray | None, rows: int
+    ) -> np.ndarray:
+        """[rows, P_column] for one prior column, computed once per distinct cell."""
+        if values is None:
+            values = pa.nulls(rows, pa.string())
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+            if pa.types.is_dictionary(values.type):
+                values = values.cast(pa.string())
+            else:
+                values = pc.cast(values, pa.string())
+        encoded = pc.dictionary_encode(values)
+        distinct = pa.concat_arrays([encoded.dictionary, pa.nulls(1, encoded.dictionary.type)])
+        per_cell = self._cell_features(column, distinct)
+        index = encoded.indices.fill_null(len(distinct) - 1).to_numpy(zero_copy_only=False)
+        return per_cell[index]
+
+    def _cell_features(self, column: str, cells: pa.Array) -> np.ndarray:
+        """[cells, P_column]: :mod:`popbatch.core.priors`' formulas, vectorised over
+        the (cell, key) pairs; an unseen key joins the table's all-zero last row."""
+        table = self.columns[column]
+        spec = self.spec
+        m = float(spec.smoothing)
+        pairs = key_pairs(pl.Series(cells), column)  # a cell without keys: one null key
+        if spec.combine == "first":
+            pairs = pairs.unique(CELL, keep="first", maintain_order=True)
+        pairs = pairs.join(table.keys, on=KEY, how="left", maintain_order="left")
+        cell = pairs[CELL].to_numpy()
+        known = pairs["row"].is_not_null().to_numpy()
+        row = pairs["row"].fill_null(len(table.n) - 1).to_numpy()
+        n_cells = len(cells)
+        n, s = table.n[row], table.sum[row]
+        total_n = np.bincount(cell, n, n_cells)
+        out = []
+        for statistic in spec.statistics:
+            if statistic == "mean":
+                value = (np.bincount(cell, s, n_cells) + m * spec.global_mean) / (total_n + m)
+            elif statistic == "share":
+                popular = np.bincount(cell, table.popular[row], n_cells)
+                value = (popular + m * spec.global_share) / (total_n + m)
+            elif statistic == "count":
+                value = np.log1p(total_n)
+            elif statistic == "max_mean":
+                value = np.full(n_cells, -np.inf)
+                np.maximum.at(value, cell[known], ((s + m * spec.global_mean) / (n + m))[known])
+                value = np.where(np.isfinite(value), value, spec.global_mean)
+            else:
+                out.append(self._genre(table, cell, row))
+                continue
+            out.append(value[:, None])
+        if not out:
+            return np.zeros((n_cells, 0), np.float32)
+        return np.hstack(out).astype(np.float32)
+
+    def _genre(self, table: _Column, cell: np.ndarray, row: np.ndarray) -> np.ndarray:
+        m = float(self.spec.smoothing)
+        g = np.asarray(self.spec.global_genre, np.float64)
+        if table.genre is None:
+            return np.zeros((int(cell.max(initial=-1)) + 1, len(g)))
+        # pairs come in cell order, each cell with at least one (its null key when empty)
+        starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
+        summed = np.add.reduceat(table.genre[row], starts, axis=0)
+        return (summed + m * g) / (summed.sum(axis=1, keepdims=True) + m)

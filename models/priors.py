@@ -1,0 +1,288 @@
+"""Fitting catalog priors (``popbatch.core.priors``) and making them honest on training rows.
+
+- :func:`fit_table` counts each key's history in labelled rows: the table
+  that ships in the model bundle (``priors.parquet``).
+- :func:`native_features` turns rows into prior inputs with plain Python
+  dictionaries, one row at a time: the reference the scorer's vectorised
+  lookup (``batch/priors.py``) is proven equal to (export parity).
+- :func:`out_of_fold_features` gives *training* rows their priors from tables
+  fitted without their fold, so no row's own label reaches its prior. Folds
+  group the rows of a ``track_id`` (a track's other genres leave with it);
+  for a random share of primary artists (``artist_share``) all their rows form
+  one group, so those rows see their artist as unseen, as a debut is: the
+  models then learn what an unseen key means instead of trusting a prior that
+  is always there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, replace
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from popbatch.core.priors import CELL, KEY, PriorSpec, key_pairs
+
+COLUMN = "column"
+#: the table's sufficient statistics per (column, key)
+TABLE_SCHEMA = {
+    COLUMN: pl.String,
+    KEY: pl.String,
+    "n": pl.Int64,
+    "sum": pl.Float64,
+    "popular": pl.Int64,
+    "genre_index": pl.List(pl.Int32),
+    "genre_count": pl.List(pl.Int64),
+}
+PRIOR_FOLDS = 5
+#: share of primary artists whose rows leave a prior fold together (they look like debuts)
+DEFAULT_ARTIST_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What a prior learns from, one entry per row."""
+
+    track: np.ndarray  # track_id (object): a track counts once per key
+    popularity: np.ndarray  # float64
+    genre: np.ndarray | None  # int index into spec.genres, -1 = none
+    popular_above: float = 71.0
+
+    def take(self, rows: np.ndarray) -> Labels:
+        genre = None if self.genre is None else self.genre[rows]
+        return Labels(self.track[rows], self.popularity[rows], genre, self.popular_above)
+
+
+def genre_indices(
+    genres: list | np.ndarray | None, vocabulary: tuple[str, ...]
+) -> np.ndarray | None:
+    if genres is None:
+        return None
+    index = {g: i for i, g in enumerate(vocabulary)}
+    return np.array([index.get(g, -1) for g in genres], np.int32)
+
+
+def key_lists(frame: pl.DataFrame, column: str) -> pl.Series:
+    """Each row's normalised keys of ``column`` (a list per row; empty = unknown)."""
+    if column not in frame.columns:
+        return pl.Series(column, [[]] * frame.height, pl.List(pl.String))
+    pairs = key_pairs(frame[column], column)
+    return pairs.group_by(CELL, maintain_order=True).agg(pl.col(KEY).drop_nulls())[KEY]
+
+
+def _per_track(labels: Labels) -> pl.DataFrame:
+    return (
+        pl.DataFrame({"t": labels.track.astype(str), "y": labels.popularity})
+        .group_by("t", maintain_order=True)
+        .agg(pl.col("y").mean())
+    )
+
+
+def fit_table(frame: pl.DataFrame, labels: Labels, spec: PriorSpec) -> pl.DataFrame:
+    """Each key's history in ``frame``'s rows: distinct tracks ``n``, their summed
+    (per-track mean) popularity, popular tracks and genre row counts (sparse),
+    sorted by column and key (so the file's bytes are reproducible)."""
+    parts = []
+    genre = labels.genre if labels.genre is not None else np.full(frame.height, -1, np.int32)
+    for column in spec.columns:
+        rows = (
+            pl.DataFrame(
+                {
+                    KEY: key_lists(frame, column),
+                    "t": labels.track.astype(str),
+                    "y": labels.popularity,
+                    "g": genre,
+                }
+            )
+            .explode(KEY)
+            .drop_nulls(KEY)
+        )
+        tracks = rows.group_by(KEY, "t").agg(pl.col("y").mean())
+        stats = tracks.group_by(KEY).agg(
+            pl.len().cast(pl.Int64).alias("n"),
+            pl.col("y").sum().alias("sum"),
+            (pl.col("y") > labels.popular_above).sum().cast(pl.Int64).alias("popular"),
+        )
+        counts = (
+            rows.filter(pl.col("g") >= 0)
+            .group_by(KEY, "g")
+            .agg(pl.len().cast(pl.Int64).alias("c"))
+            .sort(KEY, "g")
+            .group_by(KEY, maintain_order=True)
+            .agg(pl.col("g").cast(pl.Int32).alias("genre_index"), pl.col("c").alias("genre_count"))
+        )
+        table = stats.join(counts, on=KEY, how="left").with_columns(
+            pl.col("genre_index").fill_null(pl.lit([], pl.List(pl.Int32))),
+            pl.col("genre_count").fill_null(pl.lit([], pl.List(pl.Int64))),
+            pl.lit(column).alias(COLUMN),
+        )
+        parts.append(table.select(list(TABLE_SCHEMA)))
+    if not parts:
+        return pl.DataFrame(schema=TABLE_SCHEMA)
+    return pl.concat(parts).cast(TABLE_SCHEMA).sort(COLUMN, KEY)
+
+
+def with_globals(spec: PriorSpec, labels: Labels) -> PriorSpec:
+    """``spec`` with the global values of ``labels`` (what an unseen key falls back to):
+    mean popularity and popular share over distinct tracks, genre shares over rows."""
+    global_genre: tuple[float, ...] = ()
+    if spec.genres and labels.genre is not None:
+        known = labels.genre[labels.genre >= 0]
+        counts = np.bincount(known, minlength=len(spec.genres)).astype(np.float64)
+        global_genre = tuple(float(v) for v in counts / max(labels.genre.size, 1))
+    per_track = _per_track(labels)["y"].to_numpy()
+    return replace(
+        spec,
+        global_mean=float(per_track.mean()) if per_track.size else 0.0,
+        global_share=float((per_track > labels.popular_above).mean()) if per_track.size else 0.0,
+        global_genre=global_genre,
+    )
+
+
+def table_bytes(table: pl.DataFrame) -> bytes:
+    """The table as Parquet bytes, the same bytes for the same table (no timestamps,
+    fixed row groups and compression)."""
+    sink = io.BytesIO()
+    arrow = table.to_arrow().cast(
+        pa.schema(
+            [
+                (COLUMN, pa.string()),
+                (KEY, pa.string()),
+                ("n", pa.int64()),
+                ("sum", pa.float64()),
+                ("popular", pa.int64()),
+                ("genre_index", pa.list_(pa.int32())),
+                ("genre_count", pa.list_(pa.int64())),
+            ]
+        )
+    )
+    pq.write_table(arrow, sink, compression="zstd", row_group_size=1 << 20, store_schema=False)
+    return sink.getvalue()
+
+
+def sealed(spec: PriorSpec, table: pl.DataFrame) -> tuple[PriorSpec, bytes]:
+    """``spec`` with the sha256 of the table's Parquet bytes, and those bytes."""
+    data = table_bytes(table)
+    keys = {c: int((table[COLUMN] == c).sum()) for c in spec.columns}
+    extra = {**dict(spec.extra), "keys": keys}
+    return replace(spec, table_sha256=hashlib.sha256(data).hexdigest(), extra=extra), data
+
+
+# ---------------------------------------------------------------- native lookup
+def _history(table: pl.DataFrame, column: str) -> dict[str, tuple[int, float, int, dict[int, int]]]:
+    rows = table.filter(pl.col(COLUMN) == column)
+    return {
+        key: (n, s, p, dict(zip(gi, gc, strict=True)))
+        for key, n, s, p, gi, gc in zip(
+            rows[KEY].to_list(),
+            rows["n"].to_list(),
+            rows["sum"].to_list(),
+            rows["popular"].to_list(),
+            rows["genre_index"].to_list(),
+            rows["genre_count"].to_list(),
+            strict=True,
+        )
+    }
+
+
+def native_features(frame: pl.DataFrame, table: pl.DataFrame, spec: PriorSpec) -> np.ndarray:
+    """[N, P] float32 prior inputs of ``frame``'s rows, in ``spec.feature_names()`` order.
+
+    Plain Python per row and key (a dictionary lookup each): slow and obvious, the
+    reference the scorer's vectorised lookup is proven equal to.
+    """
+    m = float(spec.smoothing)
+    g_global = np.asarray(spec.global_genre, np.float64)
+    blocks = []
+    for column in spec.columns:
+        history = _history(table, column)
+        rows = []
+        for keys in key_lists(frame, column).to_list():
+            if spec.combine == "first":
+                keys = keys[:1]
+            known = [history[k] for k in keys if k in history]
+            n = sum(h[0] for h in known)
+            s = sum(h[1] for h in known)
+            p = sum(h[2] for h in known)
+            counts = np.zeros(len(spec.genres))
+            for *_, genres in known:
+                for index, count in genres.items():
+                    counts[index] += count
+            row: list[float] = []
+            for statistic in spec.statistics:
+                if statistic == "mean":
+                    row.append((s + m * spec.global_mean) / (n + m))
+                elif statistic == "share":
+                    row.append((p + m * spec.global_share) / (n + m))
+                elif statistic == "count":
+                    row.append(float(np.log1p(n)))
+                elif statistic == "max_mean":
+                    means = [(h[1] + m * spec.global_mean) / (h[0] + m) for h in known]
+                    row.append(max(means) if means else spec.global_mean)
+                else:
+                    row.extend((counts + m * g_global) / (counts.sum() + m))
+            rows.append(row)
+        width = len(spec.feature_names()) // max(len(spec.columns), 1)
+        blocks.append(np.asarray(rows, np.float64).reshape(frame.height, width))
+    if not blocks:
+        return np.zeros((frame.height, 0), np.float32)
+    return np.hstack(blocks).astype(np.float32)
+
+
+# ------------------------------------------------------------------ out of fold
+def primary_keys(frame: pl.DataFrame, column: str = "artists") -> list[str | None]:
+    """Each row's first normalised key of ``column`` (None when unknown)."""
+    return [k[0] if k else None for k in key_lists(frame, column).to_list()]
+
+
+def fold_ids(
+    track: np.ndarray,
+    primary_artist: list[str | None],
+    k: int = PRIOR_FOLDS,
+    artist_share: float = DEFAULT_ARTIST_SHARE,
+    seed: int = 0,
+) -> np.ndarray:
+    """Each training row's prior fold: groups (a track, or a whole primary artist for a
+    random ``artist_share`` of artists) spread over ``k`` folds by a seeded permutation
+    of the sorted groups (reproducible, independent of row order)."""
+    rng = np.random.default_rng(seed)
+    artists = sorted({a for a in primary_artist if a is not None})
+    drawn = rng.random(len(artists)) < artist_share
+    chosen = {a for a, d in zip(artists, drawn, strict=True) if d}
+    group = [
+        ("a:" + a) if a in chosen else ("t:" + str(t))
+        for a, t in zip(primary_artist, track, strict=True)
+    ]
+    unique = sorted(set(group))
+    permutation = rng.permutation(len(unique))
+    fold_of = {g: int(permutation[i] % k) for i, g in enumerate(unique)}
+    return np.array([fold_of[g] for g in group], np.int64)
+
+
+def out_of_fold_features(
+    frame: pl.DataFrame,
+    labels: Labels,
+    spec: PriorSpec,
+    seed: int = 0,
+    k: int = PRIOR_FOLDS,
+    artist_share: float = DEFAULT_ARTIST_SHARE,
+) -> np.ndarray:
+    """[N, P] prior inputs of training rows, each from a table (and global values)
+    fitted on the other folds of :func:`fold_ids` only: neither the row nor any row of
+    its group (its track's other genres, or its whole primary artist) reaches them."""
+    folds = fold_ids(labels.track, primary_keys(frame), k, artist_share, seed)
+    out = np.zeros((frame.height, len(spec.feature_names())), np.float32)
+    for f in range(k):
+        held = np.flatnonzero(folds == f)
+        if held.size == 0:
+            continue
+        fit_rows = np.flatnonzero(folds != f)
+        fit_labels = labels.take(fit_rows)
+        fold_spec = with_globals(spec, fit_labels)
+        table = fit_table(frame[fit_rows], fit_labels, fold_spec)
+        out[held] = native_features(frame[held], table, fold_spec)
+    return out
