@@ -167,15 +167,19 @@ class LinkModel:
 
 # ---------------------------------------------------------------- raw space
 class RawSpace:
-    """The model's inputs as explained features: numeric inputs plus one ``genre``."""
+    """The model's inputs as explained features: numeric inputs (and catalog priors)
+    plus one ``genre``."""
 
     def __init__(self, manifest: dict[str, Any]) -> None:
         self.width = int(manifest["input"]["width"])
         features = manifest["features"]
-        self.numeric_positions = [i for i, f in enumerate(features) if f["kind"] == "numeric"]
+        # catalog priors (artists:mean, ...) are numbers like the audio features
+        self.numeric_positions = [
+            i for i, f in enumerate(features) if f["kind"] in ("numeric", "prior")
+        ]
         self.names = [features[i]["name"] for i in self.numeric_positions]
         self.categories = {
-            i: f["category"] for i, f in enumerate(features) if f["kind"] != "numeric"
+            i: f["category"] for i, f in enumerate(features) if f["kind"] == "onehot"
         }
         self.has_genre = bool(self.categories)
         if self.has_genre:

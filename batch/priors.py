@@ -2,21 +2,20 @@
 
 The model bundle ships the priors table (``priors.parquet``: each key's
 history, see :mod:`popbatch.core.priors`), its sha256 in the manifest's
-``priors`` section, which ``model_id`` covers. :class:`PriorLookup` reads and
-verifies it once. For each batch and prior column it works on the column's
-*distinct* cells only (Arrow dictionary encoding, as the genre lookup does):
-normalise and split them (:func:`~popbatch.core.priors.key_pairs`), join the
-keys against the table, combine each cell's keys, then gather the rows'
-values by their dictionary index. A catalog repeats its artists and albums, so
-most of the work is per artist, not per row.
+``priors`` section, which ``model_id`` covers; ``load_model`` verifies it and
+:func:`lookup_for` builds the lookup once per table. For each batch and prior
+column the lookup works on the column's *distinct* cells only (Arrow
+dictionary encoding, as the genre lookup does): it normalises and splits them
+(:func:`~popbatch.core.priors.key_pairs`), joins the keys against the table,
+combines each cell's keys, then gathers the rows' values by their dictionary
+index. A catalog repeats its artists and albums, so most of the work is per
+artist, not per row.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,34 +35,6 @@ class _Column:
     sum: np.ndarray
     popular: np.ndarray
     genre: np.ndarray | None  # [keys, G] counts
-
-
-def read_table(directory: Path, spec: PriorSpec) -> pa.Table:
-    """The bundle's priors table, checked against the manifest's sha256.
-
-    Raises
-    ------
-    ModelError
-        The file is missing, not beside the manifest, or changed.
-    """
-    path = Path(directory) / spec.table_file
-    if Path(spec.table_file).name != spec.table_file or not spec.table_file:
-        raise ModelError(
-            f"{directory}: manifest priors table {spec.table_file!r} is not a file name "
-            "inside the model directory; re-export the model"
-        )
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the priors table ({exc.strerror})") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != spec.table_sha256:
-        raise ModelError(
-            f"{path}: {path.name} does not match its manifest (sha256 {digest[:12]}…, "
-            f"manifest {spec.table_sha256[:12]}…): the file was changed; re-export the "
-            "model or restore the original file"
-        )
-    return pq.read_table(io.BytesIO(data))
 
 
 class PriorLookup:
@@ -96,15 +67,6 @@ class PriorLookup:
                 popular=np.append(rows["popular"].to_numpy().astype(np.float64), 0.0),
                 genre=genre,
             )
-
-    @classmethod
-    def of_bundle(cls, directory: Path, manifest: dict[str, Any]) -> PriorLookup | None:
-        """The lookup of a model directory, or None for a model without priors."""
-        section = manifest.get("priors")
-        if not section:
-            return None
-        spec = PriorSpec.from_manifest(section)
-        return cls(spec, read_table(directory, spec))
 
     def features(
         self, cells: dict[str, pa.Array | pa.ChunkedArray | None], rows: int
@@ -184,3 +146,34 @@ class PriorLookup:
         starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
         summed = np.add.reduceat(table.genre[row], starts, axis=0)
         return (summed + m * g) / (summed.sum(axis=1, keepdims=True) + m)
+
+
+_LOOKUPS: dict[str, PriorLookup] = {}
+
+
+def lookup_for(manifest: dict[str, Any]) -> PriorLookup | None:
+    """The lookup of a manifest's priors (built once per table), from the table bytes
+    :func:`popbatch.core.bundle.load_model` verified; None for a model without priors.
+
+    Raises
+    ------
+    ModelError
+        The manifest has priors but its table was not loaded (a manifest read
+        without ``load_model``).
+    """
+    section = manifest.get("priors")
+    if not section:
+        return None
+    spec = PriorSpec.from_manifest(section)
+    found = _LOOKUPS.get(spec.table_sha256)
+    if found is None:
+        from popbatch.core.bundle import prior_table
+
+        data = prior_table(spec.table_sha256)
+        if data is None:
+            raise ModelError(
+                "this model's catalog priors table is not loaded: load the model with "
+                "popbatch.load_model(DIRECTORY), which verifies the table"
+            )
+        found = _LOOKUPS[spec.table_sha256] = PriorLookup(spec, pq.read_table(io.BytesIO(data)))
+    return found

@@ -17,10 +17,13 @@ from popbatch.exporter import runtime
 from popbatch.exporter.background import background_for, write_background
 from popbatch.exporter.heads import export_heads
 from popbatch.exporter.manifest import MODEL_FILE, build_manifest
+from popbatch.exporter.priors import prove as prove_priors
+from popbatch.models.priors import load as load_priors
+from popbatch.models.priors import sealed as sealed_priors
 from popbatch.models.stack import STACK_FILE
 
 from popbatch.core import files
-from popbatch.core.bundle import MANIFEST_FILE
+from popbatch.core.bundle import MANIFEST_FILE, register_prior_table
 from popbatch.core.errors import InputError, OutputError
 
 STACK_DIR = "stack"
@@ -100,6 +103,20 @@ def export_run(
 
     say("proving parity on the test split")
     x = parity_check.split_matrix(stack_dir, stack.feature_names)
+    prior_files, prior_section = {}, None
+    fitted_priors = load_priors(stack_dir)
+    if fitted_priors is not None:
+        # the scorer's preprocessing and priors lookup against the training code's matrix;
+        # every model's parity is then proven on that matrix
+        say("proving the catalog priors: the scorer's lookup against the training code's")
+        spec, table_bytes = sealed_priors(fitted_priors.spec, fitted_priors.table)
+        register_prior_table(table_bytes)
+        prior_section = spec.to_manifest()
+        prior_files[spec.table_file] = table_bytes
+        draft = build_manifest(stack, model_bytes, {}, opsets, priors=prior_section)
+        x, prior_parity = prove_priors(stack_dir, draft, fitted_priors, stack.genre_vocabulary)
+        prior_section["extra"] = {**prior_section["extra"], "parity": prior_parity.manifest()}
+        say(prior_parity.line())
     probability, label = runtime.predict(model_bytes, x)
     parity = parity_check.compare(stack.predict_proba(x), probability, label, stack.threshold)
     parity_check.require(parity)
@@ -122,13 +139,14 @@ def export_run(
         heads = {"popular": popular, **heads}
     # The heads (with each file's sha256) are part of the scoring contract that model_id seals.
     manifest = build_manifest(
-        stack, model_bytes, parity.manifest(), opsets, throughput, heads=heads or None
-    )
+        stack, model_bytes, parity.manifest(), opsets, throughput, heads=heads or None,
+        priors=prior_section,
+    )  # fmt: skip
     out_dir = Path(out_dir)
     background = background_for(stack_dir, manifest)  # rows for popbatch explain
     if background is not None:
         write_background(out_dir, background)
-    write_model(out_dir, model_bytes, manifest, head_files)
+    write_model(out_dir, model_bytes, manifest, {**head_files, **prior_files})
     warnings = []
     total = len(model_bytes) + sum(len(b) for b in head_files.values())
     if total > SIZE_BUDGET:

@@ -182,19 +182,19 @@ class _Builder:
 def popularity_graph(head: Any, width: int) -> Any:
     """``onnx.ModelProto`` reproducing :meth:`models.popularity.PopularityHead.predict`."""
     from onnx import TensorProto
-    from popbatch.models.popularity import N_NUMERIC
 
+    n_numeric = head.n_numeric  # the audio features and any catalog priors
     b = _Builder(width)
     clipped = b.clip("features", head.clip_lower, head.clip_upper)
-    block = width > N_NUMERIC  # the genre one-hot block follows the numerics
+    block = width > n_numeric  # the genre one-hot block follows the numerics
     if block:
-        nodes, inits = genre_block.index_nodes(clipped, N_NUMERIC, width)
+        nodes, inits = genre_block.index_nodes(clipped, n_numeric, width)
         b.nodes += nodes
         b.inits += inits
     columns = []
     ann_out = b.network(head.ann, width, head.scaler_mean, head.scaler_scale, clipped, "ann/")
     if block:
-        genre_block.split_first_layer(b.nodes, b.inits, clipped, N_NUMERIC)
+        genre_block.split_first_layer(b.nodes, b.inits, clipped, n_numeric)
     b.const("shape_n1", [-1, 1], np.int64)
     columns.append(b.node("Reshape", [ann_out, "shape_n1"], "ann/p"))
     trees, trees_width = _tree_input(b, head, clipped, width)
@@ -217,26 +217,24 @@ def _tree_input(b: _Builder, head: Any, clipped: str, width: int) -> tuple[str, 
     """The popularity trees' input and its width: the clipped numerics and the genre's
     encoding, looked up by the genre's index (export/genre_block.py); ``clipped``
     itself for a head without an encoding."""
-    from popbatch.models.popularity import N_NUMERIC
-
     if head.genre_encoding is None:
         return clipped, width
     nodes, inits = genre_block.encoded_input_nodes(head.genre_encoding, "trees/input", "trees/")
     b.nodes += nodes
     b.inits += inits
-    return "trees/input", N_NUMERIC + 1
+    return "trees/input", head.n_numeric + 1
 
 
 def genre_graph(head: Any, width: int) -> Any:
     """``onnx.ModelProto`` reproducing :meth:`models.genre.GenreHead.predict`."""
     from onnx import TensorProto
-    from popbatch.models.genre import WIDTH
 
+    inputs = head.width  # the audio features and any catalog priors, never the genre
     b = _Builder(width)
     source = "features"
-    if width != WIDTH:
+    if width != inputs:
         starts, ends, axes = (
-            b.const(n, v, np.int64) for n, v in (("s0", [0]), ("s1", [WIDTH]), ("ax", [1]))
+            b.const(n, v, np.int64) for n, v in (("s0", [0]), ("s1", [inputs]), ("ax", [1]))
         )
         source = b.node("Slice", ["features", starts, ends, axes], "numeric")
     clipped = b.clip(source, head.clip_lower, head.clip_upper)
@@ -244,10 +242,10 @@ def genre_graph(head: Any, width: int) -> Any:
     parts = {}
     if "ann" in used:
         parts["ann"] = b.network(
-            head.ann, WIDTH, head.scaler_mean, head.scaler_scale, clipped, "ann/"
+            head.ann, inputs, head.scaler_mean, head.scaler_scale, clipped, "ann/"
         )
     if "rf" in used:
-        parts["rf"] = b.embed(_convert(head.rf, WIDTH), "rf/", clipped)
+        parts["rf"] = b.embed(_convert(head.rf, inputs), "rf/", clipped)
     if len(parts) == 2:
         w = np.float32(head.ann_weight)
         b.node("Mul", [parts["ann"], b.const("w_ann", w, np.float32)], "ann/weighted")

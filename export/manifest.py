@@ -19,6 +19,7 @@ from popbatch.core.features import (
     onehot_name,
 )
 from popbatch.core.identity import seal
+from popbatch.core.priors import describe_statistic, is_prior_feature
 from popbatch.core.versions import package_versions
 
 SCHEMA_FILE = Path(__file__).with_name("manifest_schema.json")
@@ -61,6 +62,19 @@ def feature_entries(stack) -> list[dict[str, Any]]:
                     "train": train,
                 }
             )
+        elif is_prior_feature(name):
+            column, _, statistic = name.partition(":")
+            train.pop("impute", None)
+            entries.append(
+                {
+                    "name": name,
+                    "kind": "prior",
+                    "column": column,
+                    "statistic": statistic,
+                    "description": describe_statistic(statistic),
+                    "train": train,
+                }
+            )
         else:
             raise ValueError(f"feature {name!r} is neither numeric nor a genre one-hot")
     return entries
@@ -74,9 +88,11 @@ def build_manifest(
     throughput: dict[str, Any] | None = None,
     created_at: str | None = None,
     heads: dict[str, Any] | None = None,
+    priors: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest of ``onnx_bytes`` exported from ``stack`` (a ``models.stack.NativeStack``);
-    ``heads``: the ``heads`` section of a model with extra heads (``exporter.heads``)."""
+    ``heads``: the ``heads`` section of a model with extra heads (``exporter.heads``);
+    ``priors``: the catalog priors section (``exporter.priors``)."""
     info = stack.info
     label = info["label"]
     data = info["training_data"]
@@ -124,4 +140,6 @@ def build_manifest(
         manifest["throughput"] = throughput
     if heads:
         manifest["heads"] = heads
+    if priors:
+        manifest["priors"] = priors
     return seal(manifest, onnx_bytes)

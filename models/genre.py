@@ -31,7 +31,7 @@ from popbatch.core import files
 from popbatch.core.features import NUMERIC_FEATURE_NAMES
 
 SPEC_FILE = "genre.json"
-WIDTH = len(NUMERIC_FEATURE_NAMES)  # the head reads the first 14 input columns
+WIDTH = len(NUMERIC_FEATURE_NAMES)  # without priors the head reads the first 14 input columns
 WEIGHT_GRID = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 11))
 TOP_CONFUSION = 20
 Progress = Callable[[str], None]
@@ -70,8 +70,13 @@ class GenreHead:
     info: dict[str, Any] = field(default_factory=dict)
 
     def clip(self, x: np.ndarray) -> np.ndarray:
-        """The first 14 (audio feature) columns of ``x``, clipped."""
-        return clip_rows(np.asarray(x)[:, :WIDTH], self.clip_lower, self.clip_upper)
+        """The head's inputs of ``x``, clipped: its first :attr:`width` columns (the audio
+        features and any catalog priors; never the genre one-hot block, its target)."""
+        return clip_rows(np.asarray(x)[:, : self.width], self.clip_lower, self.clip_upper)
+
+    @property
+    def width(self) -> int:
+        return len(self.clip_lower)
 
     def scale(self, c: np.ndarray) -> np.ndarray:
         return (c - np.asarray(self.scaler_mean, np.float32)) / np.asarray(
@@ -205,8 +210,8 @@ def fit_head(
     y_val = np.array([index.get(g, -1) for g in genres_val], np.int64)
     head = GenreHead(
         classes=classes,
-        clip_lower=list(stack.clip_lower[:WIDTH]),
-        clip_upper=list(stack.clip_upper[:WIDTH]),
+        clip_lower=list(stack.clip_lower[: stack.n_numeric]),
+        clip_upper=list(stack.clip_upper[: stack.n_numeric]),
         scaler_mean=[],
         scaler_scale=[],
         ann_weight=0.5,
@@ -220,7 +225,7 @@ def fit_head(
     s, s_val = head.scale(c), head.scale(c_val)
 
     known = y_val >= 0
-    ann = build_ann(WIDTH, len(classes), params.hidden, seed)
+    ann = build_ann(head.width, len(classes), params.hidden, seed)
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=params.patience, restore_best_weights=True
     )

@@ -19,6 +19,14 @@ import polars as pl
 from popbatch.models.data import TrainingData, feature_matrix, genre_vocabulary, load_training_data
 from popbatch.models.evaluate import best_f1_threshold, evaluate
 from popbatch.models.learners import LearnerParams, fit_logistic
+from popbatch.models.priors import (
+    FittedPriors,
+    PriorRecipe,
+    fit_priors,
+    insert_priors,
+    prior_inputs,
+)
+from popbatch.models.priors import save as save_priors
 from popbatch.models.split import grouped_split
 from popbatch.models.stack import NativeStack
 from popbatch.models.stacking import BaseModels, fit_base_models, fit_meta, out_of_fold
@@ -32,6 +40,7 @@ from popbatch.core.features import (
     feature_names,
 )
 from popbatch.core.heads import parse_heads
+from popbatch.core.priors import DEFAULT_PRIOR_COLUMNS, is_prior_feature
 from popbatch.core.stats import numeric_stats, onehot_share
 from popbatch.core.versions import package_versions
 
@@ -75,11 +84,16 @@ class TrainConfig:
     cv: str | None = None  # "KxR": repeated grouped CV of the recipe first (models.cv)
     cv_jobs: int = 2
     heads: tuple[str, ...] = ("popular", "popularity", "genre")  # popbatch.core.heads.HEADS
+    # catalog priors (--prior COLUMN, --no-priors: models.priors); no columns, no priors
+    priors: PriorRecipe = field(default_factory=lambda: PriorRecipe(DEFAULT_PRIOR_COLUMNS))
 
     def __post_init__(self) -> None:
         # "popular,genre" or a list, from the CLI or popbatch.train(heads=...); without
         # the genre column (use_genre=False) the genre head has no target.
         self.heads = tuple(h for h in parse_heads(self.heads) if self.use_genre or h != "genre")
+        if isinstance(self.priors, dict):  # from report.json params
+            self.priors = PriorRecipe(**{k: tuple(v) if isinstance(v, list) else v
+                                         for k, v in self.priors.items()})  # fmt: skip
 
     def as_params(self) -> dict[str, Any]:
         params = asdict(self)
@@ -103,6 +117,9 @@ class Splits:
     y: dict[str, np.ndarray]
     groups: dict[str, np.ndarray]
     frames: dict[str, pl.DataFrame]
+    priors: FittedPriors | None = None
+    """The priors fitted on the training split (validation and test rows read these;
+    training rows have out-of-fold priors), None without priors."""
 
 
 def seed_everything(seed: int) -> None:
@@ -130,17 +147,37 @@ def check_classes(y: np.ndarray, data: TrainingData, popular_above: float) -> No
         )
 
 
-def make_splits(data: TrainingData, y: np.ndarray, seed: int) -> tuple[Splits, list[str] | None]:
+def make_splits(
+    data: TrainingData,
+    y: np.ndarray,
+    seed: int,
+    priors: PriorRecipe | None = None,
+    popular_above: float = DEFAULT_POPULAR_ABOVE,
+) -> tuple[Splits, list[str] | None]:
+    """The grouped 70/15/15 split, each part's feature matrix (with ``priors``: the
+    training rows' out of fold, the others' from the training rows' table)."""
     groups = data.frame[KEY_COLUMN].to_numpy()
     split = grouped_split(groups, y, seed)
     rows = {"train": split.train, "validation": split.validation, "test": split.test}
     frames = {name: data.frame[idx] for name, idx in rows.items()}
     vocabulary = genre_vocabulary(frames["train"]["genre"]) if data.has_genre else None
+    x = {name: feature_matrix(frame, vocabulary) for name, frame in frames.items()}
+    fitted = None
+    if priors is not None and priors.columns:
+        spec = priors.spec(vocabulary)
+        others = ("validation", "test")
+        oof, rest, fitted = prior_inputs(
+            frames["train"], [frames[o] for o in others], spec, priors, popular_above, seed
+        )
+        blocks = {"train": oof, **dict(zip(others, rest, strict=True))}
+        start = len(NUMERIC_FEATURE_NAMES)
+        x = {name: insert_priors(x[name], blocks[name], start) for name in x}
     splits = Splits(
-        x={name: feature_matrix(frame, vocabulary) for name, frame in frames.items()},
+        x=x,
         y={name: y[idx] for name, idx in rows.items()},
         groups={name: groups[idx] for name, idx in rows.items()},
         frames=frames,
+        priors=fitted,
     )
     for name in ("validation", "test"):
         if np.unique(splits.y[name]).size < 2:
@@ -175,7 +212,7 @@ def feature_stats(x_train: np.ndarray, names: list[str]) -> dict[str, Any]:
     """Training-split statistics per input (raw values, as the scorer sees them)."""
     stats: dict[str, Any] = {}
     for i, name in enumerate(names):
-        if name in NUMERIC_FEATURE_NAMES:
+        if name in NUMERIC_FEATURE_NAMES or is_prior_feature(name):
             stats[name] = numeric_stats(x_train[:, i])
         else:
             stats[name] = onehot_share(x_train[:, i])
@@ -391,6 +428,7 @@ def train(
         delimiter=config.delimiter,
         maps=config.maps,
         fills=config.fills,
+        prior_columns=config.priors.columns,
     )
     counts = data.counts
     progress(
@@ -402,8 +440,8 @@ def train(
     watch.lap("loading")
 
     seed_everything(config.seed)
-    splits, vocabulary = make_splits(data, y_all, config.seed)
-    names = feature_names(vocabulary)
+    splits, vocabulary = make_splits(data, y_all, config.seed, config.priors, config.popular_above)
+    names = feature_names(vocabulary, splits.priors.spec.feature_names() if splits.priors else ())
     progress(
         "splitting: "
         + ", ".join(f"{k} {v.size} rows ({int(v.sum())} popular)" for k, v in splits.y.items())
@@ -497,7 +535,11 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     stack.save(out / "stack")
     heads.save(out / "stack")
+    if splits.priors is not None:
+        save_priors(out / "stack", shipped_priors(data, splits, config))
     write_test_split(out / "stack" / "test.parquet", splits, names)
+    if splits.priors is not None:  # export proves the scorer's priors on these catalog rows
+        splits.frames["test"].write_parquet(out / "stack" / "test_rows.parquet")
     write_background(out / "stack" / "background.parquet", splits.x["train"], names, config.seed)
     progress(f"stack: written to {out / 'stack'}")
     watch.lap("saving")
@@ -536,6 +578,15 @@ def train(
     write_json(out / "report.json", report)
     progress(f"report: {out / 'report.json'} and {out / 'report.html'}")
     return TrainResult(stack=stack, report=report, out=out)
+
+
+def shipped_priors(data: TrainingData, splits: Splits, config: TrainConfig) -> FittedPriors:
+    """The priors table the model ships: refitted on every labelled row (train,
+    validation and test) once evaluation is done, so it knows more artists and
+    albums (the model card says so); with ``ship_all_rows`` off, the training split's."""
+    if not config.priors.ship_all_rows:
+        return splits.priors
+    return fit_priors(data.frame, splits.priors.spec, config.popular_above)
 
 
 def kept_rows(x_train: np.ndarray, config: TrainConfig) -> np.ndarray:

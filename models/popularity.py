@@ -91,12 +91,14 @@ class PopularityHead:
     info: dict[str, Any] = field(default_factory=dict)
     genre_encoding: list[float] | None = None
     """One mean popularity per genre one-hot column; None: the trees read ``c`` itself."""
+    n_numeric: int = N_NUMERIC
+    """Inputs before the genre one-hot block: the audio features and any catalog priors."""
 
     def clip(self, x: np.ndarray) -> np.ndarray:
         return clip_rows(x, self.clip_lower, self.clip_upper)
 
     def tree_input(self, c: np.ndarray) -> np.ndarray:
-        return tree_input(c, self.genre_encoding)
+        return tree_input(c, self.genre_encoding, self.n_numeric)
 
     def base_predictions(self, x: np.ndarray) -> np.ndarray:
         """[N, 3] predictions (popularity points) of ann, rf, xgb for raw rows ``x``."""
@@ -130,6 +132,7 @@ class PopularityHead:
             "meta": {"order": list(BASE), "coef": self.meta_coef, "intercept": self.meta_intercept},
             "clip": [LOW, HIGH],
             "genre_encoding": self.genre_encoding,
+            "n_numeric": self.n_numeric,
             "info": self.info,
         }
         files.write_atomically(directory / SPEC_FILE, json.dumps(spec, indent=2))
@@ -156,28 +159,36 @@ class PopularityHead:
             xgb=xgb,
             info=spec.get("info", {}),
             genre_encoding=spec.get("genre_encoding"),  # absent: written before the encoding
+            n_numeric=spec.get("n_numeric", N_NUMERIC),  # absent: written before priors
         )
 
 
-def tree_input(c: np.ndarray, encoding: list[float] | None) -> np.ndarray:
+def tree_input(
+    c: np.ndarray, encoding: list[float] | None, n_numeric: int = N_NUMERIC
+) -> np.ndarray:
     """The trees' input: the clipped numerics and the genre's encoding (or ``c`` itself)."""
-    return c if encoding is None else with_encoded_genre(c, N_NUMERIC, encoding)
+    return c if encoding is None else with_encoded_genre(c, n_numeric, encoding)
 
 
 def encoded_inputs(
-    c: np.ndarray, y: np.ndarray, groups: np.ndarray, others: list[np.ndarray], seed: int
+    c: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    others: list[np.ndarray],
+    seed: int,
+    n_numeric: int = N_NUMERIC,
 ) -> tuple[np.ndarray, list[np.ndarray], list[float] | None]:
     """The trees' inputs for fitting rows ``c`` (out-of-fold encoding: a row's own
     popularity never reaches its feature) and for ``others`` (the encoding fitted on
     all of ``c``), and that encoding. Without a genre block, the inputs as they are."""
-    if c.shape[1] <= N_NUMERIC:
+    if c.shape[1] <= n_numeric:
         return c, others, None
-    block = c[:, N_NUMERIC:]
+    block = c[:, n_numeric:]
     above_median = (y > np.median(y)).astype(np.int64)  # the folds' strata
     oof = out_of_fold_encoding(block, y, groups, seed, strata=above_median).astype(np.float32)
     encoding = [float(v) for v in fit_encoding(block, y)]
-    fitted = np.column_stack([c[:, :N_NUMERIC], oof])
-    return fitted, [tree_input(o, encoding) for o in others], encoding
+    fitted = np.column_stack([c[:, :n_numeric], oof])
+    return fitted, [tree_input(o, encoding, n_numeric) for o in others], encoding
 
 
 def base_predictions(
@@ -262,11 +273,14 @@ def fit_xgb(c, y, c_val, y_val, params: RegressorParams, seed: int):
     return XGBRegressor(**{**common, "n_estimators": rounds}).fit(c, y, verbose=False)
 
 
-def fit_base(c, scaled, y, groups, c_val, scaled_val, y_val, params: RegressorParams, seed: int):
+def fit_base(
+    c, scaled, y, groups, c_val, scaled_val, y_val, params: RegressorParams, seed: int,
+    n_numeric: int = N_NUMERIC,
+):  # fmt: skip
     """The three learners on fitting rows ``c`` (clipped) and ``scaled``; the trees read
     the genre's encoding fitted on these rows only. Returns them, the encoding and the
     network's history."""
-    trees, (trees_val,), encoding = encoded_inputs(c, y, groups, [c_val], seed)
+    trees, (trees_val,), encoding = encoded_inputs(c, y, groups, [c_val], seed, n_numeric)
     ann, history = fit_ann(scaled, y, scaled_val, y_val, params, seed)
     rf = fit_rf(trees, y, params, seed)
     xgb = fit_xgb(trees, y, trees_val, y_val, params, seed)
@@ -305,6 +319,7 @@ def fit_head(
         ann=None,
         rf=None,
         xgb=None,
+        n_numeric=stack.n_numeric,
     )
     mean = np.asarray(head.scaler_mean, np.float32)
     scale = np.asarray(head.scaler_scale, np.float32)
@@ -316,15 +331,17 @@ def fit_head(
     oof = np.zeros((len(y_train), len(BASE)), np.float64)
     for fold, (fit, held) in enumerate(grouped_folds(groups, strata, folds, seed), start=1):
         ann, rf, xgb, encoding, _ = fit_base(
-            c[fit], s[fit], y_train[fit], groups[fit], c_val, s_val, y_val, params, seed + fold
-        )
-        oof[held] = base_predictions(ann, rf, xgb, tree_input(c[held], encoding), s[held])
+            c[fit], s[fit], y_train[fit], groups[fit], c_val, s_val, y_val, params, seed + fold,
+            head.n_numeric,
+        )  # fmt: skip
+        trees_held = tree_input(c[held], encoding, head.n_numeric)
+        oof[held] = base_predictions(ann, rf, xgb, trees_held, s[held])
         progress(f"popularity: fold {fold}/{folds}, xgb {xgb.n_estimators} rounds")
     meta = LinearRegression().fit(oof, y_train)
     head.meta_coef = [float(v) for v in meta.coef_]
     head.meta_intercept = float(meta.intercept_)
     head.ann, head.rf, head.xgb, head.genre_encoding, history = fit_base(
-        c, s, y_train, groups, c_val, s_val, y_val, params, seed
+        c, s, y_train, groups, c_val, s_val, y_val, params, seed, head.n_numeric
     )
     progress(
         f"popularity: meta weights {np.round(head.meta_coef, 3).tolist()}, "
@@ -402,7 +419,13 @@ def tune(stack, x, y, groups, splits, targets, params: RegressorParams, config, 
     strata = (y > np.median(y)).astype(np.int64)
     # Each fold's trees read a genre encoding fitted on its fitting rows only.
     folds = [
-        (fit, held, *encoded_inputs(c[fit], y[fit], groups[fit], [c[held], c_val], config.seed))
+        (
+            fit,
+            held,
+            *encoded_inputs(
+                c[fit], y[fit], groups[fit], [c[held], c_val], config.seed, stack.n_numeric
+            ),
+        )
         for fit, held in grouped_folds(groups, strata, TUNE_FOLDS, config.seed)
     ]
     budget = config.tune_budget * 60 / 2

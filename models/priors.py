@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from popbatch.core import files
 from popbatch.core.priors import CELL, KEY, PriorSpec, key_pairs
 
 COLUMN = "column"
@@ -286,3 +289,103 @@ def out_of_fold_features(
         table = fit_table(frame[fit_rows], fit_labels, fold_spec)
         out[held] = native_features(frame[held], table, fold_spec)
     return out
+
+
+# ------------------------------------------------------------ training recipe
+@dataclass(frozen=True)
+class PriorRecipe:
+    """How ``popbatch train`` makes prior inputs (``--prior``, ``--no-priors``): the
+    spec's parameters and the out-of-fold scheme. No columns: no priors."""
+
+    columns: tuple[str, ...] = ()
+    statistics: tuple[str, ...] = ("mean", "share", "count")
+    smoothing: float = 5.0
+    combine: str = "pooled"
+    artist_share: float = DEFAULT_ARTIST_SHARE
+    folds: int = PRIOR_FOLDS
+    ship_all_rows: bool = True
+
+    def spec(self, genres: list[str] | tuple[str, ...] | None) -> PriorSpec:
+        statistics = tuple(s for s in self.statistics if s != "genre" or genres)
+        return PriorSpec(
+            columns=tuple(self.columns),
+            statistics=statistics,
+            smoothing=self.smoothing,
+            combine=self.combine,
+            genres=tuple(genres or ()) if "genre" in statistics else (),
+        )
+
+
+def labels_of(frame: pl.DataFrame, spec: PriorSpec, popular_above: float) -> Labels:
+    """A training frame's labels for priors (``models.data`` columns: track_id,
+    popularity and the normalised genre when there is one)."""
+    genre = frame["genre"].to_list() if "genre" in frame.columns and spec.genres else None
+    return Labels(
+        frame["track_id"].to_numpy().astype(object),
+        frame["popularity"].to_numpy().astype(np.float64),
+        genre_indices(genre, spec.genres),
+        float(popular_above),
+    )
+
+
+@dataclass
+class FittedPriors:
+    """Priors fitted on some rows: the spec (with global values) and the table."""
+
+    spec: PriorSpec
+    table: pl.DataFrame
+
+    def features(self, frame: pl.DataFrame) -> np.ndarray:
+        return native_features(frame, self.table, self.spec)
+
+
+def fit_priors(frame: pl.DataFrame, spec: PriorSpec, popular_above: float) -> FittedPriors:
+    """The table and global values of every row of ``frame`` (what a model ships)."""
+    labels = labels_of(frame, spec, popular_above)
+    spec = with_globals(spec, labels)
+    return FittedPriors(spec, fit_table(frame, labels, spec))
+
+
+def prior_inputs(
+    fit: pl.DataFrame,
+    others: list[pl.DataFrame],
+    spec: PriorSpec,
+    recipe: PriorRecipe,
+    popular_above: float,
+    seed: int,
+) -> tuple[np.ndarray, list[np.ndarray], FittedPriors]:
+    """Prior inputs of fitting rows (out of fold: :func:`out_of_fold_features`) and of
+    ``others`` (from a table of all fitting rows), and that table."""
+    labels = labels_of(fit, spec, popular_above)
+    oof = out_of_fold_features(fit, labels, spec, seed, recipe.folds, recipe.artist_share)
+    fitted = fit_priors(fit, spec, popular_above)
+    return oof, [fitted.features(o) for o in others], fitted
+
+
+def insert_priors(x: np.ndarray, block: np.ndarray, start: int) -> np.ndarray:
+    """``x`` with the prior inputs ``block`` as columns ``start..`` (after the audio
+    features, before the genre one-hot block: ``popbatch.core.features.feature_names``)."""
+    return np.hstack([x[:, :start], block.astype(np.float32), x[:, start:]]).astype(np.float32)
+
+
+SPEC_FILE = "priors.json"
+
+
+def save(directory: Path, fitted: FittedPriors) -> PriorSpec:
+    """Write the table (``priors.parquet``) and its spec (``priors.json``, with the
+    table's sha256) into a stack directory; returns the sealed spec."""
+    spec, data = sealed(fitted.spec, fitted.table)
+    directory = Path(directory)
+    files.write_atomically(directory / spec.table_file, data)
+    files.write_atomically(directory / SPEC_FILE, json.dumps(spec.to_manifest(), indent=2))
+    return spec
+
+
+def load(directory: Path) -> FittedPriors | None:
+    """A stack directory's priors, or None for a stack trained without them."""
+    path = Path(directory) / SPEC_FILE
+    if not path.exists():
+        return None
+    spec = PriorSpec.from_manifest(json.loads(path.read_text(encoding="utf-8")))
+    table = pl.read_parquet(Path(directory) / spec.table_file)
+    return FittedPriors(spec, table)

@@ -69,13 +69,15 @@ def onehot_name(genre: str) -> str:
     return f"genre={genre}"
 
 
-def feature_names(genres: Iterable[str] | None) -> list[str]:
-    """Model input names in order: numeric features, then one-hot genres and "other".
+def feature_names(genres: Iterable[str] | None, priors: Iterable[str] = ()) -> list[str]:
+    """Model input names in order: numeric features, the catalog priors' inputs
+    (``artists:mean``, ...: :meth:`popbatch.core.priors.PriorSpec.feature_names`), then
+    one-hot genres and "other".
 
     ``genres`` is the training vocabulary, or ``None`` for a model trained
     without genre (``--no-genre``).
     """
-    names = list(NUMERIC_FEATURE_NAMES)
+    names = [*NUMERIC_FEATURE_NAMES, *priors]
     if genres is not None:
         names += [onehot_name(g) for g in genres] + [onehot_name(OTHER_GENRE)]
     return names

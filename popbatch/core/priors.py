@@ -32,13 +32,15 @@ as ``priors`` (covered by ``model_id``, as is the table file's sha256).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import polars as pl
 
-DEFAULT_PRIOR_COLUMNS = ("artists", "album_name")
+from popbatch.core import train_defaults
+
+DEFAULT_PRIOR_COLUMNS = train_defaults.PRIOR_COLUMNS
 #: columns whose cells hold several keys, and the separator
 MULTI_VALUED = {"artists": ";"}
 STATISTICS = ("mean", "share", "count", "max_mean", "genre")
@@ -138,6 +140,21 @@ def column_feature_names(spec: PriorSpec, column: str) -> list[str]:
     return names
 
 
+_STATISTIC_TEXT = {
+    "mean": "smoothed mean popularity of the key's labelled tracks",
+    "share": "smoothed share of popular tracks among the key's labelled tracks",
+    "count": "log1p of the key's labelled tracks (0: never seen in training)",
+    "max_mean": "largest smoothed mean popularity among the row's keys",
+}
+
+
+def describe_statistic(statistic: str) -> str:
+    """One line on what a prior input means, for the manifest."""
+    if statistic.startswith("genre="):
+        return f"smoothed share of the key's labelled rows in genre {statistic[6:]}"
+    return _STATISTIC_TEXT.get(statistic, statistic)
+
+
 def is_prior_feature(name: str) -> bool:
     return ":" in name and name.split(":", 1)[0] != "genre"
 
@@ -158,14 +175,6 @@ def describe(name: str, value: float) -> str:
     if statistic == "max_mean":
         return f"{who} history: best mean popularity {value:.0f}"
     return f"{who} history: {statistic.replace('genre=', 'genre ')} share {value:.2f}"
-
-
-def prior_columns(requested: Iterable[str] | None, no_priors: bool = False) -> tuple[str, ...]:
-    """``--prior COLUMN`` (repeatable) and ``--no-priors`` -> the prior columns."""
-    if no_priors:
-        return ()
-    chosen = tuple(dict.fromkeys(requested or ())) or DEFAULT_PRIOR_COLUMNS
-    return chosen
 
 
 def fill_hint(columns: Sequence[str]) -> str:

@@ -27,3 +27,5 @@ RF_DEPTH = 5
 XGB_ROUNDS = 60
 XGB_DEPTH = 2
 LEARNERS = ("logistic", "xgb")
+# Catalog priors (popbatch.core.priors.DEFAULT_PRIOR_COLUMNS).
+PRIOR_COLUMNS = ("artists", "album_name")
