@@ -192,16 +192,22 @@ def popularity_graph(head: Any, width: int) -> Any:
         b.nodes += nodes
         b.inits += inits
     columns = []
-    ann_out = b.network(head.ann, width, head.scaler_mean, head.scaler_scale, clipped, "ann/")
-    if block:
-        genre_block.split_first_layer(b.nodes, b.inits, clipped, n_numeric)
     b.const("shape_n1", [-1, 1], np.int64)
-    columns.append(b.node("Reshape", [ann_out, "shape_n1"], "ann/p"))
+    if head.ann is not None:
+        ann = b.network(head.ann, width, head.scaler_mean, head.scaler_scale, clipped, "ann/")
+        if block:
+            genre_block.split_first_layer(b.nodes, b.inits, clipped, n_numeric)
+        columns.append(b.node("Reshape", [ann, "shape_n1"], "ann/p"))
     trees, trees_width = _tree_input(b, head, clipped, width)
     for prefix, estimator in (("rf/", head.rf), ("xgb/", head.xgb)):
+        if estimator is None:  # not one of this head's learners
+            continue
         out = b.embed(_convert(estimator, trees_width), prefix, trees)
         columns.append(b.node("Reshape", [out, "shape_n1"], f"{prefix}p"))
-    b.node("Concat", columns, "base", axis=1)
+    if len(columns) > 1:
+        b.node("Concat", columns, "base", axis=1)
+    else:
+        b.node("Identity", columns, "base")
     b.node("Cast", ["base"], "base64", to=TensorProto.DOUBLE)
     coef = b.const("meta_coef", np.asarray(head.meta_coef).reshape(-1, 1), np.float64)
     b.node("MatMul", ["base64", coef], "z0")
@@ -225,6 +231,32 @@ def _tree_input(b: _Builder, head: Any, clipped: str, width: int) -> tuple[str, 
     return "trees/input", head.n_numeric + 1
 
 
+def _softmax_nodes(b: _Builder, model: dict[str, Any], clipped: str) -> str:
+    """The genre head's softmax design (``models.genre.softmax_probabilities``):
+    ``Softmax(c[:, z] @ W + b + sum_j A[j] * Log(Max(c[:, genre_j], floor)))``."""
+    from popbatch.models.genre import LOG_FLOOR
+
+    z = b.const("softmax/z_index", np.asarray(model["z"], np.int64), np.int64)
+    b.node("Gather", [clipped, z], "softmax/z", axis=1)
+    w = b.const("softmax/W", np.asarray(model["W"]), np.float32)
+    b.node("MatMul", ["softmax/z", w], "softmax/zw")
+    logits = b.node(
+        "Add",
+        ["softmax/zw", b.const("softmax/b", np.asarray(model["b"]), np.float32)],
+        "softmax/l0",
+    )
+    for j, (columns, a) in enumerate(zip(model["genre"], model["A"], strict=True)):
+        index = b.const(f"softmax/g{j}_index", np.asarray(columns, np.int64), np.int64)
+        b.node("Gather", [clipped, index], f"softmax/g{j}", axis=1)
+        floor = b.const(f"softmax/floor{j}", np.float32(LOG_FLOOR), np.float32)
+        b.node("Max", [f"softmax/g{j}", floor], f"softmax/gf{j}")
+        b.node("Log", [f"softmax/gf{j}"], f"softmax/log{j}")
+        weight = b.const(f"softmax/a{j}", np.asarray(a), np.float32)
+        b.node("Mul", [f"softmax/log{j}", weight], f"softmax/la{j}")
+        logits = b.node("Add", [logits, f"softmax/la{j}"], f"softmax/l{j + 1}")
+    return b.node("Softmax", [logits], "softmax/p", axis=1)
+
+
 def genre_graph(head: Any, width: int) -> Any:
     """``onnx.ModelProto`` reproducing :meth:`models.genre.GenreHead.predict`."""
     from onnx import TensorProto
@@ -240,6 +272,8 @@ def genre_graph(head: Any, width: int) -> Any:
     clipped = b.clip(source, head.clip_lower, head.clip_upper)
     used = head.used_learners()
     parts = {}
+    if head.softmax is not None:
+        parts["softmax"] = _softmax_nodes(b, head.softmax, clipped)
     if "ann" in used:
         parts["ann"] = b.network(
             head.ann, inputs, head.scaler_mean, head.scaler_scale, clipped, "ann/"

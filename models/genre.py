@@ -45,6 +45,12 @@ class ClassifierParams:
     batch_size: int = 64
     patience: int = 15
     hidden: tuple[int, ...] = (128,)
+    design: str = "softmax"
+    """"blend": the network and the forest, weighted; "softmax": a softmax regression on
+    the audio features and the catalog priors' track counts plus, per class, the log of
+    the artist's and the album's smoothed genre shares (:func:`fit_softmax`)."""
+    softmax_l2: float = 1e-4
+    softmax_iterations: int = 300
     rf: dict[str, Any] = field(
         default_factory=lambda: {
             "n_estimators": 30,
@@ -68,6 +74,9 @@ class GenreHead:
     ann: Any
     rf: Any
     info: dict[str, Any] = field(default_factory=dict)
+    softmax: dict[str, Any] | None = None
+    """The softmax design's weights on the head's clipped inputs (None: the blend):
+    ``logits = c[:, z] @ W + b + sum_j A[j] * log(c[:, genre_j])``."""
 
     def clip(self, x: np.ndarray) -> np.ndarray:
         """The head's inputs of ``x``, clipped: its first :attr:`width` columns (the audio
@@ -85,11 +94,15 @@ class GenreHead:
 
     def used_learners(self) -> list[str]:
         """The learners with a non-zero weight (only these are saved and exported)."""
+        if self.softmax is not None:
+            return ["softmax"]
         weights = {"ann": self.ann_weight, "rf": 1.0 - self.ann_weight}
         return [n for n in ("ann", "rf") if weights[n] > 0 and getattr(self, n) is not None]
 
     def learner_probabilities(self, x: np.ndarray) -> dict[str, np.ndarray]:
         c = self.clip(x)
+        if self.softmax is not None:
+            return {"softmax": softmax_probabilities(self.softmax, c)}
         out = {}
         if self.ann is not None:
             out["ann"] = np.asarray(self.ann.predict(self.scale(c), verbose=0, batch_size=8192))
@@ -98,6 +111,8 @@ class GenreHead:
         return out
 
     def combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        if "softmax" in parts:
+            return parts["softmax"]
         if self.ann_weight >= 1.0:
             return parts["ann"].astype(np.float64)
         if self.ann_weight <= 0.0:
@@ -133,6 +148,7 @@ class GenreHead:
             "scaler_scale": self.scaler_scale,
             "ann_weight": self.ann_weight,
             "learners": used,
+            "softmax": self.softmax,
             "info": self.info,
         }
         files.write_atomically(directory / SPEC_FILE, json.dumps(spec, indent=2))
@@ -157,6 +173,7 @@ class GenreHead:
             else None,
             rf=joblib.load(directory / "genre_rf.joblib") if "rf" in learners else None,
             info=spec.get("info", {}),
+            softmax=spec.get("softmax"),  # absent: written before the softmax design
         )
 
 
@@ -219,6 +236,20 @@ def fit_head(
         rf=None,
     )
     c, c_val = head.clip(x_train), head.clip(x_val)
+    if params.design == "softmax":
+        head.softmax = fit_softmax(c, y, stack.feature_names[: head.width], classes, params)
+        p = head.predict_proba(x_val)
+        chosen = {
+            "accuracy": float(np.mean(np.argmax(p, axis=1) == y_val)),
+            "top3_accuracy": _top_k(p, y_val, 3),
+        }
+        progress(
+            f"genre: {len(classes)} genres, softmax regression on {len(head.softmax['z'])} "
+            f"inputs and {len(head.softmax['genre'])} prior genre mixes "
+            f"({head.softmax['iterations']} iterations; validation accuracy "
+            f"{chosen['accuracy']:.3f}, top-3 {chosen['top3_accuracy']:.3f})"
+        )
+        return head, {"validation": chosen}
     scaler = StandardScaler().fit(c.astype(np.float64))
     head.scaler_mean = scaler.mean_.tolist()
     head.scaler_scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0).tolist()
@@ -266,6 +297,96 @@ def fit_head(
     return head, {
         "weights": {str(w): v for w, v in scores.items()},
         "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+    }
+
+
+#: a genre share is read as log(max(share, LOG_FLOOR)): a genre no labelled row of a
+#: fold had (tiny training sets) has share 0
+LOG_FLOOR = 1e-6
+
+
+def softmax_inputs(names: list[str], classes: list[str]) -> tuple[list[int], list[list[int]]]:
+    """Positions of the softmax's plain inputs (the audio features and the priors' track
+    counts) and, per prior column with genre shares, its share of each class."""
+    from popbatch.core.priors import is_prior_feature
+
+    position = {n: i for i, n in enumerate(names)}
+    z = [i for i, n in enumerate(names) if not is_prior_feature(n) or n.endswith(":count")]
+    columns = list(dict.fromkeys(n.split(":", 1)[0] for n in names if ":genre=" in n))
+    genre = [[position.get(f"{c}:genre={g}", -1) for g in classes] for c in columns]
+    return z, [g for g in genre if min(g) >= 0]
+
+
+def softmax_probabilities(model: dict[str, Any], c: np.ndarray) -> np.ndarray:
+    """[N, C] probabilities of the softmax design for clipped inputs ``c`` (float64)."""
+    c = np.asarray(c, np.float64)
+    logits = c[:, model["z"]] @ np.asarray(model["W"]) + np.asarray(model["b"])
+    for columns, a in zip(model["genre"], model["A"], strict=True):
+        logits += np.log(np.maximum(c[:, columns], np.float32(LOG_FLOOR))) * np.asarray(a)
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def fit_softmax(
+    c: np.ndarray, y: np.ndarray, names: list[str], classes: list[str], params: ClassifierParams
+) -> dict[str, Any]:
+    """Fit the softmax design by L-BFGS on the full batch (cross-entropy, L2 on ``W``):
+    ``logits = Zs @ W + b + sum_j a_j * log(genre_j)``, ``Zs`` the standardised plain
+    inputs, ``a_j`` one weight per class and prior column (starting at 1: the prior's
+    own log shares). The standardisation is folded into ``W`` and ``b``, so the graph
+    reads the clipped inputs as they are."""
+    from scipy.optimize import minimize
+
+    z_columns, genre_columns = softmax_inputs(names, classes)
+    z = np.asarray(c[:, z_columns], np.float64)
+    mean, std = z.mean(axis=0), z.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    zs = (z - mean) / std
+    logs = [
+        np.log(np.maximum(np.asarray(c[:, g], np.float64), np.float32(LOG_FLOOR)))
+        for g in genre_columns
+    ]
+    n, d = zs.shape
+    k, j = len(classes), len(logs)
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), y] = 1.0
+    l2 = params.softmax_l2
+
+    def unpack(theta: np.ndarray):
+        w = theta[: d * k].reshape(d, k)
+        b = theta[d * k : d * k + k]
+        a = theta[d * k + k :].reshape(j, k)
+        return w, b, a
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b, a = unpack(theta)
+        logits = zs @ w + b
+        for log, weights in zip(logs, a, strict=True):
+            logits += log * weights
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        value = -np.mean(np.log(p[np.arange(n), y] + 1e-300)) + l2 * float((w**2).sum())
+        g = (p - onehot) / n
+        grad_w = zs.T @ g + 2 * l2 * w
+        grad_a = [(log * g).sum(axis=0) for log in logs]
+        return value, np.concatenate([grad_w.ravel(), g.sum(axis=0), *grad_a])
+
+    start = np.zeros(d * k + k + j * k)
+    start[d * k + k :] = 1.0
+    result = minimize(
+        loss, start, jac=True, method="L-BFGS-B", options={"maxiter": params.softmax_iterations}
+    )
+    w, b, a = unpack(result.x)
+    folded = w / std[:, None]
+    return {
+        "z": [int(i) for i in z_columns],
+        "genre": [[int(i) for i in g] for g in genre_columns],
+        "W": folded.tolist(),
+        "b": (b - mean @ folded).tolist(),
+        "A": a.tolist(),
+        "iterations": int(result.nit),
     }
 
 

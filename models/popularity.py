@@ -73,6 +73,10 @@ class RegressorParams:
         }
     )
     xgb_early_stopping: int = 30
+    # With catalog priors XGBoost alone keeps nearly all the stack's quality at a fraction
+    # of its scoring cost (docs/training.md, the heads' frontier).
+    learners: tuple[str, ...] = ("xgb",)
+    """The base learners (a subset of :data:`BASE`); one alone needs no meta learner."""
 
 
 @dataclass
@@ -93,6 +97,8 @@ class PopularityHead:
     """One mean popularity per genre one-hot column; None: the trees read ``c`` itself."""
     n_numeric: int = N_NUMERIC
     """Inputs before the genre one-hot block: the audio features and any catalog priors."""
+    learners: tuple[str, ...] = BASE
+    """The base learners the meta learner combines, in :data:`BASE` order."""
 
     def clip(self, x: np.ndarray) -> np.ndarray:
         return clip_rows(x, self.clip_lower, self.clip_upper)
@@ -101,7 +107,7 @@ class PopularityHead:
         return tree_input(c, self.genre_encoding, self.n_numeric)
 
     def base_predictions(self, x: np.ndarray) -> np.ndarray:
-        """[N, 3] predictions (popularity points) of ann, rf, xgb for raw rows ``x``."""
+        """[N, L] predictions (popularity points) of the learners for raw rows ``x``."""
         c = self.clip(x)
         scaled = (c - np.asarray(self.scaler_mean, np.float32)) / np.asarray(
             self.scaler_scale, np.float32
@@ -121,15 +127,22 @@ class PopularityHead:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.ann.save(directory / "popularity_ann.keras")
-        joblib.dump(self.rf, directory / "popularity_rf.joblib")
-        self.xgb.save_model(directory / "popularity_xgb.json")
+        if self.ann is not None:
+            self.ann.save(directory / "popularity_ann.keras")
+        if self.rf is not None:
+            joblib.dump(self.rf, directory / "popularity_rf.joblib")
+        if self.xgb is not None:
+            self.xgb.save_model(directory / "popularity_xgb.json")
         spec = {
             "clip_lower": self.clip_lower,
             "clip_upper": self.clip_upper,
             "scaler_mean": self.scaler_mean,
             "scaler_scale": self.scaler_scale,
-            "meta": {"order": list(BASE), "coef": self.meta_coef, "intercept": self.meta_intercept},
+            "meta": {
+                "order": list(self.learners),
+                "coef": self.meta_coef,
+                "intercept": self.meta_intercept,
+            },
             "clip": [LOW, HIGH],
             "genre_encoding": self.genre_encoding,
             "n_numeric": self.n_numeric,
@@ -145,8 +158,11 @@ class PopularityHead:
 
         directory = Path(directory)
         spec = json.loads((directory / SPEC_FILE).read_text(encoding="utf-8"))
-        xgb = xgboost.XGBRegressor()
-        xgb.load_model(directory / "popularity_xgb.json")
+        learners = tuple(spec["meta"].get("order", BASE))
+        xgb = None
+        if "xgb" in learners:
+            xgb = xgboost.XGBRegressor()
+            xgb.load_model(directory / "popularity_xgb.json")
         return cls(
             clip_lower=spec["clip_lower"],
             clip_upper=spec["clip_upper"],
@@ -154,9 +170,12 @@ class PopularityHead:
             scaler_scale=spec["scaler_scale"],
             meta_coef=spec["meta"]["coef"],
             meta_intercept=spec["meta"]["intercept"],
-            ann=keras.saving.load_model(directory / "popularity_ann.keras"),
-            rf=joblib.load(directory / "popularity_rf.joblib"),
+            ann=keras.saving.load_model(directory / "popularity_ann.keras")
+            if "ann" in learners
+            else None,
+            rf=joblib.load(directory / "popularity_rf.joblib") if "rf" in learners else None,
             xgb=xgb,
+            learners=learners,
             info=spec.get("info", {}),
             genre_encoding=spec.get("genre_encoding"),  # absent: written before the encoding
             n_numeric=spec.get("n_numeric", N_NUMERIC),  # absent: written before priors
@@ -194,8 +213,15 @@ def encoded_inputs(
 def base_predictions(
     ann: Any, rf: Any, xgb: Any, trees: np.ndarray, scaled: np.ndarray
 ) -> np.ndarray:
-    p_ann = np.asarray(ann.predict(scaled, verbose=0, batch_size=8192)).reshape(-1)
-    return np.column_stack([p_ann, rf.predict(trees), xgb.predict(trees)]).astype(np.float64)
+    """[N, L] predictions of the fitted learners (None: not in the head), in BASE order."""
+    columns = []
+    if ann is not None:
+        columns.append(np.asarray(ann.predict(scaled, verbose=0, batch_size=8192)).reshape(-1))
+    if rf is not None:
+        columns.append(rf.predict(trees))
+    if xgb is not None:
+        columns.append(xgb.predict(trees))
+    return np.column_stack(columns).astype(np.float64)
 
 
 def build_ann(n_inputs: int, seed: int):
@@ -277,13 +303,15 @@ def fit_base(
     c, scaled, y, groups, c_val, scaled_val, y_val, params: RegressorParams, seed: int,
     n_numeric: int = N_NUMERIC,
 ):  # fmt: skip
-    """The three learners on fitting rows ``c`` (clipped) and ``scaled``; the trees read
-    the genre's encoding fitted on these rows only. Returns them, the encoding and the
-    network's history."""
+    """``params.learners`` on fitting rows ``c`` (clipped) and ``scaled`` (None for a
+    learner not chosen); the trees read the genre's encoding fitted on these rows only.
+    Returns them, the encoding and the network's history."""
     trees, (trees_val,), encoding = encoded_inputs(c, y, groups, [c_val], seed, n_numeric)
-    ann, history = fit_ann(scaled, y, scaled_val, y_val, params, seed)
-    rf = fit_rf(trees, y, params, seed)
-    xgb = fit_xgb(trees, y, trees_val, y_val, params, seed)
+    ann, history = None, {}
+    if "ann" in params.learners:
+        ann, history = fit_ann(scaled, y, scaled_val, y_val, params, seed)
+    rf = fit_rf(trees, y, params, seed) if "rf" in params.learners else None
+    xgb = fit_xgb(trees, y, trees_val, y_val, params, seed) if "xgb" in params.learners else None
     return ann, rf, xgb, encoding, history
 
 
@@ -320,6 +348,7 @@ def fit_head(
         rf=None,
         xgb=None,
         n_numeric=stack.n_numeric,
+        learners=tuple(n for n in BASE if n in params.learners),
     )
     mean = np.asarray(head.scaler_mean, np.float32)
     scale = np.asarray(head.scaler_scale, np.float32)
@@ -328,18 +357,25 @@ def fit_head(
     y_train = np.asarray(y_train, np.float64)
     y_val = np.asarray(y_val, np.float64)
     strata = (y_train > np.median(y_train)).astype(np.int64)
-    oof = np.zeros((len(y_train), len(BASE)), np.float64)
-    for fold, (fit, held) in enumerate(grouped_folds(groups, strata, folds, seed), start=1):
+    oof = np.zeros((len(y_train), len(head.learners)), np.float64)
+    # one learner alone is the prediction: no meta learner, no out-of-fold fits for it
+    stacked = len(head.learners) > 1
+    for fold, (fit, held) in enumerate(
+        grouped_folds(groups, strata, folds, seed) if stacked else [], start=1
+    ):
         ann, rf, xgb, encoding, _ = fit_base(
             c[fit], s[fit], y_train[fit], groups[fit], c_val, s_val, y_val, params, seed + fold,
             head.n_numeric,
         )  # fmt: skip
         trees_held = tree_input(c[held], encoding, head.n_numeric)
         oof[held] = base_predictions(ann, rf, xgb, trees_held, s[held])
-        progress(f"popularity: fold {fold}/{folds}, xgb {xgb.n_estimators} rounds")
-    meta = LinearRegression().fit(oof, y_train)
-    head.meta_coef = [float(v) for v in meta.coef_]
-    head.meta_intercept = float(meta.intercept_)
+        progress(f"popularity: fold {fold}/{folds}")
+    if stacked:
+        meta = LinearRegression().fit(oof, y_train)
+        head.meta_coef = [float(v) for v in meta.coef_]
+        head.meta_intercept = float(meta.intercept_)
+    else:
+        head.meta_coef, head.meta_intercept = [1.0], 0.0
     head.ann, head.rf, head.xgb, head.genre_encoding, history = fit_base(
         c, s, y_train, groups, c_val, s_val, y_val, params, seed, head.n_numeric
     )
@@ -386,7 +422,7 @@ def evaluate_head(
         base = head.base_predictions(x[split])
         preds = {
             "stack": head.combine(base),
-            **{name: base[:, i] for i, name in enumerate(BASE)},
+            **{name: base[:, i] for i, name in enumerate(head.learners)},
             "linear": linear.predict((head.clip(x[split]) - mean) / scale),
             "mean": np.full(len(y[split]), float(np.mean(y_train))),
         }

@@ -298,7 +298,7 @@ class PriorRecipe:
     spec's parameters and the out-of-fold scheme. No columns: no priors."""
 
     columns: tuple[str, ...] = ()
-    statistics: tuple[str, ...] = ("mean", "share", "count")
+    statistics: tuple[str, ...] = ("mean", "share", "count", "genre")
     smoothing: float = 5.0
     combine: str = "pooled"
     artist_share: float = DEFAULT_ARTIST_SHARE
