@@ -162,10 +162,10 @@ class Preprocessor:
         self.width = int(self.manifest["input"]["width"])
         self.numeric: list[NumericInput] = []
         self.genre_positions: dict[str, int] = {}
-        prior_positions: list[int] = []
+        prior_positions: dict[str, int] = {}
         for position, feature in enumerate(self.manifest["features"]):
             if feature["kind"] == "prior":
-                prior_positions.append(position)
+                prior_positions[feature["name"]] = position
             elif feature["kind"] == "numeric":
                 self.numeric.append(
                     NumericInput(
@@ -194,11 +194,14 @@ class Preprocessor:
         self.other_position = (
             self.genre_positions.get(_genre_text(genre["other"])) if genre else None
         )
-        # catalog priors: one contiguous block of inputs, from the prior columns' text
+        # catalog priors, from the prior columns' text: the lookup's columns (spec order)
+        # go to their input positions (the genre shares come last, after the one-hot)
         self.priors = lookup_for(self.manifest)
         self.prior_columns = list(self.priors.spec.columns) if self.priors else []
         self._prior_index = (
-            slice(prior_positions[0], prior_positions[-1] + 1) if prior_positions else None
+            np.array([prior_positions[n] for n in self.priors.spec.feature_names()], np.intp)
+            if self.priors
+            else None
         )
         self.maps = {normalize_column_name(k): v for k, v in self.maps.items()}
         self.fills = {normalize_column_name(k): v for k, v in self.fills.items()}

@@ -4,7 +4,9 @@ The matrix is the catalog's first rows preprocessed as ``popbatch score``
 does (``bench/bare.py``); inference goes through ``OnnxScorer`` with each set
 of heads: popular alone, popular + each extra head, and every head (the
 default of ``popbatch score``). Rows per CPU second stay meaningful when
-other jobs share the cores. Also prints each head file's size.
+other jobs share the cores; ``us_per_row_cpu`` turns them into microseconds of
+inference CPU per row, per set and per head (an extra head: the set with it
+less the popular head alone). Also prints each head file's size.
 
     python bench/heads.py MODEL_DIR catalog.parquet --threads 2 --batch-size 65536
 """
@@ -52,6 +54,18 @@ def main() -> None:
             # predict() runs every head the scorer was given (OnnxScorer.predict_heads)
             wall, cpu = rates(scorer, batch, args.batch_size, args.seconds)
         result["rows_per_second"][",".join(heads)] = {"wall": wall, "cpu": cpu}
+    # inference CPU per row: the budget of the default model's heads is stated in these
+    rates_ = result["rows_per_second"]
+    cost = {name: 1e6 / r["cpu"] for name, r in rates_.items()}
+    alone = cost["popular"]
+    result["us_per_row_cpu"] = {
+        "sets": {name: round(c, 3) for name, c in cost.items()},
+        "heads": {
+            "popular": round(alone, 3),
+            **{h: round(cost[f"popular,{h}"] - alone, 3) for h in extra},
+        },
+        "all": round(cost[",".join(bundle.heads)], 3),
+    }
     print(json.dumps(result))
 
 

@@ -18,6 +18,7 @@ from popbatch.exporter.background import background_for, write_background
 from popbatch.exporter.heads import export_heads
 from popbatch.exporter.manifest import MODEL_FILE, build_manifest
 from popbatch.exporter.priors import prove as prove_priors
+from popbatch.exporter.priors import widen_input
 from popbatch.models.priors import load as load_priors
 from popbatch.models.priors import sealed as sealed_priors
 from popbatch.models.stack import STACK_FILE
@@ -96,13 +97,13 @@ def export_run(
     say("converting the network, the forest, XGBoost and the meta learner to one ONNX graph")
     from popbatch.exporter.graph import build_graph
 
-    model = build_graph(stack)
+    model = widen_input(build_graph(stack), len(stack.inputs))
     model_bytes = runtime.optimize(model.SerializeToString())
     _check(model_bytes)
     opsets = _opsets(model_bytes)
 
     say("proving parity on the test split")
-    x = parity_check.split_matrix(stack_dir, stack.feature_names)
+    x = parity_check.split_matrix(stack_dir, stack.inputs)
     prior_files, prior_section = {}, None
     fitted_priors = load_priors(stack_dir)
     if fitted_priors is not None:
@@ -121,7 +122,7 @@ def export_run(
     parity = parity_check.compare(stack.predict_proba(x), probability, label, stack.threshold)
     parity_check.require(parity)
 
-    head_files, heads = export_heads(stack_dir, len(stack.feature_names), x, say)
+    head_files, heads = export_heads(stack_dir, len(stack.inputs), x, say)
 
     throughput = None
     if measure_throughput:

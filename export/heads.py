@@ -380,14 +380,19 @@ def export_heads(
     import hashlib
 
     from popbatch.exporter import runtime
+    from popbatch.exporter.priors import widen_input
+
 
     native = load_heads(Path(stack_dir))
     blobs: dict[str, bytes] = {}
     entries: dict[str, dict[str, Any]] = {}
     for name, head in native.items():
         say(f"converting the {name} head and proving its parity")
-        build = popularity_graph if name == "popularity" else genre_graph
-        model_bytes = runtime.optimize(build(head, width).SerializeToString())
+        if name == "popularity":  # it reads the stack's inputs: not the genre shares
+            graph = widen_input(popularity_graph(head, len(head.clip_lower)), width)
+        else:
+            graph = genre_graph(head, width)
+        model_bytes = runtime.optimize(graph.SerializeToString())
         check = popularity_parity if name == "popularity" else genre_parity
         parity = check(head, model_bytes, x)
         if not parity.ok:

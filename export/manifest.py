@@ -37,7 +37,7 @@ def feature_entries(stack) -> list[dict[str, Any]]:
     genre_names = {onehot_name(g): g for g in (stack.genre_vocabulary or [])}
     genre_names[onehot_name(OTHER_GENRE)] = OTHER_GENRE
     entries = []
-    for name in stack.feature_names:
+    for name in stack.inputs:
         train = dict(stats[name])
         if name in numeric:
             impute = train.pop("impute")
@@ -115,7 +115,7 @@ def build_manifest(
             "definition": f"{label['column']} > {label['popular_above']}",
         },
         "threshold": float(stack.threshold),
-        "input": {"name": "features", "dtype": "float32", "width": len(stack.feature_names)},
+        "input": {"name": "features", "dtype": "float32", "width": len(stack.inputs)},
         "outputs": {"probability": "probability", "label": "label"},
         "key": KEY_COLUMN,
         "genre": None
@@ -133,7 +133,8 @@ def build_manifest(
         "opsets": opsets,
         "packages": package_versions(),
     }
-    for key in ("cv", "cv_heads"):  # the popular head's CV estimate; every head's
+    # the popular head's CV estimate; every head's; the honest evaluations with priors
+    for key in ("cv", "cv_heads", "cv_evaluations"):
         if key in info:
             manifest[key] = info[key]
     if throughput is not None:

@@ -111,7 +111,8 @@ def native_matrix(rows: pl.DataFrame, fitted: Any, vocabulary: list[str] | None)
     from popbatch.models.priors import insert_priors
 
     base = feature_matrix(rows, vocabulary)
-    return insert_priors(base, fitted.features(rows), len(NUMERIC_FEATURE_NAMES))
+    start = len(NUMERIC_FEATURE_NAMES)
+    return insert_priors(base, fitted.native(rows), start, fitted.spec)
 
 
 def prove(stack_dir: Path, manifest: dict[str, Any], fitted: Any, vocabulary) -> tuple:
@@ -152,3 +153,34 @@ def prove(stack_dir: Path, manifest: dict[str, Any], fitted: Any, vocabulary) ->
             "does not reproduce the training code's, report it with the run directory"
         )
     return native, parity
+
+
+SHARED_INPUT = "features_shared"
+
+
+def widen_input(model: Any, width: int) -> Any:
+    """``model`` (an ``onnx.ModelProto`` reading ``features`` [N, k]) reading a wider
+    ``features`` [N, width] instead, its first step a Slice of the first ``k`` columns:
+    the popular stack and the popularity head do not read the priors' genre shares,
+    which come last. Unchanged when the widths agree. In place; also returned."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    source = graph.input[0]
+    dim = source.type.tensor_type.shape.dim[1]
+    k = dim.dim_value
+    if not k or k == width:
+        return model
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == source.name:
+                node.input[i] = SHARED_INPUT
+    bounds = {"slice/starts": [0], "slice/ends": [k], "slice/axes": [1]}
+    graph.initializer.extend(
+        numpy_helper.from_array(np.asarray(v, np.int64), n) for n, v in bounds.items()
+    )
+    graph.node.insert(
+        0, helper.make_node("Slice", [source.name, *bounds], [SHARED_INPUT], name="shared")
+    )
+    dim.dim_value = width
+    return model

@@ -235,9 +235,15 @@ def fit_head(
         ann=None,
         rf=None,
     )
+    if params.design == "softmax":
+        # every model input (the priors' genre shares are the last ones), none clipped
+        # past the stack's bounds; the softmax reads only its columns, never the one-hot
+        names = stack.inputs
+        head.clip_lower = [*stack.clip_lower, *[None] * (len(names) - len(stack.clip_lower))]
+        head.clip_upper = [*stack.clip_upper, *[None] * (len(names) - len(stack.clip_upper))]
     c, c_val = head.clip(x_train), head.clip(x_val)
     if params.design == "softmax":
-        head.softmax = fit_softmax(c, y, stack.feature_names[: head.width], classes, params)
+        head.softmax = fit_softmax(c, y, names, classes, params)
         p = head.predict_proba(x_val)
         chosen = {
             "accuracy": float(np.mean(np.argmax(p, axis=1) == y_val)),

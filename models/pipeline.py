@@ -25,6 +25,7 @@ from popbatch.models.priors import (
     fit_priors,
     insert_priors,
     prior_inputs,
+    shared_width,
 )
 from popbatch.models.priors import save as save_priors
 from popbatch.models.split import grouped_split
@@ -86,6 +87,8 @@ class TrainConfig:
     heads: tuple[str, ...] = ("popular", "popularity", "genre")  # popbatch.core.heads.HEADS
     # catalog priors (--prior COLUMN, --no-priors: models.priors); no columns, no priors
     priors: PriorRecipe = field(default_factory=lambda: PriorRecipe(DEFAULT_PRIOR_COLUMNS))
+    # with priors and --cv: the honest evaluations, each with and without priors
+    cv_evaluations: tuple[str, ...] = ("known", "new_release", "debut")
 
     def __post_init__(self) -> None:
         # "popular,genre" or a list, from the CLI or popbatch.train(heads=...); without
@@ -120,6 +123,8 @@ class Splits:
     priors: FittedPriors | None = None
     """The priors fitted on the training split (validation and test rows read these;
     training rows have out-of-fold priors), None without priors."""
+    cv_evaluations: dict[str, Any] = field(default_factory=dict)
+    """``"debut/priors"``, ``"debut/audio_only"``, ...: head -> CV section."""
 
 
 def seed_everything(seed: int) -> None:
@@ -171,7 +176,7 @@ def make_splits(
         )
         blocks = {"train": oof, **dict(zip(others, rest, strict=True))}
         start = len(NUMERIC_FEATURE_NAMES)
-        x = {name: insert_priors(x[name], blocks[name], start) for name in x}
+        x = {name: insert_priors(x[name], blocks[name], start, spec) for name in x}
     splits = Splits(
         x=x,
         y={name: y[idx] for name, idx in rows.items()},
@@ -350,31 +355,54 @@ def cross_validate_splits(
     progress: Progress,
 ) -> dict[str, dict[str, Any]]:
     """``config.cv`` of every head in ``config.heads`` over the training and validation
-    rows; the test split stays out. Returns head -> CV section."""
+    rows; the test split stays out. Returns head -> CV section (the known-catalog
+    evaluation with the run's recipe); with priors, each of ``config.cv_evaluations``
+    (folds grouped by track, album or primary artist) is also run with and without
+    priors, into ``splits.cv_evaluations``. Every fold makes its own priors."""
     from popbatch.models.cv import CvSpec, cross_validate, summary_lines
+    from popbatch.models.priors import FoldPriors, evaluation_groups
 
     parts = ("train", "validation")
     frame = pl.concat([splits.frames[p] for p in parts], how="vertical_relaxed")
     targets = {"popularity": frame[LABEL_COLUMN].to_numpy().astype(np.float64)}
     if "genre" in config.heads:
         targets["genre"] = np.asarray(frame["genre"].to_list(), dtype=object)
-    cv = cross_validate(
-        np.concatenate([splits.x[p] for p in parts]),
-        np.concatenate([splits.y[p] for p in parts]),
-        np.concatenate([splits.groups[p] for p in parts]),
-        names,
-        vocabulary,
-        config,
-        CvSpec.parse(config.cv),
-        n_jobs=config.cv_jobs,
-        heads=config.heads,
-        targets=targets,
-        progress=progress,
-    )
-    for head, section in cv.items():
-        for line in summary_lines(section):
-            progress(f"cv: {head}: {line}")
-    return cv
+    x = np.concatenate([splits.x[p] for p in parts])
+    groups = np.concatenate([splits.groups[p] for p in parts])
+    fold_priors = None
+    base_names = names
+    if splits.priors is not None:  # the folds make their own: drop the split's priors
+        start, spec = len(NUMERIC_FEATURE_NAMES), splits.priors.spec
+        lead, tail = len(spec.lead_names()), len(spec.tail_names())
+        keep = np.r_[0:start, start + lead : len(names) - tail]
+        x = x[:, keep]
+        base_names = [names[i] for i in keep]
+        base_spec = config.priors.spec(vocabulary)
+        fold_priors = FoldPriors(frame, base_spec, config.priors, config.popular_above, start)
+    y = np.concatenate([splits.y[p] for p in parts])
+    evaluations = config.cv_evaluations if fold_priors is not None else ("known",)
+    cut = evaluation_groups(frame, groups)
+    results: dict[str, dict[str, Any]] = {}
+    for evaluation in evaluations:
+        recipes = {"priors": fold_priors, "audio_only": None} if fold_priors else {"": None}
+        for recipe, priors in recipes.items():
+            label = " ".join(p for p in (evaluation, recipe.replace("_", " ")) if p)
+            progress(f"cv: {label} (folds grouped by {_GROUPED_BY[evaluation]})")
+            cv = cross_validate(
+                x, y, groups, base_names, vocabulary, config, CvSpec.parse(config.cv),
+                n_jobs=config.cv_jobs, heads=config.heads, targets=targets, progress=progress,
+                priors=priors, split_groups=None if evaluation == "known" else cut[evaluation],
+            )  # fmt: skip
+            for head, section in cv.items():
+                section["evaluation"] = evaluation
+                for line in summary_lines(section):
+                    progress(f"cv: {label}: {head}: {line}")
+            results[f"{evaluation}/{recipe}"] = cv
+    splits.cv_evaluations = {key: value for key, value in results.items() if not key.endswith("/")}
+    return results["known/priors" if fold_priors else "known/"]
+
+
+_GROUPED_BY = {"known": "track_id", "new_release": "album", "debut": "primary artist"}
 
 
 # Options of train() that belong to the base learners rather than to TrainConfig.
@@ -441,7 +469,11 @@ def train(
 
     seed_everything(config.seed)
     splits, vocabulary = make_splits(data, y_all, config.seed, config.priors, config.popular_above)
-    names = feature_names(vocabulary, splits.priors.spec.feature_names() if splits.priors else ())
+    spec = splits.priors.spec if splits.priors else None
+    names = feature_names(
+        vocabulary, spec.lead_names() if spec else (), spec.tail_names() if spec else ()
+    )
+    shared = shared_width(names)  # the popular stack's and popularity head's inputs
     progress(
         "splitting: "
         + ", ".join(f"{k} {v.size} rows ({int(v.sum())} popular)" for k, v in splits.y.items())
@@ -455,18 +487,21 @@ def train(
         watch.lap("cross_validation")
 
     fitted = fit_stack(
-        splits.x["train"],
+        splits.x["train"][:, :shared],
         splits.y["train"],
         splits.groups["train"],
-        splits.x["validation"],
+        splits.x["validation"][:, :shared],
         splits.y["validation"],
-        names,
+        names[:shared],
         vocabulary,
         config,
         progress,
     )
     stack, meta, plain, models = fitted.stack, fitted.meta, fitted.plain, fitted.models
-    x_train, y_train, balanced = fitted.x_train, fitted.y_train, models.balanced
+    kept = kept_rows(splits.x["train"][:, :shared], config)  # the rows the stack fitted on
+    if shared < len(names):  # the model also reads the priors' genre shares (genre head)
+        stack.input_names = names
+    y_train, balanced = fitted.y_train, models.balanced
     notes, outliers_dropped, tuning = fitted.notes, fitted.outliers_dropped, fitted.tuning
     watch.merge(fitted.seconds)
 
@@ -511,7 +546,7 @@ def train(
 
     heads = HeadsResult()
     if set(config.heads) - {"popular"}:
-        heads = train_heads(config, splits, stack, kept_rows(splits.x["train"], config), progress)
+        heads = train_heads(config, splits, stack, kept, progress)
         watch.lap("heads")
 
     stack.info = {
@@ -522,7 +557,7 @@ def train(
             "sha256": data.sha256,
             "rows": counts["rows_read"],
         },
-        "feature_stats": feature_stats(x_train, names),
+        "feature_stats": feature_stats(splits.x["train"][kept], names),
         "metrics": metrics,
         "params": {**config.as_params(), "tuning": tuning},
     }
@@ -531,6 +566,8 @@ def train(
         # "cv_heads" holds every head's, the popular one included.
         stack.info["cv_heads"] = {head: cv_estimate(section) for head, section in cv.items()}
         stack.info["cv"] = stack.info["cv_heads"]["popular"]
+        if splits.cv_evaluations:
+            stack.info["cv_evaluations"] = evaluations_estimate(splits.cv_evaluations)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     stack.save(out / "stack")
@@ -553,6 +590,8 @@ def train(
     }
     if cv is not None:
         report["cv"], report["cv_heads"] = cv["popular"], cv
+        if splits.cv_evaluations:
+            report["cv_evaluations"] = splits.cv_evaluations
     from popbatch.models.report import write_report
 
     progress("report: plots and report.html")
@@ -569,7 +608,9 @@ def train(
 
             progress("report: SHAP values of the popularity head")
             popularity = heads.heads["popularity"].predict
-            add_head_shap(out, report, popularity, names, splits, config.seed, "popularity")
+            add_head_shap(
+                out, report, popularity, names[:shared], splits, config.seed, "popularity"
+            )
     watch.lap("report")
     report["timings"] = watch.seconds
     report["timings"]["total"] = round(sum(watch.seconds.values()), 3)
@@ -623,6 +664,16 @@ def cv_estimate(cv: dict[str, Any]) -> dict[str, Any]:
         for metric, d in cv["stack_vs_best_single"].items()
     }
     return {**{k: cv[k] for k in keep if k in cv}, "models": models, "stack_vs_best_single": paired}
+
+
+def evaluations_estimate(evaluations: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's copy of the honest evaluations: evaluation -> recipe -> head ->
+    :func:`cv_estimate`."""
+    out: dict[str, Any] = {}
+    for key, heads in evaluations.items():
+        evaluation, recipe = key.split("/")
+        out.setdefault(evaluation, {})[recipe] = {h: cv_estimate(s) for h, s in heads.items()}
+    return out
 
 
 def model_probabilities(

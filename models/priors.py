@@ -3,8 +3,10 @@
 - :func:`fit_table` counts each key's history in labelled rows: the table
   that ships in the model bundle (``priors.parquet``).
 - :func:`native_features` turns rows into prior inputs with plain Python
-  dictionaries, one row at a time: the reference the scorer's vectorised
-  lookup (``batch/priors.py``) is proven equal to (export parity).
+  dictionaries, one row at a time: the definition the scorer's vectorised
+  lookup (``batch/priors.py``) is proven equal to (export parity and tests);
+  training itself uses the vectorised lookup (a 100k-row run would otherwise
+  spend minutes in Python loops).
 - :func:`out_of_fold_features` gives *training* rows their priors from tables
   fitted without their fold, so no row's own label reaches its prior. Folds
   group the rows of a ``track_id`` (a track's other genres leave with it);
@@ -28,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from popbatch.core import files
-from popbatch.core.priors import CELL, KEY, PriorSpec, key_pairs
+from popbatch.core.priors import CELL, KEY, PriorSpec, is_tail_feature, key_pairs
 
 COLUMN = "column"
 #: the table's sufficient statistics per (column, key)
@@ -287,7 +289,7 @@ def out_of_fold_features(
         fit_labels = labels.take(fit_rows)
         fold_spec = with_globals(spec, fit_labels)
         table = fit_table(frame[fit_rows], fit_labels, fold_spec)
-        out[held] = native_features(frame[held], table, fold_spec)
+        out[held] = FittedPriors(fold_spec, table).features(frame[held])
     return out
 
 
@@ -336,6 +338,15 @@ class FittedPriors:
     table: pl.DataFrame
 
     def features(self, frame: pl.DataFrame) -> np.ndarray:
+        """[N, P] prior inputs of ``frame``'s rows by the scorer's vectorised lookup,
+        which export proves equal to :func:`native_features` (the plain definition)."""
+        from popbatch.batch.priors import PriorLookup
+
+        cells = {c: frame[c].to_arrow() if c in frame.columns else None for c in self.spec.columns}
+        return PriorLookup(self.spec, self.table).features(cells, frame.height)
+
+    def native(self, frame: pl.DataFrame) -> np.ndarray:
+        """The plain-Python reference of :meth:`features`."""
         return native_features(frame, self.table, self.spec)
 
 
@@ -362,10 +373,22 @@ def prior_inputs(
     return oof, [fitted.features(o) for o in others], fitted
 
 
-def insert_priors(x: np.ndarray, block: np.ndarray, start: int) -> np.ndarray:
-    """``x`` with the prior inputs ``block`` as columns ``start..`` (after the audio
-    features, before the genre one-hot block: ``popbatch.core.features.feature_names``)."""
-    return np.hstack([x[:, :start], block.astype(np.float32), x[:, start:]]).astype(np.float32)
+def insert_priors(x: np.ndarray, block: np.ndarray, start: int, spec: PriorSpec) -> np.ndarray:
+    """``x`` with the prior inputs ``block`` (:meth:`PriorSpec.feature_names` order) in
+    their places (``popbatch.core.features.feature_names``): the lead ones as columns
+    ``start..`` (after the audio features), the genre shares after everything."""
+    names = spec.feature_names()
+    lead = [names.index(n) for n in spec.lead_names()]
+    tail = [names.index(n) for n in spec.tail_names()]
+    block = np.asarray(block, np.float32)
+    parts = [x[:, :start], block[:, lead], x[:, start:], block[:, tail]]
+    return np.hstack(parts).astype(np.float32)
+
+
+def shared_width(names: list[str]) -> int:
+    """How many leading inputs the popular stack and the popularity head read: all but
+    the priors' genre shares at the end."""
+    return len(names) - sum(1 for n in names if is_tail_feature(n))
 
 
 SPEC_FILE = "priors.json"
@@ -389,3 +412,51 @@ def load(directory: Path) -> FittedPriors | None:
     spec = PriorSpec.from_manifest(json.loads(path.read_text(encoding="utf-8")))
     table = pl.read_parquet(Path(directory) / spec.table_file)
     return FittedPriors(spec, table)
+
+
+@dataclass
+class FoldPriors:
+    """What a cross-validation fold needs to make its own priors: the rows' catalog
+    columns (``frame``, row for row with the fold's matrix), the spec and the recipe."""
+
+    frame: pl.DataFrame
+    spec: PriorSpec
+    recipe: PriorRecipe
+    popular_above: float
+    start: int
+
+    def matrix(
+        self,
+        x: np.ndarray,
+        names: list[str],
+        fit: np.ndarray,
+        others: np.ndarray,
+        seed: int,
+    ) -> tuple[np.ndarray, list[str]]:
+        """``x`` with prior inputs for rows ``fit`` (out of fold among themselves) and
+        ``others`` (from a table of the ``fit`` rows); other rows get zeros."""
+        oof, (rest,), _ = prior_inputs(
+            self.frame[fit], [self.frame[others]], self.spec, self.recipe,
+            self.popular_above, seed,
+        )  # fmt: skip
+        block = np.zeros((len(x), oof.shape[1]), np.float32)
+        block[fit], block[others] = oof, rest
+        full = insert_priors(x, block, self.start, self.spec)
+        spec = self.spec
+        return full, [*names[: self.start], *spec.lead_names(), *names[self.start :],
+                      *spec.tail_names()]  # fmt: skip
+
+
+def evaluation_groups(frame: pl.DataFrame, groups: np.ndarray) -> dict[str, np.ndarray]:
+    """What each honest evaluation keeps together in a fold: ``known`` (the catalog's
+    own tracks: track_id), ``new_release`` (album) and ``debut`` (primary artist); a
+    row without an album or artist is its own track's group."""
+    track = np.asarray(groups, dtype=object)
+    album = np.asarray([k[0] if k else None for k in key_lists(frame, "album_name").to_list()],
+                       dtype=object)  # fmt: skip
+    artist = np.asarray(primary_keys(frame), dtype=object)
+    return {
+        "known": track,
+        "new_release": np.where(album == None, "t:" + track.astype(str), "a:" + album.astype(str)),  # noqa: E711
+        "debut": np.where(artist == None, "t:" + track.astype(str), "p:" + artist.astype(str)),  # noqa: E711
+    }

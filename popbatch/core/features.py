@@ -69,10 +69,13 @@ def onehot_name(genre: str) -> str:
     return f"genre={genre}"
 
 
-def feature_names(genres: Iterable[str] | None, priors: Iterable[str] = ()) -> list[str]:
+def feature_names(
+    genres: Iterable[str] | None, priors: Iterable[str] = (), tail: Iterable[str] = ()
+) -> list[str]:
     """Model input names in order: numeric features, the catalog priors' inputs
-    (``artists:mean``, ...: :meth:`popbatch.core.priors.PriorSpec.feature_names`), then
-    one-hot genres and "other".
+    (``artists:mean``, ...: :meth:`popbatch.core.priors.PriorSpec.lead_names`), the
+    one-hot genres and "other", then the priors' genre shares (``tail``: read by the
+    genre head only).
 
     ``genres`` is the training vocabulary, or ``None`` for a model trained
     without genre (``--no-genre``).
@@ -80,7 +83,7 @@ def feature_names(genres: Iterable[str] | None, priors: Iterable[str] = ()) -> l
     names = [*NUMERIC_FEATURE_NAMES, *priors]
     if genres is not None:
         names += [onehot_name(g) for g in genres] + [onehot_name(OTHER_GENRE)]
-    return names
+    return [*names, *tail]
 
 
 _NON_WORD = re.compile(r"[^0-9a-zA-Z]+")

@@ -112,8 +112,18 @@ class PriorSpec:
             raise ValueError(f"unknown combine rule {self.combine!r}; choose {COMBINE_RULES}")
 
     def feature_names(self) -> list[str]:
-        """The prior inputs, in model-input order: per column, per statistic."""
+        """The prior inputs as the lookup makes them: per column, per statistic."""
         return [name for column in self.columns for name in column_feature_names(self, column)]
+
+    def lead_names(self) -> list[str]:
+        """The inputs every head reads, right after the audio features (all but the
+        genre shares)."""
+        return [n for n in self.feature_names() if not is_tail_feature(n)]
+
+    def tail_names(self) -> list[str]:
+        """The genre shares: the last inputs, after the genre one-hot block, read by the
+        genre head only (the other heads' graphs drop them first: they are wide)."""
+        return [n for n in self.feature_names() if is_tail_feature(n)]
 
     def to_manifest(self) -> dict[str, Any]:
         data = asdict(self)
@@ -153,6 +163,11 @@ def describe_statistic(statistic: str) -> str:
     if statistic.startswith("genre="):
         return f"smoothed share of the key's labelled rows in genre {statistic[6:]}"
     return _STATISTIC_TEXT.get(statistic, statistic)
+
+
+def is_tail_feature(name: str) -> bool:
+    """A prior genre share (``artists:genre=pop``): an input after the one-hot block."""
+    return ":genre=" in name
 
 
 def is_prior_feature(name: str) -> bool:
