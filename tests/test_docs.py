@@ -103,3 +103,14 @@ def test_relative_links_point_to_existing_files_and_headings(page):
         elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
             broken.append(f"{target} (no such heading)")
     assert not broken, f"{page.relative_to(ROOT)}: broken links: {broken}"
+
+
+def test_priors_card_comes_from_the_default_manifest_and_the_bench():
+    """docs/training.md's catalog-priors figures are docs/priors_card.py's rendering of
+    models/default/manifest.json and bench/results/heads_default.json, never typed."""
+    spec = importlib.util.spec_from_file_location("priors_card", DOCS / "priors_card.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    page = (DOCS / "training.md").read_text(encoding="utf-8")
+    block = page[page.index(module.BEGIN) : page.index(module.END) + len(module.END)]
+    assert block == module.current(), "docs/training.md is stale; run: python docs/priors_card.py"

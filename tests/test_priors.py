@@ -181,3 +181,35 @@ def test_table_bytes_are_reproducible(fitted):
     one = mp.sealed(spec, table)
     two = mp.sealed(spec, table.sample(fraction=1.0, shuffle=True, seed=5).sort("column", "key"))
     assert one[1] == two[1] and one[0].table_sha256 == two[0].table_sha256
+
+
+def test_cross_validation_folds_make_priors_without_held_out_labels(rows):
+    """Inside CV a fold fits its tables on its training rows only: changing every
+    held-out row's label changes no row's priors (and changing a training row's does)."""
+    from popbatch.models.data import load_training_data
+    from popbatch.models.priors import FoldPriors, PriorRecipe
+
+    data = load_training_data(TRACKS_PRIORS, prior_columns=("artists", "album_name"))
+    frame = data.frame
+    genres = sorted(frame["genre"].unique().to_list())
+    recipe = PriorRecipe(("artists", "album_name"), ("mean", "share", "count", "genre"))
+    spec = recipe.spec(genres)
+    x = np.zeros((frame.height, 14), np.float32)
+    names = [f"n{i}" for i in range(14)]
+    groups = frame["track_id"].to_numpy()
+    held = np.isin(groups, np.unique(groups)[::4])
+    fit, others = np.flatnonzero(~held), np.flatnonzero(held)
+
+    def matrix(popularity):
+        changed = frame.with_columns(pl.Series("popularity", popularity))
+        plan = FoldPriors(changed, spec, recipe, 71, 14)
+        return plan.matrix(x, names, fit, others, seed=5)[0]
+
+    base = frame["popularity"].to_numpy().copy()
+    before = matrix(base)
+    flipped = base.copy()
+    flipped[held] = 100.0 - flipped[held]
+    np.testing.assert_array_equal(matrix(flipped), before)
+    moved = base.copy()
+    moved[~held] = 100.0 - moved[~held]
+    assert not np.array_equal(matrix(moved)[others], before[others])
