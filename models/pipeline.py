@@ -632,7 +632,8 @@ def shipped_priors(data: TrainingData, splits: Splits, config: TrainConfig) -> F
     from dataclasses import replace
 
     if not config.priors.ship_all_rows:
-        spec = replace(splits.priors.spec, extra={"fitted_on": "the training split's rows"})
+        extra = {"fitted_on": "the training split's rows", "known_share": known_shares(splits)}
+        spec = replace(splits.priors.spec, extra=extra)
         return FittedPriors(spec, splits.priors.table)
     fitted = fit_priors(data.frame, splits.priors.spec, config.popular_above)
     note = (
@@ -640,7 +641,22 @@ def shipped_priors(data: TrainingData, splits: Splits, config: TrainConfig) -> F
         "once evaluation was done, so it knows more artists and albums; the models and "
         "every figure were made with the training split's table"
     )
-    return FittedPriors(replace(fitted.spec, extra={"fitted_on": note}), fitted.table)
+    extra = {"fitted_on": note, "known_share": known_shares(splits)}
+    return FittedPriors(replace(fitted.spec, extra=extra), fitted.table)
+
+
+def known_shares(splits: Splits) -> dict[str, float]:
+    """Per prior column, the share of test rows whose key the training table knows (a
+    catalog like the training data's): ``popbatch drift`` compares a catalog's with it."""
+    spec = splits.priors.spec
+    names = spec.feature_names()
+    test = splits.frames["test"]
+    block = splits.priors.features(test)
+    return {
+        c: round(float(np.mean(block[:, names.index(f"{c}:count")] > 0)), 4)
+        for c in spec.columns
+        if "count" in spec.statistics
+    }
 
 
 def kept_rows(x_train: np.ndarray, config: TrainConfig) -> np.ndarray:

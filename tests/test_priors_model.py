@@ -164,3 +164,23 @@ def test_python_api_scores_with_priors(model, tmp_path):
     out = tmp_path / "api.parquet"
     summary = popbatch.score(str(TRACKS_PRIORS), out, model=model, record=False)
     assert summary.rows_scored == pl.read_csv(TRACKS_PRIORS).height
+
+
+def test_drift_reports_the_share_of_known_artists_and_albums(model, tmp_path):
+    manifest = json.loads((model / "manifest.json").read_text())
+    trained = manifest["priors"]["extra"]["known_share"]
+    assert trained["artists"] >= 0.3  # the fixture's test rows mostly have known artists
+    loaded = load_model(model).manifest  # verifies and registers the priors table
+    known = popbatch.drift(str(TRACKS_PRIORS), manifest=loaded)
+    assert [p.column for p in known.priors] == ["artists", "album_name"]
+    assert known.priors[0].known_share > 0.9 and not known.priors[0].drifted
+    debuts = tmp_path / "debuts.csv"
+    frame = pl.read_csv(TRACKS_PRIORS)
+    frame.with_columns(
+        pl.format("Debut Artist {}", pl.int_range(pl.len())).alias("artists")
+    ).write_csv(debuts)
+    report = popbatch.drift(str(debuts), manifest=loaded)
+    assert report.priors[0].known_share == 0.0 and report.priors[0].drifted
+    assert "known artists" in report.drifted
+    result = CliRunner().invoke(cli, ["drift", str(debuts), "--model", str(model)])
+    assert "artists (known)" in result.output and "0.0%" in result.output

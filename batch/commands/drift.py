@@ -9,7 +9,7 @@ import click
 from popbatch.batch.drift import THRESHOLDS, check_drift, format_report
 from popbatch.batch.options import input_options, model_option
 
-from popbatch.core.bundle import default_model_dir, read_manifest
+from popbatch.core.bundle import default_model_dir, read_manifest, read_prior_table
 from popbatch.core.errors import EXIT_DRIFT
 
 HELP = f"""Check a catalog for drift from the data the model was trained on.
@@ -50,7 +50,9 @@ def drift(
     model_dir: Path | None,
     fmt: str,
 ) -> None:
-    manifest = read_manifest(model_dir if model_dir is not None else default_model_dir())
+    directory = model_dir if model_dir is not None else default_model_dir()
+    manifest = read_manifest(directory)
+    read_prior_table(directory, manifest)  # verified; the known-artist check reads it
     report = check_drift(
         inputs,
         manifest,
