@@ -186,7 +186,8 @@ def describe(name: str, value: float) -> str:
     if statistic == "share":
         return f"{who} history: {100 * value:.0f}% popular"
     if statistic == "count":
-        return f"{who} history: {round(math.expm1(value))} tracks"
+        tracks = round(math.expm1(value))
+        return f"{who} history: {tracks} tracks" if tracks else f"{who} history: never seen"
     if statistic == "max_mean":
         return f"{who} history: best mean popularity {value:.0f}"
     return f"{who} history: {statistic.replace('genre=', 'genre ')} share {value:.2f}"
