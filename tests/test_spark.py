@@ -164,3 +164,21 @@ def test_no_pyspark_in_the_scoring_path():
         "assert 'pyspark' not in sys.modules, 'pyspark imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_scores_with_catalog_priors_equal_popbatch_score(spark, priors_run, tmp_path):
+    """A model with catalog priors: the executors get the priors table with the model
+    (verified against the manifest) and score as popbatch score does."""
+    from conftest import TRACKS_PRIORS
+
+    model = priors_run / "model"
+    out = tmp_path / "cli" / "scored.parquet"
+    popbatch.score(str(TRACKS_PRIORS), out, model=model, record=False)
+    expected = pq.read_table(out)
+    df = spark.read.csv(str(TRACKS_PRIORS), header=True, escape='"', multiLine=True)
+    scored, rejects = score_dataframe(df.repartition(3), model, scored_at=datetime(2026, 12, 5))
+    got = as_popbatch(scored.toArrow())
+    assert rejects.count() == 0
+    drop = ["scored_at"]
+    assert by_key(got.drop_columns(drop)).equals(by_key(expected.drop_columns(drop)))
+    assert "popularity_pred" in got.column_names

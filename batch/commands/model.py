@@ -58,6 +58,7 @@ def summary_lines(manifest: dict[str, Any], directory: Path, size: int) -> list[
         f"genre       {genres}",
         f"size        {size:,} bytes",
     ]
+    lines += prior_lines(manifest)
     throughput = manifest.get("throughput")
     if throughput:
         lines.append(
@@ -67,6 +68,43 @@ def summary_lines(manifest: dict[str, Any], directory: Path, size: int) -> list[
     lines += metric_lines(manifest.get("metrics", {}))
     lines += cv_lines(manifest.get("cv"))
     lines += head_lines(manifest)
+    lines += evaluation_lines(manifest.get("cv_evaluations"))
+    return lines
+
+
+EVALUATIONS = {"known": "known catalog", "new_release": "new release", "debut": "debut"}
+
+
+def prior_lines(manifest: dict[str, Any]) -> list[str]:
+    """The catalog priors a model reads (none: no line)."""
+    priors = manifest.get("priors")
+    if not priors:
+        return []
+    extra = priors.get("extra") or {}
+    keys = ", ".join(f"{n:,} {c}" for c, n in (extra.get("keys") or {}).items())
+    return [
+        f"priors      {', '.join(priors['columns'])}: {', '.join(priors['statistics'])}, "
+        f"smoothing {priors['smoothing']:g}; table {priors['table_file']} ({keys} keys)"
+    ]
+
+
+def evaluation_lines(evaluations: dict[str, Any] | None) -> list[str]:
+    """The honest evaluations (``--cv`` with priors): per evaluation and head, the
+    combined model's figures with priors and audio-only."""
+    lines = []
+    for evaluation, recipes in (evaluations or {}).items():
+        for head, cv in (recipes.get("priors") or {}).items():
+            audio = (recipes.get("audio_only") or {}).get(head)
+            shown = []
+            for label, section in (("priors", cv), ("audio only", audio)):
+                if not isinstance(section, dict):
+                    continue
+                values = section["models"].get(section.get("combined", "stack"), {})
+                cells = ", ".join(f"{m} {v['mean']:.3f}" for m, v in values.items())
+                shown.append(f"{label} {cells}")
+            lines.append(
+                f"evaluation  {EVALUATIONS.get(evaluation, evaluation)} {head}: {'; '.join(shown)}"
+            )
     return lines
 
 
