@@ -9,7 +9,7 @@ in three steps: :meth:`~BatchScorer.prepare` (preprocess and hash),
 (:class:`~popbatch.batch.stream.StreamingRun`) runs the three steps on its
 reader, inference and writer threads; :func:`score_batches` runs them one
 after the other over any iterator of batches, which is what Spark
-(:mod:`popbatch.batch.spark`), Ray Data and Dask call.
+(:mod:`popbatch.spark`), Ray Data and Dask call.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A nightly ``popbatch score`` that starts while yesterday's is still writing
 the same target waits up to ``--wait`` seconds, then stops with exit code 75
-(:class:`~batch.errors.LockError`) and a message naming the holder's pid and
+(:class:`~popbatch.core.errors.LockError`) and a message naming the holder's pid and
 start time. The lock is ``fcntl.flock`` on ``<target>.lock``: the kernel drops
 it when the holder exits or is killed, so a crashed run never leaves a stale
 lock behind (the file itself stays; its content is only informational).
@@ -207,7 +207,7 @@ def connect_duckdb(database: Path | str, *, read_only: bool = False, wait: float
     DuckDB lets many read-only processes or one writing process open a file.
     While another process holds a conflicting lock this retries every
     :data:`POLL_SECONDS`; when the wait is over it raises the one-line
-    :class:`~batch.errors.LockError` naming the holder (exit code 75).
+    :class:`~popbatch.core.errors.LockError` naming the holder (exit code 75).
 
     Raises
     ------

@@ -145,7 +145,7 @@ class Preprocessor:
         its nulls when it has the column).
     on_invalid
         ``"reject"`` returns invalid rows in :attr:`Prepared.rejects`;
-        ``"fail"`` raises :class:`~batch.errors.InvalidRowError` at the first.
+        ``"fail"`` raises :class:`~popbatch.core.errors.InvalidRowError` at the first.
     """
 
     manifest: Mapping[str, Any]

@@ -42,7 +42,7 @@ def single_thread_session(onnx_bytes: bytes, where: object, what: str = "the mod
 
 
 class OnnxScorer:
-    """One onnxruntime session for a verified :class:`~batch.manifest.ModelBundle`.
+    """One onnxruntime session for a verified :class:`~popbatch.core.bundle.ModelBundle`.
 
     The session is created from the bytes whose sha256 ``load_model`` already
     checked, never from the path, so the file cannot change in between.

@@ -490,8 +490,8 @@ def commit_all(
     ``max(wait, COMMIT_WAIT_SECONDS)`` for other processes (readers) to let go.
 
     On any failure every sink not yet committed is aborted and the DuckDB
-    transaction rolled back, then :class:`~batch.errors.OutputError` (or
-    :class:`~batch.errors.LockError`) is raised.
+    transaction rolled back, then :class:`~popbatch.core.errors.OutputError` (or
+    :class:`~popbatch.core.errors.LockError`) is raised.
     """
     try:
         for sink in sinks:

@@ -3,8 +3,8 @@
 The library behind ``popbatch sql``. Databases open read-only unless the
 caller asks to write; statements that would write are refused up front, so a
 nightly target is never changed by a query typed to look at it. DuckDB errors
-become one-line :class:`~batch.errors.InputError` messages with the query
-position; DuckDB's file lock becomes a :class:`~batch.errors.LockError`.
+become one-line :class:`~popbatch.core.errors.InputError` messages with the query
+position; DuckDB's file lock becomes a :class:`~popbatch.core.errors.LockError`.
 
 Reports are ``.sql`` files under ``sql/reports/`` (package ``popbatch.sql`` when
 installed). Each starts with a comment header::

@@ -5,7 +5,7 @@ check, then loads the page ``--loads`` times in a fresh browser tab each
 (navigation start to the Predict button drawn, the app's first script run
 included) and clicks Predict ``--clicks`` times (click to the probability
 drawn). In-process, it also times
-:meth:`popbatch.batch.interactive.TrackScorer.score` (what Predict runs:
+:meth:`popbatch.cli.interactive.TrackScorer.score` (what Predict runs:
 a one-row batch through popbatch score's preprocessing and session)
 ``--tracks`` times, in wall and CPU seconds (CPU time barely moves when other
 jobs share the cores). Prints one JSON line of first, median and maximum
@@ -22,9 +22,8 @@ import shutil
 import statistics
 import time
 
-from popbatch.batch import interactive
-from popbatch.batch.commands.app import running_app
-
+from popbatch.cli import interactive
+from popbatch.cli.commands.app import running_app
 from popbatch.core.bundle import load_model
 
 

@@ -97,9 +97,7 @@ def main() -> None:
     session = ort.InferenceSession(album_graph(lookup), options, providers=["CPUExecutionProvider"])
     pairs = key_pairs(frame["album_name"], "album_name")["key"].fill_null("")
     albums = np.asarray(pairs.to_list(), dtype=object)
-    graph = cpu_per_row(
-        lambda: session.run(None, {"album": albums}), frame.height, args.seconds
-    )
+    graph = cpu_per_row(lambda: session.run(None, {"album": albums}), frame.height, args.seconds)
     only_album = cpu_per_row(
         lambda: lookup.column_features("album_name", cells["album_name"], frame.height),
         frame.height,

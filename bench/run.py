@@ -206,7 +206,7 @@ def training_data(quick: bool) -> Path:
 
 
 def has_command(name: str) -> bool:
-    from popbatch.batch.cli import COMMANDS
+    from popbatch.cli.main import COMMANDS
 
     return name in COMMANDS
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import click
 from click.testing import CliRunner
-from popbatch.batch.cli import cli
+
+from popbatch.cli.main import cli
 
 CLI_MD = Path(__file__).resolve().parent / "cli.md"
 WIDTH = 100

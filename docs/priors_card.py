@@ -1,9 +1,9 @@
 """The catalog-priors card of the embedded default model, generated (never typed).
 
 Renders docs/training.md's block between the ``priors-card`` markers from
-``models/default/manifest.json`` (the honest evaluations, test-split figures,
+``popbatch/default_model/manifest.json`` (the honest evaluations, test-split figures,
 the priors' definition and parity) and ``bench/results/heads_default.json``
-(the output of ``python bench/heads.py models/default batch/sample/catalog.csv``:
+(the output of ``python bench/heads.py popbatch/default_model batch/sample/catalog.csv``:
 microseconds of inference CPU per row per head). ``tests/test_docs.py`` fails
 when the page and this rendering differ.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "training.md"
-MANIFEST = ROOT / "models" / "default" / "manifest.json"
+MANIFEST = ROOT / "popbatch" / "default_model" / "manifest.json"
 COST = ROOT / "bench" / "results" / "heads_default.json"
 BEGIN, END = "<!-- priors-card:begin -->", "<!-- priors-card:end -->"
 EVALUATIONS = {
@@ -91,16 +91,14 @@ def render(manifest: dict, cost: dict | None) -> str:
         figures.append(f"popularity R² {pop['r2']:.3f}, MAE {pop['mae']:.2f}")
     genre = heads.get("genre", {}).get("metrics", {}).get("test", {}).get("combined")
     if genre:
-        figures.append(
-            f"genre top-1 {genre['accuracy']:.3f}, top-3 {genre['top3_accuracy']:.3f}"
-        )
+        figures.append(f"genre top-1 {genre['accuracy']:.3f}, top-3 {genre['top3_accuracy']:.3f}")
     if figures:
         lines += [f"Test split (the manifest's `metrics`): {'; '.join(figures)}.", ""]
     if cost:
         us = cost["us_per_row_cpu"]
         per_head = ", ".join(f"{h} {v:.2f}" for h, v in us["heads"].items())
         lines += [
-            f"Inference CPU per row (`python bench/heads.py models/default "
+            f"Inference CPU per row (`python bench/heads.py popbatch/default_model "
             f"batch/sample/catalog.csv`, {cost['threads']} threads, batches of "
             f"{cost['batch_size']:,}, load average {cost['load_average']:.1f} while it ran): "
             f"{per_head} µs; all heads together {us['all']:.2f} µs.",

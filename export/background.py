@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from popbatch.batch.explain import BACKGROUND_FILE, RawSpace
+from popbatch.batch.explain.space import BACKGROUND_FILE, RawSpace
 
 from popbatch.core import files
 

@@ -382,7 +382,6 @@ def export_heads(
     from popbatch.exporter import runtime
     from popbatch.exporter.priors import widen_input
 
-
     native = load_heads(Path(stack_dir))
     blobs: dict[str, bytes] = {}
     entries: dict[str, dict[str, Any]] = {}

@@ -1,6 +1,6 @@
 """SHAP section of the training report: why the stack predicts what it does, on test rows.
 
-The same estimator as ``popbatch explain`` (:mod:`popbatch.batch.shapley`), on the
+The same estimator as ``popbatch explain`` (:mod:`popbatch.batch.explain.shapley`), on the
 native stack in the raw space of the 14 numeric inputs plus the genre as one
 feature, in log-odds of popular (:func:`head_shap` takes any head, e.g. the
 popularity regression in points, once training produces one). Kept cheap:
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from popbatch.batch.explain import RawSpace
-from popbatch.batch.shapley import permutation_shap
+from popbatch.batch.explain.shapley import permutation_shap
+from popbatch.batch.explain.space import RawSpace
 
 from popbatch.core.features import NUMERIC_FEATURE_NAMES, OTHER_GENRE
 

@@ -66,7 +66,7 @@ _LAZY = {
     "score": "popbatch.batch.score",
     "score_batches": "popbatch.batch.batches",
     "drift": "popbatch.batch.drift",
-    "explain": "popbatch.batch.explain",
+    "explain": "popbatch.batch.explain.selection",
     "load_model": "popbatch.core.bundle",
     "train": "popbatch.models.pipeline",
     "export": "popbatch.exporter.build",

@@ -1,7 +1,7 @@
 import sys
 
 try:
-    from popbatch.batch.cli import cli
+    from popbatch.cli.main import cli
 except KeyboardInterrupt:  # Ctrl-C while the CLI is still being imported
     sys.stderr.write("Error: interrupted; nothing partial was written\n")
     sys.exit(130)

@@ -1,4 +1,4 @@
-"""``popbatch app`` without a browser: Streamlit's AppTest runs batch/app.py in-process.
+"""``popbatch app`` without a browser: Streamlit's AppTest runs popbatch/cli/app.py in-process.
 
 The app must say what ``popbatch score`` says: each test scores the same
 values through the command and compares. Needs the app extra (Streamlit);
@@ -17,19 +17,19 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import TRACKS_2000, TRACKS_PRIORS
-from popbatch.batch import interactive
-from popbatch.batch.cli import cli
 
+from popbatch.cli import interactive
+from popbatch.cli.main import cli
 from popbatch.core.bundle import load_model
 
 if os.environ.get("CI") != "true":
     pytest.importorskip("streamlit", reason="needs the app extra: pip install -e '.[app]'")
-import popbatch.batch
 from streamlit.testing.v1 import AppTest
 
 import popbatch
+import popbatch.cli
 
-APP = Path(popbatch.batch.__file__).parent / "app.py"
+APP = Path(popbatch.cli.__file__).parent / "app.py"
 # Rows of tests/data/tracks_2000.csv: several genres, explicit and not, popular and not.
 ROWS = (0, 1, 7, 42, 1999)
 
@@ -255,7 +255,7 @@ def test_score_and_help_never_import_streamlit():
     """The scoring install has no Streamlit: popbatch score must not need it."""
     code = (
         "import sys, tempfile, os\n"
-        "from popbatch.batch.cli import cli\n"
+        "from popbatch.cli.main import cli\n"
         "out = os.path.join(tempfile.mkdtemp(), 'out.parquet')\n"
         f"cli(['score', r'{TRACKS_2000}', '-o', out], standalone_mode=False)\n"
         "cli(['app', '--help'], standalone_mode=False)\n"

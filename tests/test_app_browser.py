@@ -19,10 +19,10 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-from popbatch.batch import interactive
-from popbatch.batch.cli import cli
-from popbatch.batch.commands.app import running_app
 
+from popbatch.cli import interactive
+from popbatch.cli.commands.app import running_app
+from popbatch.cli.main import cli
 from popbatch.core.bundle import load_model
 
 CHROMIUM = next(

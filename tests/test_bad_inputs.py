@@ -48,8 +48,8 @@ import pyarrow.parquet as pq
 import pytest
 from badinputs.make_corpus import real_rows, to_csv, with_value
 from conftest import TRACKS_2000
-from popbatch.batch.cli import cli
 
+from popbatch.cli.main import cli
 from popbatch.core.identity import seal
 
 ROOT = Path(__file__).resolve().parents[1]

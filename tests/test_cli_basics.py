@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 import pytest
-from popbatch.batch.cli import COMMANDS, cli
 
+from popbatch.cli.main import COMMANDS, cli
 from popbatch.core import __version__
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ def test_help_loads_no_heavy_module(tmp_path, args):
 
 def test_top_level_help_imports_no_command(tmp_path):
     printed, modules = help_and_modules(tmp_path, "--help")
-    assert not sorted(m for m in modules if m.startswith("popbatch.batch.commands."))
+    assert not sorted(m for m in modules if m.startswith("popbatch.cli.commands."))
     for name, entry in COMMANDS.items():
         assert f"  {name} " in printed and entry.short_help[:30] in printed
 
@@ -130,7 +130,7 @@ def test_train_option_defaults_are_the_librarys():
 def test_scoring_package_imports_no_training_stack():
     """Importing the CLI and the scorer must not pull in TensorFlow, sklearn or xgboost."""
     code = (
-        "import sys, popbatch, popbatch.batch.cli, popbatch.batch.score, popbatch.core.bundle\n"
+        "import sys, popbatch, popbatch.cli.main, popbatch.batch.score, popbatch.core.bundle\n"
         "bad = [m for m in ('tensorflow', 'sklearn', 'xgboost', 'keras') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

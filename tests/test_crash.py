@@ -68,7 +68,7 @@ def apply(self, con):
         die()  # statements applied, COMMIT not yet sent
 
 os.replace, sinks.DuckDBSink.apply = replace, apply
-from popbatch.batch.cli import cli
+from popbatch.cli.main import cli
 cli(prog_name="popbatch")
 """
 
@@ -254,7 +254,8 @@ def test_interrupt_inside_a_native_import_still_exits_130(
     leaves it alone and no Ctrl-C can arrive.
     """
     import popbatch.batch.runner
-    from popbatch.batch.cli import cli
+
+    from popbatch.cli.main import cli
 
     inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
     request.addfinalizer(lambda: signal.signal(signal.SIGINT, inherited))
@@ -289,7 +290,8 @@ def test_interrupt_while_the_outputs_open_leaves_no_temp_file(
     """Ctrl-C after the rejects' temporary file exists but before its sink counted as
     opened left that file behind (found by the SIGINT crash test under load)."""
     import popbatch.batch.sinks
-    from popbatch.batch.cli import cli
+
+    from popbatch.cli.main import cli
 
     real = popbatch.batch.sinks.ParquetSink._open_writer
 
@@ -319,7 +321,8 @@ def test_interrupt_inside_a_thread_start_stops_reading_before_exit(
     import threading
 
     import popbatch.batch.sources
-    from popbatch.batch.cli import cli
+
+    from popbatch.cli.main import cli
 
     real_start, real_batches = threading.Thread.start, popbatch.batch.sources.CsvSource.batches
     reading, returned = [], threading.Event()

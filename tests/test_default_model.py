@@ -1,4 +1,5 @@
-"""The embedded default model (models/default): shipped, valid, usable without training extras."""
+"""The embedded default model (popbatch/default_model): shipped, valid, usable without
+training extras."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import jsonschema
 import polars as pl
-from popbatch.batch.cli import cli
 
+from popbatch.cli.main import cli
 from popbatch.core.bundle import default_model_dir, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ for name in ("tensorflow", "keras", "sklearn", "xgboost", "skl2onnx", "tf2onnx",
 def refuse(*args, **kwargs):
     raise AssertionError("the scoring path unpickled something")
 pickle.load = pickle.loads = pickle.Unpickler = refuse
-from popbatch.batch.cli import cli
+from popbatch.cli.main import cli
 cli(["score", {str(SAMPLE)!r}, "-o", {str(out)!r}, "--quiet"], prog_name="popbatch")
 """
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

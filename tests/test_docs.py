@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from popbatch.batch.cli import COMMANDS
+
+from popbatch.cli.main import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -107,7 +108,7 @@ def test_relative_links_point_to_existing_files_and_headings(page):
 
 def test_priors_card_comes_from_the_default_manifest_and_the_bench():
     """docs/training.md's catalog-priors figures are docs/priors_card.py's rendering of
-    models/default/manifest.json and bench/results/heads_default.json, never typed."""
+    popbatch/default_model/manifest.json and bench/results/heads_default.json, never typed."""
     spec = importlib.util.spec_from_file_location("priors_card", DOCS / "priors_card.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

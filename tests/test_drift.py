@@ -16,9 +16,9 @@ import jsonschema
 import numpy as np
 import polars as pl
 import pytest
-from popbatch.batch.cli import cli
 from popbatch.batch.drift import THRESHOLDS, DriftCheck, check_drift
 
+from popbatch.cli.main import cli
 from popbatch.core.errors import EXIT_DRIFT
 from popbatch.core.features import (
     GENRE_COLUMN,

@@ -21,12 +21,13 @@ import polars as pl
 import pytest
 from conftest import FORMAT1_MODEL, TRACKS_2000
 from onnx import TensorProto, helper, numpy_helper
-from popbatch.batch.cli import cli
-from popbatch.batch.explain import Head, LinkModel, RawSpace, explain, model_head
+from popbatch.batch.explain.selection import explain
+from popbatch.batch.explain.shapley import permutation_shap
+from popbatch.batch.explain.space import Head, LinkModel, RawSpace, model_head
 from popbatch.batch.preprocess import Preprocessor
-from popbatch.batch.shapley import permutation_shap
 from popbatch.batch.sources import open_source
 
+from popbatch.cli.main import cli
 from popbatch.core.bundle import load_model
 from popbatch.core.errors import ModelError
 
@@ -276,10 +277,10 @@ def test_bad_input_is_one_line_and_exit_2(runner, model_dir, tmp_path, monkeypat
 def test_score_never_imports_the_explainer(tmp_path):
     code = (
         "import sys\n"
-        "from popbatch.batch.cli import cli\n"
+        "from popbatch.cli.main import cli\n"
         f"cli(['score', {str(TRACKS_2000)!r}, '-o', {str(tmp_path / 's.parquet')!r}, '-q'],"
         " standalone_mode=False)\n"
-        "bad = [m for m in ('popbatch.batch.explain', 'popbatch.batch.shapley', 'shap')"
+        "bad = [m for m in ('popbatch.batch.explain', 'popbatch.batch.explain.shapley', 'shap')"
         " if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

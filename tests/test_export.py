@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import numpy as np
 import polars as pl
 import pytest
-from popbatch.batch.cli import cli
 from popbatch.exporter import parity as parity_check
 from popbatch.exporter.manifest import build_manifest, schema
 
+from popbatch.cli.main import cli
 from popbatch.core import DEFAULT_BATCH_SIZE
 from popbatch.core.features import NUMERIC_FEATURES, OTHER_GENRE
 from popbatch.core.identity import contract_digests, digest
@@ -256,7 +256,7 @@ def test_export_without_training_extras_says_how_to_install(runner, stack_dir, t
     code = (
         "import sys; sys.modules['keras'] = None\n"
         "from click.testing import CliRunner\n"
-        "from popbatch.batch.cli import cli\n"
+        "from popbatch.cli.main import cli\n"
         f"r = CliRunner().invoke(cli, ['export', {str(stack_dir)!r}, '--out', "
         f"{str(tmp_path / 'm')!r}])\n"
         "print(r.exit_code); print(r.output)\n"
@@ -408,7 +408,8 @@ def test_manifest_carries_the_cv_estimate_and_model_info_shows_it(native, tmp_pa
     import copy
 
     import jsonschema
-    from popbatch.batch.commands.model import summary_lines
+
+    from popbatch.cli.commands.model import summary_lines
 
     stack = copy.copy(native)
     stack.info = {**native.info, "cv": _cv_section()}

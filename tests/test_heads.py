@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import duckdb
 import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
-from popbatch.batch.cli import cli
 
 import popbatch
+from popbatch.cli.main import cli
 from popbatch.core.bundle import load_model
 from popbatch.core.errors import InputError, ModelError
 from tests.conftest import FORMAT1_MODEL, TRACKS_2000
@@ -395,9 +394,10 @@ def test_head_graphs_never_compute_on_the_whole_genre_block(model):
     the genre's one-hot block reads it as an index (export/genre_block.py). The embedded
     default model too, so it was exported this way."""
     import onnx
-    from popbatch.models import default
 
-    for directory in (model, Path(default.__file__).parent):
+    from popbatch.core.bundle import default_model_dir
+
+    for directory in (model, default_model_dir()):
         for name in ("model.onnx", "popularity.onnx", "genre.onnx"):
             graph = onnx.load(directory / name).graph
             whole = {"features", "clipped", "clipped_low"}

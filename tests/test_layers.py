@@ -1,15 +1,21 @@
-"""The package's shape: one import name, layers whose imports point one way, no cycles.
+"""The package's shape: one import name, each folder one layer, imports pointing one way.
 
-Layers, bottom to top (a module may import its own layer and those below):
+The folders are read from pyproject.toml (``packages`` and ``package-dir``): each
+package is a folder, and every module belongs to the layer of its folder. Layers,
+bottom to top (a module may import its own layer and those below):
 
-0. core      popbatch.core: errors, feature contract, bundle, quoting, files, versions
-1. scoring   popbatch.batch (but its CLI modules): sources, preprocess, runner, sinks
-2. training  popbatch.models
-3. export    popbatch.exporter (the folder export/; popbatch.export is the API function)
-4. cli       popbatch.batch.cli, .commands, .options, .progress, .app, popbatch.__main__
+0. sql       popbatch.sql (sql/): the scored table's DDL and the named reports, as data
+1. core      popbatch.core: errors, feature contract, bundle, quoting, files, versions
+2. scoring   popbatch.batch (batch/): sources, preprocess, runner, sinks, the explainer
+3. training  popbatch.models (models/)
+4. export    popbatch.exporter (export/; popbatch.export is the API function)
+5. cli       popbatch.cli: the command, its options and progress, the Streamlit app
+6. api       popbatch itself: the public API (lazy names), ``__main__``, popbatch.spark
 
-The check reads the source (every ``import``, also inside functions), so a lazy
-import that breaks the layering fails here even when no test runs that line.
+The check reads the source: every ``import``, also inside functions, and every
+string that names one of our modules (``importlib.import_module`` targets such as
+the CLI's command registry), so a lazy import that breaks the layering fails here
+even when no test runs that line.
 """
 
 from __future__ import annotations
@@ -18,60 +24,64 @@ import ast
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# repository folder -> the import package it becomes (pyproject's package-dir)
-FOLDERS = {
-    "popbatch": "popbatch",
-    "batch": "popbatch.batch",
-    "models": "popbatch.models",
-    "export": "popbatch.exporter",
-}
-LAYERS = ("core", "scoring", "training", "export", "cli")
-# popbatch.batch.app is the Streamlit script: an edge like the CLI (it draws and reports).
-CLI_MODULES = ("popbatch.batch.cli", "popbatch.batch.commands", "popbatch.batch.options",
-               "popbatch.batch.progress", "popbatch.batch.app", "popbatch.__main__")  # fmt: skip
+LAYERS = (
+    "popbatch.sql", "popbatch.core", "popbatch.batch", "popbatch.models",
+    "popbatch.exporter", "popbatch.cli", "popbatch",
+)  # fmt: skip
 TRAINING_LIBRARIES = {
     "tensorflow", "keras", "sklearn", "xgboost", "imblearn", "onnx", "skl2onnx",
     "onnxmltools", "tf2onnx", "pickle", "joblib", "cloudpickle",
 }  # fmt: skip
+#: the one module that may import pyspark: on top, beside the public API
+SPARK_MODULE = "popbatch.spark"
 
 
-# The public API: lazy names and re-exports only, they may point anywhere.
-PUBLIC_API = ("popbatch", "popbatch.spark")
+def folders() -> dict[str, Path]:
+    """Installed package -> its folder in the repository, as pyproject.toml ships them."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapped = setuptools.get("package-dir", {})
+    found = {}
+    for package in setuptools["packages"]:
+        # the nearest mapped ancestor decides the folder (setuptools' own rule)
+        parts = package.split(".")
+        for n in range(len(parts), 0, -1):
+            ancestor = ".".join(parts[:n])
+            if ancestor in mapped:
+                found[package] = ROOT / mapped[ancestor] / Path(*parts[n:])
+                break
+        else:
+            found[package] = ROOT / Path(*parts)
+    return found
 
 
-def layer_of(module: str) -> str | None:
-    if module in PUBLIC_API:
-        return None
-    if module.startswith(CLI_MODULES):
-        return "cli"
-    for prefix, layer in (
-        ("popbatch.core", "core"),
-        ("popbatch.batch", "scoring"),
-        ("popbatch.models", "training"),
-        ("popbatch.exporter", "export"),
-    ):
-        if module == prefix or module.startswith(prefix + "."):
-            return layer
-    return None
+def layer_of(module: str) -> str:
+    """The layer of a module: the nearest enclosing package named in LAYERS."""
+    return max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)
+
+
+def folder_of(module: str, packages: dict[str, Path]) -> str:
+    """The package (folder) a module lives in."""
+    return max((p for p in packages if module == p or module.startswith(p + ".")), key=len)
 
 
 def modules() -> dict[str, Path]:
     """Installed module name -> source file, for every module of popbatch."""
     found = {}
-    for folder, package in FOLDERS.items():
-        for path in (ROOT / folder).rglob("*.py"):
-            parts = path.relative_to(ROOT / folder).with_suffix("").parts
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            found[".".join((package, *parts))] = path
+    for package, folder in folders().items():
+        for path in folder.glob("*.py"):
+            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
+            found[name] = path
     return found
 
 
-def imports_of(module: str, path: Path) -> set[str]:
-    """Absolute names of every module ``path`` imports (relative imports resolved)."""
+def imports_of(module: str, path: Path, known: set[str] | frozenset = frozenset()) -> set[str]:
+    """Absolute names of every module ``path`` imports (relative imports resolved), and
+    every string constant that names a module in ``known`` (``"module"`` or
+    ``"module:attribute"``: what ``importlib.import_module`` is handed)."""
     names = set()
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -84,6 +94,10 @@ def imports_of(module: str, path: Path) -> set[str]:
                 base = ".".join([*anchor, base] if base else anchor)
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            target = node.value.partition(":")[0]
+            if "." in target and target in known:  # a bare "popbatch" is mostly the name
+                names.add(target)
     return names
 
 
@@ -91,32 +105,50 @@ def internal_edges() -> list[tuple[str, str]]:
     known = modules()
     edges = []
     for module, path in known.items():
-        for name in imports_of(module, path):
+        for name in imports_of(module, path, set(known)):
             if name in known and name != module:
                 edges.append((module, name))
     return edges
 
 
-def test_modules_are_found():
+def test_modules_are_found_in_every_folder():
     found = modules()
     assert {"popbatch.core.errors", "popbatch.batch.score", "popbatch.models.pipeline",
-            "popbatch.exporter.build", "popbatch.batch.cli"} <= set(found)  # fmt: skip
-    assert all(layer_of(m) is not None for m in found if m not in PUBLIC_API)
+            "popbatch.exporter.build", "popbatch.cli.main", "popbatch.cli.commands.score",
+            "popbatch.batch.explain.space", "popbatch.spark"} <= set(found)  # fmt: skip
+    # every folder of Python files under a shipped package is itself shipped (a folder
+    # missing from pyproject.toml would escape this test and the wheel)
+    packages = folders()
+    shipped = set(packages.values())
+    unlisted = sorted(
+        str(path.parent.relative_to(ROOT))
+        for folder in shipped
+        for path in folder.rglob("*.py")
+        if path.parent not in shipped and "__pycache__" not in path.parts
+    )
+    assert not unlisted, f"folders with modules that pyproject.toml does not ship: {unlisted}"
+
+
+def test_the_layer_test_would_catch_an_upward_import(tmp_path):
+    """A lazy import inside a function, and a module named in a string, both count."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "def f():\n    import popbatch.cli.main\nTARGET = 'popbatch.models.pipeline:train'\n",
+        encoding="utf-8",
+    )
+    names = imports_of("popbatch.batch.probe", probe, set(modules()))
+    assert {"popbatch.cli.main", "popbatch.models.pipeline"} <= names
+    for name in ("popbatch.cli.main", "popbatch.models.pipeline"):
+        assert LAYERS.index(layer_of(name)) > LAYERS.index(layer_of("popbatch.batch.probe"))
 
 
 def test_imports_point_down_the_layers():
     upward = [
         f"{a} ({layer_of(a)}) imports {b} ({layer_of(b)})"
         for a, b in internal_edges()
-        if None not in (layer_of(a), layer_of(b))
-        and LAYERS.index(layer_of(b)) > LAYERS.index(layer_of(a))
+        if LAYERS.index(layer_of(b)) > LAYERS.index(layer_of(a))
     ]
     assert not upward, "imports against the layering:\n" + "\n".join(upward)
-
-
-def subpackage_of(module: str) -> str:
-    layer = layer_of(module)
-    return "popbatch" if layer is None else layer
 
 
 def find_cycle(edges: list[tuple[str, str]]) -> list[str] | None:
@@ -145,11 +177,12 @@ def find_cycle(edges: list[tuple[str, str]]) -> list[str] | None:
     return None
 
 
-def test_no_import_cycle_between_subpackages():
-    edges = [(subpackage_of(a), subpackage_of(b)) for a, b in internal_edges()]
-    edges = [(a, b) for a, b in edges if "popbatch" not in (a, b)]
+def test_no_import_cycle_between_any_two_folders():
+    """Folder to folder (every package, subpackages included), imports form no cycle."""
+    packages = folders()
+    edges = [(folder_of(a, packages), folder_of(b, packages)) for a, b in internal_edges()]
     cycle = find_cycle(edges)
-    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+    assert cycle is None, "import cycle between folders: " + " -> ".join(cycle)
 
 
 def test_the_cycle_finder_finds_cycles():
@@ -160,10 +193,22 @@ def test_the_cycle_finder_finds_cycles():
 def test_core_and_scoring_never_import_training_libraries_or_pickle():
     bad = []
     for module, path in modules().items():
-        if layer_of(module) in ("core", "scoring"):
+        if layer_of(module) in ("popbatch.sql", "popbatch.core", "popbatch.batch"):
             roots = {name.split(".")[0] for name in imports_of(module, path)}
             bad += [f"{module} imports {name}" for name in sorted(roots & TRAINING_LIBRARIES)]
     assert not bad, bad
+
+
+def test_only_popbatch_spark_imports_pyspark():
+    """The scoring path (and everything else of popbatch) never imports pyspark."""
+    bad = [
+        module
+        for module, path in modules().items()
+        if module != SPARK_MODULE
+        and any(name.split(".")[0] == "pyspark" for name in imports_of(module, path))
+    ]
+    assert not bad, f"import pyspark outside {SPARK_MODULE}: {bad}"
+    assert "pyspark" in {n.split(".")[0] for n in imports_of(SPARK_MODULE, modules()[SPARK_MODULE])}
 
 
 def test_tests_and_bench_import_the_installed_names():
@@ -200,6 +245,8 @@ def test_pip_install_adds_one_import_package(tmp_path):
         "summary = popbatch.score(pathlib.Path(popbatch.batch.__file__).parent / 'sample' /"
         " 'catalog.csv', 'out.parquet')\n"
         "print(summary.rows_scored, len(sqlrun.list_reports()))\n"
+        "import sys\n"
+        "assert 'popbatch.models' not in sys.modules, 'the default model imported training'\n"
     )
     env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}
     out = subprocess.run(

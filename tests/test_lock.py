@@ -16,7 +16,6 @@ from pathlib import Path
 import duckdb
 import pytest
 from popbatch.batch import sqlrun
-from popbatch.batch.cli import cli
 from popbatch.batch.lock import (
     TargetLock,
     lock_error_from_duckdb,
@@ -25,6 +24,7 @@ from popbatch.batch.lock import (
     target_lock,
 )
 
+from popbatch.cli.main import cli
 from popbatch.core.errors import EXIT_LOCKED, LockError
 
 ROOT = Path(__file__).resolve().parents[1]

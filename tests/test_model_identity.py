@@ -16,8 +16,8 @@ import polars as pl
 import pytest
 from conftest import FORMAT1_MODEL, TRACKS_2000
 from model_factory import validate_manifest
-from popbatch.batch.cli import cli
 
+from popbatch.cli.main import cli
 from popbatch.core.bundle import load_model
 from popbatch.core.errors import ModelError
 from popbatch.core.identity import contract_parts, seal

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from popbatch.batch.cli import cli
 
+from popbatch.cli.main import cli
 from popbatch.core.bundle import load_model
 from popbatch.core.errors import ModelError
 

@@ -22,10 +22,11 @@ import polars as pl
 import pytest
 from conftest import TRACKS_2000
 from model_factory import build_model
-from popbatch.batch.cli import cli
 from popbatch.batch.incremental import UpToDate, features_hash
 from popbatch.batch.score import score
 from test_lock import HOLD_DUCKDB, HOLD_LOCK, ROOT, hold, release
+
+from popbatch.cli.main import cli
 
 SAMPLE = ROOT / "batch" / "sample" / "catalog.csv"
 COLUMNS = ["--columns", "Unnamed: 0,track_id"]
@@ -400,7 +401,7 @@ def test_popbatch_sql_waits_for_a_commit_or_exits_75(runner, tmp_path):
 
 SCORE_INTO = """
 import sys
-from popbatch.batch.cli import cli
+from popbatch.cli.main import cli
 sys.exit(cli.main(["score", sys.argv[1], "-o", sys.argv[2], "--into", "scores",
                    "--batch-size", "500", "--model", sys.argv[3], "-q"], standalone_mode=True))
 """

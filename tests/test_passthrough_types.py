@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import TRACKS_2000
 from popbatch.batch import sources
-from popbatch.batch.cli import cli
+
+from popbatch.cli.main import cli
 
 SAMPLE = Path(__file__).resolve().parents[1] / "batch" / "sample" / "catalog.csv"
 QUERY = "select max(popularity), count(*) filter (where popularity > 71) from {}"

@@ -10,9 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
-from popbatch.batch.cli import cli
 
 import popbatch
+from popbatch.cli.main import cli
 from popbatch.core.bundle import load_model
 from popbatch.core.errors import ModelError
 from tests.conftest import TINY_TRAIN, TRACKS_PRIORS

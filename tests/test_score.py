@@ -21,11 +21,12 @@ import pytest
 from bad_rows import bad_catalog
 from conftest import SMALL_TITLE_CASE, TRACKS_2000
 from model_factory import training_matrix
-from popbatch.batch.cli import cli
 from popbatch.batch.naming import default_output
 from popbatch.batch.score import RunSummary, score
 from popbatch.batch.sinks import ParquetSink
 from popbatch.batch.sources import CsvSource
+
+from popbatch.cli.main import cli
 
 SAMPLE = Path(__file__).resolve().parents[1] / "batch" / "sample" / "catalog.csv"
 SCORE_COLUMNS = ["popularity_prob", "popular", "model_id", "scored_at", "features_hash"]
@@ -393,7 +394,7 @@ def test_interrupt_exit_code_through_the_cli(runner, model_dir, tmp_path, monkey
 def test_progress_bar_draws_rows_of_total_only_when_enabled():
     import io
 
-    from popbatch.batch.progress import ProgressBar
+    from popbatch.cli.commands.progress import ProgressBar
 
     stream = io.StringIO()
     ProgressBar(stream)(100, 1000)  # StringIO is not a terminal: nothing drawn

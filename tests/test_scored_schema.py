@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import TRACKS_2000
 from popbatch.batch import sqlrun
-from popbatch.batch.cli import cli
 
+from popbatch.cli.main import cli
 from popbatch.core.scored import (
     ALL_HEAD_COLUMNS,
     SCORE_COLUMNS,

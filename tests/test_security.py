@@ -30,8 +30,8 @@ import duckdb
 import pytest
 from conftest import TRACKS_2000
 from popbatch.batch import sqlrun
-from popbatch.batch.cli import cli
 
+from popbatch.cli.main import cli
 from popbatch.core.errors import InputError
 from popbatch.core.sqlquote import quote_identifier
 

@@ -27,8 +27,7 @@ if shutil.which("java") is None:
                 allow_module_level=True)  # fmt: skip
 pytest.importorskip("pyspark", reason="pyspark is not installed: pip install -e '.[spark]'")
 
-from popbatch.batch import spark as popbatch_spark
-
+import popbatch.spark as popbatch_spark
 from popbatch.core.errors import ModelError, SchemaError
 from popbatch.spark import local_session, score_dataframe
 
@@ -159,7 +158,7 @@ def test_no_pyspark_in_the_scoring_path():
     import subprocess
 
     code = (
-        "import sys, popbatch, popbatch.batch.cli, popbatch.batch.batches\n"
+        "import sys, popbatch, popbatch.cli.main, popbatch.batch.batches\n"
         "popbatch.score_batches\n"
         "assert 'pyspark' not in sys.modules, 'pyspark imported'\n"
     )

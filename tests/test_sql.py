@@ -17,9 +17,9 @@ import duckdb
 import polars as pl
 import pytest
 from popbatch.batch import sqlrun
-from popbatch.batch.cli import cli
 from popbatch.batch.runlog import record_run
 
+from popbatch.cli.main import cli
 from popbatch.core.errors import InputError
 from tests.conftest import TRACKS_2000
 

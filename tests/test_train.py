@@ -16,12 +16,12 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 from conftest import SMALL_TITLE_CASE, TRACKS_2000
-from popbatch.batch.cli import cli
 from popbatch.models.balance import balance
 from popbatch.models.data import feature_matrix, genre_vocabulary, load_training_data
 from popbatch.models.learners import LearnerParams, fit_rf, fit_xgb
 from popbatch.models.split import grouped_split
 
+from popbatch.cli.main import cli
 from popbatch.core.features import NUMERIC_FEATURE_NAMES, normalized_names
 
 TINY = ["--epochs", "2", "--folds", "2", "--rf-trees", "5", "--rf-depth", "4",
@@ -346,7 +346,7 @@ def test_small_title_case_file_names_what_it_lacks(runner, tmp_path):
 
 def test_train_options_default_to_the_learners_defaults():
     """`popbatch train` and `models.learners.LearnerParams` must train the same model."""
-    from popbatch.batch.commands.train import train as command
+    from popbatch.cli.commands.train import train as command
 
     defaults = {p.name: p.default for p in command.params}
     params = LearnerParams()

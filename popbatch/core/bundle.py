@@ -30,8 +30,11 @@ PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".sav", ".dill")
 
 
 def default_model_dir() -> Path:
-    """The embedded default model shipped in ``models/default``."""
-    return Path(str(resources.files("popbatch.models.default")))
+    """The embedded default model: package data in ``popbatch/default_model``.
+
+    A data folder of the ``popbatch`` package (already imported, as this module's
+    parent), so finding it imports nothing of the training package."""
+    return Path(str(resources.files("popbatch") / "default_model"))
 
 
 @dataclass(frozen=True)

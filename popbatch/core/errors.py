@@ -1,5 +1,5 @@
 """Typed errors raised anywhere in popbatch and turned into one-line messages
-and exit codes in one place: the CLI edge (``batch.cli``).
+and exit codes in one place: the CLI edge (``popbatch.cli.main``).
 
 Exit codes (documented in ``popbatch --help``, README.md and docs/nightly.md):
 

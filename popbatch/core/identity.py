@@ -44,9 +44,7 @@ LISTS = ("features", "heads")
 #: keys of a feature or head entry that describe it without changing predictions
 #: (a head's test metrics and parity proof: two runs of one command can differ in
 #: their last float digits while every ONNX byte is the same)
-DESCRIPTIVE_KEYS = frozenset(
-    {"train", "description", "metrics", "parity", "parity_line", "extra"}
-)
+DESCRIPTIVE_KEYS = frozenset({"train", "description", "metrics", "parity", "parity_line", "extra"})
 
 
 def canonical_json(value: Any) -> bytes:

@@ -8,7 +8,7 @@ runs on each batch (:class:`TrackScorer`), with the same model bundle. So the ap
 the command cannot disagree: same checks, same reject reasons, same ONNX
 session options, and the heads' ``popularity_pred``, ``genre_pred``,
 ``genre_prob`` when the model has them. This module imports no Streamlit;
-``batch/app.py`` draws it.
+``popbatch/cli/app.py`` draws it.
 
 >>> from popbatch.core.bundle import load_model
 >>> model = load_model()
@@ -31,16 +31,17 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from popbatch.batch.batches import BatchScorer
 from popbatch.batch.preprocess import REASON_COLUMN, Preprocessor
 from popbatch.batch.runner import OnnxScorer
 from popbatch.batch.score import score
-
 from popbatch.core.bundle import ModelBundle, load_model
 from popbatch.core.errors import InputError
 
@@ -313,7 +314,7 @@ def cached_model(directory: str | None) -> ModelBundle:
 @functools.lru_cache(maxsize=4)
 def cached_track_scorer(directory: str | None) -> TrackScorer:
     """A :class:`TrackScorer` of ``directory``, made once per process (the app's server
-    makes it before the first page is asked for, see ``popbatch.batch.app.serve``)."""
+    makes it before the first page is asked for, see ``popbatch.cli.app.serve``)."""
     return TrackScorer(cached_model(directory))
 
 
@@ -368,7 +369,7 @@ def _maybe_float(value: Any) -> float | None:
 TRACK_KEY = "(this track)"
 #: Real tracks shipped with popbatch: the background popbatch explain samples when a
 #: model stores none of its own (the embedded default model stores none).
-SAMPLE_CATALOG = Path(__file__).resolve().parent / "sample" / "catalog.csv"
+SAMPLE_CATALOG = Path(str(resources.files("popbatch.batch"))) / "sample" / "catalog.csv"
 
 
 @dataclass(frozen=True)
@@ -414,9 +415,11 @@ class Reasons(list):
 
 def explain_available() -> bool:
     """Whether this popbatch has ``popbatch.explain`` (importing it if so)."""
-    import popbatch
-
-    return hasattr(popbatch, "explain")
+    try:
+        from popbatch.batch.explain import selection  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def explain_track(values: Mapping[str, Any], model: ModelBundle, top: int = 5) -> Reasons | None:
@@ -429,7 +432,7 @@ def explain_track(values: Mapping[str, Any], model: ModelBundle, top: int = 5) -
     """
     if not explain_available():
         return None
-    import popbatch
+    from popbatch.batch.explain.selection import explain
 
     key = str(model.manifest.get("key") or "track_id")
     row = one_row({**values, key: TRACK_KEY})
@@ -437,7 +440,7 @@ def explain_track(values: Mapping[str, Any], model: ModelBundle, top: int = 5) -
     with tempfile.TemporaryDirectory(prefix="popbatch-app-") as work:
         path = Path(work) / "track.parquet"
         pq.write_table(table, path)
-        result = popbatch.explain(str(path), model=model, keys=[TRACK_KEY], key=key)
+        result = explain(str(path), model=model, keys=[TRACK_KEY], key=key)
     from popbatch.core.priors import describe, is_prior_feature
 
     rows = [r for r in result.table.to_pylist() if r[key] == TRACK_KEY]

@@ -1,4 +1,4 @@
-"""Why this score? Per-track SHAP explanations of a head of a model bundle, on demand.
+"""Why this score? Which tracks to explain, the run, and its output: ``popbatch.explain``.
 
 >>> import popbatch
 >>> result = popbatch.explain("catalog.csv", top=5)                 # doctest: +SKIP
@@ -6,15 +6,16 @@
 5Zxyz... p=0.41  danceability 0.82 (+0.61), genre pop (+0.55), energy 0.91 (+0.20)
 
 The input is read exactly as ``popbatch score`` reads it (sources, ``--map``,
-``--fill``, validation; rejected rows are never explained). The model is the
-ONNX bundle alone: no native model, no pickle, no ``shap`` import. A track is
-explained in the model's *raw* space: the 14 numeric inputs plus the genre as
-one categorical feature (the one-hot block is built for each evaluation), so
-"genre" gets one contribution. Contributions are Shapley values estimated by
-:func:`popbatch.batch.shapley.permutation_shap` against background rows: the
-~100 training rows ``popbatch export`` stores as ``background.parquet``, or,
-for a model exported without them (the embedded default model), a random
-sample of the input's own valid rows (the result says which).
+``--fill``, validation; rejected rows are never explained). Rows are selected by
+key, by a ``--where`` clause or as the top scores. The model is the ONNX bundle
+alone: no native model, no pickle, no ``shap`` import. Tracks are explained in
+the model's raw space (:mod:`popbatch.batch.explain.space`: the 14 numeric inputs
+plus the genre as one categorical feature). Contributions are Shapley values
+estimated by :func:`popbatch.batch.explain.shapley.permutation_shap` against
+background rows: the ~100 training rows ``popbatch export`` stores as
+``background.parquet``, or, for a model exported without them (the embedded
+default model), a random sample of the input's own valid rows (the result says
+which).
 
 They add up in the head's link space: ``base_value + sum(contribution) ==
 prediction`` for each track, in log-odds of popular for the ``popular`` head
@@ -26,7 +27,6 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,193 +34,37 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from popbatch.batch.explain.shapley import model_rows_per_row, permutation_shap
+from popbatch.batch.explain.space import (
+    BACKGROUND_ROWS,
+    Head,
+    LinkModel,
+    RawSpace,
+    model_head,
+    stored_background,
+)
 from popbatch.batch.naming import refuse_overwriting_input
 from popbatch.batch.preprocess import Prepared, Preprocessor
-from popbatch.batch.runner import available_cores, single_thread_session
-from popbatch.batch.shapley import model_rows_per_row, permutation_shap
 from popbatch.batch.sinks import Sink, commit_all, is_duckdb_path, open_sink
 from popbatch.batch.sources import Source, open_source
 
 from popbatch.core import DEFAULT_BATCH_SIZE
 from popbatch.core.bundle import ModelBundle, load_model
-from popbatch.core.errors import InputError, ModelError, one_line
+from popbatch.core.errors import InputError, one_line
 from popbatch.core.features import normalize_column_name
 
 __all__ = ["Explanations", "explain"]
 
-HEADS = ("popular", "popularity")
 DEFAULT_TOP = 20
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_PERMUTATIONS = 16
-BACKGROUND_ROWS = 100
-BACKGROUND_FILE = "background.parquet"
 SHOWN_TRACKS = 20
 SHOWN_FEATURES = 3
 # Model rows per second of the raw -> link function on the default model, 2 threads,
 # measured on the 2-core development machine (docs/explain.md, "Cost"); only used to
 # say how long a run above --max-rows would take.
 MEASURED_ROWS_PER_SECOND = 400_000
-_EPS = 1e-7
 _ROW = "__popbatch_row__"
-
-
-# ---------------------------------------------------------------- the heads
-@dataclass(frozen=True)
-class Head:
-    """One model output to explain and the space its contributions add up in."""
-
-    name: str
-    onnx_bytes: bytes
-    input_name: str
-    output: str
-    link: str  # "logit": log-odds of a probability; "identity": the output itself
-    unit: str
-
-    def to_link(self, output: np.ndarray) -> np.ndarray:
-        output = np.asarray(output, np.float64).reshape(-1)
-        if self.link == "logit":
-            p = np.clip(output, _EPS, 1 - _EPS)
-            return np.log(p / (1 - p))
-        return output
-
-    def from_link(self, value: np.ndarray) -> np.ndarray:
-        return 1 / (1 + np.exp(-value)) if self.link == "logit" else value
-
-
-def model_head(bundle: ModelBundle, head: str = "popular") -> Head:
-    """The :class:`Head` ``head`` of ``bundle``: ``popular`` (``model.onnx``'s probability,
-    explained in log-odds) or ``popularity`` (a regression head listed in the manifest's
-    ``heads``, explained in points).
-
-    Raises
-    ------
-    InputError
-        An unknown head, or one the model was exported without.
-    """
-    input_name = bundle.manifest["input"]["name"]
-    if head == "popular":
-        output = bundle.manifest["outputs"]["probability"]
-        return Head(head, bundle.onnx_bytes, input_name, output, "logit", "log-odds of popular")
-    if head not in HEADS:
-        raise InputError(f"--head {head}: choose from {', '.join(HEADS)}")
-    entry = (bundle.manifest.get("heads") or {}).get(head)
-    data = (getattr(bundle, "head_bytes", None) or {}).get(head)
-    if entry is None or data is None:
-        raise InputError(
-            f"--head {head}: this model has no {head} head (it was exported without it); "
-            "explain --head popular, or re-export a run trained with the popularity head"
-        )
-    output = (entry.get("outputs") or {}).get("prediction", "prediction")
-    return Head(head, data, input_name, output, "identity", "popularity points")
-
-
-class LinkModel:
-    """A head as a function of raw rows, in its link space, on onnxruntime.
-
-    Raw rows are float64 [n, M]: the numeric inputs in manifest order, then
-    (with a genre) the feature position of the row's one-hot genre column.
-    Slices of a call run on ``threads`` threads (onnxruntime releases the GIL).
-    """
-
-    SLICE_ROWS = 8_192
-
-    def __init__(self, head: Head, space: RawSpace, threads: int | None = None) -> None:
-        self.head = head
-        self.space = space
-        self.threads = threads or available_cores()
-        self.session = single_thread_session(head.onnx_bytes, "--model", f"the {head.name} head")
-        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
-        self.rows_evaluated = 0
-
-    def output(self, raw: np.ndarray) -> np.ndarray:
-        """The head's output as scored (probability or points) for raw rows."""
-        return self.head.from_link(self(raw))
-
-    def __call__(self, raw: np.ndarray) -> np.ndarray:
-        rows = len(raw)
-        self.rows_evaluated += rows
-        result = np.empty(rows, np.float64)
-
-        def run(start: int) -> None:
-            features = self.space.matrix(raw[start : start + self.SLICE_ROWS])
-            try:
-                (out,) = self.session.run([self.head.output], {self.head.input_name: features})
-            except Exception as exc:
-                raise ModelError(
-                    f"the {self.head.name} head failed ({one_line(exc, 300)})"
-                ) from None
-            result[start : start + len(features)] = self.head.to_link(out)
-
-        starts = range(0, rows, self.SLICE_ROWS)
-        if self.pool is None or len(starts) == 1:
-            for start in starts:
-                run(start)
-        else:
-            list(self.pool.map(run, starts))
-        return result
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
-
-
-# ---------------------------------------------------------------- raw space
-class RawSpace:
-    """The model's inputs as explained features: numeric inputs (and catalog priors)
-    plus one ``genre``."""
-
-    def __init__(self, manifest: dict[str, Any]) -> None:
-        self.width = int(manifest["input"]["width"])
-        features = manifest["features"]
-        # catalog priors (artists:mean, ...) are numbers like the audio features
-        self.numeric_positions = [
-            i for i, f in enumerate(features) if f["kind"] in ("numeric", "prior")
-        ]
-        self.names = [features[i]["name"] for i in self.numeric_positions]
-        self.categories = {
-            i: f["category"] for i, f in enumerate(features) if f["kind"] == "onehot"
-        }
-        self.has_genre = bool(self.categories)
-        if self.has_genre:
-            self.names.append("genre")
-        genre = manifest.get("genre") or {}
-        other = genre.get("other")
-        self.positions = {c: i for i, c in self.categories.items()}
-        self.other_position = self.positions.get(other)
-
-    @property
-    def size(self) -> int:
-        return len(self.names)
-
-    def from_prepared(self, prepared: Prepared) -> np.ndarray:
-        """Raw rows of a preprocessed batch's valid rows."""
-        numeric = prepared.features[:, self.numeric_positions].astype(np.float64)
-        if not self.has_genre:
-            return numeric
-        return np.hstack([numeric, prepared.genre_positions.astype(np.float64)[:, None]])
-
-    def matrix(self, raw: np.ndarray) -> np.ndarray:
-        """float32 [n, width] model input for raw rows (the one-hot block set)."""
-        out = np.zeros((len(raw), self.width), np.float32)
-        out[:, self.numeric_positions] = raw[:, : len(self.numeric_positions)]
-        if self.has_genre:
-            out[np.arange(len(raw)), raw[:, -1].astype(np.int64)] = 1.0
-        return out
-
-    def genre_of(self, position: float) -> str:
-        return str(self.categories.get(int(position), "?"))
-
-    def background_rows(self, table: pa.Table) -> np.ndarray:
-        """Raw rows of a stored ``background.parquet`` (numeric columns + ``genre`` text)."""
-        columns = [np.asarray(table.column(n).to_numpy(), np.float64) for n in self.names
-                   if n != "genre"]  # fmt: skip
-        if self.has_genre:
-            genres = table.column("genre").to_pylist()
-            columns.append(
-                np.array([self.positions.get(g, self.other_position) for g in genres], np.float64)
-            )
-        return np.column_stack(columns)
 
 
 # ---------------------------------------------------------------- selection
@@ -538,7 +382,7 @@ def explain(
         raise InputError("--keys: no key given")
     if wanted is not None and len(wanted) > max_rows:
         raise InputError(_too_many(len(wanted), max_rows, space, permutations))
-    stored = _stored_background(bundle, space)
+    stored = stored_background(bundle, space)
     key = normalize_column_name(key or bundle.manifest.get("key") or "track_id")
     if not isinstance(source, Source):
         paths = [str(source)] if isinstance(source, str | Path) else [str(s) for s in source]
@@ -630,27 +474,6 @@ def _write(sink: Sink, table: pa.Table) -> None:
         sink.abort()
         raise
     commit_all([sink])
-
-
-def _stored_background(bundle: ModelBundle, space: RawSpace) -> np.ndarray | None:
-    """The background rows ``popbatch export`` stored beside the model, or None."""
-    entry = bundle.manifest.get("background")
-    if not entry:
-        return None
-    import hashlib
-
-    import pyarrow.parquet as pq
-
-    path = Path(bundle.directory) / entry["file"]
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the background rows ({exc.strerror})") from None
-    if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
-        raise ModelError(
-            f"{path}: does not match its manifest (sha256); re-export the model or restore it"
-        )
-    return space.background_rows(pq.read_table(pa.BufferReader(data)))
 
 
 def _scan(

@@ -3,7 +3,7 @@
 Commands are loaded lazily, each from its own module, so ``popbatch --help``
 imports none of them (it lists them from :data:`COMMANDS`) and the scoring
 commands never import the training stack.
-Every :class:`~batch.errors.PopbatchError` raised below is turned into a
+Every :class:`~popbatch.core.errors.PopbatchError` raised below is turned into a
 one-line message and its exit code here, in one place.
 """
 
@@ -32,35 +32,35 @@ class Entry(NamedTuple):
 
 COMMANDS: dict[str, Entry] = {
     "app": Entry(
-        "popbatch.batch.commands.app:app",
+        "popbatch.cli.commands.app:app",
         "Try the model in a browser: type in a track, upload a file, read the model card.",
     ),
     "drift": Entry(
-        "popbatch.batch.commands.drift:drift",
+        "popbatch.cli.commands.drift:drift",
         "Check a catalog for drift from the data the model was trained on.",
     ),
     "sql": Entry(
-        "popbatch.batch.commands.sql:sql",
+        "popbatch.cli.commands.sql:sql",
         "Run DuckDB SQL over scored tables, or a named report.",
     ),
     "explain": Entry(
-        "popbatch.batch.commands.explain:explain",
+        "popbatch.cli.commands.explain:explain",
         "Explain predictions: which features pushed a track's score up or down.",
     ),
     "export": Entry(
-        "popbatch.batch.commands.export:export",
+        "popbatch.cli.commands.export:export",
         "Export the stack trained into RUN_DIR to one ONNX graph plus its manifest.",
     ),
     "model": Entry(
-        "popbatch.batch.commands.model:model",
+        "popbatch.cli.commands.model:model",
         "Inspect exported models (model.onnx + manifest.json).",
     ),
     "score": Entry(
-        "popbatch.batch.commands.score:score",
+        "popbatch.cli.commands.score:score",
         "Score catalogs: predict which tracks will be popular.",
     ),
     "train": Entry(
-        "popbatch.batch.commands.train:train",
+        "popbatch.cli.commands.train:train",
         "Train the stacked popularity model (and its heads) and write the report and stack.",
     ),
 }

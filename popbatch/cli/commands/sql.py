@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 import duckdb
-from popbatch.batch import sqlrun
-from popbatch.batch.options import wait_option
 
+from popbatch.batch import sqlrun
+from popbatch.cli.commands.options import wait_option
 from popbatch.core import files
 from popbatch.core.errors import InputError, OutputError
 

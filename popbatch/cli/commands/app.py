@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import click
-from popbatch.batch.options import model_option
 
+from popbatch.cli.commands.options import model_option
 from popbatch.core.bundle import load_model
 from popbatch.core.errors import InputError
 
@@ -40,7 +40,7 @@ Needs the app extra: pip install 'popbatch[app]'.
 """
 
 # Imports the app's script as a module (which draws nothing) and runs its serve().
-LAUNCH = "from popbatch.batch.app import serve; serve()"
+LAUNCH = "from popbatch.cli.app import serve; serve()"
 
 
 @click.command("app", help=HELP)
@@ -81,8 +81,8 @@ def app(model_dir: Path | None, run_dir: Path | None, port: int, host: str) -> N
 
 
 def streamlit_command(host: str, port: int) -> list[str]:
-    """``streamlit run batch/app.py`` with the server settings popbatch uses, through
-    :func:`popbatch.batch.app.serve` (which loads the model first)."""
+    """``streamlit run popbatch/cli/app.py`` with the server settings popbatch uses, through
+    :func:`popbatch.cli.app.serve` (which loads the model first)."""
     return [
         sys.executable, "-c", LAUNCH,
         "--server.address", host,

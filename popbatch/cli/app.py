@@ -4,7 +4,7 @@ Run it with ``popbatch app`` (which calls ``streamlit run`` on this file, bound
 to 127.0.0.1); the model and the run directory come in through the
 environment (:data:`MODEL_ENV`, :data:`RUN_ENV`) so Streamlit's ``AppTest``
 can set them too. Only this module imports Streamlit: it draws, and
-:mod:`popbatch.batch.interactive` scores through ``popbatch score`` itself.
+:mod:`popbatch.cli.interactive` scores through ``popbatch score`` itself.
 Like the CLI it is an edge: popbatch errors become one-line messages here.
 """
 
@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import streamlit as st
-from popbatch.batch import interactive
-from popbatch.batch.commands.model import summary_lines
 
+from popbatch.cli import interactive
+from popbatch.cli.commands.model import summary_lines
 from popbatch.core.bundle import ModelBundle
 from popbatch.core.errors import PopbatchError, one_line
 

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 import click
-from popbatch.batch.options import input_options, model_option, wait_option
-from popbatch.batch.progress import ProgressBar
 
+from popbatch.cli.commands.options import input_options, model_option, wait_option
+from popbatch.cli.commands.progress import ProgressBar
 from popbatch.core import WRITE_MODES, files
 from popbatch.core.errors import OutputError
 

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import click
-from popbatch.batch.options import read_options
 
+from popbatch.cli.commands.options import read_options
 from popbatch.core import train_defaults as defaults
 from popbatch.core.errors import InputError
 
@@ -299,7 +299,7 @@ def train(
             f"genre head: test accuracy {test['accuracy']:.4f}, top-3 {test['top3_accuracy']:.4f}"
         )
     if not no_export:
-        from popbatch.batch.commands.export import export_and_report
+        from popbatch.cli.commands.export import export_and_report
 
         progress(f"export: ONNX graph and parity proof into {out / MODEL_SUBDIR}")
         export_and_report(

@@ -1,4 +1,5 @@
-"""``popbatch explain``: parse options, call :func:`popbatch.batch.explain.explain`, report."""
+"""``popbatch explain``: parse options, call :func:`~popbatch.batch.explain.selection.explain`,
+report."""
 
 from __future__ import annotations
 
@@ -6,19 +7,19 @@ from pathlib import Path
 from typing import Any
 
 import click
-from popbatch.batch.explain import (
+
+from popbatch.batch.explain.selection import (
     DEFAULT_MAX_ROWS,
     DEFAULT_PERMUTATIONS,
     DEFAULT_TOP,
-    HEADS,
     SHOWN_TRACKS,
     read_keys,
 )
-from popbatch.batch.explain import (
+from popbatch.batch.explain.selection import (
     explain as run_explain,
 )
-from popbatch.batch.options import input_options, model_option
-
+from popbatch.batch.explain.space import HEADS
+from popbatch.cli.commands.options import input_options, model_option
 from popbatch.core.features import normalize_column_name
 
 HELP = f"""Explain predictions: which features pushed a track's score up or down.

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import click
-from popbatch.batch.drift import THRESHOLDS, check_drift, format_report
-from popbatch.batch.options import input_options, model_option
 
+from popbatch.batch.drift import THRESHOLDS, check_drift, format_report
+from popbatch.cli.commands.options import input_options, model_option
 from popbatch.core.bundle import default_model_dir, read_manifest, read_prior_table
 from popbatch.core.errors import EXIT_DRIFT
 

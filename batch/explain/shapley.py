@@ -1,6 +1,6 @@
 """Shapley values of one model output by permutation sampling, with a background sample.
 
-The estimator behind ``popbatch explain`` (:mod:`popbatch.batch.explain`), in
+The estimator behind ``popbatch explain`` (:mod:`popbatch.batch.explain.selection`), in
 numpy only. For a model ``f`` over ``M`` features, a row ``x`` and background
 rows ``B``, one feature order ``π`` turns the features of ``x`` on one at a
 time, the others taken from each background row::
