@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from popbatch.core.errors import ModelError
-from popbatch.core.priors import CELL, KEY, PriorSpec, key_pairs
+from popbatch.core.priors import CELL, KEY, LOG_FLOOR, PriorSpec, key_pairs
 
 
 @dataclass
@@ -49,7 +49,7 @@ class PriorLookup:
         for column in spec.columns:
             rows = frame.filter(pl.col("column") == column)
             genre = None
-            if "genre" in spec.statistics and n_genres:
+            if {"genre", "log_genre"} & set(spec.statistics) and n_genres:
                 genre = np.zeros((rows.height + 1, n_genres), np.float64)
                 exploded = (
                     rows.select(pl.int_range(pl.len()).alias("r"), "genre_index", "genre_count")
@@ -129,8 +129,11 @@ class PriorLookup:
                 value = np.full(n_cells, -np.inf)
                 np.maximum.at(value, cell[known], ((s + m * spec.global_mean) / (n + m))[known])
                 value = np.where(np.isfinite(value), value, spec.global_mean)
-            else:
+            elif statistic == "genre":
                 out.append(self._genre(table, cell, row))
+                continue
+            else:  # log_genre: the logs, once per distinct cell rather than per row
+                out.append(np.log(np.maximum(self._genre(table, cell, row), LOG_FLOOR)))
                 continue
             out.append(value[:, None])
         if not out:

@@ -231,10 +231,22 @@ def _tree_input(b: _Builder, head: Any, clipped: str, width: int) -> tuple[str, 
     return "trees/input", head.n_numeric + 1
 
 
+def _columns(b: _Builder, source: str, columns: list[int], output: str) -> str:
+    """``source[:, columns]``: a Slice when they are adjacent and in order, else a Gather."""
+    if list(columns) == list(range(columns[0], columns[0] + len(columns))):
+        bounds = {"s": [columns[0]], "e": [columns[0] + len(columns)], "a": [1]}
+        names = [b.const(f"{output}_{k}", v, np.int64) for k, v in bounds.items()]
+        return b.node("Slice", [source, *names], output)
+    index = b.const(f"{output}_index", np.asarray(columns, np.int64), np.int64)
+    return b.node("Gather", [source, index], output, axis=1)
+
+
 def _softmax_nodes(b: _Builder, model: dict[str, Any], clipped: str) -> str:
     """The genre head's softmax design (``models.genre.softmax_probabilities``):
-    ``Softmax(c[:, z] @ W + b + sum_j A[j] * Log(Max(c[:, genre_j], floor)))``."""
-    from popbatch.models.genre import LOG_FLOOR
+    ``Softmax(c[:, z] @ W + b + sum_j A[j] * L_j)``, ``L_j`` the prior's genre shares'
+    logs (the inputs themselves with the ``log_genre`` statistic, else
+    ``Log(Max(share, floor))``). A block of adjacent columns is a Slice, not a Gather."""
+    from popbatch.core.priors import LOG_FLOOR
 
     z = b.const("softmax/z_index", np.asarray(model["z"], np.int64), np.int64)
     b.node("Gather", [clipped, z], "softmax/z", axis=1)
@@ -246,11 +258,13 @@ def _softmax_nodes(b: _Builder, model: dict[str, Any], clipped: str) -> str:
         "softmax/l0",
     )
     for j, (columns, a) in enumerate(zip(model["genre"], model["A"], strict=True)):
-        index = b.const(f"softmax/g{j}_index", np.asarray(columns, np.int64), np.int64)
-        b.node("Gather", [clipped, index], f"softmax/g{j}", axis=1)
-        floor = b.const(f"softmax/floor{j}", np.float32(LOG_FLOOR), np.float32)
-        b.node("Max", [f"softmax/g{j}", floor], f"softmax/gf{j}")
-        b.node("Log", [f"softmax/gf{j}"], f"softmax/log{j}")
+        _columns(b, clipped, columns, f"softmax/g{j}")
+        if model.get("logged"):
+            b.node("Identity", [f"softmax/g{j}"], f"softmax/log{j}")
+        else:
+            floor = b.const(f"softmax/floor{j}", np.float32(LOG_FLOOR), np.float32)
+            b.node("Max", [f"softmax/g{j}", floor], f"softmax/gf{j}")
+            b.node("Log", [f"softmax/gf{j}"], f"softmax/log{j}")
         weight = b.const(f"softmax/a{j}", np.asarray(a), np.float32)
         b.node("Mul", [f"softmax/log{j}", weight], f"softmax/la{j}")
         logits = b.node("Add", [logits, f"softmax/la{j}"], f"softmax/l{j + 1}")

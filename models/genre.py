@@ -29,6 +29,7 @@ from popbatch.models.stack import clip_rows
 
 from popbatch.core import files
 from popbatch.core.features import NUMERIC_FEATURE_NAMES
+from popbatch.core.priors import LOG_FLOOR
 
 SPEC_FILE = "genre.json"
 WIDTH = len(NUMERIC_FEATURE_NAMES)  # without priors the head reads the first 14 input columns
@@ -306,21 +307,28 @@ def fit_head(
     }
 
 
-#: a genre share is read as log(max(share, LOG_FLOOR)): a genre no labelled row of a
-#: fold had (tiny training sets) has share 0
-LOG_FLOOR = 1e-6
-
-
-def softmax_inputs(names: list[str], classes: list[str]) -> tuple[list[int], list[list[int]]]:
+def softmax_inputs(names: list[str], classes: list[str]) -> tuple[list[int], list[list[int]], bool]:
     """Positions of the softmax's plain inputs (the audio features and the priors' track
-    counts) and, per prior column with genre shares, its share of each class."""
-    from popbatch.core.priors import is_prior_feature
+    counts) and, per prior column with genre shares, its share of each class; and
+    whether those are already logs (the ``log_genre`` statistic)."""
+    from popbatch.core.priors import is_prior_feature, is_tail_feature
 
     position = {n: i for i, n in enumerate(names)}
-    z = [i for i, n in enumerate(names) if not is_prior_feature(n) or n.endswith(":count")]
-    columns = list(dict.fromkeys(n.split(":", 1)[0] for n in names if ":genre=" in n))
-    genre = [[position.get(f"{c}:genre={g}", -1) for g in classes] for c in columns]
-    return z, [g for g in genre if min(g) >= 0]
+    z = [
+        i
+        for i, n in enumerate(names)
+        if n.endswith(":count") or not (is_prior_feature(n) or n.startswith("genre="))
+    ]
+    logged = any(":log_genre=" in n for n in names)
+    stat = "log_genre" if logged else "genre"
+    columns = list(dict.fromkeys(n.split(":", 1)[0] for n in names if is_tail_feature(n)))
+    genre = [[position.get(f"{c}:{stat}={g}", -1) for g in classes] for c in columns]
+    return z, [g for g in genre if min(g) >= 0], logged
+
+
+def _logs(c: np.ndarray, columns: list[int], logged: bool) -> np.ndarray:
+    values = np.asarray(c[:, columns], np.float64)
+    return values if logged else np.log(np.maximum(values, np.float32(LOG_FLOOR)))
 
 
 def softmax_probabilities(model: dict[str, Any], c: np.ndarray) -> np.ndarray:
@@ -328,7 +336,7 @@ def softmax_probabilities(model: dict[str, Any], c: np.ndarray) -> np.ndarray:
     c = np.asarray(c, np.float64)
     logits = c[:, model["z"]] @ np.asarray(model["W"]) + np.asarray(model["b"])
     for columns, a in zip(model["genre"], model["A"], strict=True):
-        logits += np.log(np.maximum(c[:, columns], np.float32(LOG_FLOOR))) * np.asarray(a)
+        logits += _logs(c, columns, model.get("logged", False)) * np.asarray(a)
     logits -= logits.max(axis=1, keepdims=True)
     p = np.exp(logits)
     return p / p.sum(axis=1, keepdims=True)
@@ -344,15 +352,12 @@ def fit_softmax(
     reads the clipped inputs as they are."""
     from scipy.optimize import minimize
 
-    z_columns, genre_columns = softmax_inputs(names, classes)
+    z_columns, genre_columns, logged = softmax_inputs(names, classes)
     z = np.asarray(c[:, z_columns], np.float64)
     mean, std = z.mean(axis=0), z.std(axis=0)
     std = np.where(std > 0, std, 1.0)
     zs = (z - mean) / std
-    logs = [
-        np.log(np.maximum(np.asarray(c[:, g], np.float64), np.float32(LOG_FLOOR)))
-        for g in genre_columns
-    ]
+    logs = [_logs(c, g, logged) for g in genre_columns]
     n, d = zs.shape
     k, j = len(classes), len(logs)
     onehot = np.zeros((n, k))
@@ -392,6 +397,7 @@ def fit_softmax(
         "W": folded.tolist(),
         "b": (b - mean @ folded).tolist(),
         "A": a.tolist(),
+        "logged": logged,
         "iterations": int(result.nit),
     }
 

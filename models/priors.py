@@ -30,7 +30,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from popbatch.core import files
-from popbatch.core.priors import CELL, KEY, PriorSpec, is_tail_feature, key_pairs
+from popbatch.core.priors import (
+    CELL,
+    KEY,
+    LOG_FLOOR,
+    PriorSpec,
+    is_tail_feature,
+    key_pairs,
+)
 
 COLUMN = "column"
 #: the table's sufficient statistics per (column, key)
@@ -228,8 +235,11 @@ def native_features(frame: pl.DataFrame, table: pl.DataFrame, spec: PriorSpec) -
                 elif statistic == "max_mean":
                     means = [(h[1] + m * spec.global_mean) / (h[0] + m) for h in known]
                     row.append(max(means) if means else spec.global_mean)
-                else:
+                elif statistic == "genre":
                     row.extend((counts + m * g_global) / (counts.sum() + m))
+                else:
+                    share = (counts + m * g_global) / (counts.sum() + m)
+                    row.extend(np.log(np.maximum(share, LOG_FLOOR)))
             rows.append(row)
         width = len(spec.feature_names()) // max(len(spec.columns), 1)
         blocks.append(np.asarray(rows, np.float64).reshape(frame.height, width))
@@ -300,7 +310,7 @@ class PriorRecipe:
     spec's parameters and the out-of-fold scheme. No columns: no priors."""
 
     columns: tuple[str, ...] = ()
-    statistics: tuple[str, ...] = ("mean", "share", "count", "genre")
+    statistics: tuple[str, ...] = ("mean", "share", "count", "log_genre")
     smoothing: float = 5.0
     combine: str = "pooled"
     artist_share: float = DEFAULT_ARTIST_SHARE
@@ -308,13 +318,13 @@ class PriorRecipe:
     ship_all_rows: bool = True
 
     def spec(self, genres: list[str] | tuple[str, ...] | None) -> PriorSpec:
-        statistics = tuple(s for s in self.statistics if s != "genre" or genres)
+        statistics = tuple(s for s in self.statistics if "genre" not in s or genres)
         return PriorSpec(
             columns=tuple(self.columns),
             statistics=statistics,
             smoothing=self.smoothing,
             combine=self.combine,
-            genres=tuple(genres or ()) if "genre" in statistics else (),
+            genres=tuple(genres or ()) if {"genre", "log_genre"} & set(statistics) else (),
         )
 
 

@@ -14,7 +14,7 @@ from popbatch.models import priors as mp
 from popbatch.core.priors import PriorSpec, key_pairs
 
 TRACKS_PRIORS = DATA / "tracks_priors.csv"
-STATS = ("mean", "share", "count", "max_mean", "genre")
+STATS = ("mean", "share", "count", "max_mean", "genre", "log_genre")
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,9 @@ towards the global values with strength ``m`` (pseudo-tracks):
                known artist of a collaboration); the global mean if none is known
 ``genre``      ``(C_g + m * global_genre_g) / (C + m)``: smoothed genre
                distribution, one column per training genre
+``log_genre``  ``log(max(genre_g, LOG_FLOOR))``: the same, as logs (what the
+               genre head reads; worked out once per distinct cell here
+               instead of once per row in the graph)
 =============  ==============================================================
 
 A multi-valued column (``artists``: ``;``-separated) is split; each distinct
@@ -43,7 +46,10 @@ from popbatch.core import train_defaults
 DEFAULT_PRIOR_COLUMNS = train_defaults.PRIOR_COLUMNS
 #: columns whose cells hold several keys, and the separator
 MULTI_VALUED = {"artists": ";"}
-STATISTICS = ("mean", "share", "count", "max_mean", "genre")
+STATISTICS = ("mean", "share", "count", "max_mean", "genre", "log_genre")
+#: a genre share is logged as log(max(share, LOG_FLOOR)): a genre no labelled row of a
+#: (tiny) training set had has share 0
+LOG_FLOOR = 1e-6
 COMBINE_RULES = ("pooled", "first")
 TABLE_FILE = "priors.parquet"
 #: names in the manifest's feature list: ``artists:mean``, ``album_name:genre=pop``
@@ -143,8 +149,8 @@ class PriorSpec:
 def column_feature_names(spec: PriorSpec, column: str) -> list[str]:
     names = []
     for statistic in spec.statistics:
-        if statistic == "genre":
-            names += [f"{column}:genre={g}" for g in spec.genres]
+        if statistic in ("genre", "log_genre"):
+            names += [f"{column}:{statistic}={g}" for g in spec.genres]
         else:
             names.append(f"{column}:{statistic}")
     return names
@@ -162,12 +168,15 @@ def describe_statistic(statistic: str) -> str:
     """One line on what a prior input means, for the manifest."""
     if statistic.startswith("genre="):
         return f"smoothed share of the key's labelled rows in genre {statistic[6:]}"
+    if statistic.startswith("log_genre="):
+        return f"log of the smoothed share of the key's labelled rows in genre {statistic[10:]}"
     return _STATISTIC_TEXT.get(statistic, statistic)
 
 
 def is_tail_feature(name: str) -> bool:
-    """A prior genre share (``artists:genre=pop``): an input after the one-hot block."""
-    return ":genre=" in name
+    """A prior genre share (``artists:genre=pop``, ``artists:log_genre=pop``): an input
+    after the one-hot block."""
+    return ":genre=" in name or ":log_genre=" in name
 
 
 def is_prior_feature(name: str) -> bool:
@@ -190,6 +199,8 @@ def describe(name: str, value: float) -> str:
         return f"{who} history: {tracks} tracks" if tracks else f"{who} history: never seen"
     if statistic == "max_mean":
         return f"{who} history: best mean popularity {value:.0f}"
+    if statistic.startswith("log_genre="):
+        return f"{who} history: genre {statistic[10:]} share {math.exp(value):.2f}"
     return f"{who} history: {statistic.replace('genre=', 'genre ')} share {value:.2f}"
 
 
