@@ -435,7 +435,7 @@ class Preprocessor:
         features, genre_positions = self._matrix(table, buffer)
         if self.priors is not None:
             cells = self._prior_cells(batch, None if not n_bad else pa.array(~bad))
-            features[:, self._prior_index] = self.priors.features(cells, table.height)
+            self.priors.fill(cells, features, self._prior_index)
         genre_other = 0
         if genre_positions is not None:
             genre_other = int((genre_positions == self.other_position).sum())

@@ -74,17 +74,41 @@ class PriorLookup:
         """[rows, P] float32 prior inputs; ``cells[column]`` is the column's values
         (None: the catalog has no such column, every key unknown)."""
         out = np.empty((rows, self.width), np.float32)
+        self.fill(cells, out, np.arange(self.width))
+        return out
+
+    def fill(
+        self,
+        cells: dict[str, pa.Array | pa.ChunkedArray | None],
+        out: np.ndarray,
+        positions: np.ndarray,
+    ) -> None:
+        """Write the prior inputs of ``out``'s rows into ``out[:, positions]`` (``positions``:
+        where each of :meth:`PriorSpec.feature_names` goes), straight from each column's
+        per-cell values: one gather per run of adjacent positions, no [rows, P] copy in
+        between (a fancy-indexed column write of the whole block cost ~2.3 µs a row)."""
+        rows = out.shape[0]
         start = 0
         for column in self.spec.columns:
-            block = self.column_features(column, cells.get(column), rows)
-            out[:, start : start + block.shape[1]] = block
-            start += block.shape[1]
-        return out
+            per_cell, index = self._per_cell(column, cells.get(column), rows)
+            width = per_cell.shape[1]
+            for first, stop, at in _runs(positions[start : start + width]):
+                block = np.ascontiguousarray(per_cell[:, first:stop])
+                out[:, at : at + stop - first] = block[index]
+            start += width
 
     def column_features(
         self, column: str, values: pa.Array | pa.ChunkedArray | None, rows: int
     ) -> np.ndarray:
         """[rows, P_column] for one prior column, computed once per distinct cell."""
+        per_cell, index = self._per_cell(column, values, rows)
+        return per_cell[index]
+
+    def _per_cell(
+        self, column: str, values: pa.Array | pa.ChunkedArray | None, rows: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """([distinct cells + 1, P_column], each row's index into it): the column's
+        distinct cells, then a null for the rows without one."""
         if values is None:
             values = pa.nulls(rows, pa.string())
         if isinstance(values, pa.ChunkedArray):
@@ -98,7 +122,7 @@ class PriorLookup:
         distinct = pa.concat_arrays([encoded.dictionary, pa.nulls(1, encoded.dictionary.type)])
         per_cell = self._cell_features(column, distinct)
         index = encoded.indices.fill_null(len(distinct) - 1).to_numpy(zero_copy_only=False)
-        return per_cell[index]
+        return per_cell, index
 
     def _cell_features(self, column: str, cells: pa.Array) -> np.ndarray:
         """[cells, P_column]: :mod:`popbatch.core.priors`' formulas, vectorised over
@@ -149,6 +173,14 @@ class PriorLookup:
         starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
         summed = np.add.reduceat(table.genre[row], starts, axis=0)
         return (summed + m * g) / (summed.sum(axis=1, keepdims=True) + m)
+
+
+def _runs(positions: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(first, stop, at)`` for each run of consecutive ``positions``: block columns
+    ``first:stop`` go to output columns ``at:at + stop - first``."""
+    breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+    edges = [0, *breaks.tolist(), len(positions)]
+    return [(a, b, int(positions[a])) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 
 
 _LOOKUPS: dict[str, PriorLookup] = {}
