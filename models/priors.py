@@ -260,17 +260,26 @@ def fold_ids(
     k: int = PRIOR_FOLDS,
     artist_share: float = DEFAULT_ARTIST_SHARE,
     seed: int = 0,
+    album: list[str | None] | None = None,
+    album_share: float = 0.0,
 ) -> np.ndarray:
-    """Each training row's prior fold: groups (a track, or a whole primary artist for a
-    random ``artist_share`` of artists) spread over ``k`` folds by a seeded permutation
-    of the sorted groups (reproducible, independent of row order)."""
+    """Each training row's prior fold: groups (a track; a whole primary artist for a
+    random ``artist_share`` of artists; a whole album for a random ``album_share`` of the
+    albums, so that training also sees new releases of known artists) spread over ``k``
+    folds by a seeded permutation of the sorted groups (reproducible, independent of row
+    order)."""
     rng = np.random.default_rng(seed)
     artists = sorted({a for a in primary_artist if a is not None})
     drawn = rng.random(len(artists)) < artist_share
     chosen = {a for a, d in zip(artists, drawn, strict=True) if d}
+    albums: set[str] = set()
+    if album is not None and album_share > 0:
+        names = sorted({a for a in album if a is not None})
+        albums = {a for a, d in zip(names, rng.random(len(names)) < album_share, strict=True) if d}
+    album = album if album is not None else [None] * len(track)
     group = [
-        ("a:" + a) if a in chosen else ("t:" + str(t))
-        for a, t in zip(primary_artist, track, strict=True)
+        ("a:" + a) if a in chosen else ("b:" + b) if b in albums else ("t:" + str(t))
+        for a, b, t in zip(primary_artist, album, track, strict=True)
     ]
     unique = sorted(set(group))
     permutation = rng.permutation(len(unique))
@@ -285,11 +294,14 @@ def out_of_fold_features(
     seed: int = 0,
     k: int = PRIOR_FOLDS,
     artist_share: float = DEFAULT_ARTIST_SHARE,
+    album_share: float = 0.0,
 ) -> np.ndarray:
     """[N, P] prior inputs of training rows, each from a table (and global values)
     fitted on the other folds of :func:`fold_ids` only: neither the row nor any row of
-    its group (its track's other genres, or its whole primary artist) reaches them."""
-    folds = fold_ids(labels.track, primary_keys(frame), k, artist_share, seed)
+    its group (its track's other genres, its whole primary artist or album) reaches
+    them."""
+    album = primary_keys(frame, "album_name") if album_share > 0 else None
+    folds = fold_ids(labels.track, primary_keys(frame), k, artist_share, seed, album, album_share)
     out = np.zeros((frame.height, len(spec.feature_names())), np.float32)
     for f in range(k):
         held = np.flatnonzero(folds == f)
@@ -314,6 +326,9 @@ class PriorRecipe:
     smoothing: float = 5.0
     combine: str = "pooled"
     artist_share: float = DEFAULT_ARTIST_SHARE
+    # albums grouped whole in the prior folds (new releases of known artists in training);
+    # 0 in the embedded default model
+    album_share: float = 0.0
     folds: int = PRIOR_FOLDS
     ship_all_rows: bool = True
 
@@ -378,7 +393,9 @@ def prior_inputs(
     """Prior inputs of fitting rows (out of fold: :func:`out_of_fold_features`) and of
     ``others`` (from a table of all fitting rows), and that table."""
     labels = labels_of(fit, spec, popular_above)
-    oof = out_of_fold_features(fit, labels, spec, seed, recipe.folds, recipe.artist_share)
+    oof = out_of_fold_features(
+        fit, labels, spec, seed, recipe.folds, recipe.artist_share, recipe.album_share
+    )
     fitted = fit_priors(fit, spec, popular_above)
     return oof, [fitted.features(o) for o in others], fitted
 

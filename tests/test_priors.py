@@ -213,3 +213,38 @@ def test_cross_validation_folds_make_priors_without_held_out_labels(rows):
     moved = base.copy()
     moved[~held] = 100.0 - moved[~held]
     assert not np.array_equal(matrix(moved)[others], before[others])
+
+
+def test_the_honest_evaluations_keep_albums_and_artists_on_one_side(rows):
+    """new_release folds never split an album, debut folds never split a primary artist
+    (so every held-out artist is unseen by the fold's priors and models); known folds
+    keep a track's genre rows together."""
+    from popbatch.models.priors import evaluation_groups, key_lists, primary_keys
+    from popbatch.models.split import grouped_folds
+
+    groups = rows["track_id"].to_numpy()
+    y = (rows["popularity"].to_numpy() > 71).astype(np.int64)
+    cut = evaluation_groups(rows, groups)
+    album = [k[0] if k else None for k in key_lists(rows, "album_name").to_list()]
+    artist = primary_keys(rows)
+    for evaluation, keys in (("known", groups), ("new_release", album), ("debut", artist)):
+        for fit, held in grouped_folds(cut[evaluation], y, 3, seed=2):
+            seen = {keys[i] for i in fit} - {None}
+            assert not seen & {keys[i] for i in held}, evaluation
+    # and they are different cuts: the debut folds are coarser than the known ones
+    assert len(set(cut["debut"])) < len(set(cut["new_release"])) < len(set(cut["known"]))
+
+
+def test_album_share_makes_training_rows_see_new_releases_of_known_artists(rows):
+    spec = PriorSpec(statistics=("count",))
+    labels = labels_of(rows, ())
+    album, artist = column(spec, "album_name:count"), column(spec, "artists:count")
+    none = mp.out_of_fold_features(rows, labels, spec, seed=1, artist_share=0.0)
+    some = mp.out_of_fold_features(rows, labels, spec, 1, artist_share=0.0, album_share=0.5)
+    repeated = rows["album_name"].is_in(
+        rows.group_by("album_name").len().filter(pl.col("len") >= 3)["album_name"].implode()
+    ).to_numpy()
+    unseen_album = some[:, album] == 0
+    assert (unseen_album[repeated]).mean() > (none[:, album] == 0)[repeated].mean() + 0.2
+    # ... while their artist stays known more often than not
+    assert (some[unseen_album & repeated, artist] > 0).mean() > 0.5

@@ -184,3 +184,27 @@ def test_drift_reports_the_share_of_known_artists_and_albums(model, tmp_path):
     assert "known artists" in report.drifted
     result = CliRunner().invoke(cli, ["drift", str(debuts), "--model", str(model)])
     assert "artists (known)" in result.output and "0.0%" in result.output
+
+
+def test_cv_runs_the_three_honest_evaluations_with_and_without_priors(tmp_path):
+    """--cv with priors: known catalog, new release and debut folds, each with the
+    recipe's priors and audio-only, in report.json, the manifest and model info."""
+    out = tmp_path / "run"
+    args = ["train", "--data", str(TRACKS_PRIORS), "--out", str(out), "--heads", "popular",
+            "--cv", "2x1", "--cv-jobs", "1", *TINY_TRAIN]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    evaluations = report["cv_evaluations"]
+    assert set(evaluations) == {
+        f"{e}/{r}" for e in ("known", "new_release", "debut") for r in ("priors", "audio_only")
+    }
+    assert evaluations["known/priors"]["popular"] == report["cv"]
+    for key, heads in evaluations.items():
+        assert heads["popular"]["evaluation"] == key.split("/")[0]
+        assert "roc_auc" in heads["popular"]["models"]["stack"]
+    manifest = json.loads((out / "model" / "manifest.json").read_text())
+    assert set(manifest["cv_evaluations"]) == {"known", "new_release", "debut"}
+    info = CliRunner().invoke(cli, ["model", "info", str(out / "model")])
+    assert "evaluation  debut popular: priors roc_auc" in info.output
+    assert "audio only roc_auc" in info.output
