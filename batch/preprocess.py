@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-from popbatch.batch.priors import lookup_for
+from popbatch.batch.priors import CellCache, lookup_for
 
 from popbatch.core.errors import InputError, InvalidRowError, SchemaError, one_line
 from popbatch.core.features import (
@@ -198,6 +198,8 @@ class Preprocessor:
         # go to their input positions (the genre shares come last, after the one-hot)
         self.priors = lookup_for(self.manifest)
         self.prior_columns = list(self.priors.spec.columns) if self.priors else []
+        # the cells this preprocessor's batches have had, worked out once each
+        self._prior_cache = CellCache() if self.priors else None
         self._prior_index = (
             np.array([prior_positions[n] for n in self.priors.spec.feature_names()], np.intp)
             if self.priors
@@ -435,7 +437,7 @@ class Preprocessor:
         features, genre_positions = self._matrix(table, buffer)
         if self.priors is not None:
             cells = self._prior_cells(batch, None if not n_bad else pa.array(~bad))
-            self.priors.fill(cells, features, self._prior_index)
+            self.priors.fill(cells, features, self._prior_index, self._prior_cache)
         genre_other = 0
         if genre_positions is not None:
             genre_other = int((genre_positions == self.other_position).sum())

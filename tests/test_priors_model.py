@@ -208,3 +208,29 @@ def test_cv_runs_the_three_honest_evaluations_with_and_without_priors(tmp_path):
     info = CliRunner().invoke(cli, ["model", "info", str(out / "model")])
     assert "evaluation  debut popular: priors roc_auc" in info.output
     assert "audio only roc_auc" in info.output
+
+
+def test_the_runs_cell_cache_gives_the_inputs_of_a_fresh_lookup(model):
+    """Prior inputs gathered from the per-run cache of worked-out cells (batches that
+    repeat cells, a cache that fills up and starts afresh, a batch with more distinct
+    cells than it holds) are bit for bit those worked out from scratch."""
+    from popbatch.batch.preprocess import Preprocessor
+    from popbatch.batch.priors import CellCache
+    from popbatch.batch.sources import open_source
+
+    bundle = load_model(model)
+    source = open_source([str(TRACKS_PRIORS)])
+    preprocessor = Preprocessor(bundle.manifest).bind(source.schema, source.name)
+    cache = CellCache()
+    cache.CAPACITY = 150
+    lookup, positions = preprocessor.priors, preprocessor._prior_index
+    batches = list(source.batches(preprocessor.read_columns, 100))
+    batches.append(next(source.batches(preprocessor.read_columns, 1_000)))  # > CAPACITY cells
+    for batch in batches * 2:  # the second pass finds its cells cached
+        cells = preprocessor._prior_cells(batch, None)
+        fresh = np.zeros((batch.num_rows, preprocessor.width), np.float32)
+        cached = fresh.copy()
+        lookup.fill(cells, fresh, positions)
+        lookup.fill(cells, cached, positions, cache)
+        assert np.array_equal(fresh, cached)
+    source.close()
