@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", help="model directory (default: each side's embedded)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "ab")
+    parser.add_argument("--name", default="", help="what B changes (kept in the JSON)")
+    parser.add_argument("--json", type=Path, help="also write the JSON line to this file")
     parser.add_argument("--quick", action="store_true", help="one round: checks the script")
     parser.add_argument("score_options", nargs="*", help="after --: more popbatch score options")
     args = parser.parse_args(argv)
@@ -107,9 +109,11 @@ def main(argv: list[str] | None = None) -> None:
             outputs[side] = output
     medians = {s: {k: statistics.median(v) for k, v in t.items()} for s, t in times.items()}
     result = {
+        "name": args.name,
         "a": sites["A"][0],
         "b": sites["B"][0],
         "catalog": str(args.catalog),
+        "model": args.model,
         "rounds": args.rounds,
         "seconds": times,
         "median": medians,
@@ -123,6 +127,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     print(f"B / A: wall {result['b_over_a']['wall']}, CPU {result['b_over_a']['cpu']}")
     print(json.dumps(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
