@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -105,6 +106,8 @@ def main() -> None:
     print(
         json.dumps(
             {
+                "command": "python bench/stages.py " + " ".join(sys.argv[1:]),
+                "load_average": [round(v, 2) for v in os.getloadavg()],
                 "rows": rows,
                 "wall": {k: round(v, 3) for k, v in clock.wall.items()},
                 "cpu": {k: round(v, 3) for k, v in clock.cpu.items()},
