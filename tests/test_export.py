@@ -300,7 +300,7 @@ def _dense_model(weight: np.ndarray, bias: np.ndarray, first: str = "MatMul"):
 
 def test_scaler_folded_into_the_first_layer_equals_scaling_first():
     import onnxruntime as ort
-    from popbatch.exporter.graph import fold_scaler
+    from popbatch.exporter.toolkit import fold_scaler
 
     rng = np.random.default_rng(0)
     weight = rng.normal(size=(5, 3)).astype(np.float32)
