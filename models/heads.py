@@ -102,7 +102,10 @@ def _popularity(config, splits, stack, x_train, groups, train_rows, progress, re
         tuning = popularity.tune(
             stack, x_train, y_train, groups, splits, targets, params, config, progress
         )
-    progress(f"popularity: {config.folds}-fold out-of-fold predictions")
+    if len(params.learners) > 1:
+        progress(f"popularity: {config.folds}-fold out-of-fold predictions")
+    else:
+        progress(f"popularity: {', '.join(params.learners)} alone, no meta learner")
     head, history = popularity.fit_head(
         stack,
         x_train,
