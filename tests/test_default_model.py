@@ -54,23 +54,3 @@ def test_model_info_shows_the_default_model(runner):
     assert result.exit_code == 0, result.output
     assert load_model().model_id[:12] in result.output
     assert "popularity > 71" in result.output
-
-
-def test_default_model_reads_the_sample_catalogs_artists_and_albums(tmp_path):
-    """The embedded default has catalog priors and `popbatch score batch/sample/catalog.csv`
-    uses them: blanking the sample's artists and albums changes the scores."""
-    import popbatch
-
-    bundle = load_model()
-    assert bundle.manifest["priors"]["columns"] == ["artists", "album_name"]
-    assert bundle.prior_bytes is not None
-    blank = tmp_path / "blank.csv"
-    pl.read_csv(SAMPLE).with_columns(
-        pl.lit("").alias("artists"), pl.lit("").alias("album_name")
-    ).write_csv(blank)
-    with_priors, without = tmp_path / "a.parquet", tmp_path / "b.parquet"
-    popbatch.score(str(SAMPLE), with_priors, record=False)
-    popbatch.score(str(blank), without, record=False)
-    a, b = pl.read_parquet(with_priors), pl.read_parquet(without)
-    changed = (a["popularity_pred"] - b["popularity_pred"]).abs() > 1.0
-    assert changed.mean() > 0.5
