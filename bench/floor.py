@@ -8,7 +8,7 @@ writes by default) with the Parquet sink's compression and dictionary choices,
 but with every score a constant: no preprocessing, no inference.
 ``bench/run.py`` runs it in a fresh process right after ``popbatch score`` on
 the same file and prints popbatch's time as a multiple of this one: the ratio
-holds on a noisy machine where absolute rows/s do not (issue 17).
+holds on a noisy machine where absolute rows/s do not.
 
 Constant columns compress better than real scores, so the floor is a lower
 bound of what writing real scores costs.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -35,6 +36,9 @@ from popbatch.batch.sources import ParquetSource
 from popbatch.core import DEFAULT_BATCH_SIZE
 from popbatch.core.bundle import ModelBundle, load_model
 from popbatch.core.scored import HASH_COLUMN, MODEL_ID_COLUMN, SCORED_AT_COLUMN, scored_schema
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import QUICK_HELP
 
 # What batch.sinks.ParquetSink writes with (popbatch score's -o FILE.parquet).
 COMPRESSION = "zstd"
@@ -134,7 +138,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, help="model directory (default: the embedded)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--heads", help="the columns of these heads only, as popbatch's --heads")
+    parser.add_argument("--quick", action="store_true", help=QUICK_HELP)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.batch_size = 256
     print(json.dumps(run(args.catalog, args.output, args.model, args.batch_size, args.heads)))
 
 

@@ -13,8 +13,9 @@ this way keeps the input contract (old and new models take the same matrix)
 while the graph stops doing arithmetic on 115 columns of zeros: before it,
 the popular head's logistic regression cast the whole [N, 129] input to float64
 and the popularity network's first layer multiplied all of it. Measured with
-``bench/ab_models.py`` on the default model: the popular head 0.79 -> 0.68 µs
-per row, outputs bit-identical (docs/performance.md, issue 17's levers).
+``bench/ab_models.py`` (removed; see git history) on the default model: the
+popular head 0.79 -> 0.68 µs per row, outputs bit-identical (docs/performance.md,
+"The small levers, measured").
 """
 
 from __future__ import annotations

@@ -332,7 +332,7 @@ def test_exported_graph_has_no_separate_scaler_pass(exported_model):
 
 @pytest.fixture(scope="module")
 def logit_stack_dir(tmp_path_factory) -> Path:
-    """The stack design of issue 13: logistic, ann, xgb on logits, genre target-encoded."""
+    """The redesigned stack: logistic, ann, xgb on logits, genre target-encoded."""
     from stack_factory import build_stack
 
     directory = tmp_path_factory.mktemp("logit") / "stack"

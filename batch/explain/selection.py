@@ -198,19 +198,6 @@ def read_keys(path: str | Path, key: str = "track_id") -> list[str]:
 
 
 # ---------------------------------------------------------------- the result
-SCHEMA_FIELDS = (
-    ("head", pa.string()),
-    ("feature", pa.string()),
-    ("value", pa.float64()),
-    ("category", pa.string()),
-    ("contribution", pa.float64()),
-    ("rank", pa.int32()),
-    ("base_value", pa.float64()),
-    ("prediction", pa.float64()),
-    ("score", pa.float64()),
-    ("model_id", pa.string()),
-    ("background", pa.string()),
-)
 
 
 @dataclass
