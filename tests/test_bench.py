@@ -27,7 +27,7 @@ SAMPLE = ROOT / "batch" / "sample" / "catalog.csv"
 SAMPLE_ROWS = 1_000
 MAINTAINED = {
     "app", "bare", "baseline", "catalog", "drift_memory", "floor", "heads", "memory",
-    "nightly", "run", "spark", "stages",
+    "nightly", "priors", "run", "spark", "stages",
 }  # fmt: skip
 HELPERS = {"__init__", "procstat"}  # imported by the tools, not run on their own
 
@@ -236,3 +236,18 @@ def test_spark_quick_gives_the_same_scores_as_popbatch(tmp_path):
     bench("bench/spark.py", *args, timeout=600)
     (job,) = json.loads(results.read_text())["spark_local_2"]["jobs"]
     assert job["rows"] == 1_000 and job["same_as_popbatch"]
+
+
+def test_priors_quick_times_the_scorers_lookup_and_the_in_graph_one(priors_run):
+    """bench/priors.py on a model with catalog priors: microseconds of CPU per row of the
+    scorer's lookup (all prior columns, the album alone) and of CategoryMapper + Gather."""
+    model = priors_run / "model"
+    done = last_json(in_process("priors", str(model), str(SAMPLE), "--quick"))
+    assert done["rows"] == 1024
+    cost = done["us_per_row_cpu"]
+    assert set(cost) == {
+        "scorer_all_prior_columns",
+        "scorer_album_only",
+        "graph_album_categorymapper_gather",
+    }
+    assert all(v > 0 for v in cost.values())
