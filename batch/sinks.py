@@ -43,15 +43,10 @@ from popbatch.core.scored import (
 )
 from popbatch.core.sqlquote import quote_column, quote_identifier, quote_string
 
-# The columns every scored output ends with, their Arrow and SQL types: one definition,
-# popbatch.core.scored (scored_at is UTC, stored without a zone as DuckDB's TIMESTAMP is,
-# and the same for every row of a run; features_hash identifies the row's model inputs).
-HASH_FIELD = HASH_COLUMN
 # A reader (popbatch sql) may hold the database for a moment: the final commit
 # waits at least this long for it to let go before giving up with exit code 75.
 COMMIT_WAIT_SECONDS = 10.0
 MODES = WRITE_MODES
-FILE_SUFFIXES = (".parquet", ".pq", ".csv")
 
 
 class Sink(ABC):
@@ -220,7 +215,7 @@ class ParquetSink(FileSink):
         self.unique = set(unique)
 
     def _open_writer(self) -> None:
-        unique = self.unique | {HASH_FIELD}
+        unique = self.unique | {HASH_COLUMN}
         dictionary = [
             f.name for f in self.schema if f.name not in unique and not pa.types.is_floating(f.type)
         ]

@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import QUICK_HELP  # noqa: E402
 from bench.procstat import measure  # noqa: E402
 
 SCORES = ("popularity_prob", "popularity_pred", "genre_prob")
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "ab")
     parser.add_argument("--name", default="", help="what B changes (kept in the JSON)")
     parser.add_argument("--json", type=Path, help="also write the JSON line to this file")
-    parser.add_argument("--quick", action="store_true", help="one round: checks the script")
+    parser.add_argument("--quick", action="store_true", help=QUICK_HELP + "; one round")
     parser.add_argument("score_options", nargs="*", help="after --: more popbatch score options")
     args = parser.parse_args(argv)
     args.out = args.out.resolve()

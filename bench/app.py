@@ -20,11 +20,16 @@ import argparse
 import json
 import shutil
 import statistics
+import sys
 import time
+from pathlib import Path
 
 from popbatch.cli import interactive
 from popbatch.cli.commands.app import running_app
 from popbatch.core.bundle import load_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import QUICK_HELP
 
 
 def summary(seconds: list[float]) -> dict[str, float]:
@@ -93,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loads", type=int, default=5)
     parser.add_argument("--clicks", type=int, default=10)
     parser.add_argument("--tracks", type=int, default=50)
+    parser.add_argument("--quick", action="store_true", help=QUICK_HELP)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.loads, args.clicks, args.tracks = 1, 1, 2
     wall, cpu = track_times(args.model, args.tracks)
     result = {"score_track": summary(wall), "score_track_cpu": summary(cpu)}
     result.update(browser_times(args.model, args.loads, args.clicks))

@@ -10,6 +10,7 @@ Prints one JSON line: rows per wall second and per CPU second, per batch size
 (CPU seconds stay meaningful when other jobs share the cores).
 
     python bench/bare.py MODEL_DIR catalog.parquet --threads 2 --batch-sizes 16384 65536 262144
+    python bench/bare.py popbatch/default_model batch/sample/catalog.csv --quick
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from popbatch.batch.preprocess import Preprocessor  # noqa: E402
 from popbatch.batch.runner import OnnxScorer  # noqa: E402
 from popbatch.batch.sources import open_source  # noqa: E402
 
+from bench import QUICK_HELP  # noqa: E402
 from popbatch.core.bundle import load_model  # noqa: E402
 
 SAMPLE_ROWS = 65_536
@@ -57,14 +59,17 @@ def rates(scorer: OnnxScorer, x: np.ndarray, batch_size: int, seconds: float) ->
     return round(runs * batch_size / wall), round(runs * batch_size / cpu)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="model directory (model.onnx + manifest.json)")
     parser.add_argument("catalog", type=Path, help="a catalog whose rows make the matrix")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16_384, 32_768, 65_536])
     parser.add_argument("--seconds", type=float, default=3.0, help="per batch size")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help=QUICK_HELP)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch_sizes, args.seconds = [1_024], 0.05
 
     bundle = load_model(args.model)
     scorer = OnnxScorer(bundle, threads=args.threads)

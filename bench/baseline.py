@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import QUICK_HELP  # noqa: E402
+
 
 def limit_threads(threads: int) -> None:
     """Hold OpenMP/BLAS pools to ``threads`` (must run before numpy, TF, sklearn load)."""
@@ -41,7 +43,7 @@ def load_stack(stack_dir: Path, threads: int):
     from popbatch.models.stack import NativeStack
 
     stack = NativeStack.load(stack_dir)
-    # Only the learners the stack has: the default since issue 13 has no forest.
+    # Only the learners the stack has: the default stack has no forest.
     for learner in (stack.rf, stack.xgb):
         if learner is not None:
             learner.set_params(n_jobs=threads)
@@ -77,13 +79,14 @@ def feature_matrix(frame, stack):
     return np.ascontiguousarray(features.to_numpy(dtype="float32"))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stack", type=Path, help="the stack directory (RUN_DIR/stack)")
     parser.add_argument("input", type=Path, help="catalog .parquet or .csv")
     parser.add_argument("output", type=Path, help="where the scores go (.parquet)")
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help=QUICK_HELP + ": the first 200 rows")
+    args = parser.parse_args(argv)
 
     limit_threads(args.threads)
     seconds: dict[str, float] = {}
@@ -96,6 +99,8 @@ def main() -> None:
 
     stack = stage("load_model", lambda: load_stack(args.stack, args.threads))
     frame = stage("read", lambda: read(args.input))
+    if args.quick:
+        frame = frame.head(200)
     x = stage("preprocess", lambda: feature_matrix(frame, stack))
     probability = stage("predict", lambda: stack.predict_proba(x))
 

@@ -160,11 +160,24 @@ def build_parquet(rows: int, path: Path, seed: int = 0) -> Path:
     return path
 
 
-if __name__ == "__main__":
-    count = int(sys.argv[1])
-    out = Path(sys.argv[2])
-    if "--all" in sys.argv[3:]:
-        print(build_catalogs(count, out))
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from bench import QUICK_HELP
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rows", type=int)
+    parser.add_argument("out", type=Path, help="the Parquet file, or with --all the folder")
+    parser.add_argument("--all", action="store_true", help="Parquet, CSV and DuckDB, cached")
+    parser.add_argument("--quick", action="store_true", help=QUICK_HELP)
+    args = parser.parse_args(argv)
+    rows = min(args.rows, 1_000) if args.quick else args.rows
+    if args.all:
+        print(build_catalogs(rows, args.out))
     else:
-        build_parquet(count, out)
-        print(out, pq.ParquetFile(out).metadata.num_rows, "rows", pa.__version__)
+        build_parquet(rows, args.out)
+        print(args.out, pq.ParquetFile(args.out).metadata.num_rows, "rows", pa.__version__)
+
+
+if __name__ == "__main__":
+    main()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -36,6 +37,9 @@ from popbatch.batch.sources import ParquetSource
 from popbatch.core import DEFAULT_BATCH_SIZE
 from popbatch.core.bundle import ModelBundle, load_model
 from popbatch.core.scored import HASH_COLUMN, MODEL_ID_COLUMN, SCORED_AT_COLUMN, scored_schema
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import QUICK_HELP
 
 # What batch.sinks.ParquetSink writes with (popbatch score's -o FILE.parquet).
 COMPRESSION = "zstd"
@@ -138,7 +142,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, help="model directory (default: the embedded)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--heads", help="the columns of these heads only, as popbatch's --heads")
+    parser.add_argument("--quick", action="store_true", help=QUICK_HELP)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.batch_size = 256
     print(json.dumps(run(args.catalog, args.output, args.model, args.batch_size, args.heads)))
 
 

@@ -9,6 +9,7 @@ inference CPU per row, per set and per head (an extra head: the set with it
 less the popular head alone). Also prints each head file's size.
 
     python bench/heads.py MODEL_DIR catalog.parquet --threads 2 --batch-size 65536
+    python bench/heads.py popbatch/default_model batch/sample/catalog.csv --quick
 """
 
 from __future__ import annotations
@@ -24,18 +25,22 @@ sys.path.insert(0, str(ROOT))
 
 from popbatch.batch.runner import OnnxScorer  # noqa: E402
 
+from bench import QUICK_HELP  # noqa: E402
 from bench.bare import catalog_matrix, rates  # noqa: E402
 from popbatch.core.bundle import load_model  # noqa: E402
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
     parser.add_argument("catalog", type=Path)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=65_536)
     parser.add_argument("--seconds", type=float, default=5.0)
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help=QUICK_HELP)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch_size, args.seconds = 1_024, 0.05
     bundle = load_model(args.model)
     batch = catalog_matrix(bundle, args.catalog, args.batch_size)
     extra = [h for h in bundle.heads if h != "popular"]

@@ -31,7 +31,7 @@ target, met or not), then the table, and writes everything (machine, versions, e
 commands) to ``bench/out/results.json``.
 
     python bench/run.py                          # the default model, 1M and 10M rows
-    python bench/run.py --quick                  # 200k rows: checks the script
+    python bench/run.py --quick                  # 2,000 rows: checks the script
     python bench/run.py --train                  # train on the shared sample and export first
     python bench/run.py --run runs/sample        # export and use an existing trained run
     python bench/run.py --model exported --run runs/sample   # an exported model (no export)
@@ -473,8 +473,11 @@ def agreement(reference: Path, other: Path, threshold: float | None) -> dict[str
 def bare(bench: Bench, model_dir: Path, built: Catalog) -> dict[str, Any]:
     command = [PYTHON, _rel(ROOT / "bench" / "bare.py"), _rel(model_dir), _rel(built.parquet)]
     command += ["--threads", str(bench.args.threads), "--seconds", str(bench.args.bare_seconds)]
-    sizes = sorted({*BARE_BATCH_SIZES, bench.args.batch_size or DEFAULT_BATCH_SIZE})
-    command += ["--batch-sizes", *map(str, sizes)]
+    if bench.args.quick:
+        command += ["--quick"]  # one small batch size
+    else:
+        sizes = sorted({*BARE_BATCH_SIZES, bench.args.batch_size or DEFAULT_BATCH_SIZE})
+        command += ["--batch-sizes", *map(str, sizes)]
     measured = bench.run("bare onnxruntime", command)
     found = json.loads(measured.stdout.strip().splitlines()[-1])
     found["peak_rss_mb"] = round(measured.peak_rss_mb)
@@ -498,7 +501,7 @@ def help_seconds(bench: Bench) -> dict[str, Any]:
         command = [*base, *args]
         say(f"help: {' '.join(command)} x {HELP_RUNS}")
         times = []
-        for _ in range(HELP_RUNS):
+        for _ in range(1 if bench.args.quick else HELP_RUNS):
             started = time.perf_counter()
             subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
             times.append(time.perf_counter() - started)
@@ -894,7 +897,7 @@ def measure_all(bench: Bench, model_dir: Path, stack_dir: Path | None) -> None:
                 continue
             built = catalog(bench, rows, (kind,))
             score_and_floor(bench, model_dir, built, kind)
-    if results["model"].get("heads", ["popular"]) != ["popular"]:
+    if results["model"].get("heads", ["popular"]) != ["popular"] and not args.quick:
         # What the extra heads cost end to end: the popular head alone on the largest catalog.
         largest = catalog(bench, rows_list[-1], ("parquet",))
         score_and_floor(bench, model_dir, largest, "parquet", heads="popular")
@@ -923,7 +926,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument(
-        "--quick", action="store_true", help="200k rows, short timings: checks the script"
+        "--quick",
+        action="store_true",
+        help="2,000 rows, one of each measurement: checks the script "
+        "(tests/test_bench.py runs it with --model)",
     )
     parser.add_argument(
         "--train", action="store_true", help="train on the shared sample and export, first"
@@ -943,8 +949,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.rows = [200_000]
-        args.bare_seconds = 1.0
+        args.rows = [2_000]
+        args.bare_seconds = 0.1
     return args
 
 

@@ -15,7 +15,8 @@ cached in ``bench/out/catalogs``):
 Needs the ``spark`` extra and Java. Writes ``bench/out/spark.json``.
 
     python bench/spark.py                     # 1M and 10M rows
-    python bench/spark.py --rows 200000       # a quick check of the script
+    python bench/spark.py --rows 200000       # a smaller run
+    python bench/spark.py --quick --catalogs DIR --work DIR --results FILE  # checks the script
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import QUICK_HELP  # noqa: E402
 from bench.catalog import build_catalogs  # noqa: E402
 from bench.procstat import measure  # noqa: E402
 from bench.run import commit, load_average, machine  # noqa: E402
@@ -46,8 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--catalogs", type=Path, default=OUT / "catalogs")
     parser.add_argument("--work", type=Path, default=OUT / "spark")
     parser.add_argument("--model", help="model directory (default: the embedded default model)")
+    parser.add_argument("--results", type=Path, default=OUT / "spark.json")
+    parser.add_argument("--quick", action="store_true", help=QUICK_HELP + ": 1,000 rows")
     parser.add_argument("--spark-jobs", nargs="+", help=argparse.SUPPRESS)  # the Spark child
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rows = [1_000]
+    return args
 
 
 def spark_jobs(args: argparse.Namespace) -> None:
@@ -134,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     results["spark_local_2"] = spark
     results["load_average_end"] = load_average()
-    (OUT / "spark.json").write_text(json.dumps(results, indent=2) + "\n")
+    args.results.write_text(json.dumps(results, indent=2) + "\n")
     report(results)
     for path in args.work.glob("spark_*"):
         shutil.rmtree(path, ignore_errors=True)

@@ -9,6 +9,7 @@ CPU-second of reading, preprocessing and writing is roughly half a second of
 wall time added to the run.
 
     python bench/stages.py MODEL_DIR catalog.parquet [--threads 2] [--batch-size 65536]
+    python bench/stages.py popbatch/default_model batch/sample/catalog.csv --quick
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from popbatch.batch.runner import OnnxScorer  # noqa: E402
 from popbatch.batch.sinks import open_sink  # noqa: E402
 from popbatch.batch.sources import open_source  # noqa: E402
 
+from bench import QUICK_HELP  # noqa: E402
 from popbatch.core.bundle import load_model  # noqa: E402
 
 
@@ -63,13 +65,16 @@ def hash_of(scoring: BatchScorer, prepared) -> np.ndarray:
     return features_hash(prepared.features, *scoring.hash_columns, hot=hot)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
     parser.add_argument("catalog", type=Path)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=65_536)
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help=QUICK_HELP)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch_size = 256
 
     clock = Clock()
     bundle = clock("load model", load_model, args.model)

@@ -61,6 +61,12 @@ def render(manifest: dict, cost: dict | None) -> str:
             f"{extra.get('parity', {}).get('line', '')}.",
             "",
         ]
+    else:
+        lines += [
+            f"The embedded default model (`{manifest['model_id'][:12]}…`) reads no catalog "
+            "priors: it was trained before them.",
+            "",
+        ]
     evaluations = manifest.get("cv_evaluations") or {}
     if evaluations:
         spec = next(iter(next(iter(evaluations.values())).values()))["popular"]["spec"]

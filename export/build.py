@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from popbatch.exporter import parity as parity_check
 from popbatch.exporter import runtime
 from popbatch.exporter.background import background_for, write_background
@@ -19,6 +20,7 @@ from popbatch.exporter.heads import export_heads
 from popbatch.exporter.manifest import MODEL_FILE, build_manifest
 from popbatch.exporter.priors import prove as prove_priors
 from popbatch.exporter.priors import widen_input
+from popbatch.exporter.toolkit import opsets
 from popbatch.models.priors import load as load_priors
 from popbatch.models.priors import sealed as sealed_priors
 from popbatch.models.stack import STACK_FILE
@@ -87,77 +89,30 @@ def export_run(
     """
     # TensorFlow's C++ start-up notices (oneDNN, CPU features) are noise for a user.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from popbatch.models.stack import NativeStack
-
     say = progress or (lambda line: None)
     stack_dir = stack_directory(run_dir)
-    say(f"loading the stack from {stack_dir}")
-    stack = NativeStack.load(stack_dir)
-
-    say("converting the network, the forest, XGBoost and the meta learner to one ONNX graph")
-    from popbatch.exporter.graph import build_graph
-
-    model = widen_input(build_graph(stack), len(stack.inputs))
-    model_bytes = runtime.optimize(model.SerializeToString())
-    _check(model_bytes)
-    opsets = _opsets(model_bytes)
-
-    say("proving parity on the test split")
+    stack, model_bytes = _popular_model(stack_dir, say)
     x = parity_check.split_matrix(stack_dir, stack.inputs)
-    prior_files, prior_section = {}, None
-    fitted_priors = load_priors(stack_dir)
-    if fitted_priors is not None:
-        # the scorer's preprocessing and priors lookup against the training code's matrix;
-        # every model's parity is then proven on that matrix
-        say("proving the catalog priors: the scorer's lookup against the training code's")
-        spec, table_bytes = sealed_priors(fitted_priors.spec, fitted_priors.table)
-        register_prior_table(table_bytes)
-        prior_section = spec.to_manifest()
-        prior_files[spec.table_file] = table_bytes
-        draft = build_manifest(stack, model_bytes, {}, opsets, priors=prior_section)
-        x, prior_parity = prove_priors(stack_dir, draft, fitted_priors, stack.genre_vocabulary)
-        prior_section["extra"] = {**prior_section["extra"], "parity": prior_parity.manifest()}
-        say(prior_parity.line())
-    probability, label = runtime.predict(model_bytes, x)
-    parity = parity_check.compare(stack.predict_proba(x), probability, label, stack.threshold)
-    parity_check.require(parity)
-
+    x, prior_section, prior_files = _prove_priors(stack, stack_dir, model_bytes, x, say)
+    parity = _prove_parity(stack, model_bytes, x, say)
     head_files, heads = export_heads(stack_dir, len(stack.inputs), x, say)
-
     throughput = None
     if measure_throughput:
-        say(f"measuring onnxruntime throughput (2 threads, batch {runtime.BATCH_SIZE:,})")
-        throughput = runtime.measure_throughput(model_bytes, x)
-        if heads:
-            throughput["by_heads"] = runtime.measure_heads(model_bytes, x, heads, head_files)
+        throughput = _throughput(model_bytes, x, heads, head_files, say)
     if heads:
-        popular = {
-            "file": MODEL_FILE,
-            "outputs": {"probability": "probability", "label": "label"},
-            "columns": {"popularity_prob": "DOUBLE", "popular": "BOOLEAN"},
-            "metrics": "the manifest's metrics",
-        }
-        heads = {"popular": popular, **heads}
+        heads = {"popular": _popular_head(), **heads}
     # The heads (with each file's sha256) are part of the scoring contract that model_id seals.
     manifest = build_manifest(
-        stack, model_bytes, parity.manifest(), opsets, throughput, heads=heads or None,
-        priors=prior_section,
+        stack, model_bytes, parity.manifest(), _opsets(model_bytes), throughput,
+        heads=heads or None, priors=prior_section,
     )  # fmt: skip
     out_dir = Path(out_dir)
     background = background_for(stack_dir, manifest)  # rows for popbatch explain
     if background is not None:
         write_background(out_dir, background)
     write_model(out_dir, model_bytes, manifest, {**head_files, **prior_files})
-    warnings = []
-    total = len(model_bytes) + sum(len(b) for b in head_files.values())
-    if total > SIZE_BUDGET:
-        warnings.append(
-            f"{'the ONNX files' if head_files else 'model.onnx'} {'are' if head_files else 'is'} "
-            f"{total / 1e6:.1f} MB, over the {SIZE_BUDGET / 1e6:.0f} MB budget of the default "
-            "model; train smaller trees (fewer, shallower) for scoring"
-        )
     return {
-        "warnings": warnings,
+        "warnings": _size_warnings(model_bytes, head_files),
         "model_dir": str(out_dir),
         "model_id": manifest["model_id"],
         "model_bytes": len(model_bytes),
@@ -169,6 +124,94 @@ def export_run(
     }
 
 
+def _popular_head() -> dict[str, Any]:
+    """Returns the manifest's entry for model.onnx, listed first when the model has heads."""
+    return {
+        "file": MODEL_FILE,
+        "outputs": {"probability": "probability", "label": "label"},
+        "columns": {"popularity_prob": "DOUBLE", "popular": "BOOLEAN"},
+        "metrics": "the manifest's metrics",
+    }
+
+
+def _popular_model(stack_dir: Path, say: Callable[[str], None]) -> tuple[Any, bytes]:
+    """Load the native stack and build its graph. Returns the stack and ``model.onnx``'s
+    bytes: optimised for onnxruntime, checked to be valid plain ONNX."""
+    from popbatch.exporter.graph import build_graph
+    from popbatch.models.stack import NativeStack
+
+    say(f"loading the stack from {stack_dir}")
+    stack = NativeStack.load(stack_dir)
+    say("converting the network, the forest, XGBoost and the meta learner to one ONNX graph")
+    # a model with the priors' genre shares reads more inputs than the stack: a Slice first
+    model = widen_input(build_graph(stack), len(stack.inputs))
+    model_bytes = runtime.optimize(model.SerializeToString())
+    _check(model_bytes)
+    return stack, model_bytes
+
+
+def _prove_priors(
+    stack: Any, stack_dir: Path, model_bytes: bytes, x: np.ndarray, say: Callable[[str], None]
+) -> tuple[np.ndarray, dict[str, Any] | None, dict[str, bytes]]:
+    """For a stack trained with catalog priors: prove the scorer's preprocessing and
+    priors lookup build the training code's matrix (plain-Python priors) on the test
+    rows and their hard variants. Returns that matrix (every model's parity is then
+    proven on it), the manifest's ``priors`` section and the table file; ``x``, None and
+    no file without priors. Raises ModelError when the two matrices differ."""
+    fitted = load_priors(stack_dir)
+    if fitted is None:
+        return x, None, {}
+    say("proving the catalog priors: the scorer's lookup against the training code's")
+    spec, table_bytes = sealed_priors(fitted.spec, fitted.table)
+    register_prior_table(table_bytes)
+    section = spec.to_manifest()
+    draft = build_manifest(stack, model_bytes, {}, _opsets(model_bytes), priors=section)
+    x, proof = prove_priors(stack_dir, draft, fitted, stack.genre_vocabulary)
+    section["extra"] = {**section["extra"], "parity": proof.manifest()}
+    say(proof.line())
+    return x, section, {spec.table_file: table_bytes}
+
+
+def _prove_parity(
+    stack: Any, model_bytes: bytes, x: np.ndarray, say: Callable[[str], None]
+) -> parity_check.Parity:
+    """Compare the graph with the native stack on ``x`` (the test split, or with priors
+    the priors' parity rows). Returns the proof; raises ModelError when parity fails."""
+    say("proving parity on the test split")
+    probability, label = runtime.predict(model_bytes, x)
+    parity = parity_check.compare(stack.predict_proba(x), probability, label, stack.threshold)
+    parity_check.require(parity)
+    return parity
+
+
+def _throughput(
+    model_bytes: bytes,
+    x: np.ndarray,
+    heads: dict[str, Any],
+    head_files: dict[str, bytes],
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Measure onnxruntime on ``x``. Returns the manifest's ``throughput`` section
+    (rows per second; ``by_heads`` with every head subset when the model has heads)."""
+    say(f"measuring onnxruntime throughput (2 threads, batch {runtime.BATCH_SIZE:,})")
+    throughput = runtime.measure_throughput(model_bytes, x)
+    if heads:
+        throughput["by_heads"] = runtime.measure_heads(model_bytes, x, heads, head_files)
+    return throughput
+
+
+def _size_warnings(model_bytes: bytes, head_files: dict[str, bytes]) -> list[str]:
+    """Returns the warning when the ONNX files exceed the default model's size budget."""
+    total = len(model_bytes) + sum(len(b) for b in head_files.values())
+    if total <= SIZE_BUDGET:
+        return []
+    return [
+        f"{'the ONNX files' if head_files else 'model.onnx'} {'are' if head_files else 'is'} "
+        f"{total / 1e6:.1f} MB, over the {SIZE_BUDGET / 1e6:.0f} MB budget of the default "
+        "model; train smaller trees (fewer, shallower) for scoring"
+    ]
+
+
 def _check(model_bytes: bytes) -> None:
     """The optimised file must still be valid plain ONNX (loadable outside onnxruntime)."""
     import onnx
@@ -177,10 +220,10 @@ def _check(model_bytes: bytes) -> None:
 
 
 def _opsets(model_bytes: bytes) -> dict[str, int]:
+    """The manifest's ``opsets``: domain (``ai.onnx`` for the default one) -> version."""
     import onnx
 
-    model = onnx.load_from_string(model_bytes)
-    return {(o.domain or "ai.onnx"): o.version for o in model.opset_import}
+    return opsets(onnx.load_from_string(model_bytes), default_domain="ai.onnx")
 
 
 def write_model(

@@ -13,8 +13,9 @@ this way keeps the input contract (old and new models take the same matrix)
 while the graph stops doing arithmetic on 115 columns of zeros: before it,
 the popular head's logistic regression cast the whole [N, 129] input to float64
 and the popularity network's first layer multiplied all of it. Measured with
-``bench/ab_models.py`` on the default model: the popular head 0.79 -> 0.68 µs
-per row, outputs bit-identical (docs/performance.md, issue 17's levers).
+``bench/ab_models.py`` (removed; see git history) on the default model: the
+popular head 0.79 -> 0.68 µs per row, outputs bit-identical (docs/performance.md,
+"The small levers, measured").
 """
 
 from __future__ import annotations
@@ -22,15 +23,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from popbatch.exporter.toolkit import const
 
 INDEX = "genre/index"
 NUMERIC = "numeric"
-
-
-def _const(name: str, value: Any, dtype: Any) -> Any:
-    from onnx import numpy_helper
-
-    return numpy_helper.from_array(np.asarray(value, dtype), name)
 
 
 def index_nodes(source: str, n: int, width: int) -> tuple[list, list]:
@@ -48,12 +44,12 @@ def index_nodes(source: str, n: int, width: int) -> tuple[list, list]:
         helper.make_node("Reshape", ["genre/position64", "genre/flat"], [INDEX]),
     ]
     inits = [
-        _const("genre/start", [0], np.int64),
-        _const("genre/end", [n], np.int64),
-        _const("genre/width", [width], np.int64),
-        _const("genre/axis", [1], np.int64),
-        _const("genre/positions", np.arange(1, k + 1).reshape(k, 1), np.float32),
-        _const("genre/flat", [-1], np.int64),
+        const("genre/start", [0], np.int64),
+        const("genre/end", [n], np.int64),
+        const("genre/width", [width], np.int64),
+        const("genre/axis", [1], np.int64),
+        const("genre/positions", np.arange(1, k + 1).reshape(k, 1), np.float32),
+        const("genre/flat", [-1], np.int64),
     ]
     return nodes, inits
 
@@ -66,7 +62,7 @@ def rows_nodes(table: Any, dtype: Any, name: str) -> tuple[list, list]:
     rows = np.vstack([np.zeros((1, table.shape[1])), table]).astype(dtype)
     return (
         [helper.make_node("Gather", [f"{name}/table", INDEX], [name], axis=0)],
-        [_const(f"{name}/table", rows, dtype)],
+        [const(f"{name}/table", rows, dtype)],
     )
 
 
@@ -115,5 +111,5 @@ def split_first_layer(nodes: list, inits: list, source: str, n: int) -> bool:
         helper.make_node("Add", [numeric_part, genre_part], [out]),
     ]
     inits.remove(constants[weight_name])
-    inits += [_const(f"{prefix}numeric", weight[:n], weight.dtype), *lookup_inits]
+    inits += [const(f"{prefix}numeric", weight[:n], weight.dtype), *lookup_inits]
     return True

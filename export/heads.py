@@ -27,12 +27,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 from popbatch.exporter import genre_block
-from popbatch.exporter import graph as stack_graph
+from popbatch.exporter.toolkit import GraphBuilder, convert_estimator
 from popbatch.exporter.trees import attributes, multiclass_as_regressor
 
 from popbatch.core.errors import ModelError
@@ -46,34 +45,11 @@ GENRE_INDEX = "genre_index"
 GENRE_PROB = "genre_prob"
 
 
-def _register_xgb_regressor() -> None:
-    """Let skl2onnx convert XGBRegressor with onnxmltools' converter (accepts opset 17)."""
-    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
-    from skl2onnx import update_registered_converter
-    from skl2onnx.common.shape_calculator import calculate_linear_regressor_output_shapes
-    from xgboost import XGBRegressor
-
-    update_registered_converter(
-        XGBRegressor,
-        "XGBoostXGBRegressor",
-        calculate_linear_regressor_output_shapes,
-        convert_xgboost,
-    )
-
-
 def _convert(estimator: Any, width: int):
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
-
-    _register_xgb_regressor()
-    stack_graph._register_xgboost()
-    options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "classes_") else None
-    model = convert_sklearn(
-        estimator,
-        initial_types=[("x", FloatTensorType([None, width]))],
-        options=options,
-        target_opset={"": stack_graph.OPSET, "ai.onnx.ml": 3},
-    )
+    """A head's forest or XGBoost as ONNX (:func:`~popbatch.exporter.toolkit.convert_estimator`),
+    a multi-class forest compacted: zero class weights dropped, the classifier re-emitted as
+    a regressor (export/trees.py). Returns the model."""
+    model = convert_estimator(estimator, width)
     nodes = model.graph.node
     for at, node in enumerate(nodes):
         if node.op_type == "TreeEnsembleClassifier":
@@ -108,89 +84,16 @@ def drop_zero_class_weights(node: Any) -> None:
     )
 
 
-class _Builder:
-    """Collects nodes, initializers and opsets of one head graph."""
-
-    def __init__(self, width: int) -> None:
-        self.width = width
-        self.nodes: list = []
-        self.inits: list = []
-        self.opsets: dict[str, int] = {"": stack_graph.OPSET}
-
-    def const(self, name: str, value: Any, dtype: Any) -> str:
-        self.inits.append(stack_graph._const(name, value, dtype))
-        return name
-
-    def node(self, op: str, inputs: list[str], output: str, **attrs: Any) -> str:
-        from onnx import helper
-
-        self.nodes.append(helper.make_node(op, inputs, [output], **attrs))
-        return output
-
-    def clip(self, source: str, lower: list, upper: list) -> str:
-        if any(v is not None for v in lower):
-            low = [np.finfo(np.float32).min if v is None else v for v in lower]
-            source = self.node(
-                "Max", [source, self.const("clip_lower", low, np.float32)], "clipped_low"
-            )
-        if any(v is not None for v in upper):
-            up = [np.finfo(np.float32).max if v is None else v for v in upper]
-            source = self.node("Min", [source, self.const("clip_upper", up, np.float32)], "clipped")
-        return source
-
-    def embed(self, sub: Any, prefix: str, source: str) -> str:
-        nodes, inits, output, opsets = stack_graph._embed(sub, prefix, source)
-        self.nodes += nodes
-        self.inits += inits
-        for domain, version in opsets.items():
-            self.opsets[domain] = max(self.opsets.get(domain, 0), version)
-        return output
-
-    def network(self, ann: Any, width: int, mean: Any, scale: Any, source: str, prefix: str) -> str:
-        """The Keras network, its scaler folded into the first layer (or explicit nodes)."""
-        model = stack_graph._ann_graph(SimpleNamespace(ann=ann), width)
-        if not stack_graph.fold_scaler(model, mean, scale):
-            centred = self.node(
-                "Sub", [source, self.const(f"{prefix}mean", mean, np.float32)], f"{prefix}centred"
-            )
-            source = self.node(
-                "Div", [centred, self.const(f"{prefix}scale", scale, np.float32)], f"{prefix}scaled"
-            )
-        return self.embed(model, prefix, source)
-
-    def model(self, name: str, outputs: list[tuple[str, int]]) -> Any:
-        import onnx
-        from onnx import TensorProto, helper
-
-        graph = helper.make_graph(
-            self.nodes,
-            name,
-            [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", self.width])],
-            [helper.make_tensor_value_info(n, t, ["N"]) for n, t in outputs],
-            initializer=self.inits,
-        )
-        model = helper.make_model(
-            graph,
-            opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(self.opsets.items())],
-            producer_name="popbatch",
-        )
-        model.ir_version = 8
-        onnx.checker.check_model(model, full_check=True)
-        return model
-
-
 def popularity_graph(head: Any, width: int) -> Any:
     """``onnx.ModelProto`` reproducing :meth:`models.popularity.PopularityHead.predict`."""
     from onnx import TensorProto
 
     n_numeric = head.n_numeric  # the audio features and any catalog priors
-    b = _Builder(width)
+    b = GraphBuilder(width)
     clipped = b.clip("features", head.clip_lower, head.clip_upper)
     block = width > n_numeric  # the genre one-hot block follows the numerics
     if block:
-        nodes, inits = genre_block.index_nodes(clipped, n_numeric, width)
-        b.nodes += nodes
-        b.inits += inits
+        b.add(*genre_block.index_nodes(clipped, n_numeric, width))
     columns = []
     b.const("shape_n1", [-1, 1], np.int64)
     if head.ann is not None:
@@ -219,19 +122,17 @@ def popularity_graph(head: Any, width: int) -> Any:
     return b.model("popbatch_popularity", [(POPULARITY_OUTPUT, TensorProto.DOUBLE)])
 
 
-def _tree_input(b: _Builder, head: Any, clipped: str, width: int) -> tuple[str, int]:
+def _tree_input(b: GraphBuilder, head: Any, clipped: str, width: int) -> tuple[str, int]:
     """The popularity trees' input and its width: the clipped numerics and the genre's
     encoding, looked up by the genre's index (export/genre_block.py); ``clipped``
     itself for a head without an encoding."""
     if head.genre_encoding is None:
         return clipped, width
-    nodes, inits = genre_block.encoded_input_nodes(head.genre_encoding, "trees/input", "trees/")
-    b.nodes += nodes
-    b.inits += inits
+    b.add(*genre_block.encoded_input_nodes(head.genre_encoding, "trees/input", "trees/"))
     return "trees/input", head.n_numeric + 1
 
 
-def _columns(b: _Builder, source: str, columns: list[int], output: str) -> str:
+def _columns(b: GraphBuilder, source: str, columns: list[int], output: str) -> str:
     """``source[:, columns]``: a Slice when they are adjacent and in order, else a Gather."""
     if list(columns) == list(range(columns[0], columns[0] + len(columns))):
         bounds = {"s": [columns[0]], "e": [columns[0] + len(columns)], "a": [1]}
@@ -241,7 +142,7 @@ def _columns(b: _Builder, source: str, columns: list[int], output: str) -> str:
     return b.node("Gather", [source, index], output, axis=1)
 
 
-def _softmax_nodes(b: _Builder, model: dict[str, Any], clipped: str) -> str:
+def _softmax_nodes(b: GraphBuilder, model: dict[str, Any], clipped: str) -> str:
     """The genre head's softmax design (``models.genre.softmax_probabilities``):
     ``Softmax(c[:, z] @ W + b + sum_j A[j] * L_j)``, ``L_j`` the prior's genre shares'
     logs (the inputs themselves with the ``log_genre`` statistic, else
@@ -276,7 +177,7 @@ def genre_graph(head: Any, width: int) -> Any:
     from onnx import TensorProto
 
     inputs = head.width  # the audio features and any catalog priors, never the genre
-    b = _Builder(width)
+    b = GraphBuilder(width)
     source = "features"
     if width != inputs:
         starts, ends, axes = (

@@ -9,7 +9,8 @@ needs P(class 1) as [N, 1], so the same trees are re-emitted as:
 - ``ensemble5``: ``TreeEnsemble`` (ai.onnx.ml 5), one target, leaves held apart
   from the branch nodes; the base value and logistic are separate ops.
 
-``bench/tree_sizes.py`` measures the three (docs/performance.md, "Tree size and form").
+``bench/tree_sizes.py`` (removed; see git history) measured the three
+(docs/performance.md, "Tree size and form").
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ class Head:
 
     def singles(self, models: list[str]) -> list[str]:
         """The models the combination has to beat: base learners and the plain
-        linear/logistic reference (a real model issue 12 asks the stack to beat)."""
+        linear/logistic reference (a real model the stack must beat)."""
         return [m for m in models if m != self.combined and m not in self.baselines]
 
 

@@ -18,16 +18,14 @@ A learner whose weight is 0 is not exported.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from popbatch.models.saved import SavedModel
 from popbatch.models.stack import clip_rows
 
-from popbatch.core import files
 from popbatch.core.features import NUMERIC_FEATURE_NAMES
 from popbatch.core.priors import LOG_FLOOR
 
@@ -63,8 +61,11 @@ class ClassifierParams:
 
 
 @dataclass
-class GenreHead:
+class GenreHead(SavedModel):
     """The fitted genre classifier; input: the first 14 (numeric) feature columns."""
+
+    SPEC_FILE: ClassVar[str] = SPEC_FILE
+    LEARNER_FILES: ClassVar[dict[str, str]] = {"ann": "genre_ann.keras", "rf": "genre_rf.joblib"}
 
     classes: list[str]
     clip_lower: list[float | None]
@@ -131,37 +132,29 @@ class GenreHead:
         index = np.argmax(p, axis=1)
         return index, p[np.arange(len(index)), index]
 
-    def save(self, directory: Path) -> None:
-        import joblib
+    def saved_learners(self) -> list[str]:
+        # the softmax design is weights in the spec, not a learner file
+        return [n for n in self.used_learners() if n in self.LEARNER_FILES]
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        used = self.used_learners()
-        if "ann" in used:
-            self.ann.save(directory / "genre_ann.keras")
-        if "rf" in used:
-            joblib.dump(self.rf, directory / "genre_rf.joblib")
-        spec = {
+    def spec(self) -> dict[str, Any]:
+        return {
             "classes": self.classes,
             "clip_lower": self.clip_lower,
             "clip_upper": self.clip_upper,
             "scaler_mean": self.scaler_mean,
             "scaler_scale": self.scaler_scale,
             "ann_weight": self.ann_weight,
-            "learners": used,
+            "learners": self.used_learners(),
             "softmax": self.softmax,
             "info": self.info,
         }
-        files.write_atomically(directory / SPEC_FILE, json.dumps(spec, indent=2))
 
     @classmethod
-    def load(cls, directory: Path) -> GenreHead:
-        import joblib
-        import keras
+    def spec_learners(cls, spec: dict[str, Any]) -> list[str]:
+        return spec["learners"]
 
-        directory = Path(directory)
-        spec = json.loads((directory / SPEC_FILE).read_text(encoding="utf-8"))
-        learners = spec["learners"]
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], learners: dict[str, Any]) -> GenreHead:
         return cls(
             classes=spec["classes"],
             clip_lower=spec["clip_lower"],
@@ -169,10 +162,7 @@ class GenreHead:
             scaler_mean=spec["scaler_mean"],
             scaler_scale=spec["scaler_scale"],
             ann_weight=spec["ann_weight"],
-            ann=keras.saving.load_model(directory / "genre_ann.keras")
-            if "ann" in learners
-            else None,
-            rf=joblib.load(directory / "genre_rf.joblib") if "rf" in learners else None,
+            **learners,
             info=spec.get("info", {}),
             softmax=spec.get("softmax"),  # absent: written before the softmax design
         )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from popbatch.models.genre import TOP_CONFUSION
 
 from popbatch.core.errors import InputError
 from popbatch.core.features import LABEL_COLUMN
@@ -28,7 +29,9 @@ __all__ = ["HEADS", "HeadsResult", "parse_heads", "train_heads"]
 PLOTS = {
     "popularity_pred_vs_actual": "Popularity head: predicted vs actual (test split)",
     "popularity_residuals_by_genre": "Popularity head: residuals by genre (test split)",
-    "genre_confusion_matrix": "Genre head: confusion matrix of the 20 most frequent genres (test)",
+    "genre_confusion_matrix": (
+        f"Genre head: confusion matrix of the {TOP_CONFUSION} most frequent genres (test)"
+    ),
 }
 Progress = Callable[[str], None]
 
@@ -102,7 +105,10 @@ def _popularity(config, splits, stack, x_train, groups, train_rows, progress, re
         tuning = popularity.tune(
             stack, x_train, y_train, groups, splits, targets, params, config, progress
         )
-    progress(f"popularity: {config.folds}-fold out-of-fold predictions")
+    if len(params.learners) > 1:
+        progress(f"popularity: {config.folds}-fold out-of-fold predictions")
+    else:
+        progress(f"popularity: {', '.join(params.learners)} alone, no meta learner")
     head, history = popularity.fit_head(
         stack,
         x_train,
@@ -233,7 +239,7 @@ def write_plots(out: Path, result: HeadsResult) -> dict[str, str]:
     if "genre" in result.plot_data:
         genres, p, classes = result.plot_data["genre"]
         names, counts = np.unique(np.asarray(genres), return_counts=True)
-        top = list(names[np.argsort(-counts, kind="stable")][:20])
+        top = list(names[np.argsort(-counts, kind="stable")][:TOP_CONFUSION])
         where = {g: i for i, g in enumerate(top)}
         predicted = [classes[i] for i in np.argmax(p, axis=1)]
         cm = np.zeros((len(top), len(top) + 1), np.int64)
@@ -249,7 +255,9 @@ def write_plots(out: Path, result: HeadsResult) -> dict[str, str]:
                 if cm[i, j]:
                     ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=6)
         ax.set(
-            xlabel="predicted", ylabel="actual", title="Genre head, 20 most frequent test genres"
+            xlabel="predicted",
+            ylabel="actual",
+            title=f"Genre head, {TOP_CONFUSION} most frequent test genres",
         )
         drawn["genre_confusion_matrix"] = _save(plt, fig, plots, "genre_confusion_matrix")
     return drawn

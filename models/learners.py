@@ -52,7 +52,8 @@ class LearnerParams:
     # The stack's design: which base learners feed the meta learner (models.stack.LEARNERS
     # order), whether it reads their probabilities or logits, and whether XGBoost reads the
     # genre as a target encoding (one column) instead of the one-hot block.
-    # Chosen by `popbatch train --cv 5x3` on the 10k sample (issue #13, README "Training").
+    # With catalog priors the network replaces XGBoost (docs/training.md: trees cost about
+    # 20 ns per tree per row in onnxruntime, too much for the heads' budget).
     learners: tuple[str, ...] = ("logistic", "ann")
     meta_input: str = "probability"
     genre_encoding: bool = True

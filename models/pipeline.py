@@ -451,6 +451,67 @@ def train(
     elif out is not None or options:
         raise InputError("train(): give a TrainConfig, or an input with out= and options")
     watch = Stopwatch()
+    data = _load(config, progress)
+    watch.lap("loading")
+    splits, names, vocabulary = _split(data, config, progress)
+    watch.lap("splitting")
+    cv = None
+    if config.cv:
+        cv = cross_validate_splits(splits, names, vocabulary, config, progress)
+        watch.lap("cross_validation")
+    shared = shared_width(names)  # the popular stack's and popularity head's inputs
+    fitted = fit_stack(
+        splits.x["train"][:, :shared],
+        splits.y["train"],
+        splits.groups["train"],
+        splits.x["validation"][:, :shared],
+        splits.y["validation"],
+        names[:shared],
+        vocabulary,
+        config,
+        progress,
+    )
+    if shared < len(names):  # the model also reads the priors' genre shares (genre head)
+        fitted.stack.input_names = names
+    kept = kept_rows(splits.x["train"][:, :shared], config)  # the rows the stack fitted on
+    watch.merge(fitted.seconds)
+    probabilities, metrics = _evaluate(fitted, splits, progress)
+    watch.lap("evaluation")
+    from popbatch.models.heads import HeadsResult, train_heads
+
+    heads = HeadsResult()
+    if set(config.heads) - {"popular"}:
+        heads = train_heads(config, splits, fitted.stack, kept, progress)
+        watch.lap("heads")
+    fitted.stack.info = _stack_info(
+        data, config, fitted, splits.x["train"][kept], names, metrics, cv
+    )
+    if splits.cv_evaluations:
+        fitted.stack.info["cv_evaluations"] = evaluations_estimate(splits.cv_evaluations)
+    out = _save_run(config, fitted.stack, heads, splits, names, progress)
+    if splits.priors is not None:
+        save_priors(out / "stack", shipped_priors(data, splits, config))
+        # export proves the scorer's priors on these catalog rows
+        splits.frames["test"].write_parquet(out / "stack" / "test_rows.parquet")
+    watch.lap("saving")
+    report = _report(data, splits, fitted, vocabulary, metrics, cv)
+    if splits.cv_evaluations:
+        report["cv_evaluations"] = splits.cv_evaluations
+    _write_report(out, report, fitted, splits, probabilities, heads, names, config, progress)
+    watch.lap("report")
+    report["timings"] = watch.seconds
+    report["timings"]["total"] = round(sum(watch.seconds.values()), 3)
+    from popbatch.models.report import write_json
+
+    write_json(out / "report.json", report)
+    progress(f"report: {out / 'report.json'} and {out / 'report.html'}")
+    return TrainResult(stack=fitted.stack, report=report, out=out)
+
+
+def _load(config: TrainConfig, progress: Progress) -> TrainingData:
+    """Read and clean the training input. Returns the rows and their source's
+    description; raises InputError/SchemaError for unusable data, TrainingError when
+    the label leaves one class."""
     progress(f"loading {config.data}" + (f" table {config.table}" if config.table else ""))
     data = load_training_data(
         config.data,
@@ -467,52 +528,43 @@ def train(
         f"loading: {counts['rows_read']} rows read, {counts['duplicates_dropped']} exact "
         f"duplicates and {counts['missing_dropped']} rows with missing values dropped"
     )
-    y_all = labels(data.frame, config.popular_above)
-    check_classes(y_all, data, config.popular_above)
-    watch.lap("loading")
+    check_classes(labels(data.frame, config.popular_above), data, config.popular_above)
+    return data
 
+
+def _split(
+    data: TrainingData, config: TrainConfig, progress: Progress
+) -> tuple[Splits, list[str], list[str] | None]:
+    """Seed everything and split by artist group. Returns the splits, the model's input
+    names and the genre vocabulary (None without a genre)."""
     seed_everything(config.seed)
-    splits, vocabulary = make_splits(data, y_all, config.seed, config.priors, config.popular_above)
+    splits, vocabulary = make_splits(
+        data, labels(data.frame, config.popular_above), config.seed, config.priors,
+        config.popular_above,
+    )  # fmt: skip
     spec = splits.priors.spec if splits.priors else None
     names = feature_names(
         vocabulary, spec.lead_names() if spec else (), spec.tail_names() if spec else ()
     )
-    shared = shared_width(names)  # the popular stack's and popularity head's inputs
     progress(
         "splitting: "
         + ", ".join(f"{k} {v.size} rows ({int(v.sum())} popular)" for k, v in splits.y.items())
         + f"; {len(names)} inputs"
     )
-    watch.lap("splitting")
+    return splits, names, vocabulary
 
-    cv = None
-    if config.cv:
-        cv = cross_validate_splits(splits, names, vocabulary, config, progress)
-        watch.lap("cross_validation")
 
-    fitted = fit_stack(
-        splits.x["train"][:, :shared],
-        splits.y["train"],
-        splits.groups["train"],
-        splits.x["validation"][:, :shared],
-        splits.y["validation"],
-        names[:shared],
-        vocabulary,
-        config,
-        progress,
-    )
-    stack, meta, plain, models = fitted.stack, fitted.meta, fitted.plain, fitted.models
-    kept = kept_rows(splits.x["train"][:, :shared], config)  # the rows the stack fitted on
-    if shared < len(names):  # the model also reads the priors' genre shares (genre head)
-        stack.input_names = names
-    y_train, balanced = fitted.y_train, models.balanced
-    notes, outliers_dropped, tuning = fitted.notes, fitted.outliers_dropped, fitted.tuning
-    watch.merge(fitted.seconds)
-
+def _evaluate(
+    fitted: FittedStack, splits: Splits, progress: Progress
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    """Score the stack and its baselines on the validation and test splits. Returns the
+    probabilities (split -> model -> P(popular)) and the report's ``metrics``; each
+    baseline's threshold is its best F1 on validation, never tuned on test."""
+    stack, meta, plain = fitted.stack, fitted.meta, fitted.plain
     progress("evaluation: test split")
     probabilities = {
-        "validation": model_probabilities(stack, plain, splits.x["validation"], y_train),
-        "test": model_probabilities(stack, plain, splits.x["test"], y_train),
+        "validation": model_probabilities(stack, plain, splits.x["validation"], fitted.y_train),
+        "test": model_probabilities(stack, plain, splits.x["test"], fitted.y_train),
     }
     order = model_order(stack.learners)
     thresholds = {
@@ -544,85 +596,117 @@ def train(
             "input": stack.meta_input,
         },
     }
-    watch.lap("evaluation")
+    return probabilities, metrics
 
-    from popbatch.models.heads import HeadsResult, train_heads
 
-    heads = HeadsResult()
-    if set(config.heads) - {"popular"}:
-        heads = train_heads(config, splits, stack, kept, progress)
-        watch.lap("heads")
-
-    stack.info = {
+def _stack_info(
+    data: TrainingData,
+    config: TrainConfig,
+    fitted: FittedStack,
+    x_train: np.ndarray,
+    names: list[str],
+    metrics: dict[str, Any],
+    cv: dict[str, dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """Returns the stack's ``info``: label, training data, feature statistics (of every
+    model input on the training rows the stack kept, ``x_train``), metrics, parameters
+    and the cross-validated estimate, all carried into the manifest."""
+    info = {
         "label": {"column": LABEL_COLUMN, "popular_above": config.popular_above},
         "training_data": {
             "file": data.source,
             "table": data.table,
             "sha256": data.sha256,
-            "rows": counts["rows_read"],
+            "rows": data.counts["rows_read"],
         },
-        "feature_stats": feature_stats(splits.x["train"][kept], names),
+        "feature_stats": feature_stats(x_train, names),
         "metrics": metrics,
-        "params": {**config.as_params(), "tuning": tuning},
+        "params": {**config.as_params(), "tuning": fitted.tuning},
     }
     if cv is not None:
         # "cv" stays the popular head's (as before the heads were cross-validated);
         # "cv_heads" holds every head's, the popular one included.
-        stack.info["cv_heads"] = {head: cv_estimate(section) for head, section in cv.items()}
-        stack.info["cv"] = stack.info["cv_heads"]["popular"]
-        if splits.cv_evaluations:
-            stack.info["cv_evaluations"] = evaluations_estimate(splits.cv_evaluations)
+        info["cv_heads"] = {head: cv_estimate(section) for head, section in cv.items()}
+        info["cv"] = info["cv_heads"]["popular"]
+    return info
+
+
+def _save_run(
+    config: TrainConfig,
+    stack: NativeStack,
+    heads: Any,
+    splits: Splits,
+    names: list[str],
+    progress: Progress,
+) -> Path:
+    """Write the stack, its heads, the test split and the SHAP background rows to
+    ``RUN_DIR/stack``. Returns the run directory."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     stack.save(out / "stack")
     heads.save(out / "stack")
-    if splits.priors is not None:
-        save_priors(out / "stack", shipped_priors(data, splits, config))
     write_test_split(out / "stack" / "test.parquet", splits, names)
-    if splits.priors is not None:  # export proves the scorer's priors on these catalog rows
-        splits.frames["test"].write_parquet(out / "stack" / "test_rows.parquet")
     write_background(out / "stack" / "background.parquet", splits.x["train"], names, config.seed)
     progress(f"stack: written to {out / 'stack'}")
-    watch.lap("saving")
+    return out
 
+
+def _report(
+    data: TrainingData,
+    splits: Splits,
+    fitted: FittedStack,
+    vocabulary: list[str] | None,
+    metrics: dict[str, Any],
+    cv: dict[str, dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """Returns the report's data, parameters, metrics, notes, versions and CV sections
+    (the plots and timings are added as they are made)."""
     report = {
-        "data": data_summary(data, splits, balanced, outliers_dropped, vocabulary),
-        "params": stack.info["params"],
+        "data": data_summary(
+            data, splits, fitted.models.balanced, fitted.outliers_dropped, vocabulary
+        ),
+        "params": fitted.stack.info["params"],
         "metrics": metrics,
-        "notes": notes,
+        "notes": fitted.notes,
         "versions": package_versions(),
     }
     if cv is not None:
         report["cv"], report["cv_heads"] = cv["popular"], cv
-        if splits.cv_evaluations:
-            report["cv_evaluations"] = splits.cv_evaluations
+    return report
+
+
+def _write_report(
+    out: Path,
+    report: dict[str, Any],
+    fitted: FittedStack,
+    splits: Splits,
+    probabilities: dict[str, dict[str, np.ndarray]],
+    heads: Any,
+    names: list[str],
+    config: TrainConfig,
+    progress: Progress,
+) -> None:
+    """Draw the plots and write report.html, with the heads' section and the popularity
+    head's SHAP values when there are heads; adds the plots to ``report``. Returns nothing."""
     from popbatch.models.report import write_report
 
     progress("report: plots and report.html")
-    write_report(out, report, stack, splits, probabilities, models.history, config)
-    if heads.heads:
-        from popbatch.models.heads import add_html_section, write_plots
+    write_report(out, report, fitted.stack, splits, probabilities, fitted.models.history, config)
+    if not heads.heads:
+        return
+    from popbatch.models.heads import add_html_section, write_plots
 
-        report["heads"] = heads.report
-        drawn = write_plots(out, heads)
-        report["plots"].update(drawn)
-        add_html_section(out, heads.report, drawn)
-        if "popularity" in heads.heads:
-            from popbatch.models.report import add_head_shap
+    report["heads"] = heads.report
+    drawn = write_plots(out, heads)
+    report["plots"].update(drawn)
+    add_html_section(out, heads.report, drawn)
+    if "popularity" in heads.heads:
+        from popbatch.models.report import add_head_shap
 
-            progress("report: SHAP values of the popularity head")
-            popularity = heads.heads["popularity"].predict
-            add_head_shap(
-                out, report, popularity, names[:shared], splits, config.seed, "popularity"
-            )
-    watch.lap("report")
-    report["timings"] = watch.seconds
-    report["timings"]["total"] = round(sum(watch.seconds.values()), 3)
-    from popbatch.models.report import write_json
-
-    write_json(out / "report.json", report)
-    progress(f"report: {out / 'report.json'} and {out / 'report.html'}")
-    return TrainResult(stack=stack, report=report, out=out)
+        progress("report: SHAP values of the popularity head")
+        popularity = heads.heads["popularity"].predict
+        shared = shared_width(names)  # the popularity head reads no genre shares
+        add_head_shap(out, report, popularity, names[:shared], splits, config.seed, "popularity")
 
 
 def shipped_priors(data: TrainingData, splits: Splits, config: TrainConfig) -> FittedPriors:

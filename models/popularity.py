@@ -26,17 +26,15 @@ The export (``export/heads.py``) reproduces exactly this formula.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from popbatch.models.encoding import fit_encoding, out_of_fold_encoding, with_encoded_genre
+from popbatch.models.saved import SavedModel
 from popbatch.models.stack import clip_rows
 
-from popbatch.core import files
 from popbatch.core.features import NUMERIC_FEATURE_NAMES
 
 BASE = ("ann", "rf", "xgb")
@@ -80,8 +78,16 @@ class RegressorParams:
 
 
 @dataclass
-class PopularityHead:
+class PopularityHead(SavedModel):
     """The fitted regression stack; input: the stack's clipped features."""
+
+    SPEC_FILE: ClassVar[str] = SPEC_FILE
+    LEARNER_FILES: ClassVar[dict[str, str]] = {
+        "ann": "popularity_ann.keras",
+        "rf": "popularity_rf.joblib",
+        "xgb": "popularity_xgb.json",
+    }
+    XGBOOST_CLASS: ClassVar[str] = "XGBRegressor"
 
     clip_lower: list[float | None]
     clip_upper: list[float | None]
@@ -122,18 +128,11 @@ class PopularityHead:
         """Predicted popularity (float64, [0, 100]) for the [N, F] float32 matrix ``x``."""
         return self.combine(self.base_predictions(x))
 
-    def save(self, directory: Path) -> None:
-        import joblib
+    def saved_learners(self) -> list[str]:
+        return [n for n in self.LEARNER_FILES if n in self.learners]
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        if self.ann is not None:
-            self.ann.save(directory / "popularity_ann.keras")
-        if self.rf is not None:
-            joblib.dump(self.rf, directory / "popularity_rf.joblib")
-        if self.xgb is not None:
-            self.xgb.save_model(directory / "popularity_xgb.json")
-        spec = {
+    def spec(self) -> dict[str, Any]:
+        return {
             "clip_lower": self.clip_lower,
             "clip_upper": self.clip_upper,
             "scaler_mean": self.scaler_mean,
@@ -148,21 +147,13 @@ class PopularityHead:
             "n_numeric": self.n_numeric,
             "info": self.info,
         }
-        files.write_atomically(directory / SPEC_FILE, json.dumps(spec, indent=2))
 
     @classmethod
-    def load(cls, directory: Path) -> PopularityHead:
-        import joblib
-        import keras
-        import xgboost
+    def spec_learners(cls, spec: dict[str, Any]) -> list[str]:
+        return list(spec["meta"].get("order", BASE))
 
-        directory = Path(directory)
-        spec = json.loads((directory / SPEC_FILE).read_text(encoding="utf-8"))
-        learners = tuple(spec["meta"].get("order", BASE))
-        xgb = None
-        if "xgb" in learners:
-            xgb = xgboost.XGBRegressor()
-            xgb.load_model(directory / "popularity_xgb.json")
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], learners: dict[str, Any]) -> PopularityHead:
         return cls(
             clip_lower=spec["clip_lower"],
             clip_upper=spec["clip_upper"],
@@ -170,12 +161,8 @@ class PopularityHead:
             scaler_scale=spec["scaler_scale"],
             meta_coef=spec["meta"]["coef"],
             meta_intercept=spec["meta"]["intercept"],
-            ann=keras.saving.load_model(directory / "popularity_ann.keras")
-            if "ann" in learners
-            else None,
-            rf=joblib.load(directory / "popularity_rf.joblib") if "rf" in learners else None,
-            xgb=xgb,
-            learners=learners,
+            **learners,
+            learners=tuple(spec["meta"].get("order", BASE)),
             info=spec.get("info", {}),
             genre_encoding=spec.get("genre_encoding"),  # absent: written before the encoding
             n_numeric=spec.get("n_numeric", N_NUMERIC),  # absent: written before priors

@@ -38,15 +38,12 @@ original design: ann, rf, xgb, probabilities, no target encoding.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from popbatch.models.encoding import with_encoded_genre
-
-from popbatch.core import files
+from popbatch.models.saved import SavedModel
 
 STACK_FILE = "stack.json"
 LEARNERS = ("logistic", "ann", "rf", "xgb")  # every base learner, in meta-input order
@@ -88,8 +85,15 @@ def clip_rows(x: np.ndarray, lower: list, upper: list) -> np.ndarray:
 
 
 @dataclass
-class NativeStack:
+class NativeStack(SavedModel):
     """The fitted stack with native models, loadable from and savable to a directory."""
+
+    SPEC_FILE: ClassVar[str] = STACK_FILE
+    LEARNER_FILES: ClassVar[dict[str, str]] = {
+        "ann": "ann.keras",
+        "rf": "rf.joblib",
+        "xgb": "xgb.json",
+    }
 
     feature_names: list[str]
     genre_vocabulary: list[str] | None
@@ -221,18 +225,11 @@ class NativeStack:
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.predict_proba(x) >= self.threshold
 
-    def save(self, directory: Path) -> None:
-        import joblib
+    def saved_learners(self) -> list[str]:
+        return [name for name in self.LEARNER_FILES if name in self.learners]
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        if "ann" in self.learners:
-            self.ann.save(directory / "ann.keras")
-        if "rf" in self.learners:
-            joblib.dump(self.rf, directory / "rf.joblib")
-        if "xgb" in self.learners:
-            self.xgb.save_model(directory / "xgb.json")
-        spec = {
+    def spec(self) -> dict[str, Any]:
+        return {
             "feature_names": self.feature_names,
             "genre_vocabulary": self.genre_vocabulary,
             "clip_lower": self.clip_lower,
@@ -251,22 +248,13 @@ class NativeStack:
             "threshold": self.threshold,
             "info": self.info,
         }
-        files.write_atomically(directory / STACK_FILE, json.dumps(spec, indent=2))
 
     @classmethod
-    def load(cls, directory: Path) -> NativeStack:
-        """Load a stack directory written by :meth:`save` (needs the training extras)."""
-        import joblib
-        import keras
-        import xgboost
+    def spec_learners(cls, spec: dict[str, Any]) -> list[str]:
+        return list(spec["meta"].get("order", BASE_LEARNERS))
 
-        directory = Path(directory)
-        spec = json.loads((directory / STACK_FILE).read_text(encoding="utf-8"))
-        learners = tuple(spec["meta"].get("order", BASE_LEARNERS))
-        xgb = None
-        if "xgb" in learners:
-            xgb = xgboost.XGBClassifier()
-            xgb.load_model(directory / "xgb.json")
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], learners: dict[str, Any]) -> NativeStack:
         logistic = spec.get("logistic")
         return cls(
             feature_names=spec["feature_names"],
@@ -278,11 +266,9 @@ class NativeStack:
             meta_coef=spec["meta"]["coef"],
             meta_intercept=spec["meta"]["intercept"],
             threshold=spec["threshold"],
-            ann=keras.saving.load_model(directory / "ann.keras") if "ann" in learners else None,
-            rf=joblib.load(directory / "rf.joblib") if "rf" in learners else None,
-            xgb=xgb,
+            **learners,
             info=spec.get("info", {}),
-            learners=learners,
+            learners=tuple(cls.spec_learners(spec)),
             meta_input=spec["meta"].get("input", "probability"),
             logistic=None if logistic is None else LinearScore(**logistic),
             genre_encoding=spec.get("genre_encoding"),

@@ -1,7 +1,7 @@
 """A tiny but real trained stack for the export tests, built from tests/data/tracks_2000.csv.
 
 The models are fitted for seconds, not for quality: the export tests need the
-real model types (Keras network with issue 2's architecture, RandomForest,
+real model types (the Keras network's architecture, RandomForest,
 XGBoost, logistic-regression meta learner) in a real ``NativeStack`` directory,
 not a good model. Training lives in ``models/`` once it lands; this helper only
 stands in for its output format (``models.stack``).

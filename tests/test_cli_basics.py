@@ -52,7 +52,7 @@ def test_command_list_is_what_click_would_print(width):
     assert ours.getvalue() == clicks.getvalue()
 
 
-# Modules a help page must not load: together they were ~0.9 s of a 1 s help (issue 17).
+# Modules a help page must not load: together they were ~0.9 s of a 1 s help.
 HEAVY = ("polars", "pyarrow", "numpy", "onnxruntime", "duckdb", "pandas")
 # Runs popbatch/__main__.py exactly as `python -m popbatch ARGS` does (runpy is what
 # -m uses), then lists what it loaded.

@@ -160,6 +160,16 @@ def test_training_rows_get_an_out_of_fold_genre_encoding(rows):
     oof = out_of_fold_encoding(onehot, y, groups, seed=1)
     # with its own label in, a popular row's genre looks more popular than without it
     assert np.mean(full[y == 1] - oof[y == 1]) > 0
+    # flip one row's label (the folds held fixed by strata): its own encoding must not
+    # move, though the encoding fitted on all rows does (so a leak would show)
+    rng = np.random.default_rng(0)
+    for row in rng.choice(len(y), 10, replace=False):
+        flipped = y.copy()
+        flipped[row] = 1 - flipped[row]
+        moved = out_of_fold_encoding(onehot, flipped, groups, seed=1, strata=y)
+        assert moved[row] == oof[row], row
+        assert (onehot @ fit_encoding(onehot, flipped))[row] != full[row], row
+        assert not np.array_equal(moved, oof)  # the other folds' rows did see the label
     # each row is encoded by an encoder that never saw its fold's rows (nor their labels)
     for fit, out in grouped_folds(groups, y, 5, 1):
         scrambled = y.copy()
@@ -196,7 +206,7 @@ def test_summary_has_mean_std_folds_and_the_paired_difference():
 def test_best_single_model_respects_lower_is_better_and_skips_baselines():
     """MAE: the best single model has the lowest mean, and the stack is better where its
     MAE is lower. The training mean (a trivial baseline) never counts, even when it would
-    win; the plain linear regression does (issue 12: the stack must beat it)."""
+    win; the plain linear regression does (the stack must beat it)."""
 
     def scores(stack, linear, mean_r2):
         return {

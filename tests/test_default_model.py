@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jsonschema
 import polars as pl
+from popbatch.exporter.build import SIZE_BUDGET
 
 from popbatch.cli.main import cli
 from popbatch.core.bundle import default_model_dir, load_model
@@ -24,8 +25,16 @@ def test_default_model_is_shipped_and_verified():
     jsonschema.validate(bundle.manifest, json.loads(SCHEMA.read_text()))
     assert bundle.directory == default_model_dir()
     assert bundle.manifest["label"]["definition"] == "popularity > 71"
-    # onnxruntime holds tree ensembles at ~10x their file size: the budget is 20 MB
-    assert len(bundle.onnx_bytes) <= 20_000_000
+    # Every ONNX file the scorer loads, each verified against the manifest: model.onnx and
+    # each head file. onnxruntime holds tree ensembles at ~10x their file size: the budget
+    # (popbatch export's SIZE_BUDGET) is 20 MB for all of them together.
+    heads = bundle.manifest["heads"]
+    assert set(bundle.head_bytes) == set(heads) - {"popular"} == {"popularity", "genre"}
+    for name, data in bundle.head_bytes.items():
+        assert data == (default_model_dir() / heads[name]["file"]).read_bytes()
+        assert len(data) == heads[name]["bytes"]
+    files = [bundle.onnx_bytes, *bundle.head_bytes.values()]
+    assert sum(len(data) for data in files) <= SIZE_BUDGET == 20_000_000
 
 
 def test_scoring_install_scores_with_the_default_model(tmp_path):
@@ -50,27 +59,21 @@ cli(["score", {str(SAMPLE)!r}, "-o", {str(out)!r}, "--quiet"], prog_name="popbat
 
 
 def test_model_info_shows_the_default_model(runner):
+    """Its id and label, and what the manifest says of every head and its test metrics."""
     result = runner.invoke(cli, ["model", "info"])
     assert result.exit_code == 0, result.output
-    assert load_model().model_id[:12] in result.output
+    manifest = load_model().manifest
+    assert manifest["model_id"][:12] in result.output
     assert "popularity > 71" in result.output
-
-
-def test_default_model_reads_the_sample_catalogs_artists_and_albums(tmp_path):
-    """The embedded default has catalog priors and `popbatch score batch/sample/catalog.csv`
-    uses them: blanking the sample's artists and albums changes the scores."""
-    import popbatch
-
-    bundle = load_model()
-    assert bundle.manifest["priors"]["columns"] == ["artists", "album_name"]
-    assert bundle.prior_bytes is not None
-    blank = tmp_path / "blank.csv"
-    pl.read_csv(SAMPLE).with_columns(
-        pl.lit("").alias("artists"), pl.lit("").alias("album_name")
-    ).write_csv(blank)
-    with_priors, without = tmp_path / "a.parquet", tmp_path / "b.parquet"
-    popbatch.score(str(SAMPLE), with_priors, record=False)
-    popbatch.score(str(blank), without, record=False)
-    a, b = pl.read_parquet(with_priors), pl.read_parquet(without)
-    changed = (a["popularity_pred"] - b["popularity_pred"]).abs() > 1.0
-    assert changed.mean() > 0.5
+    stack = manifest["metrics"]["test"]["stack"]
+    assert f"test stack: roc_auc {stack['roc_auc']:.4f}, pr_auc {stack['pr_auc']:.4f}" in (
+        result.output
+    )
+    assert "heads       popular, popularity, genre" in result.output
+    for name, test in (("popularity", ("r2", "mae")), ("genre", ("accuracy", "top3_accuracy"))):
+        head = manifest["heads"][name]
+        shown = f"head        {name}: {head['file']} ({head['bytes']:,} bytes)"
+        metrics = head["metrics"]["test"]
+        metrics = metrics.get("stack", metrics.get("combined", metrics))
+        values = ", ".join(f"{m} {metrics[m]:.4f}" for m in test)
+        assert shown in result.output and f"test {values}" in result.output, name

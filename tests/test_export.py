@@ -300,7 +300,7 @@ def _dense_model(weight: np.ndarray, bias: np.ndarray, first: str = "MatMul"):
 
 def test_scaler_folded_into_the_first_layer_equals_scaling_first():
     import onnxruntime as ort
-    from popbatch.exporter.graph import fold_scaler
+    from popbatch.exporter.toolkit import fold_scaler
 
     rng = np.random.default_rng(0)
     weight = rng.normal(size=(5, 3)).astype(np.float32)
@@ -332,7 +332,7 @@ def test_exported_graph_has_no_separate_scaler_pass(exported_model):
 
 @pytest.fixture(scope="module")
 def logit_stack_dir(tmp_path_factory) -> Path:
-    """The stack design of issue 13: logistic, ann, xgb on logits, genre target-encoded."""
+    """The redesigned stack: logistic, ann, xgb on logits, genre target-encoded."""
     from stack_factory import build_stack
 
     directory = tmp_path_factory.mktemp("logit") / "stack"

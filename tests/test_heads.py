@@ -1,4 +1,4 @@
-"""Issue 12: the popularity (0-100) and genre heads beside the popular label.
+"""The popularity (0-100) and genre heads beside the popular label.
 
 One tiny real training run (tests/data/tracks_2000.csv, 2 epochs, 2 folds)
 with all three heads feeds every test: training through the CLI, export with
@@ -68,7 +68,7 @@ def test_train_reports_every_head_and_its_baselines(trained):
             assert 0.0 <= metrics[name] <= 1.0
         assert metrics["top3_accuracy"] >= metrics["accuracy"]
     assert genre["combined"]["per_genre_f1"]
-    shap = report["shap"]["popularity"]  # issue 14: the popularity head's reasons, in points
+    shap = report["shap"]["popularity"]  # the popularity head's reasons, in points
     assert shap["unit"] == "popularity points" and shap["max_additivity_error"] < 1e-6
     assert set(shap["mean_abs"]) == set(report["shap"]["popular"]["mean_abs"])
     for plot in ("popularity_shap_bar", "popularity_shap_beeswarm", "popularity_shap_dependence"):

@@ -153,16 +153,28 @@ def _example_job():
     return module
 
 
-def test_no_pyspark_in_the_scoring_path():
-    """popbatch score and score_batches never import pyspark (only popbatch.spark does)."""
+def test_no_pyspark_in_the_scoring_path(tmp_path):
+    """popbatch score and score_batches never import pyspark (only popbatch.spark does):
+    the sample catalog scored through popbatch.score_batches and the CLI, in a fresh
+    process, leaves pyspark unimported (even though it is installed here)."""
     import subprocess
 
+    sample = ROOT / "batch" / "sample" / "catalog.csv"
     code = (
-        "import sys, popbatch, popbatch.cli.main, popbatch.batch.batches\n"
-        "popbatch.score_batches\n"
+        "import sys, pyarrow.csv, popbatch\n"
+        "from popbatch.cli.main import cli\n"
+        f"table = pyarrow.csv.read_csv({str(sample)!r})\n"
+        "out = list(popbatch.score_batches(table.to_batches(max_chunksize=256)))\n"
+        "scored = sum(b.filter(b['rejected'].is_null()).num_rows for b in out)\n"
+        "assert scored == table.num_rows == 1000, scored\n"
+        f"cli(['score', {str(sample)!r}, '-o', sys.argv[1], '-q'], standalone_mode=False)\n"
         "assert 'pyspark' not in sys.modules, 'pyspark imported'\n"
+        "assert 'popbatch.spark' not in sys.modules\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    out = tmp_path / "scored.parquet"
+    result = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert pq.read_metadata(out).num_rows == 1000
 
 
 def test_scores_with_catalog_priors_equal_popbatch_score(spark, priors_run, tmp_path):

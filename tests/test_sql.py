@@ -215,9 +215,19 @@ def test_label_changes_in_a_duckdb_history_table(runner, history_dir, tmp_path):
         ["--db", str(db), "--report", "label_changes", "--param", "table=scores", "--param",
          "limit=3"],
     )  # fmt: skip
-    expected = expected_label_changes()
-    assert len(rows) == min(3, expected.height)
-    assert {r["track_id"] for r in rows} <= set(expected["track_id"].to_list())
+    # the three largest moves (then by key), each from not popular to popular
+    expected = (
+        expected_label_changes()
+        .with_columns(move=(pl.col("after") - pl.col("before")).abs())
+        .sort(["move", "track_id"], descending=[True, False])
+        .head(3)
+    )
+    assert expected.height == 3
+    assert [r["track_id"] for r in rows] == expected["track_id"].to_list()
+    for r, before, after in zip(rows, expected["before"], expected["after"], strict=True):
+        assert (r["previous_popular"], r["popular"]) == (False, True)
+        assert (r["previous_prob"], r["popularity_prob"]) == (round(before, 4), round(after, 4))
+        assert (r["previous_model_id"], r["model_id"]) == (MODEL_A, MODEL_B)
     assert {r["track_name"] for r in rows} == {None}
 
 
@@ -569,7 +579,7 @@ def test_scored_view_joins_a_read_only_database(runner, database, scored_file):
 
 
 # ---------------------------------------------------------------------------
-# Reports on the heads' columns (issue 12)
+# Reports on the heads' columns
 
 # A deterministic stand-in for the heads: predicted popularity = actual + a gap
 # that grows with the row number; the predicted genre is the catalog's on even

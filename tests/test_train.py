@@ -164,7 +164,7 @@ def test_train_end_to_end_report(trained):
     for plot in ("roc", "pr", "history", "confusion", "correlation"):
         assert any(plot in p.name for p in (out / "plots").glob("*.png")), plot
     assert "<img" in (out / "report.html").read_text()
-    shap = report["shap"]["popular"]  # issue 14: why the stack predicts what it does
+    shap = report["shap"]["popular"]  # why the stack predicts what it does
     assert set(shap["mean_abs"]) == {*NUMERIC_FEATURE_NAMES, "genre"}
     assert shap["unit"] == "log-odds of popular" and shap["max_additivity_error"] < 1e-6
     assert list(shap["mean_abs"].values()) == sorted(shap["mean_abs"].values(), reverse=True)

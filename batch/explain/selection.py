@@ -198,19 +198,6 @@ def read_keys(path: str | Path, key: str = "track_id") -> list[str]:
 
 
 # ---------------------------------------------------------------- the result
-SCHEMA_FIELDS = (
-    ("head", pa.string()),
-    ("feature", pa.string()),
-    ("value", pa.float64()),
-    ("category", pa.string()),
-    ("contribution", pa.float64()),
-    ("rank", pa.int32()),
-    ("base_value", pa.float64()),
-    ("prediction", pa.float64()),
-    ("score", pa.float64()),
-    ("model_id", pa.string()),
-    ("background", pa.string()),
-)
 
 
 @dataclass
@@ -361,6 +348,37 @@ def explain(
         Bad options, no selected rows, more than ``max_rows`` tracks, a bad
         WHERE clause or keys file (exit code 2 in the CLI).
     """
+    top = _checked_options(top, keys, where, max_rows, permutations)
+    bundle = model if isinstance(model, ModelBundle) else load_model(model)
+    space = RawSpace(bundle.manifest)
+    explained = model_head(bundle, head)
+    wanted = _wanted_keys(top, keys, max_rows, space, permutations)
+    stored = stored_background(bundle, space)
+    key = normalize_column_name(key or bundle.manifest.get("key") or "track_id")
+    source = _open_input(source, output, table, query, delimiter)
+    scan, link, sink = _select_rows(
+        source, bundle, explained, space, key, where=where, maps=maps, fills=fills,
+        output=output, into=into, threads=threads, batch_size=batch_size, top=top,
+        wanted=wanted, max_rows=max_rows, sample=stored is None, seed=seed,
+    )  # fmt: skip
+    try:
+        result = _explain_selected(
+            scan, link, space, explained, bundle, key, stored, source.name,
+            top=top, wanted=wanted, where=where, max_rows=max_rows,
+            permutations=permutations, seed=seed,
+        )  # fmt: skip
+    finally:
+        link.close()
+    if sink is not None:
+        _write(sink, result.table)
+    return result
+
+
+def _checked_options(
+    top: int | None, keys: Any, where: str | None, max_rows: int, permutations: int
+) -> int | None:
+    """Refuse contradictory or out-of-range options (InputError). Returns ``top``, the
+    default when no selection is given."""
     chosen = [name for name, v in (("top", top), ("keys", keys), ("where", where)) if v is not None]
     if len(chosen) > 1:
         raise InputError(f"give one of --top, --keys, --where, not {' and '.join(chosen)}")
@@ -372,9 +390,18 @@ def explain(
         top = DEFAULT_TOP
     if top is not None and top < 1:
         raise InputError(f"--top must be at least 1, got {top}")
-    bundle = model if isinstance(model, ModelBundle) else load_model(model)
-    space = RawSpace(bundle.manifest)
-    explained = model_head(bundle, head)
+    return top
+
+
+def _wanted_keys(
+    top: int | None,
+    keys: Iterable[str] | None,
+    max_rows: int,
+    space: RawSpace,
+    permutations: int,
+) -> list[str] | None:
+    """Refuse a selection known to exceed ``max_rows`` before reading (InputError).
+    Returns the distinct keys asked for, in order, or None when selecting otherwise."""
     if top is not None and top > max_rows:
         raise InputError(_too_many(top, max_rows, space, permutations))
     wanted = None if keys is None else list(dict.fromkeys(str(k) for k in keys))
@@ -382,13 +409,50 @@ def explain(
         raise InputError("--keys: no key given")
     if wanted is not None and len(wanted) > max_rows:
         raise InputError(_too_many(len(wanted), max_rows, space, permutations))
-    stored = stored_background(bundle, space)
-    key = normalize_column_name(key or bundle.manifest.get("key") or "track_id")
-    if not isinstance(source, Source):
-        paths = [str(source)] if isinstance(source, str | Path) else [str(s) for s in source]
-        if output is not None and not isinstance(output, Sink):
-            refuse_overwriting_input(paths, output, table, query)
-        source = open_source(paths, table=table, query=query, delimiter=delimiter)
+    return wanted
+
+
+def _open_input(
+    source: Source | str | Path | Sequence[str | Path],
+    output: Sink | str | Path | None,
+    table: str | None,
+    query: str | None,
+    delimiter: str,
+) -> Source:
+    """Returns the input as a Source, opened as ``popbatch score`` opens it (refusing an
+    output that would overwrite it)."""
+    if isinstance(source, Source):
+        return source
+    paths = [str(source)] if isinstance(source, str | Path) else [str(s) for s in source]
+    if output is not None and not isinstance(output, Sink):
+        refuse_overwriting_input(paths, output, table, query)
+    return open_source(paths, table=table, query=query, delimiter=delimiter)
+
+
+def _select_rows(
+    source: Source,
+    bundle: ModelBundle,
+    explained: Head,
+    space: RawSpace,
+    key: str,
+    *,
+    where: str | None,
+    maps: dict[str, str] | None,
+    fills: dict[str, str] | None,
+    output: Sink | str | Path | None,
+    into: str | None,
+    threads: int | None,
+    batch_size: int,
+    top: int | None,
+    wanted: list[str] | None,
+    max_rows: int,
+    sample: bool,
+    seed: int,
+) -> tuple[dict[str, Any], LinkModel, Sink | None]:
+    """Read the input once, as ``popbatch score`` does, keeping the rows to explain (and a
+    background sample when ``sample``). Returns the scan (see :func:`_scan`), the head on
+    onnxruntime (the caller closes it) and the opened output sink, if any. The input is
+    closed whatever happens."""
     sink = None
     link = None
     filt = None
@@ -408,7 +472,7 @@ def explain(
         if output is not None:
             sink = output if isinstance(output, Sink) else _open_output(output, into, key)
         scan = _scan(source, pre, space, link, batch_size, top, wanted, filt, max_rows,
-                     stored is None, seed)  # fmt: skip
+                     sample, seed)  # fmt: skip
     except BaseException:
         if link is not None:
             link.close()
@@ -417,46 +481,54 @@ def explain(
         source.close()
         if filt is not None:
             filt.close()
-    try:
-        keys_found, raw = scan["keys"], scan["raw"]
-        missing = [] if wanted is None else [k for k in wanted if k not in set(keys_found)]
-        if not keys_found:
-            raise InputError(_nothing_selected(source.name, top, wanted, where, scan))
-        if len(keys_found) > max_rows:
-            raise InputError(_too_many(scan["matched"], max_rows, space, permutations))
-        background = stored if stored is not None else scan["sample"]
-        started = time.perf_counter()
-        before = link.rows_evaluated
-        shap = permutation_shap(link, raw, background, permutations, seed)
-        seconds = time.perf_counter() - started
-        result = Explanations(
-            table=_long_table(
-                key,
-                keys_found,
-                raw,
-                shap,
-                link,
-                space,
-                explained,
-                bundle,
-                "model" if stored is not None else "input sample",
-            ),
-            key=key,
-            head=explained.name,
-            unit=explained.unit,
-            background="model" if stored is not None else "input sample",
-            rows_read=scan["read"],
-            rows_rejected=scan["rejected"],
-            rows_matched=scan["matched"],
-            missing_keys=missing,
-            seconds=seconds,
-            model_rows=link.rows_evaluated - before,
-        )
-    finally:
-        link.close()
-    if sink is not None:
-        _write(sink, result.table)
-    return result
+    return scan, link, sink
+
+
+def _explain_selected(
+    scan: dict[str, Any],
+    link: LinkModel,
+    space: RawSpace,
+    explained: Head,
+    bundle: ModelBundle,
+    key: str,
+    stored: np.ndarray | None,
+    source_name: str,
+    *,
+    top: int | None,
+    wanted: list[str] | None,
+    where: str | None,
+    max_rows: int,
+    permutations: int,
+    seed: int,
+) -> Explanations:
+    """Estimate the Shapley contributions of the selected rows against the stored
+    background (or the input's sample). Returns the explanations; raises InputError when
+    nothing was selected or more than ``max_rows`` rows were."""
+    keys_found, raw = scan["keys"], scan["raw"]
+    missing = [] if wanted is None else [k for k in wanted if k not in set(keys_found)]
+    if not keys_found:
+        raise InputError(_nothing_selected(source_name, top, wanted, where, scan))
+    if len(keys_found) > max_rows:
+        raise InputError(_too_many(scan["matched"], max_rows, space, permutations))
+    background = stored if stored is not None else scan["sample"]
+    started = time.perf_counter()
+    before = link.rows_evaluated
+    shap = permutation_shap(link, raw, background, permutations, seed)
+    seconds = time.perf_counter() - started
+    origin = "model" if stored is not None else "input sample"
+    return Explanations(
+        table=_long_table(key, keys_found, raw, shap, link, space, explained, bundle, origin),
+        key=key,
+        head=explained.name,
+        unit=explained.unit,
+        background=origin,
+        rows_read=scan["read"],
+        rows_rejected=scan["rejected"],
+        rows_matched=scan["matched"],
+        missing_keys=missing,
+        seconds=seconds,
+        model_rows=link.rows_evaluated - before,
+    )
 
 
 def _open_output(output: str | Path, into: str | None, key: str) -> Sink:

@@ -15,7 +15,6 @@ Exit codes (documented in ``popbatch --help``, README.md and docs/nightly.md):
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_DRIFT = 3

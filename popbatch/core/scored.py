@@ -10,7 +10,7 @@ A scored table is the pass-through columns (the key first with the default
 input) followed by :data:`SCORE_COLUMNS` in this order. An input column named
 like a score column is replaced by the new score, never duplicated.
 
-The extra model heads (issue 12) add their columns after those, in
+The extra model heads add their columns after those, in
 :data:`HEAD_COLUMNS` order, for each head a run scores (``--heads``; default
 every head the model has): ``popularity_pred`` for the popularity head,
 ``genre_pred`` and ``genre_prob`` for the genre head. Every sink, the
