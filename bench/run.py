@@ -546,18 +546,25 @@ def goals(results: dict[str, Any], bare_batch: int) -> list[dict[str, Any]]:
     return found
 
 
+def _recorder(found: list[dict[str, Any]], kind: str) -> Any:
+    """``goal(name, value, target, met, detail)``, appending one goal of set ``kind``."""
+
+    def goal(name: str, value: Any, target: str, met: bool | None, detail: str) -> None:
+        found.append(
+            {"set": kind, "goal": name, "value": value, "target": target, "met": met,
+             "detail": detail}
+        )  # fmt: skip
+
+    return goal
+
+
 def speed_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The speed goals of the default command (every head of the model), each on the
     largest run of its kind: they are stated for 10M rows on a quiet 2-core machine, and
     a smaller run says so in its detail. Ratios to the I/O floor come first (they hold on
     a busy machine), then rows/s, memory, help and imports."""
     found: list[dict[str, Any]] = []
-
-    def goal(name: str, value: Any, target: str, met: bool | None, detail: str) -> None:
-        found.append(
-            {"set": "speed", "goal": name, "value": value, "target": target, "met": met,
-             "detail": detail}
-        )  # fmt: skip
+    goal = _recorder(found, "speed")
 
     runs = {kind: _by_rows(results.get("e2e", []), kind) for kind in ("parquet", "csv", "duckdb")}
     heads_runs = _by_rows(results.get("e2e_heads", []), "parquet")
@@ -629,12 +636,7 @@ def baseline_goals(results: dict[str, Any], bare_batch: int) -> list[dict[str, A
     bare_rate = results.get("bare", {}).get("rows_per_second", {}).get(str(bare_batch))
     bare_cpu_rate = results.get("bare", {}).get("rows_per_cpu_second", {}).get(str(bare_batch))
     found: list[dict[str, Any]] = []
-
-    def goal(name: str, value: Any, target: str, met: bool | None, detail: str) -> None:
-        found.append(
-            {"set": "baseline", "goal": name, "value": value, "target": target, "met": met,
-             "detail": detail}
-        )  # fmt: skip
+    goal = _recorder(found, "baseline")
 
     if not parquet:
         return found
