@@ -115,3 +115,16 @@ def test_priors_card_comes_from_the_default_manifest_and_the_bench():
     page = (DOCS / "training.md").read_text(encoding="utf-8")
     block = page[page.index(module.BEGIN) : page.index(module.END) + len(module.END)]
     assert block == module.current(), "docs/training.md is stale; run: python docs/priors_card.py"
+
+
+def test_performance_figures_come_from_the_bench_results():
+    """docs/performance.md's figures are docs/performance_card.py's rendering of
+    bench/results/ (bench/run.py's output, bench/stages.py's, bench/ab.py's), never typed."""
+    spec = importlib.util.spec_from_file_location("performance_card", DOCS / "performance_card.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    page = (DOCS / "performance.md").read_text(encoding="utf-8")
+    block = page[page.index(module.BEGIN) : page.index(module.END) + len(module.END)]
+    assert block == module.current(), (
+        "docs/performance.md is stale; run: python docs/performance_card.py"
+    )
