@@ -30,6 +30,12 @@ def schema() -> dict[str, Any]:
     return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
 
 
+def model_inputs(stack) -> list[str]:
+    """The model's input names: the stack's ``feature_names``, or every input when the
+    model reads more (``input_names``: the catalog priors' genre shares come last)."""
+    return list(getattr(stack, "input_names", None) or stack.feature_names)
+
+
 def feature_entries(stack) -> list[dict[str, Any]]:
     """One manifest entry per model input, in input order."""
     numeric = {f.name: f for f in NUMERIC_FEATURES}
@@ -37,7 +43,7 @@ def feature_entries(stack) -> list[dict[str, Any]]:
     genre_names = {onehot_name(g): g for g in (stack.genre_vocabulary or [])}
     genre_names[onehot_name(OTHER_GENRE)] = OTHER_GENRE
     entries = []
-    for name in stack.inputs:
+    for name in model_inputs(stack):
         train = dict(stats[name])
         if name in numeric:
             impute = train.pop("impute")
@@ -115,7 +121,7 @@ def build_manifest(
             "definition": f"{label['column']} > {label['popular_above']}",
         },
         "threshold": float(stack.threshold),
-        "input": {"name": "features", "dtype": "float32", "width": len(stack.inputs)},
+        "input": {"name": "features", "dtype": "float32", "width": len(model_inputs(stack))},
         "outputs": {"probability": "probability", "label": "label"},
         "key": KEY_COLUMN,
         "genre": None
