@@ -98,15 +98,15 @@ def test_every_head_shares_the_one_grouped_split(trained):
     assert set(heads["genre"].classes) <= set(train["track_genre"].str.to_lowercase().to_list())
 
 
-def test_popularity_trees_read_the_genre_encoding(trained):
-    """The trees get 14 features + one encoded genre, each genre's mean popularity."""
+def test_default_popularity_head_is_the_network_alone(trained):
+    """The default popularity head is the network alone: no trees, so no genre encoding
+    for them, and no meta learner (the network's output is the prediction)."""
     from popbatch.exporter.heads import load_heads
 
     head = load_heads(trained[0] / "stack")["popularity"]
-    assert head.xgb.n_features_in_ == head.rf.n_features_in_ == 15
-    encoding = np.asarray(head.genre_encoding)
-    assert encoding.shape == (len(head.clip_lower) - 14,)
-    assert 0 < encoding.min() < encoding.max() < 100
+    assert head.learners == ("ann",)
+    assert head.rf is None and head.xgb is None and head.genre_encoding is None
+    assert (head.meta_coef, head.meta_intercept) == ([1.0], 0.0)
 
 
 def test_popularity_encoding_never_sees_a_rows_own_popularity():
