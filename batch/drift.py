@@ -27,7 +27,7 @@ import polars as pl
 from popbatch.batch.sources import DUCKDB_SUFFIXES, open_source
 
 from popbatch.core import DEFAULT_BATCH_SIZE
-from popbatch.core.bundle import default_model_dir, read_manifest
+from popbatch.core.bundle import default_model_dir, read_manifest, read_prior_table
 from popbatch.core.errors import InputError, ModelError, SchemaError
 from popbatch.core.features import normalize_column_name, parse_explicit, resolve_columns
 from popbatch.core.stats import bin_counts, psi
@@ -40,11 +40,14 @@ class DriftThresholds:
     psi: float = 0.2  # population stability index per numeric feature (>= 0.2: significant shift)
     out_of_range: float = 0.05  # share of values outside the training [min, max]
     unseen_genre: float = 0.10  # share of non-null genres not in the training vocabulary
+    # catalog priors: the share of rows with a known artist (album) this far below training's
+    known_drop: float = 0.25
 
     def describe(self) -> str:
         return (
             f"PSI >= {self.psi:g}, out-of-range share >= {self.out_of_range:.0%}, "
-            f"unseen genre share >= {self.unseen_genre:.0%}"
+            f"unseen genre share >= {self.unseen_genre:.0%}, known artist/album share "
+            f"{self.known_drop:.0%} or more below training's"
         )
 
 
@@ -122,6 +125,21 @@ class GenreDrift:
 
 
 @dataclass
+class PriorDrift:
+    """Share of rows whose artist (album) the model's priors table knows."""
+
+    column: str
+    values: int = 0
+    known_share: float | None = None
+    train_known_share: float | None = None
+    status: str = "ok"  # ok | drift | missing
+
+    @property
+    def drifted(self) -> bool:
+        return self.status == "drift"
+
+
+@dataclass
 class DriftReport:
     """The whole check: one entry per numeric feature and the genre."""
 
@@ -131,12 +149,15 @@ class DriftReport:
     features: list[FeatureDrift]
     genre: GenreDrift | None
     thresholds: DriftThresholds = THRESHOLDS
+    priors: list[PriorDrift] = field(default_factory=list)
 
     @property
     def drifted(self) -> list[str]:
-        """Names of the checks that drifted (``genre`` for the genre check)."""
+        """Names of the checks that drifted (``genre`` for the genre check, ``known
+        artists`` for a prior column)."""
         names = [f.feature for f in self.features if f.drifted]
-        return names + (["genre"] if self.genre is not None and self.genre.drifted else [])
+        names += ["genre"] if self.genre is not None and self.genre.drifted else []
+        return names + [f"known {p.column}" for p in self.priors if p.drifted]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -148,6 +169,7 @@ class DriftReport:
             "thresholds": asdict(self.thresholds),
             "features": [asdict(f) | {"drifted": f.drifted} for f in self.features],
             "genre": None if self.genre is None else asdict(self.genre),
+            "priors": [asdict(p) | {"drifted": p.drifted} for p in self.priors],
         }
 
 
@@ -187,6 +209,12 @@ class DriftCheck:
         self.vocabulary = set(genre["vocabulary"]) if genre else set()
         self.genre_values = 0
         self.unseen: Counter[str] = Counter()
+        self.priors = None
+        if manifest.get("priors"):
+            from popbatch.batch.priors import lookup_for
+
+            self.priors = lookup_for(manifest)
+        self.known: Counter[str] = Counter()
         self.fills = self._check_fills(fills or {})
 
     def _check_fills(self, fills: Mapping[str, str]) -> dict[str, str]:
@@ -194,6 +222,8 @@ class DriftCheck:
         inputs = [f["column"] for f in self.numeric]
         if self.genre_column is not None:
             inputs.append(self.genre_column)
+        if self.priors is not None:
+            inputs += list(self.priors.spec.columns)
         checked = {normalize_column_name(k): v for k, v in fills.items()}
         for column, value in checked.items():
             if column not in inputs:
@@ -218,11 +248,26 @@ class DriftCheck:
         for f in self.numeric:
             if f["column"] in batch.columns:
                 self._update_numeric(f, batch)
+        if self.priors is not None and "count" in self.priors.spec.statistics:
+            self._update_priors(batch)
         if self.genre_column is not None and self.genre_column in batch.columns:
             genres = batch.get_column(self.genre_column).cast(pl.String).drop_nulls()
             self.genre_values += genres.len()
             unseen = genres.filter(~genres.is_in(list(self.vocabulary)))
             self.unseen.update(unseen.to_list())
+
+    def _update_priors(self, batch: pl.DataFrame) -> None:
+        """Count the rows whose key the priors table knows (its count input > 0)."""
+        spec = self.priors.spec
+        for column in spec.columns:
+            if column not in batch.columns:
+                continue
+            block = self.priors.column_features(
+                column, batch.get_column(column).cast(pl.String).to_arrow(), batch.height
+            )
+            count = [n for n in spec.feature_names() if n.startswith(f"{column}:")]
+            known = block[:, count.index(f"{column}:count")] > 0
+            self.known[column] += int(known.sum())
 
     def _update_numeric(self, feature: dict[str, Any], batch: pl.DataFrame) -> None:
         column = feature["column"]
@@ -256,7 +301,23 @@ class DriftCheck:
             features=features,
             genre=genre,
             thresholds=self.thresholds,
+            priors=self._prior_results(columns),
         )
+
+    def _prior_results(self, columns: set[str]) -> list[PriorDrift]:
+        if self.priors is None or "count" not in self.priors.spec.statistics:
+            return []
+        trained = (self.manifest["priors"].get("extra") or {}).get("known_share", {})
+        results = []
+        for column in self.priors.spec.columns:
+            train = trained.get(column)
+            if column not in columns:
+                results.append(PriorDrift(column, train_known_share=train, status="missing"))
+                continue
+            share = self.known[column] / self.rows
+            low = train is not None and share <= train - self.thresholds.known_drop
+            results.append(PriorDrift(column, self.rows, share, train, "drift" if low else "ok"))
+        return results
 
     def _feature_result(self, feature: dict[str, Any], columns: set[str]) -> FeatureDrift:
         name = feature["name"]
@@ -328,6 +389,7 @@ def check_drift(
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
     if manifest is None:
         manifest = read_manifest(default_model_dir())
+        read_prior_table(default_model_dir(), manifest)  # the known-artist check reads it
     check = DriftCheck(manifest, thresholds, maps=maps, fills=fills)
     name = str(source) if isinstance(source, str | Path) else ", ".join(map(str, source))
     rows = 0
@@ -365,6 +427,9 @@ def format_report(report: DriftReport) -> str:
         g = report.genre
         status = g.status.upper() if g.drifted else g.status
         rows.append((f"{g.column} (unseen)", str(g.values), "-", pct(g.unseen_share), status))
+    for p in report.priors:
+        status = p.status.upper() if p.drifted else p.status
+        rows.append((f"{p.column} (known)", str(p.values), "-", pct(p.known_share), status))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = [
         "  ".join(
@@ -377,6 +442,13 @@ def format_report(report: DriftReport) -> str:
     if report.genre is not None and report.genre.top_unseen:
         seen = ", ".join(f"{g} ({n})" for g, n in report.genre.top_unseen)
         lines.append(f"most common unseen genres: {seen}")
+    for p in report.priors:
+        if p.known_share is not None and p.train_known_share is not None:
+            lines.append(
+                f"{p.column}: {p.known_share:.1%} of rows have a key the model knows "
+                f"(training's test rows: {p.train_known_share:.1%})"
+                + ("; the priors help little here, expect audio-only quality" if p.drifted else "")
+            )
     verdict = f"drift in {', '.join(report.drifted)}" if report.drifted else "no drift"
     lines.append(
         f"{verdict}: {report.rows} rows of {report.input} against model "

@@ -87,6 +87,50 @@ register_slice(
 )
 register_slice(Slice("explicit", "explicit vs not", ("explicit",), _by_explicit))
 
+KNOWN_CATALOG = "known artist and album"
+NEW_RELEASE = "known artist, new album"
+DEBUT = "new artist"
+
+
+def _by_catalog_history(columns: Mapping[str, np.ndarray], manifest: Mapping[str, Any]):
+    """The three honest evaluations of a model with catalog priors, as groups of rows:
+    whether the model's priors table knows the row's artist (any of them) and album."""
+    section = manifest.get("priors") or {}
+    wanted = ("artists", "album_name")
+    if not set(wanted) <= set(section.get("columns") or ()):
+        return None, "the model has no catalog priors on artists and album_name"
+    if "count" not in (section.get("statistics") or ()):
+        return None, "the model's priors hold no track counts"
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        return None, f"the input has no {', '.join(missing)} column"
+    import pyarrow as pa
+    from popbatch.batch.priors import lookup_for
+
+    from popbatch.core.priors import column_feature_names
+
+    lookup = lookup_for(dict(manifest))
+    known = {}
+    for column in wanted:
+        values = pa.array([None if v is None else str(v) for v in columns[column]], pa.string())
+        block = lookup.column_features(column, values, len(values))
+        at = column_feature_names(lookup.spec, column).index(f"{column}:count")
+        known[column] = block[:, at] > 0
+    groups = np.where(
+        ~known["artists"], DEBUT, np.where(known["album_name"], KNOWN_CATALOG, NEW_RELEASE)
+    ).astype(object)
+    return groups, ""
+
+
+register_slice(
+    Slice(
+        "catalog history",
+        "whether the model's catalog priors know the artist and the album",
+        ("artists", "album_name"),
+        _by_catalog_history,
+    )
+)
+
 
 def slice_columns() -> list[str]:
     """Every input column some registered slice reads."""

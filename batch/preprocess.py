@@ -14,7 +14,10 @@ goes through polars expressions only (no per-row Python):
   or outside the manifest's ``valid_min``/``valid_max``; invalid rows are
   returned separately with a reason and their original values;
 - the genre is stripped and lowercased and one-hot encoded over the manifest
-  vocabulary; unknown or missing genres go to the "other" bucket.
+  vocabulary; unknown or missing genres go to the "other" bucket;
+- a model with catalog priors (manifest ``priors``) gets its prior inputs from
+  the artist and album columns through :mod:`popbatch.batch.priors` (an empty or
+  missing key is an unseen key, never an invalid row).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+from popbatch.batch.priors import CellCache, lookup_for
 
 from popbatch.core.errors import InputError, InvalidRowError, SchemaError, one_line
 from popbatch.core.features import (
@@ -35,6 +39,7 @@ from popbatch.core.features import (
     parse_explicit,
     resolve_columns,
 )
+from popbatch.core.priors import fill_hint
 from popbatch.core.scored import (
     ALL_HEAD_COLUMNS,
     REJECTS_REASON_COLUMN,
@@ -166,8 +171,11 @@ class Preprocessor:
         self.width = int(self.manifest["input"]["width"])
         self.numeric: list[NumericInput] = []
         self.genre_positions: dict[str, int] = {}
+        prior_positions: dict[str, int] = {}
         for position, feature in enumerate(self.manifest["features"]):
-            if feature["kind"] == "numeric":
+            if feature["kind"] == "prior":
+                prior_positions[feature["name"]] = position
+            elif feature["kind"] == "numeric":
                 self.numeric.append(
                     NumericInput(
                         feature["name"],
@@ -194,6 +202,17 @@ class Preprocessor:
         self.genre_optional = bool(genre and genre.get("optional", False))
         self.other_position = (
             self.genre_positions.get(_genre_text(genre["other"])) if genre else None
+        )
+        # catalog priors, from the prior columns' text: the lookup's columns (spec order)
+        # go to their input positions (the genre shares come last, after the one-hot)
+        self.priors = lookup_for(self.manifest)
+        self.prior_columns = list(self.priors.spec.columns) if self.priors else []
+        # the cells this preprocessor's batches have had, worked out once each
+        self._prior_cache = CellCache() if self.priors else None
+        self._prior_index = (
+            np.array([prior_positions[n] for n in self.priors.spec.feature_names()], np.intp)
+            if self.priors
+            else None
         )
         self.maps = {normalize_column_name(k): v for k, v in self.maps.items()}
         self.fills = {normalize_column_name(k): v for k, v in self.fills.items()}
@@ -223,12 +242,13 @@ class Preprocessor:
                         + f" (a number{_range_text(spec)})"
                     )
                 values[column] = float(parsed)
-            elif column == self.genre_column:
+            elif column == self.genre_column or column in self.prior_columns:
                 values[column] = str(text)
             else:
                 model_columns = [n.column for n in self.numeric]
                 if self.genre_column:
                     model_columns.append(self.genre_column)
+                model_columns += self.prior_columns
                 raise InputError(
                     f"--fill {column}={text}: {column} is not a model input; "
                     f"model inputs: {', '.join(model_columns)}"
@@ -261,6 +281,13 @@ class Preprocessor:
         genre_present = self.genre_column in by_final or self.genre_column in self.fills
         if self.genre_column and not genre_present and not self.genre_optional:
             missing.append(self.genre_column)
+        absent = [c for c in self.prior_columns if c not in by_final and c not in self.fills]
+        if absent and not missing:
+            listed = ", ".join(f"{m}{closest_text(m, list(by_final))}" for m in absent)
+            raise SchemaError(
+                f"{source_name}: missing column{'s' if len(absent) > 1 else ''} {listed}, "
+                f"which this model reads artist and album history from; {fill_hint(absent)}"
+            )
         if missing:
             present = list(by_final)
             listed = ", ".join(f"{m}{closest_text(m, present)}" for m in missing)
@@ -275,7 +302,8 @@ class Preprocessor:
         feature_columns = [n.column for n in self.numeric if n.column in by_final]
         if self.genre_source:
             feature_columns.append(self.genre_source)
-        needed = set(feature_columns) | set(self.passthrough)
+        self.prior_sources = [c for c in self.prior_columns if c in by_final]
+        needed = set(feature_columns) | set(self.passthrough) | set(self.prior_sources)
         # Read in input order: the rejects output then shows columns as the input has them.
         self.read_columns = [o for o in originals if final[o] in needed]
         self.feature_columns = feature_columns
@@ -416,6 +444,9 @@ class Preprocessor:
             passthrough = passthrough.filter(keep)
             table = table.filter(~pl.col(_BAD))
         features, genre_positions = self._matrix(table, buffer)
+        if self.priors is not None:
+            cells = self._prior_cells(batch, None if not n_bad else pa.array(~bad))
+            self.priors.fill(cells, features, self._prior_index, self._prior_cache)
         genre_other = 0
         if genre_positions is not None:
             genre_other = int((genre_positions == self.other_position).sum())
@@ -423,6 +454,26 @@ class Preprocessor:
         return Prepared(
             features, passthrough, rejects, n, genre_other, buffer, genre_positions, rows
         )
+
+    def _prior_cells(self, batch: pa.RecordBatch, keep: pa.Array | None) -> dict[str, Any]:
+        """Each prior column's cells for the kept rows; ``--fill`` for a column the
+        input lacks (or for its nulls); None (every key unknown) when neither."""
+        cells: dict[str, Any] = {}
+        rows = batch.num_rows if keep is None else int(pc.sum(keep).as_py() or 0)
+        for column in self.prior_columns:
+            fill = self._fill_values.get(column)
+            if column in self.prior_sources:
+                values = batch.column(self.by_final[column])
+                if keep is not None:
+                    values = values.filter(keep)
+                if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+                    values = values.cast(pa.string())
+                if fill is not None:
+                    values = pc.fill_null(values, fill)
+                cells[column] = values
+            else:
+                cells[column] = None if not fill else pa.array([fill] * rows, pa.string())
+        return cells
 
     def passthrough_of(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """The batch's passthrough columns under their output names (every row)."""

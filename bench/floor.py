@@ -1,7 +1,8 @@
 """The I/O floor of ``popbatch score`` Parquet -> Parquet: reading and writing, nothing else.
 
 Reads the catalog as ``popbatch score`` does (its own ``ParquetSource``, the
-same columns: the key and the model's inputs, in the same batches) and writes
+same columns: the key, the model's inputs and, for a model with catalog priors,
+their key columns such as ``artists`` and ``album_name``, in the same batches) and writes
 the scored table's schema (``popbatch.core.scored``: the key, the score
 columns, then the columns of every head the model has, as ``popbatch score``
 writes by default) with the Parquet sink's compression and dictionary choices,
@@ -52,8 +53,11 @@ COMPRESSION = "zstd"
 
 def read_columns(manifest: dict[str, Any], schema: pa.Schema) -> list[str]:
     """The columns ``popbatch score`` reads with its defaults (``--columns key``): the
-    key and every model input, in the input's order (as ``Preprocessor.read_columns``)."""
-    wanted = {manifest.get("key", "track_id")} | {f["column"] for f in manifest["features"]}
+    key, every model input and the priors' key columns, in the input's order (as
+    ``Preprocessor.read_columns``)."""
+    wanted = {manifest.get("key", "track_id")}
+    wanted |= {f["column"] for f in manifest["features"] if "column" in f}
+    wanted |= set((manifest.get("priors") or {}).get("columns", ()))
     return [name for name in schema.names if name in wanted]
 
 

@@ -4,7 +4,9 @@ The matrix is the catalog's first rows preprocessed as ``popbatch score``
 does (``bench/bare.py``); inference goes through ``OnnxScorer`` with each set
 of heads: popular alone, popular + each extra head, and every head (the
 default of ``popbatch score``). Rows per CPU second stay meaningful when
-other jobs share the cores. Also prints each head file's size.
+other jobs share the cores; ``us_per_row_cpu`` turns them into microseconds of
+inference CPU per row, per set and per head (an extra head: the set with it
+less the popular head alone). Also prints each head file's size.
 
     python bench/heads.py MODEL_DIR catalog.parquet --threads 2 --batch-size 65536
     python bench/heads.py popbatch/default_model batch/sample/catalog.csv --quick
@@ -12,7 +14,6 @@ other jobs share the cores. Also prints each head file's size.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -23,19 +24,16 @@ sys.path.insert(0, str(ROOT))
 
 from popbatch.batch.runner import OnnxScorer  # noqa: E402
 
-from bench import QUICK_HELP  # noqa: E402
+from bench import model_catalog_parser  # noqa: E402
 from bench.bare import catalog_matrix, rates  # noqa: E402
 from popbatch.core.bundle import load_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path)
-    parser.add_argument("catalog", type=Path)
+    parser = model_catalog_parser(__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=65_536)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--quick", action="store_true", help=QUICK_HELP)
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_size, args.seconds = 1_024, 0.05
@@ -57,6 +55,18 @@ def main(argv: list[str] | None = None) -> None:
             # predict() runs every head the scorer was given (OnnxScorer.predict_heads)
             wall, cpu = rates(scorer, batch, args.batch_size, args.seconds)
         result["rows_per_second"][",".join(heads)] = {"wall": wall, "cpu": cpu}
+    # inference CPU per row: the budget of the default model's heads is stated in these
+    rates_ = result["rows_per_second"]
+    cost = {name: 1e6 / r["cpu"] for name, r in rates_.items()}
+    alone = cost["popular"]
+    result["us_per_row_cpu"] = {
+        "sets": {name: round(c, 3) for name, c in cost.items()},
+        "heads": {
+            "popular": round(alone, 3),
+            **{h: round(cost[f"popular,{h}"] - alone, 3) for h in extra},
+        },
+        "all": round(cost[",".join(bundle.heads)], 3),
+    }
     print(json.dumps(result))
 
 

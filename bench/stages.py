@@ -14,8 +14,8 @@ wall time added to the run.
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -34,7 +34,7 @@ from popbatch.batch.runner import OnnxScorer  # noqa: E402
 from popbatch.batch.sinks import open_sink  # noqa: E402
 from popbatch.batch.sources import open_source  # noqa: E402
 
-from bench import QUICK_HELP  # noqa: E402
+from bench import model_catalog_parser  # noqa: E402
 from popbatch.core.bundle import load_model  # noqa: E402
 
 
@@ -65,12 +65,9 @@ def hash_of(scoring: BatchScorer, prepared) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path)
-    parser.add_argument("catalog", type=Path)
+    parser = model_catalog_parser(__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=65_536)
-    parser.add_argument("--quick", action="store_true", help=QUICK_HELP)
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_size = 256
@@ -110,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         json.dumps(
             {
+                "command": "python bench/stages.py " + " ".join(sys.argv[1:]),
+                "load_average": [round(v, 2) for v in os.getloadavg()],
                 "rows": rows,
                 "wall": {k: round(v, 3) for k, v in clock.wall.items()},
                 "cpu": {k: round(v, 3) for k, v in clock.cpu.items()},

@@ -34,7 +34,7 @@ def background_for(stack_dir: Path, manifest: dict[str, Any]) -> bytes | None:
     names = [f["name"] for f in manifest["features"]]
     table = pq.read_table(path, columns=names)
     matrix = np.column_stack([table.column(n).to_numpy().astype(np.float64) for n in names])
-    space = RawSpace(manifest)
+    space = RawSpace(manifest, head="genre")  # every input: each head explains a subset
     raw = np.asarray(matrix[:, space.numeric_positions])
     columns = {name: pa.array(raw[:, i]) for i, name in enumerate(space.names[: raw.shape[1]])}
     if space.has_genre:

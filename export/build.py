@@ -18,11 +18,15 @@ from popbatch.exporter import runtime
 from popbatch.exporter.background import background_for, write_background
 from popbatch.exporter.heads import export_heads
 from popbatch.exporter.manifest import MODEL_FILE, build_manifest
+from popbatch.exporter.priors import prove as prove_priors
+from popbatch.exporter.priors import widen_input
 from popbatch.exporter.toolkit import opsets
+from popbatch.models.priors import load as load_priors
+from popbatch.models.priors import sealed as sealed_priors
 from popbatch.models.stack import STACK_FILE
 
 from popbatch.core import files, fingerprint
-from popbatch.core.bundle import MANIFEST_FILE
+from popbatch.core.bundle import MANIFEST_FILE, register_prior_table
 from popbatch.core.errors import InputError, OutputError
 
 STACK_DIR = "stack"
@@ -90,8 +94,10 @@ def export_run(
     files.refuse_foreign_directory(Path(out_dir), (MANIFEST_FILE,), "--out")
     stack_dir = stack_directory(run_dir)
     stack, model_bytes = _popular_model(stack_dir, say)
-    x, parity = _prove_parity(stack, stack_dir, model_bytes, say)
-    head_files, heads = export_heads(stack_dir, len(stack.feature_names), x, say)
+    x = parity_check.split_matrix(stack_dir, stack.inputs)
+    x, prior_section, prior_files = _prove_priors(stack, stack_dir, model_bytes, x, say)
+    parity = _prove_parity(stack, model_bytes, x, say)
+    head_files, heads = export_heads(stack_dir, len(stack.inputs), x, say)
     throughput = None
     if measure_throughput:
         throughput = _throughput(model_bytes, x, heads, head_files, say)
@@ -109,12 +115,13 @@ def export_run(
         throughput,
         heads=heads or None,
         training_keys=None if keys is None else fingerprint.manifest_entry(keys),
+        priors=prior_section,
     )
     out_dir = Path(out_dir)
     background = background_for(stack_dir, manifest)  # rows for popbatch explain
     if background is not None:
         write_background(out_dir, background)
-    write_model(out_dir, model_bytes, manifest, head_files)
+    write_model(out_dir, model_bytes, manifest, {**head_files, **prior_files})
     onnx_files = {name: data for name, data in head_files.items() if name.endswith(".onnx")}
     return {
         "warnings": _size_warnings(model_bytes, onnx_files),
@@ -154,23 +161,49 @@ def _popular_model(stack_dir: Path, say: Callable[[str], None]) -> tuple[Any, by
 
     say(f"loading the stack from {stack_dir}")
     stack = NativeStack.load(stack_dir)
-    say("converting the network, the forest, XGBoost and the meta learner to one ONNX graph")
-    model_bytes = runtime.optimize(build_graph(stack).SerializeToString())
+    names = {"logistic": "the logistic regression", "ann": "the network", "rf": "the forest",
+             "xgb": "XGBoost"}  # fmt: skip
+    learners = ", ".join(names.get(n, n) for n in stack.learners)
+    say(f"converting {learners} and the meta learner to one ONNX graph")
+    # a model with the priors' genre shares reads more inputs than the stack: a Slice first
+    model = widen_input(build_graph(stack), len(stack.inputs))
+    model_bytes = runtime.optimize(model.SerializeToString())
     _check(model_bytes)
     return stack, model_bytes
 
 
+def _prove_priors(
+    stack: Any, stack_dir: Path, model_bytes: bytes, x: np.ndarray, say: Callable[[str], None]
+) -> tuple[np.ndarray, dict[str, Any] | None, dict[str, bytes]]:
+    """For a stack trained with catalog priors: prove the scorer's preprocessing and
+    priors lookup build the training code's matrix (plain-Python priors) on the test
+    rows and their hard variants. Returns that matrix (every model's parity is then
+    proven on it), the manifest's ``priors`` section and the table file; ``x``, None and
+    no file without priors. Raises ModelError when the two matrices differ."""
+    fitted = load_priors(stack_dir)
+    if fitted is None:
+        return x, None, {}
+    say("proving the catalog priors: the scorer's lookup against the training code's")
+    spec, table_bytes = sealed_priors(fitted.spec, fitted.table)
+    register_prior_table(table_bytes)
+    section = spec.to_manifest()
+    draft = build_manifest(stack, model_bytes, {}, _opsets(model_bytes), priors=section)
+    x, proof = prove_priors(stack_dir, draft, fitted, stack.genre_vocabulary)
+    section["extra"] = {**section["extra"], "parity": proof.manifest()}
+    say(proof.line())
+    return x, section, {spec.table_file: table_bytes}
+
+
 def _prove_parity(
-    stack: Any, stack_dir: Path, model_bytes: bytes, say: Callable[[str], None]
-) -> tuple[np.ndarray, parity_check.Parity]:
-    """Compare the graph with the native stack on the test split. Returns the split's
-    feature matrix and the proof; raises ModelError when parity fails."""
+    stack: Any, model_bytes: bytes, x: np.ndarray, say: Callable[[str], None]
+) -> parity_check.Parity:
+    """Compare the graph with the native stack on ``x`` (the test split, or with priors
+    the priors' parity rows). Returns the proof; raises ModelError when parity fails."""
     say("proving parity on the test split")
-    x = parity_check.split_matrix(stack_dir, stack.feature_names)
     probability, label = runtime.predict(model_bytes, x)
     parity = parity_check.compare(stack.predict_proba(x), probability, label, stack.threshold)
     parity_check.require(parity)
-    return x, parity
+    return parity
 
 
 def _throughput(

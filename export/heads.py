@@ -87,24 +87,30 @@ def drop_zero_class_weights(node: Any) -> None:
 def popularity_graph(head: Any, width: int) -> Any:
     """``onnx.ModelProto`` reproducing :meth:`models.popularity.PopularityHead.predict`."""
     from onnx import TensorProto
-    from popbatch.models.popularity import N_NUMERIC
 
+    n_numeric = head.n_numeric  # the audio features and any catalog priors
     b = GraphBuilder(width)
     clipped = b.clip("features", head.clip_lower, head.clip_upper)
-    block = width > N_NUMERIC  # the genre one-hot block follows the numerics
+    block = width > n_numeric  # the genre one-hot block follows the numerics
     if block:
-        b.add(*genre_block.index_nodes(clipped, N_NUMERIC, width))
+        b.add(*genre_block.index_nodes(clipped, n_numeric, width))
     columns = []
-    ann_out = b.network(head.ann, width, head.scaler_mean, head.scaler_scale, clipped, "ann/")
-    if block:
-        genre_block.split_first_layer(b.nodes, b.inits, clipped, N_NUMERIC)
     b.const("shape_n1", [-1, 1], np.int64)
-    columns.append(b.node("Reshape", [ann_out, "shape_n1"], "ann/p"))
+    if head.ann is not None:
+        ann = b.network(head.ann, width, head.scaler_mean, head.scaler_scale, clipped, "ann/")
+        if block:
+            genre_block.split_first_layer(b.nodes, b.inits, clipped, n_numeric)
+        columns.append(b.node("Reshape", [ann, "shape_n1"], "ann/p"))
     trees, trees_width = _tree_input(b, head, clipped, width)
     for prefix, estimator in (("rf/", head.rf), ("xgb/", head.xgb)):
+        if estimator is None:  # not one of this head's learners
+            continue
         out = b.embed(_convert(estimator, trees_width), prefix, trees)
         columns.append(b.node("Reshape", [out, "shape_n1"], f"{prefix}p"))
-    b.node("Concat", columns, "base", axis=1)
+    if len(columns) > 1:
+        b.node("Concat", columns, "base", axis=1)
+    else:
+        b.node("Identity", columns, "base")
     b.node("Cast", ["base"], "base64", to=TensorProto.DOUBLE)
     coef = b.const("meta_coef", np.asarray(head.meta_coef).reshape(-1, 1), np.float64)
     b.node("MatMul", ["base64", coef], "z0")
@@ -120,35 +126,75 @@ def _tree_input(b: GraphBuilder, head: Any, clipped: str, width: int) -> tuple[s
     """The popularity trees' input and its width: the clipped numerics and the genre's
     encoding, looked up by the genre's index (export/genre_block.py); ``clipped``
     itself for a head without an encoding."""
-    from popbatch.models.popularity import N_NUMERIC
-
     if head.genre_encoding is None:
         return clipped, width
     b.add(*genre_block.encoded_input_nodes(head.genre_encoding, "trees/input", "trees/"))
-    return "trees/input", N_NUMERIC + 1
+    return "trees/input", head.n_numeric + 1
+
+
+def _columns(b: GraphBuilder, source: str, columns: list[int], output: str) -> str:
+    """``source[:, columns]``: a Slice when they are adjacent and in order, else a Gather."""
+    if list(columns) == list(range(columns[0], columns[0] + len(columns))):
+        bounds = {"s": [columns[0]], "e": [columns[0] + len(columns)], "a": [1]}
+        names = [b.const(f"{output}_{k}", v, np.int64) for k, v in bounds.items()]
+        return b.node("Slice", [source, *names], output)
+    index = b.const(f"{output}_index", np.asarray(columns, np.int64), np.int64)
+    return b.node("Gather", [source, index], output, axis=1)
+
+
+def _softmax_nodes(b: GraphBuilder, model: dict[str, Any], clipped: str) -> str:
+    """The genre head's softmax design (``models.genre.softmax_probabilities``):
+    ``Softmax(c[:, z] @ W + b + sum_j A[j] * L_j)``, ``L_j`` the prior's genre shares'
+    logs (the inputs themselves with the ``log_genre`` statistic, else
+    ``Log(Max(share, floor))``). A block of adjacent columns is a Slice, not a Gather."""
+    from popbatch.core.priors import LOG_FLOOR
+
+    z = b.const("softmax/z_index", np.asarray(model["z"], np.int64), np.int64)
+    b.node("Gather", [clipped, z], "softmax/z", axis=1)
+    w = b.const("softmax/W", np.asarray(model["W"]), np.float32)
+    b.node("MatMul", ["softmax/z", w], "softmax/zw")
+    logits = b.node(
+        "Add",
+        ["softmax/zw", b.const("softmax/b", np.asarray(model["b"]), np.float32)],
+        "softmax/l0",
+    )
+    for j, (columns, a) in enumerate(zip(model["genre"], model["A"], strict=True)):
+        _columns(b, clipped, columns, f"softmax/g{j}")
+        if model.get("logged"):
+            b.node("Identity", [f"softmax/g{j}"], f"softmax/log{j}")
+        else:
+            floor = b.const(f"softmax/floor{j}", np.float32(LOG_FLOOR), np.float32)
+            b.node("Max", [f"softmax/g{j}", floor], f"softmax/gf{j}")
+            b.node("Log", [f"softmax/gf{j}"], f"softmax/log{j}")
+        weight = b.const(f"softmax/a{j}", np.asarray(a), np.float32)
+        b.node("Mul", [f"softmax/log{j}", weight], f"softmax/la{j}")
+        logits = b.node("Add", [logits, f"softmax/la{j}"], f"softmax/l{j + 1}")
+    return b.node("Softmax", [logits], "softmax/p", axis=1)
 
 
 def genre_graph(head: Any, width: int) -> Any:
     """``onnx.ModelProto`` reproducing :meth:`models.genre.GenreHead.predict`."""
     from onnx import TensorProto
-    from popbatch.models.genre import WIDTH
 
+    inputs = head.width  # the audio features and any catalog priors, never the genre
     b = GraphBuilder(width)
     source = "features"
-    if width != WIDTH:
+    if width != inputs:
         starts, ends, axes = (
-            b.const(n, v, np.int64) for n, v in (("s0", [0]), ("s1", [WIDTH]), ("ax", [1]))
+            b.const(n, v, np.int64) for n, v in (("s0", [0]), ("s1", [inputs]), ("ax", [1]))
         )
         source = b.node("Slice", ["features", starts, ends, axes], "numeric")
     clipped = b.clip(source, head.clip_lower, head.clip_upper)
     used = head.used_learners()
     parts = {}
+    if head.softmax is not None:
+        parts["softmax"] = _softmax_nodes(b, head.softmax, clipped)
     if "ann" in used:
         parts["ann"] = b.network(
-            head.ann, WIDTH, head.scaler_mean, head.scaler_scale, clipped, "ann/"
+            head.ann, inputs, head.scaler_mean, head.scaler_scale, clipped, "ann/"
         )
     if "rf" in used:
-        parts["rf"] = b.embed(_convert(head.rf, WIDTH), "rf/", clipped)
+        parts["rf"] = b.embed(_convert(head.rf, inputs), "rf/", clipped)
     if len(parts) == 2:
         w = np.float32(head.ann_weight)
         b.node("Mul", [parts["ann"], b.const("w_ann", w, np.float32)], "ann/weighted")
@@ -249,14 +295,18 @@ def export_heads(
     import hashlib
 
     from popbatch.exporter import runtime
+    from popbatch.exporter.priors import widen_input
 
     native = load_heads(Path(stack_dir))
     blobs: dict[str, bytes] = {}
     entries: dict[str, dict[str, Any]] = {}
     for name, head in native.items():
         say(f"converting the {name} head and proving its parity")
-        build = popularity_graph if name == "popularity" else genre_graph
-        model_bytes = runtime.optimize(build(head, width).SerializeToString())
+        if name == "popularity":  # it reads the stack's inputs: not the genre shares
+            graph = widen_input(popularity_graph(head, len(head.clip_lower)), width)
+        else:
+            graph = genre_graph(head, width)
+        model_bytes = runtime.optimize(graph.SerializeToString())
         check = popularity_parity if name == "popularity" else genre_parity
         parity = check(head, model_bytes, x)
         if not parity.ok:

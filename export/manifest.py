@@ -19,6 +19,7 @@ from popbatch.core.features import (
     onehot_name,
 )
 from popbatch.core.identity import seal
+from popbatch.core.priors import describe_statistic, is_prior_feature
 from popbatch.core.versions import package_versions
 
 SCHEMA_FILE = Path(__file__).with_name("manifest_schema.json")
@@ -29,6 +30,12 @@ def schema() -> dict[str, Any]:
     return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
 
 
+def model_inputs(stack) -> list[str]:
+    """The model's input names: the stack's ``feature_names``, or every input when the
+    model reads more (``input_names``: the catalog priors' genre shares come last)."""
+    return list(getattr(stack, "input_names", None) or stack.feature_names)
+
+
 def feature_entries(stack) -> list[dict[str, Any]]:
     """One manifest entry per model input, in input order."""
     numeric = {f.name: f for f in NUMERIC_FEATURES}
@@ -36,7 +43,7 @@ def feature_entries(stack) -> list[dict[str, Any]]:
     genre_names = {onehot_name(g): g for g in (stack.genre_vocabulary or [])}
     genre_names[onehot_name(OTHER_GENRE)] = OTHER_GENRE
     entries = []
-    for name in stack.feature_names:
+    for name in model_inputs(stack):
         train = dict(stats[name])
         if name in numeric:
             impute = train.pop("impute")
@@ -61,6 +68,19 @@ def feature_entries(stack) -> list[dict[str, Any]]:
                     "train": train,
                 }
             )
+        elif is_prior_feature(name):
+            column, _, statistic = name.partition(":")
+            train.pop("impute", None)
+            entries.append(
+                {
+                    "name": name,
+                    "kind": "prior",
+                    "column": column,
+                    "statistic": statistic,
+                    "description": describe_statistic(statistic),
+                    "train": train,
+                }
+            )
         else:
             raise ValueError(f"feature {name!r} is neither numeric nor a genre one-hot")
     return entries
@@ -75,10 +95,12 @@ def build_manifest(
     created_at: str | None = None,
     heads: dict[str, Any] | None = None,
     training_keys: dict[str, Any] | None = None,
+    priors: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest of ``onnx_bytes`` exported from ``stack`` (a ``models.stack.NativeStack``);
     ``heads``: the ``heads`` section of a model with extra heads (``exporter.heads``);
-    ``training_keys``: the fingerprint's entry (:mod:`popbatch.core.fingerprint`)."""
+    ``training_keys``: the fingerprint's entry (:mod:`popbatch.core.fingerprint`);
+    ``priors``: the catalog priors section (``exporter.priors``)."""
     info = stack.info
     label = info["label"]
     data = info["training_data"]
@@ -101,7 +123,7 @@ def build_manifest(
             "definition": f"{label['column']} > {label['popular_above']}",
         },
         "threshold": float(stack.threshold),
-        "input": {"name": "features", "dtype": "float32", "width": len(stack.feature_names)},
+        "input": {"name": "features", "dtype": "float32", "width": len(model_inputs(stack))},
         "outputs": {"probability": "probability", "label": "label"},
         "key": KEY_COLUMN,
         "genre": None
@@ -119,7 +141,8 @@ def build_manifest(
         "opsets": opsets,
         "packages": package_versions(),
     }
-    for key in ("cv", "cv_heads"):  # the popular head's CV estimate; every head's
+    # the popular head's CV estimate; every head's; the honest evaluations with priors
+    for key in ("cv", "cv_heads", "cv_evaluations"):
         if key in info:
             manifest[key] = info[key]
     if throughput is not None:
@@ -128,4 +151,6 @@ def build_manifest(
         manifest["heads"] = heads
     if training_keys:
         manifest["training_keys"] = training_keys
+    if priors:
+        manifest["priors"] = priors
     return seal(manifest, onnx_bytes)

@@ -103,6 +103,9 @@ class FoldTask:
     targets: dict[str, np.ndarray] = field(default_factory=dict)
     keep_scores: bool = False
     threads: int | None = None
+    priors: Any = None
+    """:class:`models.priors.FoldPriors` (the rows' catalog columns and the recipe): the
+    fold makes its own priors (``x`` then lacks them), None for the audio-only recipe."""
 
 
 @dataclass
@@ -277,12 +280,16 @@ def fold_tasks(
     groups: np.ndarray,
     spec: CvSpec,
     seed: int,
+    split_groups: np.ndarray | None = None,
     **common: Any,
 ) -> Iterator[FoldTask]:
-    """The K x R folds: repeat r cuts by track_id with seed ``seed + r``."""
+    """The K x R folds: repeat r cuts by ``split_groups`` (default: the track_ids
+    ``groups``; an album or primary artist for the new-release and debut evaluations)
+    with seed ``seed + r``."""
+    cut = groups if split_groups is None else split_groups
     for repeat in range(spec.repeats):
         for fold, (fit_rows, held_out) in enumerate(
-            grouped_folds(groups, y, spec.folds, seed + repeat)
+            grouped_folds(cut, y, spec.folds, seed + repeat)
         ):
             yield FoldTask(repeat, fold, x, y, groups, fit_rows, held_out, **common)
 
@@ -300,14 +307,31 @@ def fit_fold(task: FoldTask) -> FoldFit:
     """The popular stack's training recipe on the fold's fitting rows only (nothing of
     ``held_out``, rows or labels, is passed in), and the rows the other heads fit on."""
     from popbatch.models.pipeline import fit_stack, kept_rows
+    from popbatch.models.priors import shared_width
 
     train, val, seed = inner_split(task)
     x, y, groups = task.x, task.y, task.groups
     config = replace(task.config, seed=seed)
+    k = shared_width(task.names)  # the stack's inputs: not the priors' genre shares
     fitted = fit_stack(
-        x[train], y[train], groups[train], x[val], y[val], task.names, task.vocabulary, config
-    )
-    return FoldFit(fitted, train[kept_rows(x[train], config)], val, seed)
+        x[train][:, :k], y[train], groups[train], x[val][:, :k], y[val], task.names[:k],
+        task.vocabulary, config,
+    )  # fmt: skip
+    if k < len(task.names):
+        fitted.stack.input_names = list(task.names)
+    return FoldFit(fitted, train[kept_rows(x[train][:, :k], config)], val, seed)
+
+
+def with_fold_priors(task: FoldTask) -> FoldTask:
+    """``task`` with the catalog priors made inside the fold: the fold's training rows
+    get out-of-fold priors among themselves, its validation and held-out rows priors
+    from a table of its training rows. Nothing of a held-out row reaches a table."""
+    if task.priors is None:
+        return task
+    train, val, seed = inner_split(task)
+    others = np.concatenate([val, task.held_out])
+    x, names = task.priors.matrix(task.x, task.names, train, others, seed)
+    return replace(task, x=x, names=names)
 
 
 def run_fold(task: FoldTask) -> FoldResult:
@@ -317,6 +341,7 @@ def run_fold(task: FoldTask) -> FoldResult:
 
     import_keras_quietly(task.threads)
     start = time.perf_counter()
+    task = with_fold_priors(task)
     fold = fit_fold(task)
     scores, seconds, details = {}, {}, {}
     for name in task.heads:
@@ -418,11 +443,15 @@ def cross_validate(
     heads: tuple[str, ...] = ("popular",),
     targets: dict[str, np.ndarray] | None = None,
     progress: Progress = lambda _: None,
+    priors: Any = None,
+    split_groups: np.ndarray | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Repeated grouped CV of the training recipe of every head in ``heads`` on rows
     ``x`` (the rows outside the test split), all heads on the same folds; ``targets``
-    holds the other heads' labels (:class:`FoldTask`). Returns head -> the report's
-    CV section for that head (JSON-ready).
+    holds the other heads' labels (:class:`FoldTask`); ``priors``, the catalog priors
+    every fold makes for itself (``x`` without them); ``split_groups`` what the folds
+    keep together (default the track_ids ``groups``). Returns head -> the report's CV
+    section for that head (JSON-ready).
 
     Raises
     ------
@@ -435,18 +464,25 @@ def cross_validate(
         raise ValueError(f"cross_validate: no targets for the {', '.join(missing)} head")
     start = time.perf_counter()
     tasks = list(
-        fold_tasks(x, y, groups, spec, config.seed, names=names, vocabulary=vocabulary,
-                   config=config, heads=heads, targets=targets)
+        fold_tasks(x, y, groups, spec, config.seed, split_groups, names=names,
+                   vocabulary=vocabulary, config=config, heads=heads, targets=targets,
+                   priors=priors)
     )  # fmt: skip
     progress(
         f"cv: {spec.folds} folds x {spec.repeats} repeats over {y.size} rows "
-        f"({int(y.sum())} popular, {np.unique(groups).size} track_ids) outside the test "
+        f"({int(y.sum())} popular, {_group_count(groups, split_groups)}) outside the test "
         f"split, heads {', '.join(heads)}, {n_jobs} process{'es' if n_jobs > 1 else ''}"
     )
     results = run_folds(tasks, n_jobs, progress)
     seconds = round(time.perf_counter() - start, 1)
     progress(f"cv: done in {seconds:.0f} s")
     return {name: _section(results, HEADS[name], spec, y, n_jobs, seconds) for name in heads}
+
+
+def _group_count(groups: np.ndarray, split_groups: np.ndarray | None) -> str:
+    if split_groups is None:
+        return f"{np.unique(groups).size} track_ids"
+    return f"{np.unique(split_groups).size} groups"
 
 
 def _section(results, head: Head, spec: CvSpec, y, n_jobs: int, seconds: float) -> dict[str, Any]:

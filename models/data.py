@@ -51,6 +51,8 @@ class TrainingData:
     sha256: str
     counts: dict[str, int] = field(default_factory=dict)
     has_genre: bool = False
+    prior_columns: tuple[str, ...] = ()
+    """Key columns kept as text for the catalog priors (``models.priors``)."""
 
 
 def sha256_of(path: Path) -> str:
@@ -94,7 +96,12 @@ def read_table(
     return pl.from_arrow(arrow).rename(names), name
 
 
-def apply_fills(frame: pl.DataFrame, fills: Mapping[str, str], source: str) -> pl.DataFrame:
+def apply_fills(
+    frame: pl.DataFrame,
+    fills: Mapping[str, str],
+    source: str,
+    prior_columns: tuple[str, ...] = (),
+) -> pl.DataFrame:
     """``--fill COLUMN=VALUE``: a constant for a feature column the input lacks, or for
     its empty cells, as ``popbatch score`` applies it (model inputs only).
 
@@ -103,7 +110,7 @@ def apply_fills(frame: pl.DataFrame, fills: Mapping[str, str], source: str) -> p
     InputError
         A fill of a column that is not a model input.
     """
-    inputs = [*NUMERIC_FEATURE_NAMES, GENRE_COLUMN]
+    inputs = [*NUMERIC_FEATURE_NAMES, GENRE_COLUMN, *prior_columns]
     for column, value in fills.items():
         column = normalize_column_name(column)
         if column not in inputs:
@@ -143,12 +150,14 @@ def load_training_data(
     delimiter: str = ",",
     maps: Mapping[str, str] | None = None,
     fills: Mapping[str, str] | None = None,
+    prior_columns: tuple[str, ...] = (),
 ) -> TrainingData:
     """Read and clean training rows, read as ``popbatch score`` reads a catalog.
 
     Returns a :class:`TrainingData` whose frame has ``track_id``,
-    ``popularity``, the numeric features (Float64) and, with ``use_genre``,
-    ``genre`` (stripped, lower case). ``counts`` records rows read,
+    ``popularity``, the numeric features (Float64), with ``use_genre``
+    ``genre`` (stripped, lower case) and the ``prior_columns`` as text (null
+    allowed: an unknown artist is not a missing value). ``counts`` records rows read,
     duplicates dropped, rows dropped for missing values and rows kept.
 
     Raises
@@ -157,16 +166,16 @@ def load_training_data(
         Missing file, missing label column, missing feature columns.
     """
     raw, source = read_table(path, table, query=query, delimiter=delimiter, maps=maps)
-    raw = apply_fills(raw, fills or {}, source)
-    _check_columns(raw.columns, source, use_genre)
+    raw = apply_fills(raw, fills or {}, source, prior_columns)
+    _check_columns(raw.columns, source, use_genre, prior_columns)
     counts = {"rows_read": raw.height}
 
     content = [c for c in raw.columns if not _INDEX_COLUMN.match(c)]
     deduped = raw.unique(subset=content, keep="first", maintain_order=True)
     counts["duplicates_dropped"] = raw.height - deduped.height
 
-    frame = _typed_columns(deduped, use_genre)
-    complete = frame.drop_nulls()
+    frame = _typed_columns(deduped, use_genre, prior_columns)
+    complete = frame.drop_nulls([c for c in frame.columns if c not in prior_columns])
     counts["missing_dropped"] = frame.height - complete.height
     counts["rows_used"] = complete.height
     if complete.height == 0:
@@ -178,10 +187,13 @@ def load_training_data(
         sha256=sha256_of_input(path),
         counts=counts,
         has_genre=use_genre,
+        prior_columns=tuple(prior_columns),
     )
 
 
-def _check_columns(columns: list[str], source: str, use_genre: bool) -> None:
+def _check_columns(
+    columns: list[str], source: str, use_genre: bool, prior_columns: tuple[str, ...] = ()
+) -> None:
     present = set(columns)
     if LABEL_COLUMN not in present:
         raise SchemaError(
@@ -193,9 +205,18 @@ def _check_columns(columns: list[str], source: str, use_genre: bool) -> None:
     if missing:
         hint = "; add them" + (" or pass --no-genre" if GENRE_COLUMN in missing else "")
         raise SchemaError(f"{source}: missing feature columns: {', '.join(missing)}{hint}")
+    absent = [c for c in prior_columns if c not in present]
+    if absent:
+        raise SchemaError(
+            f"{source}: missing prior column{'s' if len(absent) > 1 else ''} "
+            f"{', '.join(absent)}; name it with --map {absent[0]}=COLUMN, choose other "
+            "columns with --prior COLUMN, or train without priors (--no-priors)"
+        )
 
 
-def _typed_columns(frame: pl.DataFrame, use_genre: bool) -> pl.DataFrame:
+def _typed_columns(
+    frame: pl.DataFrame, use_genre: bool, prior_columns: tuple[str, ...] = ()
+) -> pl.DataFrame:
     """Keep the columns training needs, typed; unparsable values become null."""
     if KEY_COLUMN in frame.columns:
         key = pl.col(KEY_COLUMN).cast(pl.String)
@@ -214,6 +235,7 @@ def _typed_columns(frame: pl.DataFrame, use_genre: bool) -> pl.DataFrame:
     if use_genre:
         genre = pl.col(GENRE_COLUMN).cast(pl.String).str.strip_chars().str.to_lowercase()
         columns.append(pl.when(genre == "").then(None).otherwise(genre).alias(GENRE_KEY))
+    columns += [pl.col(c).cast(pl.String) for c in prior_columns if c not in (KEY_COLUMN,)]
     frame = frame.select(columns)
     # NaN in a float column is as missing as null.
     return frame.with_columns(pl.col(pl.Float64).fill_nan(None))

@@ -40,9 +40,13 @@ UNITS = {"popular": "log-odds of popular", "popularity": "popularity points"}
 
 def raw_space(feature_names: list[str]) -> RawSpace:
     """The explainer's raw space for a stack's feature names (no manifest at training)."""
+    from popbatch.core.priors import is_prior_feature
+
     features = [
         {"name": n, "kind": "numeric"}
         if n in NUMERIC_FEATURE_NAMES
+        else {"name": n, "kind": "prior"}
+        if is_prior_feature(n)
         else {"name": n, "kind": "onehot", "category": n.partition("=")[2]}
         for n in feature_names
     ]

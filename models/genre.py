@@ -27,9 +27,10 @@ from popbatch.models.saved import SavedModel
 from popbatch.models.stack import clip_rows
 
 from popbatch.core.features import NUMERIC_FEATURE_NAMES
+from popbatch.core.priors import LOG_FLOOR
 
 SPEC_FILE = "genre.json"
-WIDTH = len(NUMERIC_FEATURE_NAMES)  # the head reads the first 14 input columns
+WIDTH = len(NUMERIC_FEATURE_NAMES)  # without priors the head reads the first 14 input columns
 WEIGHT_GRID = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 11))
 TOP_CONFUSION = 20
 Progress = Callable[[str], None]
@@ -43,6 +44,12 @@ class ClassifierParams:
     batch_size: int = 64
     patience: int = 15
     hidden: tuple[int, ...] = (128,)
+    design: str = "softmax"
+    """"blend": the network and the forest, weighted; "softmax": a softmax regression on
+    the audio features and the catalog priors' track counts plus, per class, the log of
+    the artist's and the album's smoothed genre shares (:func:`fit_softmax`)."""
+    softmax_l2: float = 1e-4
+    softmax_iterations: int = 300
     rf: dict[str, Any] = field(
         default_factory=lambda: {
             "n_estimators": 30,
@@ -69,10 +76,18 @@ class GenreHead(SavedModel):
     ann: Any
     rf: Any
     info: dict[str, Any] = field(default_factory=dict)
+    softmax: dict[str, Any] | None = None
+    """The softmax design's weights on the head's clipped inputs (None: the blend):
+    ``logits = c[:, z] @ W + b + sum_j A[j] * log(c[:, genre_j])``."""
 
     def clip(self, x: np.ndarray) -> np.ndarray:
-        """The first 14 (audio feature) columns of ``x``, clipped."""
-        return clip_rows(np.asarray(x)[:, :WIDTH], self.clip_lower, self.clip_upper)
+        """The head's inputs of ``x``, clipped: its first :attr:`width` columns (the audio
+        features and any catalog priors; never the genre one-hot block, its target)."""
+        return clip_rows(np.asarray(x)[:, : self.width], self.clip_lower, self.clip_upper)
+
+    @property
+    def width(self) -> int:
+        return len(self.clip_lower)
 
     def scale(self, c: np.ndarray) -> np.ndarray:
         return (c - np.asarray(self.scaler_mean, np.float32)) / np.asarray(
@@ -81,11 +96,15 @@ class GenreHead(SavedModel):
 
     def used_learners(self) -> list[str]:
         """The learners with a non-zero weight (only these are saved and exported)."""
+        if self.softmax is not None:
+            return ["softmax"]
         weights = {"ann": self.ann_weight, "rf": 1.0 - self.ann_weight}
         return [n for n in ("ann", "rf") if weights[n] > 0 and getattr(self, n) is not None]
 
     def learner_probabilities(self, x: np.ndarray) -> dict[str, np.ndarray]:
         c = self.clip(x)
+        if self.softmax is not None:
+            return {"softmax": softmax_probabilities(self.softmax, c)}
         out = {}
         if self.ann is not None:
             out["ann"] = np.asarray(self.ann.predict(self.scale(c), verbose=0, batch_size=8192))
@@ -94,6 +113,8 @@ class GenreHead(SavedModel):
         return out
 
     def combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        if "softmax" in parts:
+            return parts["softmax"]
         if self.ann_weight >= 1.0:
             return parts["ann"].astype(np.float64)
         if self.ann_weight <= 0.0:
@@ -112,7 +133,8 @@ class GenreHead(SavedModel):
         return index, p[np.arange(len(index)), index]
 
     def saved_learners(self) -> list[str]:
-        return self.used_learners()
+        # the softmax design is weights in the spec, not a learner file
+        return [n for n in self.used_learners() if n in self.LEARNER_FILES]
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -123,6 +145,7 @@ class GenreHead(SavedModel):
             "scaler_scale": self.scaler_scale,
             "ann_weight": self.ann_weight,
             "learners": self.used_learners(),
+            "softmax": self.softmax,
             "info": self.info,
         }
 
@@ -141,6 +164,7 @@ class GenreHead(SavedModel):
             ann_weight=spec["ann_weight"],
             **learners,
             info=spec.get("info", {}),
+            softmax=spec.get("softmax"),  # absent: written before the softmax design
         )
 
 
@@ -194,22 +218,42 @@ def fit_head(
     y_val = np.array([index.get(g, -1) for g in genres_val], np.int64)
     head = GenreHead(
         classes=classes,
-        clip_lower=list(stack.clip_lower[:WIDTH]),
-        clip_upper=list(stack.clip_upper[:WIDTH]),
+        clip_lower=list(stack.clip_lower[: stack.n_numeric]),
+        clip_upper=list(stack.clip_upper[: stack.n_numeric]),
         scaler_mean=[],
         scaler_scale=[],
         ann_weight=0.5,
         ann=None,
         rf=None,
     )
+    if params.design == "softmax":
+        # every model input (the priors' genre shares are the last ones), none clipped
+        # past the stack's bounds; the softmax reads only its columns, never the one-hot
+        names = stack.inputs
+        head.clip_lower = [*stack.clip_lower, *[None] * (len(names) - len(stack.clip_lower))]
+        head.clip_upper = [*stack.clip_upper, *[None] * (len(names) - len(stack.clip_upper))]
     c, c_val = head.clip(x_train), head.clip(x_val)
+    if params.design == "softmax":
+        head.softmax = fit_softmax(c, y, names, classes, params)
+        p = head.predict_proba(x_val)
+        chosen = {
+            "accuracy": float(np.mean(np.argmax(p, axis=1) == y_val)),
+            "top3_accuracy": _top_k(p, y_val, 3),
+        }
+        progress(
+            f"genre: {len(classes)} genres, softmax regression on {len(head.softmax['z'])} "
+            f"inputs and {len(head.softmax['genre'])} prior genre mixes "
+            f"({head.softmax['iterations']} iterations; validation accuracy "
+            f"{chosen['accuracy']:.3f}, top-3 {chosen['top3_accuracy']:.3f})"
+        )
+        return head, {"validation": chosen}
     scaler = StandardScaler().fit(c.astype(np.float64))
     head.scaler_mean = scaler.mean_.tolist()
     head.scaler_scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0).tolist()
     s, s_val = head.scale(c), head.scale(c_val)
 
     known = y_val >= 0
-    ann = build_ann(WIDTH, len(classes), params.hidden, seed)
+    ann = build_ann(head.width, len(classes), params.hidden, seed)
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=params.patience, restore_best_weights=True
     )
@@ -250,6 +294,101 @@ def fit_head(
     return head, {
         "weights": {str(w): v for w, v in scores.items()},
         "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+    }
+
+
+def softmax_inputs(names: list[str], classes: list[str]) -> tuple[list[int], list[list[int]], bool]:
+    """Positions of the softmax's plain inputs (the audio features and the priors' track
+    counts) and, per prior column with genre shares, its share of each class; and
+    whether those are already logs (the ``log_genre`` statistic)."""
+    from popbatch.core.priors import is_prior_feature, is_tail_feature
+
+    position = {n: i for i, n in enumerate(names)}
+    z = [
+        i
+        for i, n in enumerate(names)
+        if n.endswith(":count") or not (is_prior_feature(n) or n.startswith("genre="))
+    ]
+    logged = any(":log_genre=" in n for n in names)
+    stat = "log_genre" if logged else "genre"
+    columns = list(dict.fromkeys(n.split(":", 1)[0] for n in names if is_tail_feature(n)))
+    genre = [[position.get(f"{c}:{stat}={g}", -1) for g in classes] for c in columns]
+    return z, [g for g in genre if min(g) >= 0], logged
+
+
+def _logs(c: np.ndarray, columns: list[int], logged: bool) -> np.ndarray:
+    values = np.asarray(c[:, columns], np.float64)
+    return values if logged else np.log(np.maximum(values, np.float32(LOG_FLOOR)))
+
+
+def softmax_probabilities(model: dict[str, Any], c: np.ndarray) -> np.ndarray:
+    """[N, C] probabilities of the softmax design for clipped inputs ``c`` (float64)."""
+    c = np.asarray(c, np.float64)
+    logits = c[:, model["z"]] @ np.asarray(model["W"]) + np.asarray(model["b"])
+    for columns, a in zip(model["genre"], model["A"], strict=True):
+        logits += _logs(c, columns, model.get("logged", False)) * np.asarray(a)
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def fit_softmax(
+    c: np.ndarray, y: np.ndarray, names: list[str], classes: list[str], params: ClassifierParams
+) -> dict[str, Any]:
+    """Fit the softmax design by L-BFGS on the full batch (cross-entropy, L2 on ``W``):
+    ``logits = Zs @ W + b + sum_j a_j * log(genre_j)``, ``Zs`` the standardised plain
+    inputs, ``a_j`` one weight per class and prior column (starting at 1: the prior's
+    own log shares). The standardisation is folded into ``W`` and ``b``, so the graph
+    reads the clipped inputs as they are."""
+    from scipy.optimize import minimize
+
+    z_columns, genre_columns, logged = softmax_inputs(names, classes)
+    z = np.asarray(c[:, z_columns], np.float64)
+    mean, std = z.mean(axis=0), z.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    zs = (z - mean) / std
+    logs = [_logs(c, g, logged) for g in genre_columns]
+    n, d = zs.shape
+    k, j = len(classes), len(logs)
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), y] = 1.0
+    l2 = params.softmax_l2
+
+    def unpack(theta: np.ndarray):
+        w = theta[: d * k].reshape(d, k)
+        b = theta[d * k : d * k + k]
+        a = theta[d * k + k :].reshape(j, k)
+        return w, b, a
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b, a = unpack(theta)
+        logits = zs @ w + b
+        for log, weights in zip(logs, a, strict=True):
+            logits += log * weights
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        value = -np.mean(np.log(p[np.arange(n), y] + 1e-300)) + l2 * float((w**2).sum())
+        g = (p - onehot) / n
+        grad_w = zs.T @ g + 2 * l2 * w
+        grad_a = [(log * g).sum(axis=0) for log in logs]
+        return value, np.concatenate([grad_w.ravel(), g.sum(axis=0), *grad_a])
+
+    start = np.zeros(d * k + k + j * k)
+    start[d * k + k :] = 1.0
+    result = minimize(
+        loss, start, jac=True, method="L-BFGS-B", options={"maxiter": params.softmax_iterations}
+    )
+    w, b, a = unpack(result.x)
+    folded = w / std[:, None]
+    return {
+        "z": [int(i) for i in z_columns],
+        "genre": [[int(i) for i in g] for g in genre_columns],
+        "W": folded.tolist(),
+        "b": (b - mean @ folded).tolist(),
+        "A": a.tolist(),
+        "logged": logged,
+        "iterations": int(result.nit),
     }
 
 

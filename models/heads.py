@@ -105,7 +105,10 @@ def _popularity(config, splits, stack, x_train, groups, train_rows, progress, re
         tuning = popularity.tune(
             stack, x_train, y_train, groups, splits, targets, params, config, progress
         )
-    progress(f"popularity: {config.folds}-fold out-of-fold predictions")
+    if len(params.learners) > 1:
+        progress(f"popularity: {config.folds}-fold out-of-fold predictions")
+    else:
+        progress(f"popularity: {', '.join(params.learners)} alone, no meta learner")
     head, history = popularity.fit_head(
         stack,
         x_train,
@@ -127,12 +130,13 @@ def _popularity(config, splits, stack, x_train, groups, train_rows, progress, re
         "meta": {
             "coef": head.meta_coef,
             "intercept": head.meta_intercept,
-            "order": list(popularity.BASE),
+            "order": list(head.learners),
         },
         "params": {
+            "learners": list(head.learners),
             "rf": params.rf,
             "xgb": params.xgb,
-            "xgb_rounds": int(head.xgb.n_estimators),
+            "xgb_rounds": int(head.xgb.n_estimators) if head.xgb is not None else None,
             "epochs": len(history.get("loss", [])),
         },
         "tuning": tuning,
@@ -168,14 +172,21 @@ def _genre(config, splits, stack, x_train, train_rows, progress, result) -> None
     result.report["genre"] = {
         "classes": len(head.classes),
         "metrics": metrics,
-        "ann_weight": head.ann_weight,
-        "validation_by_weight": info["weights"],
-        "params": {
-            "rf": params.rf,
-            "hidden": params.hidden,
-            "epochs": len(info["history"].get("loss", [])),
-        },
+        "design": params.design,
+        "params": {"design": params.design},
     }
+    if head.softmax is not None:
+        result.report["genre"]["params"].update(
+            l2=params.softmax_l2, iterations=head.softmax["iterations"]
+        )
+        result.report["genre"]["validation"] = info["validation"]
+    else:
+        result.report["genre"].update(
+            ann_weight=head.ann_weight, validation_by_weight=info["weights"]
+        )
+        result.report["genre"]["params"].update(
+            rf=params.rf, hidden=params.hidden, epochs=len(info["history"].get("loss", []))
+        )
     result.plot_data["genre"] = (genres["test"], test_probabilities["combined"], head.classes)
     test = metrics["test"]["combined"]
     progress(f"genre: test accuracy {test['accuracy']:.3f}, top-3 {test['top3_accuracy']:.3f}")
@@ -294,10 +305,16 @@ def heads_html(report: dict[str, Any], drawn: dict[str, str]) -> str:
         genre_rows = "".join(
             f"<tr>{_cell(g)}{_cell(v['f1'])}{_cell(v['support'])}</tr>" for g, v in per_genre
         )
+        design = (
+            f"ANN weight in the average: {report['genre']['ann_weight']} (chosen on validation)"
+            if "ann_weight" in report["genre"]
+            else "softmax regression on the audio features and the artist's and album's "
+            "genre history"
+        )
         parts.append(
-            "<h2>Genre head (test split)</h2><p>ANN weight in the average: "
-            f"{report['genre']['ann_weight']} (chosen on validation).</p><table><tr><th>model</th>"
-            "<th>accuracy</th><th>top-3</th><th>macro precision</th><th>macro recall</th>"
+            f"<h2>Genre head (test split)</h2><p>{html.escape(design)}.</p>"
+            "<table><tr><th>model</th><th>accuracy</th><th>top-3</th><th>macro precision</th>"
+            "<th>macro recall</th>"
             f"<th>macro F1</th></tr>{rows}</table><h3>F1 per genre</h3><table><tr><th>genre</th>"
             f"<th>F1</th><th>test rows</th></tr>{genre_rows}</table>"
         )

@@ -19,8 +19,11 @@ from popbatch.models.balance import Balanced
 class LearnerParams:
     """Hyper-parameters of the base learners (defaults keep the exported graph small)."""
 
-    epochs: int = 100
-    batch_size: int = 16
+    # With catalog priors the stack is a logistic regression and the network: trees cost
+    # ~20 ns per tree per row in onnxruntime, too much for the heads' 1.5 us budget
+    # (docs/training.md); 512-row batches train 100k rows in seconds per epoch.
+    epochs: int = 20
+    batch_size: int = 512
     patience: int = 10
     rf: dict[str, Any] = field(
         default_factory=lambda: {
@@ -49,8 +52,9 @@ class LearnerParams:
     # The stack's design: which base learners feed the meta learner (models.stack.LEARNERS
     # order), whether it reads their probabilities or logits, and whether XGBoost reads the
     # genre as a target encoding (one column) instead of the one-hot block.
-    # Chosen by `popbatch train --cv 5x3` on the 10k sample (docs/training.md).
-    learners: tuple[str, ...] = ("logistic", "xgb")
+    # With catalog priors the network replaces XGBoost (docs/training.md: trees cost about
+    # 20 ns per tree per row in onnxruntime, too much for the heads' budget).
+    learners: tuple[str, ...] = ("logistic", "ann")
     meta_input: str = "probability"
     genre_encoding: bool = True
     # Threads of the forest and XGBoost; cross-validation runs folds in parallel processes

@@ -19,6 +19,15 @@ import polars as pl
 from popbatch.models.data import TrainingData, feature_matrix, genre_vocabulary, load_training_data
 from popbatch.models.evaluate import best_f1_threshold, evaluate
 from popbatch.models.learners import LearnerParams, fit_logistic
+from popbatch.models.priors import (
+    FittedPriors,
+    PriorRecipe,
+    fit_priors,
+    insert_priors,
+    prior_inputs,
+    shared_width,
+)
+from popbatch.models.priors import save as save_priors
 from popbatch.models.split import grouped_split
 from popbatch.models.stack import NativeStack
 from popbatch.models.stacking import BaseModels, fit_base_models, fit_meta, out_of_fold
@@ -33,6 +42,7 @@ from popbatch.core.features import (
     feature_names,
 )
 from popbatch.core.heads import parse_heads
+from popbatch.core.priors import DEFAULT_PRIOR_COLUMNS, is_prior_feature
 from popbatch.core.stats import numeric_stats, onehot_share
 from popbatch.core.versions import package_versions
 
@@ -76,11 +86,18 @@ class TrainConfig:
     cv: str | None = None  # "KxR": repeated grouped CV of the recipe first (models.cv)
     cv_jobs: int = 2
     heads: tuple[str, ...] = ("popular", "popularity", "genre")  # popbatch.core.heads.HEADS
+    # catalog priors (--prior COLUMN, --no-priors: models.priors); no columns, no priors
+    priors: PriorRecipe = field(default_factory=lambda: PriorRecipe(DEFAULT_PRIOR_COLUMNS))
+    # with priors and --cv: the honest evaluations, each with and without priors
+    cv_evaluations: tuple[str, ...] = ("known", "new_release", "debut")
 
     def __post_init__(self) -> None:
         # "popular,genre" or a list, from the CLI or popbatch.train(heads=...); without
         # the genre column (use_genre=False) the genre head has no target.
         self.heads = tuple(h for h in parse_heads(self.heads) if self.use_genre or h != "genre")
+        if isinstance(self.priors, dict):  # from report.json params
+            self.priors = PriorRecipe(**{k: tuple(v) if isinstance(v, list) else v
+                                         for k, v in self.priors.items()})  # fmt: skip
 
     def as_params(self) -> dict[str, Any]:
         params = asdict(self)
@@ -104,6 +121,11 @@ class Splits:
     y: dict[str, np.ndarray]
     groups: dict[str, np.ndarray]
     frames: dict[str, pl.DataFrame]
+    priors: FittedPriors | None = None
+    """The priors fitted on the training split (validation and test rows read these;
+    training rows have out-of-fold priors), None without priors."""
+    cv_evaluations: dict[str, Any] = field(default_factory=dict)
+    """``"debut/priors"``, ``"debut/audio_only"``, ...: head -> CV section."""
 
 
 def seed_everything(seed: int) -> None:
@@ -114,6 +136,10 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     keras.utils.set_random_seed(seed)
+    import tensorflow as tf
+
+    # the networks are in the default model: the same bytes from the same command
+    tf.config.experimental.enable_op_determinism()
 
 
 def labels(frame: pl.DataFrame, popular_above: float) -> np.ndarray:
@@ -131,17 +157,37 @@ def check_classes(y: np.ndarray, data: TrainingData, popular_above: float) -> No
         )
 
 
-def make_splits(data: TrainingData, y: np.ndarray, seed: int) -> tuple[Splits, list[str] | None]:
+def make_splits(
+    data: TrainingData,
+    y: np.ndarray,
+    seed: int,
+    priors: PriorRecipe | None = None,
+    popular_above: float = DEFAULT_POPULAR_ABOVE,
+) -> tuple[Splits, list[str] | None]:
+    """The grouped 70/15/15 split, each part's feature matrix (with ``priors``: the
+    training rows' out of fold, the others' from the training rows' table)."""
     groups = data.frame[KEY_COLUMN].to_numpy()
     split = grouped_split(groups, y, seed)
     rows = {"train": split.train, "validation": split.validation, "test": split.test}
     frames = {name: data.frame[idx] for name, idx in rows.items()}
     vocabulary = genre_vocabulary(frames["train"]["genre"]) if data.has_genre else None
+    x = {name: feature_matrix(frame, vocabulary) for name, frame in frames.items()}
+    fitted = None
+    if priors is not None and priors.columns:
+        spec = priors.spec(vocabulary)
+        others = ("validation", "test")
+        oof, rest, fitted = prior_inputs(
+            frames["train"], [frames[o] for o in others], spec, priors, popular_above, seed
+        )
+        blocks = {"train": oof, **dict(zip(others, rest, strict=True))}
+        start = len(NUMERIC_FEATURE_NAMES)
+        x = {name: insert_priors(x[name], blocks[name], start, spec) for name in x}
     splits = Splits(
-        x={name: feature_matrix(frame, vocabulary) for name, frame in frames.items()},
+        x=x,
         y={name: y[idx] for name, idx in rows.items()},
         groups={name: groups[idx] for name, idx in rows.items()},
         frames=frames,
+        priors=fitted,
     )
     for name in ("validation", "test"):
         if np.unique(splits.y[name]).size < 2:
@@ -176,7 +222,7 @@ def feature_stats(x_train: np.ndarray, names: list[str]) -> dict[str, Any]:
     """Training-split statistics per input (raw values, as the scorer sees them)."""
     stats: dict[str, Any] = {}
     for i, name in enumerate(names):
-        if name in NUMERIC_FEATURE_NAMES:
+        if name in NUMERIC_FEATURE_NAMES or is_prior_feature(name):
             stats[name] = numeric_stats(x_train[:, i])
         else:
             stats[name] = onehot_share(x_train[:, i])
@@ -314,31 +360,54 @@ def cross_validate_splits(
     progress: Progress,
 ) -> dict[str, dict[str, Any]]:
     """``config.cv`` of every head in ``config.heads`` over the training and validation
-    rows; the test split stays out. Returns head -> CV section."""
+    rows; the test split stays out. Returns head -> CV section (the known-catalog
+    evaluation with the run's recipe); with priors, each of ``config.cv_evaluations``
+    (folds grouped by track, album or primary artist) is also run with and without
+    priors, into ``splits.cv_evaluations``. Every fold makes its own priors."""
     from popbatch.models.cv import CvSpec, cross_validate, summary_lines
+    from popbatch.models.priors import FoldPriors, evaluation_groups
 
     parts = ("train", "validation")
     frame = pl.concat([splits.frames[p] for p in parts], how="vertical_relaxed")
     targets = {"popularity": frame[LABEL_COLUMN].to_numpy().astype(np.float64)}
     if "genre" in config.heads:
         targets["genre"] = np.asarray(frame["genre"].to_list(), dtype=object)
-    cv = cross_validate(
-        np.concatenate([splits.x[p] for p in parts]),
-        np.concatenate([splits.y[p] for p in parts]),
-        np.concatenate([splits.groups[p] for p in parts]),
-        names,
-        vocabulary,
-        config,
-        CvSpec.parse(config.cv),
-        n_jobs=config.cv_jobs,
-        heads=config.heads,
-        targets=targets,
-        progress=progress,
-    )
-    for head, section in cv.items():
-        for line in summary_lines(section):
-            progress(f"cv: {head}: {line}")
-    return cv
+    x = np.concatenate([splits.x[p] for p in parts])
+    groups = np.concatenate([splits.groups[p] for p in parts])
+    fold_priors = None
+    base_names = names
+    if splits.priors is not None:  # the folds make their own: drop the split's priors
+        start, spec = len(NUMERIC_FEATURE_NAMES), splits.priors.spec
+        lead, tail = len(spec.lead_names()), len(spec.tail_names())
+        keep = np.r_[0:start, start + lead : len(names) - tail]
+        x = x[:, keep]
+        base_names = [names[i] for i in keep]
+        base_spec = config.priors.spec(vocabulary)
+        fold_priors = FoldPriors(frame, base_spec, config.priors, config.popular_above, start)
+    y = np.concatenate([splits.y[p] for p in parts])
+    evaluations = config.cv_evaluations if fold_priors is not None else ("known",)
+    cut = evaluation_groups(frame, groups)
+    results: dict[str, dict[str, Any]] = {}
+    for evaluation in evaluations:
+        recipes = {"priors": fold_priors, "audio_only": None} if fold_priors else {"": None}
+        for recipe, priors in recipes.items():
+            label = " ".join(p for p in (evaluation, recipe.replace("_", " ")) if p)
+            progress(f"cv: {label} (folds grouped by {_GROUPED_BY[evaluation]})")
+            cv = cross_validate(
+                x, y, groups, base_names, vocabulary, config, CvSpec.parse(config.cv),
+                n_jobs=config.cv_jobs, heads=config.heads, targets=targets, progress=progress,
+                priors=priors, split_groups=None if evaluation == "known" else cut[evaluation],
+            )  # fmt: skip
+            for head, section in cv.items():
+                section["evaluation"] = evaluation
+                for line in summary_lines(section):
+                    progress(f"cv: {label}: {head}: {line}")
+            results[f"{evaluation}/{recipe}"] = cv
+    splits.cv_evaluations = {key: value for key, value in results.items() if not key.endswith("/")}
+    return results["known/priors" if fold_priors else "known/"]
+
+
+_GROUPED_BY = {"known": "track_id", "new_release": "album", "debut": "primary artist"}
 
 
 # Options of train() that belong to the base learners rather than to TrainConfig.
@@ -393,17 +462,21 @@ def train(
     if config.cv:
         cv = cross_validate_splits(splits, names, vocabulary, config, progress)
         watch.lap("cross_validation")
+    shared = shared_width(names)  # the popular stack's and popularity head's inputs
     fitted = fit_stack(
-        splits.x["train"],
+        splits.x["train"][:, :shared],
         splits.y["train"],
         splits.groups["train"],
-        splits.x["validation"],
+        splits.x["validation"][:, :shared],
         splits.y["validation"],
-        names,
+        names[:shared],
         vocabulary,
         config,
         progress,
     )
+    if shared < len(names):  # the model also reads the priors' genre shares (genre head)
+        fitted.stack.input_names = names
+    kept = kept_rows(splits.x["train"][:, :shared], config)  # the rows the stack fitted on
     watch.merge(fitted.seconds)
     probabilities, metrics = _evaluate(fitted, splits, progress)
     watch.lap("evaluation")
@@ -411,14 +484,22 @@ def train(
 
     heads = HeadsResult()
     if set(config.heads) - {"popular"}:
-        heads = train_heads(
-            config, splits, fitted.stack, kept_rows(splits.x["train"], config), progress
-        )
+        heads = train_heads(config, splits, fitted.stack, kept, progress)
         watch.lap("heads")
-    fitted.stack.info = _stack_info(data, config, fitted, names, metrics, cv)
+    fitted.stack.info = _stack_info(
+        data, config, fitted, splits.x["train"][kept], names, metrics, cv
+    )
+    if splits.cv_evaluations:
+        fitted.stack.info["cv_evaluations"] = evaluations_estimate(splits.cv_evaluations)
     out = _save_run(config, fitted.stack, heads, splits, names, progress)
+    if splits.priors is not None:
+        save_priors(out / "stack", shipped_priors(data, splits, config))
+        # export proves the scorer's priors on these catalog rows
+        splits.frames["test"].write_parquet(out / "stack" / "test_rows.parquet")
     watch.lap("saving")
     report = _report(data, splits, fitted, vocabulary, metrics, cv)
+    if splits.cv_evaluations:
+        report["cv_evaluations"] = splits.cv_evaluations
     _write_report(out, report, fitted, splits, probabilities, heads, names, config, progress)
     watch.lap("report")
     report["timings"] = watch.seconds
@@ -443,6 +524,7 @@ def _load(config: TrainConfig, progress: Progress) -> TrainingData:
         delimiter=config.delimiter,
         maps=config.maps,
         fills=config.fills,
+        prior_columns=config.priors.columns,
     )
     counts = data.counts
     progress(
@@ -459,8 +541,14 @@ def _split(
     """Seed everything and split by artist group. Returns the splits, the model's input
     names and the genre vocabulary (None without a genre)."""
     seed_everything(config.seed)
-    splits, vocabulary = make_splits(data, labels(data.frame, config.popular_above), config.seed)
-    names = feature_names(vocabulary)
+    splits, vocabulary = make_splits(
+        data, labels(data.frame, config.popular_above), config.seed, config.priors,
+        config.popular_above,
+    )  # fmt: skip
+    spec = splits.priors.spec if splits.priors else None
+    names = feature_names(
+        vocabulary, spec.lead_names() if spec else (), spec.tail_names() if spec else ()
+    )
     progress(
         "splitting: "
         + ", ".join(f"{k} {v.size} rows ({int(v.sum())} popular)" for k, v in splits.y.items())
@@ -518,12 +606,14 @@ def _stack_info(
     data: TrainingData,
     config: TrainConfig,
     fitted: FittedStack,
+    x_train: np.ndarray,
     names: list[str],
     metrics: dict[str, Any],
     cv: dict[str, dict[str, Any]] | None,
 ) -> dict[str, Any]:
-    """Returns the stack's ``info``: label, training data, feature statistics, metrics,
-    parameters and the cross-validated estimate, all carried into the manifest."""
+    """Returns the stack's ``info``: label, training data, feature statistics (of every
+    model input on the training rows the stack kept, ``x_train``), metrics, parameters
+    and the cross-validated estimate, all carried into the manifest."""
     info = {
         "label": {"column": LABEL_COLUMN, "popular_above": config.popular_above},
         "training_data": {
@@ -532,7 +622,7 @@ def _stack_info(
             "sha256": data.sha256,
             "rows": data.counts["rows_read"],
         },
-        "feature_stats": feature_stats(fitted.x_train, names),
+        "feature_stats": feature_stats(x_train, names),
         "metrics": metrics,
         "params": {**config.as_params(), "tuning": fitted.tuning},
     }
@@ -560,7 +650,7 @@ def _save_run(
     heads.save(out / "stack")
     write_test_split(out / "stack" / "test.parquet", splits, names)
     write_background(out / "stack" / "background.parquet", splits.x["train"], names, config.seed)
-    write_training_keys(out / "stack", splits)
+    write_training_keys(out / "stack", splits, config)
     progress(f"stack: written to {out / 'stack'}")
     return out
 
@@ -619,7 +709,42 @@ def _write_report(
 
         progress("report: SHAP values of the popularity head")
         popularity = heads.heads["popularity"].predict
-        add_head_shap(out, report, popularity, names, splits, config.seed, "popularity")
+        shared = shared_width(names)  # the popularity head reads no genre shares
+        add_head_shap(out, report, popularity, names[:shared], splits, config.seed, "popularity")
+
+
+def shipped_priors(data: TrainingData, splits: Splits, config: TrainConfig) -> FittedPriors:
+    """The priors table the model ships: refitted on every labelled row (train,
+    validation and test) once evaluation is done, so it knows more artists and
+    albums (the model card says so); with ``ship_all_rows`` off, the training split's."""
+    from dataclasses import replace
+
+    if not config.priors.ship_all_rows:
+        extra = {"fitted_on": "the training split's rows", "known_share": known_shares(splits)}
+        spec = replace(splits.priors.spec, extra=extra)
+        return FittedPriors(spec, splits.priors.table)
+    fitted = fit_priors(data.frame, splits.priors.spec, config.popular_above)
+    note = (
+        f"refitted on every labelled row ({data.frame.height:,}: train, validation and test) "
+        "once evaluation was done, so it knows more artists and albums; the models and "
+        "every figure were made with the training split's table"
+    )
+    extra = {"fitted_on": note, "known_share": known_shares(splits)}
+    return FittedPriors(replace(fitted.spec, extra=extra), fitted.table)
+
+
+def known_shares(splits: Splits) -> dict[str, float]:
+    """Per prior column, the share of test rows whose key the training table knows (a
+    catalog like the training data's): ``popbatch drift`` compares a catalog's with it."""
+    spec = splits.priors.spec
+    names = spec.feature_names()
+    test = splits.frames["test"]
+    block = splits.priors.features(test)
+    return {
+        c: round(float(np.mean(block[:, names.index(f"{c}:count")] > 0)), 4)
+        for c in spec.columns
+        if "count" in spec.statistics
+    }
 
 
 def kept_rows(x_train: np.ndarray, config: TrainConfig) -> np.ndarray:
@@ -656,6 +781,16 @@ def cv_estimate(cv: dict[str, Any]) -> dict[str, Any]:
         for metric, d in cv["stack_vs_best_single"].items()
     }
     return {**{k: cv[k] for k in keep if k in cv}, "models": models, "stack_vs_best_single": paired}
+
+
+def evaluations_estimate(evaluations: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's copy of the honest evaluations: evaluation -> recipe -> head ->
+    :func:`cv_estimate`."""
+    out: dict[str, Any] = {}
+    for key, heads in evaluations.items():
+        evaluation, recipe = key.split("/")
+        out.setdefault(evaluation, {})[recipe] = {h: cv_estimate(s) for h, s in heads.items()}
+    return out
 
 
 def model_probabilities(
@@ -716,12 +851,18 @@ def write_test_split(path: Path, splits: Splits, names: list[str]) -> None:
     frame.write_parquet(path)
 
 
-def write_training_keys(stack_dir: Path, splits: Splits) -> None:
-    """The fingerprint of the keys the stack was fitted on (training and validation
-    parts; :mod:`popbatch.core.fingerprint`), which export copies beside the model."""
+def write_training_keys(stack_dir: Path, splits: Splits, config: TrainConfig) -> None:
+    """The fingerprint of the keys whose labels the model holds (:mod:`popbatch.core.fingerprint`),
+    which export copies beside the model: the training and validation parts, and the test
+    part too when the shipped priors table is refitted on every labelled row (a test row's
+    own label is then in its artist's and album's history, so evaluate must call it
+    in-sample)."""
     from popbatch.core.fingerprint import KEYS_FILE, fingerprint_bytes
 
-    keys = np.concatenate([splits.groups["train"], splits.groups["validation"]])
+    parts = ["train", "validation"]
+    if config.priors.columns and config.priors.ship_all_rows:
+        parts.append("test")
+    keys = np.concatenate([splits.groups[part] for part in parts])
     (Path(stack_dir) / KEYS_FILE).write_bytes(fingerprint_bytes(keys.tolist()))
 
 

@@ -49,7 +49,7 @@ class RegressorParams:
     """Sizes of the regression base learners (chosen on the validation split, for speed too)."""
 
     epochs: int = 60
-    batch_size: int = 64
+    batch_size: int = 512
     patience: int = 8
     rf: dict[str, Any] = field(
         default_factory=lambda: {
@@ -71,6 +71,10 @@ class RegressorParams:
         }
     )
     xgb_early_stopping: int = 30
+    # With catalog priors the network alone keeps nearly all the stack's quality at a
+    # fraction of its scoring cost (trees cost ~20 ns per tree per row; docs/training.md).
+    learners: tuple[str, ...] = ("ann",)
+    """The base learners (a subset of :data:`BASE`); one alone needs no meta learner."""
 
 
 @dataclass
@@ -97,15 +101,19 @@ class PopularityHead(SavedModel):
     info: dict[str, Any] = field(default_factory=dict)
     genre_encoding: list[float] | None = None
     """One mean popularity per genre one-hot column; None: the trees read ``c`` itself."""
+    n_numeric: int = N_NUMERIC
+    """Inputs before the genre one-hot block: the audio features and any catalog priors."""
+    learners: tuple[str, ...] = BASE
+    """The base learners the meta learner combines, in :data:`BASE` order."""
 
     def clip(self, x: np.ndarray) -> np.ndarray:
         return clip_rows(x, self.clip_lower, self.clip_upper)
 
     def tree_input(self, c: np.ndarray) -> np.ndarray:
-        return tree_input(c, self.genre_encoding)
+        return tree_input(c, self.genre_encoding, self.n_numeric)
 
     def base_predictions(self, x: np.ndarray) -> np.ndarray:
-        """[N, 3] predictions (popularity points) of ann, rf, xgb for raw rows ``x``."""
+        """[N, L] predictions (popularity points) of the learners for raw rows ``x``."""
         c = self.clip(x)
         scaled = (c - np.asarray(self.scaler_mean, np.float32)) / np.asarray(
             self.scaler_scale, np.float32
@@ -120,17 +128,29 @@ class PopularityHead(SavedModel):
         """Predicted popularity (float64, [0, 100]) for the [N, F] float32 matrix ``x``."""
         return self.combine(self.base_predictions(x))
 
+    def saved_learners(self) -> list[str]:
+        return [n for n in self.LEARNER_FILES if n in self.learners]
+
     def spec(self) -> dict[str, Any]:
         return {
             "clip_lower": self.clip_lower,
             "clip_upper": self.clip_upper,
             "scaler_mean": self.scaler_mean,
             "scaler_scale": self.scaler_scale,
-            "meta": {"order": list(BASE), "coef": self.meta_coef, "intercept": self.meta_intercept},
+            "meta": {
+                "order": list(self.learners),
+                "coef": self.meta_coef,
+                "intercept": self.meta_intercept,
+            },
             "clip": [LOW, HIGH],
             "genre_encoding": self.genre_encoding,
+            "n_numeric": self.n_numeric,
             "info": self.info,
         }
+
+    @classmethod
+    def spec_learners(cls, spec: dict[str, Any]) -> list[str]:
+        return list(spec["meta"].get("order", BASE))
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], learners: dict[str, Any]) -> PopularityHead:
@@ -142,37 +162,53 @@ class PopularityHead(SavedModel):
             meta_coef=spec["meta"]["coef"],
             meta_intercept=spec["meta"]["intercept"],
             **learners,
+            learners=tuple(spec["meta"].get("order", BASE)),
             info=spec.get("info", {}),
             genre_encoding=spec.get("genre_encoding"),  # absent: written before the encoding
+            n_numeric=spec.get("n_numeric", N_NUMERIC),  # absent: written before priors
         )
 
 
-def tree_input(c: np.ndarray, encoding: list[float] | None) -> np.ndarray:
+def tree_input(
+    c: np.ndarray, encoding: list[float] | None, n_numeric: int = N_NUMERIC
+) -> np.ndarray:
     """The trees' input: the clipped numerics and the genre's encoding (or ``c`` itself)."""
-    return c if encoding is None else with_encoded_genre(c, N_NUMERIC, encoding)
+    return c if encoding is None else with_encoded_genre(c, n_numeric, encoding)
 
 
 def encoded_inputs(
-    c: np.ndarray, y: np.ndarray, groups: np.ndarray, others: list[np.ndarray], seed: int
+    c: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    others: list[np.ndarray],
+    seed: int,
+    n_numeric: int = N_NUMERIC,
 ) -> tuple[np.ndarray, list[np.ndarray], list[float] | None]:
     """The trees' inputs for fitting rows ``c`` (out-of-fold encoding: a row's own
     popularity never reaches its feature) and for ``others`` (the encoding fitted on
     all of ``c``), and that encoding. Without a genre block, the inputs as they are."""
-    if c.shape[1] <= N_NUMERIC:
+    if c.shape[1] <= n_numeric:
         return c, others, None
-    block = c[:, N_NUMERIC:]
+    block = c[:, n_numeric:]
     above_median = (y > np.median(y)).astype(np.int64)  # the folds' strata
     oof = out_of_fold_encoding(block, y, groups, seed, strata=above_median).astype(np.float32)
     encoding = [float(v) for v in fit_encoding(block, y)]
-    fitted = np.column_stack([c[:, :N_NUMERIC], oof])
-    return fitted, [tree_input(o, encoding) for o in others], encoding
+    fitted = np.column_stack([c[:, :n_numeric], oof])
+    return fitted, [tree_input(o, encoding, n_numeric) for o in others], encoding
 
 
 def base_predictions(
     ann: Any, rf: Any, xgb: Any, trees: np.ndarray, scaled: np.ndarray
 ) -> np.ndarray:
-    p_ann = np.asarray(ann.predict(scaled, verbose=0, batch_size=8192)).reshape(-1)
-    return np.column_stack([p_ann, rf.predict(trees), xgb.predict(trees)]).astype(np.float64)
+    """[N, L] predictions of the fitted learners (None: not in the head), in BASE order."""
+    columns = []
+    if ann is not None:
+        columns.append(np.asarray(ann.predict(scaled, verbose=0, batch_size=8192)).reshape(-1))
+    if rf is not None:
+        columns.append(rf.predict(trees))
+    if xgb is not None:
+        columns.append(xgb.predict(trees))
+    return np.column_stack(columns).astype(np.float64)
 
 
 def build_ann(n_inputs: int, seed: int):
@@ -250,14 +286,21 @@ def fit_xgb(c, y, c_val, y_val, params: RegressorParams, seed: int):
     return XGBRegressor(**{**common, "n_estimators": rounds}).fit(c, y, verbose=False)
 
 
-def fit_base(c, scaled, y, groups, c_val, scaled_val, y_val, params: RegressorParams, seed: int):
-    """The three learners on fitting rows ``c`` (clipped) and ``scaled``; the trees read
-    the genre's encoding fitted on these rows only. Returns them, the encoding and the
-    network's history."""
-    trees, (trees_val,), encoding = encoded_inputs(c, y, groups, [c_val], seed)
-    ann, history = fit_ann(scaled, y, scaled_val, y_val, params, seed)
-    rf = fit_rf(trees, y, params, seed)
-    xgb = fit_xgb(trees, y, trees_val, y_val, params, seed)
+def fit_base(
+    c, scaled, y, groups, c_val, scaled_val, y_val, params: RegressorParams, seed: int,
+    n_numeric: int = N_NUMERIC,
+):  # fmt: skip
+    """``params.learners`` on fitting rows ``c`` (clipped) and ``scaled`` (None for a
+    learner not chosen); the trees read the genre's encoding fitted on these rows only.
+    Returns them, the encoding and the network's history."""
+    trees, trees_val, encoding = c, c_val, None
+    if {"rf", "xgb"} & set(params.learners):  # only the trees read the genre's encoding
+        trees, (trees_val,), encoding = encoded_inputs(c, y, groups, [c_val], seed, n_numeric)
+    ann, history = None, {}
+    if "ann" in params.learners:
+        ann, history = fit_ann(scaled, y, scaled_val, y_val, params, seed)
+    rf = fit_rf(trees, y, params, seed) if "rf" in params.learners else None
+    xgb = fit_xgb(trees, y, trees_val, y_val, params, seed) if "xgb" in params.learners else None
     return ann, rf, xgb, encoding, history
 
 
@@ -293,6 +336,8 @@ def fit_head(
         ann=None,
         rf=None,
         xgb=None,
+        n_numeric=stack.n_numeric,
+        learners=tuple(n for n in BASE if n in params.learners),
     )
     mean = np.asarray(head.scaler_mean, np.float32)
     scale = np.asarray(head.scaler_scale, np.float32)
@@ -301,18 +346,27 @@ def fit_head(
     y_train = np.asarray(y_train, np.float64)
     y_val = np.asarray(y_val, np.float64)
     strata = (y_train > np.median(y_train)).astype(np.int64)
-    oof = np.zeros((len(y_train), len(BASE)), np.float64)
-    for fold, (fit, held) in enumerate(grouped_folds(groups, strata, folds, seed), start=1):
+    oof = np.zeros((len(y_train), len(head.learners)), np.float64)
+    # one learner alone is the prediction: no meta learner, no out-of-fold fits for it
+    stacked = len(head.learners) > 1
+    for fold, (fit, held) in enumerate(
+        grouped_folds(groups, strata, folds, seed) if stacked else [], start=1
+    ):
         ann, rf, xgb, encoding, _ = fit_base(
-            c[fit], s[fit], y_train[fit], groups[fit], c_val, s_val, y_val, params, seed + fold
-        )
-        oof[held] = base_predictions(ann, rf, xgb, tree_input(c[held], encoding), s[held])
-        progress(f"popularity: fold {fold}/{folds}, xgb {xgb.n_estimators} rounds")
-    meta = LinearRegression().fit(oof, y_train)
-    head.meta_coef = [float(v) for v in meta.coef_]
-    head.meta_intercept = float(meta.intercept_)
+            c[fit], s[fit], y_train[fit], groups[fit], c_val, s_val, y_val, params, seed + fold,
+            head.n_numeric,
+        )  # fmt: skip
+        trees_held = tree_input(c[held], encoding, head.n_numeric)
+        oof[held] = base_predictions(ann, rf, xgb, trees_held, s[held])
+        progress(f"popularity: fold {fold}/{folds}")
+    if stacked:
+        meta = LinearRegression().fit(oof, y_train)
+        head.meta_coef = [float(v) for v in meta.coef_]
+        head.meta_intercept = float(meta.intercept_)
+    else:
+        head.meta_coef, head.meta_intercept = [1.0], 0.0
     head.ann, head.rf, head.xgb, head.genre_encoding, history = fit_base(
-        c, s, y_train, groups, c_val, s_val, y_val, params, seed
+        c, s, y_train, groups, c_val, s_val, y_val, params, seed, head.n_numeric
     )
     progress(
         f"popularity: meta weights {np.round(head.meta_coef, 3).tolist()}, "
@@ -357,7 +411,7 @@ def evaluate_head(
         base = head.base_predictions(x[split])
         preds = {
             "stack": head.combine(base),
-            **{name: base[:, i] for i, name in enumerate(BASE)},
+            **{name: base[:, i] for i, name in enumerate(head.learners)},
             "linear": linear.predict((head.clip(x[split]) - mean) / scale),
             "mean": np.full(len(y[split]), float(np.mean(y_train))),
         }
@@ -390,7 +444,13 @@ def tune(stack, x, y, groups, splits, targets, params: RegressorParams, config, 
     strata = (y > np.median(y)).astype(np.int64)
     # Each fold's trees read a genre encoding fitted on its fitting rows only.
     folds = [
-        (fit, held, *encoded_inputs(c[fit], y[fit], groups[fit], [c[held], c_val], config.seed))
+        (
+            fit,
+            held,
+            *encoded_inputs(
+                c[fit], y[fit], groups[fit], [c[held], c_val], config.seed, stack.n_numeric
+            ),
+        )
         for fit, held in grouped_folds(groups, strata, TUNE_FOLDS, config.seed)
     ]
     budget = config.tune_budget * 60 / 2

@@ -76,10 +76,12 @@ class LinearScore:
 
 def clip_rows(x: np.ndarray, lower: list, upper: list) -> np.ndarray:
     """float32 ``x`` clipped per column to ``lower``/``upper`` (None: unbounded); the
-    stack and its heads clip their inputs this way, and so does the exported graph."""
+    stack and its heads clip their inputs this way, and so does the exported graph.
+    A wider ``x`` (a model input with the priors' genre shares at its end) is read up
+    to the bounds' width, as the graphs' first Slice does."""
     low = np.array([-np.inf if v is None else v for v in lower], np.float32)
     high = np.array([np.inf if v is None else v for v in upper], np.float32)
-    return np.clip(np.asarray(x, np.float32), low, high)
+    return np.clip(np.asarray(x, np.float32)[:, : len(low)], low, high)
 
 
 @dataclass
@@ -112,6 +114,14 @@ class NativeStack(SavedModel):
     logistic: LinearScore | None = None
     genre_encoding: list[float] | None = None
     """One value per genre one-hot column; XGBoost then reads ``onehot @ genre_encoding``."""
+    input_names: list[str] | None = None
+    """Every model input when the model reads more than the stack (the catalog priors'
+    genre shares, after ``feature_names``, for the genre head); None: ``feature_names``."""
+
+    @property
+    def inputs(self) -> list[str]:
+        """The model's input names: the graph input's columns, in order."""
+        return list(self.input_names or self.feature_names)
 
     @classmethod
     def unfitted(
@@ -234,6 +244,7 @@ class NativeStack(SavedModel):
             },
             "logistic": None if self.logistic is None else asdict(self.logistic),
             "genre_encoding": self.genre_encoding,
+            "input_names": self.input_names,
             "threshold": self.threshold,
             "info": self.info,
         }
@@ -261,4 +272,5 @@ class NativeStack(SavedModel):
             meta_input=spec["meta"].get("input", "probability"),
             logistic=None if logistic is None else LinearScore(**logistic),
             genre_encoding=spec.get("genre_encoding"),
+            input_names=spec.get("input_names"),  # absent: inputs are feature_names
         )

@@ -52,7 +52,13 @@ from popbatch.batch.batches import (
     flagged_schema,
 )
 from popbatch.batch.runner import OnnxScorer
-from popbatch.core.bundle import ModelBundle, check_file_name, load_model, verify_identity
+from popbatch.core.bundle import (
+    ModelBundle,
+    check_file_name,
+    load_model,
+    register_prior_table,
+    verify_identity,
+)
 from popbatch.core.errors import InputError, ModelError
 from popbatch.core.heads import mismatched_digest
 
@@ -102,7 +108,7 @@ def local_session(master: str = "local[2]", **conf: str) -> SparkSession:
 class _Plan:
     """What each executor needs to score a partition (pickled into the task)."""
 
-    model: Any  # a Broadcast of (manifest, model.onnx bytes, {head: its ONNX bytes})
+    model: Any  # a Broadcast of (manifest, model.onnx bytes, {head: ONNX bytes}, priors table)
     model_id: str
     schema: pa.Schema  # what the partitions yield, features_hash as HASH_TYPE
     scored_at: datetime
@@ -138,7 +144,7 @@ def score_flagged(
     # The heads are fixed here, on the driver, so every partition yields one schema.
     chosen = dataclasses.replace(chosen, heads=check_heads(chosen.heads, bundle.manifest))
     schema = _spark_arrow(flagged_schema(preprocessor, chosen.heads))
-    shipped = (bundle.manifest, bundle.onnx_bytes, bundle.head_bytes)
+    shipped = (bundle.manifest, bundle.onnx_bytes, bundle.head_bytes, bundle.prior_bytes)
     plan = _Plan(
         model=df.sparkSession.sparkContext.broadcast(shipped),
         model_id=bundle.model_id,
@@ -197,7 +203,7 @@ def _executor_scorer(plan: _Plan) -> OnnxScorer:
     """This process's session for the plan's model, built (and verified) once."""
     scorer = _SCORERS.get((plan.model_id, plan.threads))
     if scorer is None:
-        manifest, onnx_bytes, head_bytes = plan.model.value
+        manifest, onnx_bytes, head_bytes, prior_bytes = plan.model.value
         where = f"the model shipped to this executor ({plan.model_id[:12]}…)"
         try:
             if manifest.get("model_id") != plan.model_id:
@@ -210,9 +216,13 @@ def _executor_scorer(plan: _Plan) -> OnnxScorer:
                 digest = mismatched_digest(data, manifest["heads"][name])
                 if digest is not None:
                     raise ModelError(f"its {name} head is not the manifest's ({digest[:12]}…)")
+            if prior_bytes is not None:  # the catalog priors table, for the preprocessing
+                digest = register_prior_table(prior_bytes)
+                if digest != manifest["priors"]["table_sha256"]:
+                    raise ModelError(f"its priors table is not the manifest's ({digest[:12]}…)")
         except ModelError as exc:
             raise ModelError(f"{where}: {exc}; resubmit the job") from None
-        bundle = ModelBundle(Path("spark-broadcast"), manifest, onnx_bytes, head_bytes)
+        bundle = ModelBundle(Path("spark-broadcast"), manifest, onnx_bytes, head_bytes, prior_bytes)
         scorer = _SCORERS[(plan.model_id, plan.threads)] = OnnxScorer(bundle, plan.threads)
     return scorer
 

@@ -63,3 +63,22 @@ def model_dir(tmp_path_factory) -> Path:
     directory = build_model(tmp_path_factory.mktemp("model") / "logistic")
     validate_manifest(directory)
     return directory
+
+
+TRACKS_PRIORS = DATA / "tracks_priors.csv"
+# sizes for tests: seconds of training, real model types
+TINY_TRAIN = ["--epochs", "2", "--folds", "2", "--rf-trees", "3", "--rf-depth", "3",
+              "--xgb-rounds", "5", "--xgb-depth", "2"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def priors_run(tmp_path_factory) -> Path:
+    """A tiny run trained with catalog priors (the default) on tracks_priors.csv, whose
+    artists and albums repeat; its exported model is ``priors_run / "model"``."""
+    from popbatch.cli.main import cli
+
+    out = tmp_path_factory.mktemp("priors") / "run"
+    args = ["train", "--data", str(TRACKS_PRIORS), "--out", str(out), *TINY_TRAIN]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    return out

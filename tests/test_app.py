@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import TRACKS_2000
+from conftest import TRACKS_2000, TRACKS_PRIORS
 
 from popbatch.cli import interactive
 from popbatch.cli.main import cli
@@ -26,6 +26,7 @@ if os.environ.get("CI") != "true":
     pytest.importorskip("streamlit", reason="needs the app extra: pip install -e '.[app]'")
 from streamlit.testing.v1 import AppTest
 
+import popbatch
 import popbatch.cli
 
 APP = Path(popbatch.cli.__file__).parent / "app.py"
@@ -78,6 +79,8 @@ def fill(at: AppTest, row: dict[str, str]) -> None:
             at.selectbox(key=widget_key).select(genre)
         elif item.kind == "integer":
             at.number_input(key=widget_key).set_value(int(float(text)))
+        elif item.kind == "text":  # a catalog prior column (artists, album_name)
+            at.text_input(key=widget_key).input(text)
         else:
             at.number_input(key=widget_key).set_value(float(text))
 
@@ -151,8 +154,8 @@ def test_out_of_range_typed_value_never_reaches_the_scorer(app):
 def test_form_defaults_are_rounded_training_medians(app):
     manifest = load_model().manifest
     speechiness = next(f for f in manifest["features"] if f["name"] == "speechiness")
-    assert speechiness["train"]["quantiles"]["0.5"] == pytest.approx(0.0487000010907)
-    assert app.number_input(key="in_speechiness").value == 0.0487
+    median = speechiness["train"]["quantiles"]["0.5"]
+    assert app.number_input(key="in_speechiness").value == round(median, 4)
     assert app.number_input(key="in_speechiness").max == 1
     assert app.number_input(key="in_key").value == 5
     assert app.checkbox(key="in_explicit").value is False
@@ -295,7 +298,8 @@ def test_reasons_come_from_popbatch_explain_when_it_is_there(app):
     magnitudes = [abs(r.contribution) for r in reasons]
     assert magnitudes == sorted(magnitudes, reverse=True)
     inputs = {f.column for f in interactive.input_fields(load_model().manifest)} | {"genre"}
-    assert {r.feature for r in reasons} <= inputs
+    # a catalog prior ("artists:mean") is a reason about its input column
+    assert {r.feature.split(":")[0] for r in reasons} <= inputs
     listed = next(m.value for m in app.markdown if m.value.startswith("- "))
     assert listed.splitlines()[0] == f"- {reasons[0].text()}"
 
@@ -328,3 +332,59 @@ def test_app_refuses_a_bad_model_or_run_before_starting(runner, launched, tmp_pa
     assert result.exit_code == 2
     assert f"--run {tmp_path / 'nope'}: no such run directory" in result.output
     assert launched == []
+
+
+def test_artist_and_album_inputs_and_a_waterfall_of_the_reasons(priors_run, monkeypatch):
+    """With a model that reads catalog priors, the form asks for the artists and the
+    album, the score is popbatch score's, and the reasons are drawn as a waterfall from
+    the average track to this one (the steps add up)."""
+    model = priors_run / "model"
+    monkeypatch.setenv("POPBATCH_APP_MODEL", str(model))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.text_input(key="in_artists").value == ""
+    assert at.text_input(key="in_album_name").value == ""
+    import polars as pl
+
+    row = pl.read_csv(TRACKS_PRIORS, infer_schema=False).row(0, named=True)
+    fields = interactive.input_fields(load_model(model).manifest)
+    for item in fields:
+        text = row[item.column]
+        key = f"in_{item.column}"
+        if item.kind == "flag":
+            box = at.checkbox(key=key)
+            box.check() if text.strip().lower() in ("true", "1") else box.uncheck()
+        elif item.kind == "choice":
+            at.selectbox(key=key).select(text if text in item.options else item.options[-1])
+        elif item.kind == "text":
+            at.text_input(key=key).input(text)
+        elif item.kind == "integer":
+            at.number_input(key=key).set_value(int(float(text)))
+        else:
+            at.number_input(key=key).set_value(float(text))
+    predict(at)
+    result = at.session_state["track_result"]
+    expected = popbatch_row(model, row)
+    assert result.probability == expected["popularity_prob"]
+    steps = at.session_state["track_waterfall"]
+    assert steps[0][0] == "average track" and steps[-1][0] == "this track"
+    middle = steps[:-1]  # the last step is the total, drawn from zero
+    for index in range(1, len(middle)):
+        assert middle[index][1] == pytest.approx(
+            middle[index - 1][2]
+        )  # starts where the last ended
+    assert steps[-2][2] == pytest.approx(steps[-1][2])  # ... and the last reaches the score
+    assert any("history" in label for label, _, _ in steps)
+
+
+def popbatch_row(model, row) -> dict:
+    import tempfile
+
+    import polars as pl
+
+    with tempfile.TemporaryDirectory() as work:
+        source, out = Path(work) / "one.csv", Path(work) / "one.parquet"
+        pl.DataFrame([row]).write_csv(source)
+        popbatch.score(str(source), out, model=model, record=False, columns="all")
+        return pq.read_table(out).to_pylist()[0]

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "batch" / "sample" / "catalog.csv"
 SAMPLE_ROWS = 1_000
 MAINTAINED = {
-    "app", "bare", "baseline", "catalog", "drift_memory", "floor", "heads", "memory",
-    "nightly", "run", "spark", "stages",
+    "ab", "app", "bare", "baseline", "catalog", "drift_memory", "explain", "floor", "heads",
+    "memory", "nightly", "priors", "run", "spark", "stages",
 }  # fmt: skip
 HELPERS = {"__init__", "procstat"}  # imported by the tools, not run on their own
 
@@ -60,7 +60,9 @@ def test_every_script_in_bench_is_a_maintained_tool_with_a_quick_mode():
     scripts = {p.stem for p in (ROOT / "bench").glob("*.py")}
     assert scripts - HELPERS == MAINTAINED
     for name in sorted(MAINTAINED):
-        assert '"--quick"' in (ROOT / "bench" / f"{name}.py").read_text(), name
+        text = (ROOT / "bench" / f"{name}.py").read_text()
+        # its own --quick, or the shared parser's (bench/__init__.py)
+        assert '"--quick"' in text or "model_catalog_parser(" in text, name
 
 
 def test_no_bench_script_imports_tests_or_patches_private_code():
@@ -160,6 +162,17 @@ def test_heads_quick_measures_every_head_subset():
     assert set(done["head_bytes"]) == set(extra)
 
 
+def test_explain_quick_counts_the_tracks_features_and_evaluations(tmp_path):
+    out = tmp_path / "explain.json"
+    argv = [str(default_model_dir()), str(SAMPLE), "--quick", "--json", str(out)]
+    done = last_json(in_process("explain", *argv))
+    assert json.loads(out.read_text()) == done
+    assert done["tracks"] == 3 and done["model_id"] == popbatch.load_model().model_id
+    # 16 feature orders x (features - 1) steps x 100 background rows
+    assert done["evaluations_per_track"] == 16 * (done["features"] - 1) * 100
+    assert done["wall_s"] > 0 and done["peak_rss_mb"] > 0
+
+
 def test_stages_quick_times_every_stage_of_the_whole_sample():
     done = last_json(in_process("stages", str(default_model_dir()), str(SAMPLE), "--quick"))
     assert done["rows"] == SAMPLE_ROWS
@@ -215,6 +228,23 @@ def test_run_quick_scores_every_input_kind_and_its_floor(tmp_path):
     assert results["floor"] and results["help"]
     assert set(results["bare"]["rows_per_second"]) == {"1024"}  # --quick: one batch size
     assert any(s["what"] == "baseline" for s in results["skipped"])  # no stack given
+    # every speed goal is printed, the ratio to the I/O floor first, with its target
+    goals = [g for g in results["goals"] if g["set"] == "speed"]
+    assert goals[0]["goal"].startswith("default command, Parquet -> Parquet, vs its I/O floor")
+    assert goals[0]["target"] == "<= 3.0x" and goals[0]["met"] is not None
+    assert results["imports"]["training_modules"] == []  # scoring imports no training package
+
+
+def test_ab_quick_runs_both_revisions_and_compares_their_scores(tmp_path):
+    """bench/ab.py: two revisions (here the same one) installed and run alternately."""
+    args = ["--a", "HEAD", "--b", "HEAD", "--quick", "--out", str(tmp_path)]
+    out = bench("bench/ab.py", str(SAMPLE), *args, "--json", str(tmp_path / "ab.json"), timeout=900)
+    done = last_json(out)
+    assert done == json.loads((tmp_path / "ab.json").read_text())
+    assert done["rounds"] == 1 and done["a"] == done["b"]
+    assert len(done["seconds"]["A"]["wall"]) == len(done["seconds"]["B"]["wall"]) == 1
+    assert done["score_differences"]["popularity_prob"] == 0.0
+    assert done["score_differences"]["features_hash identical"] is True
 
 
 def test_app_quick_loads_the_page_and_scores_a_track():
@@ -236,3 +266,18 @@ def test_spark_quick_gives_the_same_scores_as_popbatch(tmp_path):
     bench("bench/spark.py", *args, timeout=600)
     (job,) = json.loads(results.read_text())["spark_local_2"]["jobs"]
     assert job["rows"] == 1_000 and job["same_as_popbatch"]
+
+
+def test_priors_quick_times_the_scorers_lookup_and_the_in_graph_one(priors_run):
+    """bench/priors.py on a model with catalog priors: microseconds of CPU per row of the
+    scorer's lookup (all prior columns, the album alone) and of CategoryMapper + Gather."""
+    model = priors_run / "model"
+    done = last_json(in_process("priors", str(model), str(SAMPLE), "--quick"))
+    assert done["rows"] == 1024
+    cost = done["us_per_row_cpu"]
+    assert set(cost) == {
+        "scorer_all_prior_columns",
+        "scorer_album_only",
+        "graph_album_categorymapper_gather",
+    }
+    assert all(v > 0 for v in cost.values())

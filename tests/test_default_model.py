@@ -12,6 +12,7 @@ import jsonschema
 import polars as pl
 from popbatch.exporter.build import SIZE_BUDGET
 
+import popbatch
 from popbatch.cli.main import cli
 from popbatch.core.bundle import default_model_dir, load_model
 
@@ -77,3 +78,24 @@ def test_model_info_shows_the_default_model(runner):
         metrics = metrics.get("stack", metrics.get("combined", metrics))
         values = ", ".join(f"{m} {metrics[m]:.4f}" for m in test)
         assert shown in result.output and f"test {values}" in result.output, name
+
+
+def test_default_model_reads_the_catalogs_artist_and_album_history(tmp_path):
+    """The embedded default is trained with catalog priors on artists and album_name:
+    the same audio with every artist and album unknown (--fill ... =) scores differently,
+    and the manifest says how many keys its shipped table knows."""
+    bundle = load_model()
+    priors = bundle.manifest["priors"]
+    assert priors["columns"] == ["artists", "album_name"]
+    assert min(priors["extra"]["keys"].values()) > 10_000  # trained on the 100k rows
+    sample = ROOT / "batch" / "sample" / "catalog.csv"
+    known, unknown = tmp_path / "known.parquet", tmp_path / "unknown.parquet"
+    popbatch.score(str(sample), known, record=False)
+    fills = {"artists": "", "album_name": ""}
+    source = tmp_path / "bare.csv"
+    pl.read_csv(sample).drop("artists", "album_name").write_csv(source)
+    popbatch.score(str(source), unknown, record=False, fills=fills)
+    a, b = pl.read_parquet(known), pl.read_parquet(unknown)
+    assert a["track_id"].to_list() == b["track_id"].to_list()
+    changed = (a["popularity_pred"] - b["popularity_pred"]).abs() > 1
+    assert changed.mean() > 0.5  # the history moves most predictions by more than a point

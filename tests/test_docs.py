@@ -131,7 +131,8 @@ def test_the_pages_the_issue_found_stale_have_generated_blocks():
     expected = {
         "README.md": ["training-command"],
         "docs/model-file.md": ["bundle-files", "learners", "model-card"],
-        "docs/training.md": ["head-defaults", "learners"],
+        "docs/training.md": ["head-defaults", "learners", "priors-card"],
+        "docs/performance.md": ["performance"],
         "docs/explain.md": ["command: popbatch explain"],
     }
     for page, names in expected.items():
@@ -214,7 +215,8 @@ def test_api_explain_example_prints_what_the_page_says():
         f"print(why.head, why.unit, why.background)  # {why.head} {why.unit} {why.background}\n"
         in page
     )
-    assert f"print(why.table.num_rows)  # 3 tracks x 15 features = {why.table.num_rows}\n" in page
+    n = why.table.num_rows
+    assert f"print(why.table.num_rows)  # 3 tracks x {n // 3} features = {n}\n" in page
 
 
 def test_app_screenshot_shows_the_default_model():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 
 import duckdb
@@ -75,6 +76,16 @@ def scored_default(tmp_path_factory):
     return pl.read_parquet(out)
 
 
+def in_training(keys: list[str]) -> np.ndarray:
+    """Which keys the default model's training-keys fingerprint holds (evaluate leaves
+    them out of the headline; the default's priors hold their labels)."""
+    from popbatch.core import fingerprint
+
+    model = load_model()
+    fitted = fingerprint.read_fingerprint(model.directory, model.manifest)
+    return fingerprint.seen(fingerprint.key_hashes(keys), fitted)
+
+
 def genre_probabilities_with_onnx(features: np.ndarray) -> np.ndarray:
     """The default genre head's [N, C] probabilities, exposed with the onnx package
     (independently of popbatch's own wire-format edit)."""
@@ -92,7 +103,9 @@ def genre_probabilities_with_onnx(features: np.ndarray) -> np.ndarray:
 
 def test_evaluate_reproduces_sklearn_on_popbatch_score_output(scored_default):
     result = evaluate(TRACKS_2000, record=False, resamples=50).to_dict()
-    frame = scored_default
+    in_sample = in_training(scored_default["track_id"].to_list())
+    assert 0 < in_sample.sum() < len(in_sample)
+    frame = scored_default.filter(~in_sample)  # the headline's rows
     y = frame["popularity"].to_numpy()
     popular = y > 71  # the default model's own rule (manifest label: popularity > 71)
     probability = frame["popularity_prob"].to_numpy()
@@ -123,19 +136,20 @@ def test_evaluate_reproduces_sklearn_on_popbatch_score_output(scored_default):
     prepared = Preprocessor(bundle.manifest).bind(table.schema).transform(table.to_batches()[0])
     classes = bundle.manifest["heads"]["genre"]["classes"]
     truth = [classes.index(g) for g in frame["track_genre"]]
-    probabilities = genre_probabilities_with_onnx(prepared.features)
+    probabilities = genre_probabilities_with_onnx(prepared.features)[~in_sample]
     expected["genre"]["top3_accuracy"] = sk.top_k_accuracy_score(
         truth, probabilities, k=3, labels=range(len(classes))
     )
-    assert result["rows"] == {"read": 2000, "scored": 2000, "rejected": 0, "in_sample": None,
-                              "evaluated": 2000}  # fmt: skip
-    assert result["in_sample"]["known"] is False and "unknown" in result["in_sample"]["how"]
+    held = int(in_sample.sum())
+    assert result["rows"] == {"read": 2000, "scored": 2000, "rejected": 0, "in_sample": held,
+                              "evaluated": 2000 - held}  # fmt: skip
+    assert result["in_sample"]["known"] is True
     for head, figures in expected.items():
         for name, value in figures.items():
             shown = result["heads"][head]["metrics"][name]
             assert shown == pytest.approx(value, abs=TOLERANCE), f"{head}.{name}"
     lifts = result["heads"]["popular"]["metrics"]
-    top = np.argsort(-probability, kind="mergesort")[:20]  # the top 1% of 2,000 rows
+    top = np.argsort(-probability, kind="mergesort")[: math.ceil(len(probability) / 100)]  # 1%
     assert lifts["lift_top_1pct"] == pytest.approx(popular[top].mean() / popular.mean())
 
 
@@ -242,7 +256,8 @@ def test_every_evaluation_is_logged_and_reported_by_popbatch_sql(runner, tmp_pat
             "SELECT rows_scored, rows_in_sample, below_floor, popular_roc_auc, report "
             "FROM popbatch_evaluations ORDER BY evaluated_at"
         ).fetchall()
-    assert [r[:3] for r in rows] == [(2000, None, None), (2000, None, "popular.roc_auc")]
+    held = int(in_training(pl.read_csv(TRACKS_2000)["track_id"].to_list()).sum())
+    assert [r[:3] for r in rows] == [(2000, held, None), (2000, held, "popular.roc_auc")]
     assert json.loads(rows[0][4])["heads"]["popular"]["metrics"]["roc_auc"] == rows[0][3]
     report = runner.invoke(cli, ["sql", "--db", str(log), "--report", "evaluations",
                                  "--format", "json"])  # fmt: skip
@@ -257,7 +272,7 @@ def test_every_evaluation_is_logged_and_reported_by_popbatch_sql(runner, tmp_pat
     report = runner.invoke(cli, ["sql", "--evaluations", str(jsonl), "--report", "evaluations",
                                  "--format", "json"])  # fmt: skip
     assert report.exit_code == 0, report.output
-    assert json.loads(report.stdout)[0]["rows_evaluated"] == 2000
+    assert json.loads(report.stdout)[0]["rows_evaluated"] == 2000 - held
 
 
 def test_another_schema_through_map(runner, tmp_path):
@@ -280,6 +295,7 @@ def test_another_schema_through_map(runner, tmp_path):
                         str(scored), "--columns", "all", "-q"])  # fmt: skip
     scores = pl.read_parquet(scored)
     assert len(scores) == shown["rows"]["scored"] == len(frame) - shown["rows"]["rejected"]
+    scores = scores.filter(~in_training(scores["track_id"].to_list()))  # the headline's rows
     auc = sk.roc_auc_score(scores["popularity"].to_numpy() > 71, scores["popularity_prob"])
     assert shown["heads"]["popular"]["metrics"]["roc_auc"] == pytest.approx(auc, abs=TOLERANCE)
     mae = sk.mean_absolute_error(scores["popularity"], scores["popularity_pred"])
@@ -329,4 +345,4 @@ def test_docs_example_is_the_commands_output(runner, monkeypatch):
     assert result.exit_code == 0, result.output
     assert result.stdout == shown, "rerun the command and paste its output into docs/evaluate.md"
     cv = load_model().manifest["cv"]["models"]["stack"]["roc_auc"]["mean"]
-    assert f"its cross-validated {cv:.4f}" in page
+    assert f"ROC-AUC with catalog priors, folds by track: {cv:.4f})" in page

@@ -179,11 +179,23 @@ def test_regression_head_matches_its_closed_form_in_points(model_dir):
 
 # --------------------------------------------------------------- explain()
 def test_default_model_explanations_add_up_on_fixture_rows(tmp_path):
-    """The real embedded stack (logistic regression, XGBoost on the encoded genre, meta
-    learner), log-odds, against the background rows shipped with it."""
+    """The real embedded stack, log-odds, against the background rows shipped with it.
+    Its features: the audio inputs, the catalog priors the popular head reads (not the
+    genre shares, which only the genre head reads) and the genre."""
+    from popbatch.core.bundle import load_model
+    from popbatch.core.priors import is_tail_feature
+
     result = explain(str(TRACKS_2000), top=25, output=tmp_path / "why.parquet")
     table = pl.read_parquet(tmp_path / "why.parquet")
-    assert table.height == 25 * 15 and table["track_id"].n_unique() == 25
+    features = load_model().manifest["features"]
+    explained = {"genre"} | {
+        f["name"]
+        for f in features
+        if f["kind"] in ("numeric", "prior") and not is_tail_feature(f["name"])
+    }
+    assert "artists:mean" in explained and "album_name:count" in explained
+    assert set(table["feature"]) == explained
+    assert table.height == 25 * len(explained) and table["track_id"].n_unique() == 25
     assert additivity_error(table) < 1e-4
     first = table.filter(pl.col("rank") == 1)
     assert first.height == 25

@@ -64,12 +64,13 @@ def test_train_reports_every_head_and_its_baselines(trained):
     out, result = trained
     report = json.loads((out / "report.json").read_text())
     popularity = report["heads"]["popularity"]["metrics"]["test"]
-    assert set(popularity) == {"stack", "ann", "rf", "xgb", "linear", "mean"}
+    # the default design: the network alone (its "stack" is the network itself)
+    assert set(popularity) == {"stack", "ann", "linear", "mean"}
     for metrics in popularity.values():
         assert {"r2", "mae", "mse", "rmse"} <= set(metrics)
         assert metrics["rmse"] == pytest.approx(np.sqrt(metrics["mse"]))
     genre = report["heads"]["genre"]["metrics"]["test"]
-    assert set(genre) == {"combined", "ann", "rf", "most_frequent"}
+    assert set(genre) == {"combined", "softmax", "most_frequent"}
     for metrics in genre.values():
         for name in ("accuracy", "top3_accuracy", "macro_precision", "macro_recall", "macro_f1"):
             assert 0.0 <= metrics[name] <= 1.0
@@ -105,15 +106,15 @@ def test_every_head_shares_the_one_grouped_split(trained):
     assert set(heads["genre"].classes) <= set(train["track_genre"].str.to_lowercase().to_list())
 
 
-def test_popularity_trees_read_the_genre_encoding(trained):
-    """The trees get 14 features + one encoded genre, each genre's mean popularity."""
+def test_default_popularity_head_is_the_network_alone(trained):
+    """The default popularity head is the network alone: no trees, so no genre encoding
+    for them, and no meta learner (the network's output is the prediction)."""
     from popbatch.exporter.heads import load_heads
 
     head = load_heads(trained[0] / "stack")["popularity"]
-    assert head.xgb.n_features_in_ == head.rf.n_features_in_ == 15
-    encoding = np.asarray(head.genre_encoding)
-    assert encoding.shape == (len(head.clip_lower) - 14,)
-    assert 0 < encoding.min() < encoding.max() < 100
+    assert head.learners == ("ann",)
+    assert head.rf is None and head.xgb is None and head.genre_encoding is None
+    assert (head.meta_coef, head.meta_intercept) == ([1.0], 0.0)
 
 
 def test_popularity_encoding_never_sees_a_rows_own_popularity():
@@ -187,16 +188,20 @@ def test_score_cli_writes_every_head_of_the_model(runner, model, catalog, tmp_pa
 def test_score_matches_the_native_heads(trained, model, catalog, tmp_path):
     """What the stream writes is what the native heads predict for the same rows."""
     from popbatch.exporter.heads import load_heads
-    from popbatch.models.data import feature_matrix, load_training_data
+    from popbatch.exporter.priors import native_matrix
+    from popbatch.models.data import load_training_data
+    from popbatch.models.priors import load as load_priors
 
     out = tmp_path / "scored.parquet"
     popbatch.score(str(catalog), out, model=model, record=False)
     scored = pl.read_parquet(out)
     bundle = load_model(model)
     vocabulary = bundle.manifest["genre"]["vocabulary"]
-    frame = load_training_data(catalog).frame
-    assert frame.height == scored.height  # the 200 rows have no duplicates or gaps
-    x = feature_matrix(frame, vocabulary)
+    assert load_training_data(catalog).frame.height == scored.height  # no duplicates or gaps
+    # the training code's matrix: audio, genre and the plain-Python catalog priors of
+    # the rows' artists and albums (which the training data's model columns leave out)
+    frame = pl.read_parquet(catalog).rename({"track_genre": "genre"})
+    x = native_matrix(frame, load_priors(trained[0] / "stack"), vocabulary)
     heads = load_heads(trained[0] / "stack")
     np.testing.assert_allclose(
         scored["popularity_pred"].to_numpy(), heads["popularity"].predict(x), atol=1e-3
@@ -342,12 +347,13 @@ def test_tune_searches_the_regressors_with_grouped_folds_and_records_the_best():
 
     from popbatch.models.data import load_training_data
     from popbatch.models.pipeline import labels, make_splits
-    from popbatch.models.popularity import RegressorParams, tune
+    from popbatch.models.popularity import N_NUMERIC, RegressorParams, tune
 
     data = load_training_data(TRACKS_2000)
     splits, _ = make_splits(data, labels(data.frame, 71), 7)
     width = splits.x["train"].shape[1]
-    stack = SimpleNamespace(clip_lower=[None] * width, clip_upper=[None] * width)
+    stack = SimpleNamespace(clip_lower=[None] * width, clip_upper=[None] * width,
+                            n_numeric=N_NUMERIC)  # fmt: skip
     targets = {k: f["popularity"].to_numpy().astype(float) for k, f in splits.frames.items()}
     params = RegressorParams()
     params.xgb["n_estimators"] = 20  # quick: the grid does not set XGBoost's rounds
@@ -398,31 +404,42 @@ def test_the_run_log_records_which_heads_each_run_wrote(runner, model, catalog, 
 
 
 def test_head_graphs_never_compute_on_the_whole_genre_block(model):
-    """Only Slices (and the clipping) read the [N, 129] input: everything that multiplies
-    the genre's one-hot block reads it as an index (export/genre_block.py). The embedded
-    default model too, so it was exported this way."""
+    """Only Slices, Gathers of chosen columns (and the clipping) read the whole input:
+    nothing multiplies the genre's one-hot block as a matrix; it is read as an index
+    (export/genre_block.py). The embedded default model too, so it was exported this way."""
     import onnx
+    from onnx import numpy_helper
 
     from popbatch.core.bundle import default_model_dir
 
     for directory in (model, default_model_dir()):
+        features = json.loads((directory / "manifest.json").read_text())["features"]
+        onehot = {i for i, f in enumerate(features) if f["kind"] == "onehot"}
         for name in ("model.onnx", "popularity.onnx", "genre.onnx"):
             graph = onnx.load(directory / name).graph
+            constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
             whole = {"features", "clipped", "clipped_low"}
-            readers = {n.op_type for n in graph.node if whole & set(n.input)}
-            assert readers <= {"Slice", "Max", "Min"}, (directory, name, readers)
+            readers = [n for n in graph.node if whole & set(n.input)]
+            assert {n.op_type for n in readers} <= {"Slice", "Gather", "Max", "Min"}, (
+                directory, name, {n.op_type for n in readers})  # fmt: skip
+            for node in readers:
+                if node.op_type == "Gather":  # columns chosen by constant indices, none one-hot
+                    columns = set(constants[node.input[1]].ravel().tolist())
+                    assert not columns & onehot, (directory, name, sorted(columns & onehot))
             ops = {n.op_type for n in graph.node}
             assert "TreeEnsembleClassifier" not in ops, name  # the genre forest: a regressor
 
 
-def test_trained_forests_predict_in_tree_order(trained):
+def test_trained_forests_predict_in_tree_order():
     """A parallel scikit-learn predict adds the trees in the order its threads finish,
     so out-of-fold predictions, the meta learner fitted on them and the exported bytes
-    moved by an ulp between identical trainings; the forests predict on one thread."""
-    from popbatch.exporter.heads import load_heads
+    moved by an ulp between identical trainings; a head's forest (``learners`` with
+    ``rf``; the default heads have none) predicts on one thread."""
+    from popbatch.models.popularity import RegressorParams, fit_rf
 
-    run, _ = trained
-    heads = load_heads(run / "stack")
-    assert {"popularity", "genre"} <= set(heads)
-    for head in heads.values():
-        assert head.rf.n_jobs == 1
+    rng = np.random.default_rng(0)
+    c, y = rng.normal(size=(200, 5)), rng.normal(size=200)
+    params = RegressorParams()
+    params.rf.update(n_estimators=4, max_depth=3)
+    forest = fit_rf(c, y, params, seed=0)
+    assert forest.n_jobs == 1

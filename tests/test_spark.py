@@ -133,14 +133,14 @@ def test_missing_column_is_refused_on_the_driver(spark, catalog):
 class Shipped:
     """Stands in for a Broadcast: what an executor reads from ``.value``."""
 
-    def __init__(self, manifest, onnx_bytes, head_bytes):
-        self.value = (manifest, onnx_bytes, head_bytes)
+    def __init__(self, manifest, onnx_bytes, head_bytes, prior_bytes=None):
+        self.value = (manifest, onnx_bytes, head_bytes, prior_bytes)
 
 
 def plan_for(model, onnx_bytes=None, threads=1, head_bytes=None):
     heads = model.head_bytes if head_bytes is None else head_bytes
     return popbatch_spark._Plan(
-        model=Shipped(model.manifest, onnx_bytes or model.onnx_bytes, heads),
+        model=Shipped(model.manifest, onnx_bytes or model.onnx_bytes, heads, model.prior_bytes),
         model_id=model.model_id,
         schema=pa.schema([]),
         scored_at=datetime.now(UTC),
@@ -168,7 +168,7 @@ def test_an_executor_refuses_a_shipped_manifest_naming_a_file_outside_its_bundle
     manifest["heads"]["genre"]["file"] = "../elsewhere/genre.onnx"
     identity.seal(manifest, model.onnx_bytes)
     plan = popbatch_spark._Plan(
-        model=Shipped(manifest, model.onnx_bytes, model.head_bytes),
+        model=Shipped(manifest, model.onnx_bytes, model.head_bytes, model.prior_bytes),
         model_id=manifest["model_id"],
         schema=pa.schema([]),
         scored_at=datetime.now(UTC),
@@ -210,3 +210,21 @@ def test_no_pyspark_in_the_scoring_path(tmp_path):
     result = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert pq.read_metadata(out).num_rows == 1000
+
+
+def test_scores_with_catalog_priors_equal_popbatch_score(spark, priors_run, tmp_path):
+    """A model with catalog priors: the executors get the priors table with the model
+    (verified against the manifest) and score as popbatch score does."""
+    from conftest import TRACKS_PRIORS
+
+    model = priors_run / "model"
+    out = tmp_path / "cli" / "scored.parquet"
+    popbatch.score(str(TRACKS_PRIORS), out, model=model, record=False)
+    expected = pq.read_table(out)
+    df = spark.read.csv(str(TRACKS_PRIORS), header=True, escape='"', multiLine=True)
+    scored, rejects = score_dataframe(df.repartition(3), model, scored_at=datetime(2026, 12, 5))
+    got = as_popbatch(scored.toArrow())
+    assert rejects.count() == 0
+    drop = ["scored_at", "input_row"]  # input_row counts within a Spark partition
+    assert by_key(got.drop_columns(drop)).equals(by_key(expected.drop_columns(drop)))
+    assert "popularity_pred" in got.column_names

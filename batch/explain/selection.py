@@ -272,13 +272,17 @@ class Explanations:
 
 
 def _reason_text(row: dict) -> str:
-    value = row["category"] if row["category"] is not None else _number(row["value"])
+    """``danceability 0.82 (+0.61)``; a catalog prior in words: ``artist history: mean
+    popularity 64 (+0.55)``."""
+    from popbatch.core.priors import describe, is_prior_feature
+
     c = row["contribution"]
-    return (
-        f"{row['feature']} {value} ({c:+.2f})"
-        if abs(c) >= 0.1
-        else f"{row['feature']} {value} ({c:+.2g})"
-    )
+    if is_prior_feature(row["feature"]):
+        text = describe(row["feature"], row["value"])
+    else:
+        value = row["category"] if row["category"] is not None else _number(row["value"])
+        text = f"{row['feature']} {value}"
+    return f"{text} ({c:+.2f})" if abs(c) >= 0.1 else f"{text} ({c:+.2g})"
 
 
 def _number(value: float) -> str:
@@ -356,7 +360,7 @@ def explain(
     """
     top = _checked_options(top, keys, where, max_rows, permutations)
     bundle = model if isinstance(model, ModelBundle) else load_model(model)
-    space = RawSpace(bundle.manifest)
+    space = RawSpace(bundle.manifest, head)
     explained = model_head(bundle, head)
     wanted = _wanted_keys(top, keys, max_rows, space, permutations)
     stored = stored_background(bundle, space)

@@ -24,6 +24,7 @@ from popbatch.batch.runner import available_cores, single_thread_session
 
 from popbatch.core.bundle import ModelBundle, bundle_file
 from popbatch.core.errors import InputError, ModelError, one_line
+from popbatch.core.priors import is_tail_feature
 
 __all__ = ["BACKGROUND_FILE", "HEADS", "Head", "LinkModel", "RawSpace", "model_head"]
 
@@ -139,13 +140,21 @@ class LinkModel:
 class RawSpace:
     """The model's inputs as explained features: numeric inputs plus one ``genre``."""
 
-    def __init__(self, manifest: dict[str, Any]) -> None:
+    def __init__(self, manifest: dict[str, Any], head: str = "popular") -> None:
         self.width = int(manifest["input"]["width"])
         features = manifest["features"]
-        self.numeric_positions = [i for i, f in enumerate(features) if f["kind"] == "numeric"]
+        # catalog priors (artists:mean, ...) are numbers like the audio features; the
+        # priors' genre shares are read by the genre head only (the others' graphs slice
+        # them off), so for the others they are no feature and their inputs stay zero
+        shares = head == "genre"
+        self.numeric_positions = [
+            i
+            for i, f in enumerate(features)
+            if f["kind"] in ("numeric", "prior") and (shares or not is_tail_feature(f["name"]))
+        ]
         self.names = [features[i]["name"] for i in self.numeric_positions]
         self.categories = {
-            i: f["category"] for i, f in enumerate(features) if f["kind"] != "numeric"
+            i: f["category"] for i, f in enumerate(features) if f["kind"] == "onehot"
         }
         self.has_genre = bool(self.categories)
         if self.has_genre:

@@ -33,6 +33,7 @@ RUN_ENV = "POPBATCH_APP_RUN"
 RESULT = "track_result"
 REASONS = "track_reasons"
 COUNT = "predictions"
+WATERFALL = "track_waterfall"
 
 
 def serve(argv: list[str] | None = None) -> None:
@@ -110,6 +111,8 @@ def track_page(bundle: ModelBundle) -> None:
 
 def field_widget(item: interactive.InputField):
     key = f"in_{item.column}"
+    if item.kind == "text":
+        return st.text_input(item.column, value=item.default, key=key, help=item.help)
     if item.kind == "flag":
         return st.checkbox(item.column, value=item.default, key=key, help=item.help)
     if item.kind == "choice":
@@ -160,10 +163,43 @@ def show_reasons(reasons: list[interactive.Reason] | str | None) -> None:
         st.subheader("Top reasons")
         st.caption("What moved the popular probability most (popbatch explain: Shapley values)")
         st.markdown("\n".join(f"- {reason.text()}" for reason in reasons))
+        if isinstance(reasons, interactive.Reasons) and reasons:
+            show_waterfall(reasons)
     elif isinstance(reasons, str):
         st.caption(reasons)
     else:
         st.caption("Reasons appear when this popbatch has popbatch explain.")
+
+
+def show_waterfall(reasons: interactive.Reasons) -> None:
+    """The reasons as a waterfall: from the average track (the base value) through each
+    reason and the other features together to this track's score."""
+    import altair as alt
+
+    steps = reasons.steps()
+    rows = [
+        {"step": f"{i:02d} {label}", "start": start, "end": end,
+         "kind": "total" if i in (0, len(steps) - 1) else ("up" if end >= start else "down")}
+        for i, (label, start, end) in enumerate(steps)
+    ]  # fmt: skip
+    chart = (
+        alt.Chart(alt.Data(values=rows))
+        .mark_bar()
+        .encode(
+            y=alt.Y("step:N", sort=None, title=None),
+            x=alt.X("start:Q", title=reasons[0].unit),
+            x2="end:Q",
+            color=alt.Color(
+                "kind:N",
+                scale=alt.Scale(
+                    domain=["total", "up", "down"], range=["#4c72b0", "#55a868", "#c44e52"]
+                ),
+                legend=None,
+            ),
+        )
+    )
+    st.altair_chart(chart, use_container_width=True)
+    st.session_state[WATERFALL] = steps
 
 
 # ------------------------------------------------------------------ a file

@@ -57,7 +57,7 @@ class InputField:
     """One model input as a form field: bounds from the manifest, default its median."""
 
     column: str
-    kind: str  # "number", "integer", "flag" (explicit) or "choice" (genre)
+    kind: str  # "number", "integer", "flag" (explicit), "choice" (genre), "text" (priors)
     default: Any
     valid_min: float | None = None
     valid_max: float | None = None
@@ -122,6 +122,17 @@ def input_fields(manifest: Mapping[str, Any]) -> list[InputField]:
                 options=(*vocabulary, genre["other"]),
                 help=f"{len(vocabulary)} genres the model knows; any other genre is "
                 f"{genre['other']}",
+            )
+        )
+    for column in (manifest.get("priors") or {}).get("columns", []):
+        several = "; several artists separated by ';'" if column == "artists" else ""
+        fields.append(
+            InputField(
+                column,
+                "text",
+                "",
+                help=f"the model reads this {column.replace('_', ' ')}'s history in its "
+                f"training rows{several}; empty: unknown",
             )
         )
     return fields
@@ -369,10 +380,37 @@ class Reason:
     value: str
     contribution: float
     unit: str
+    label: str = ""
+    """The feature and its value in words (a catalog prior: ``artist history: mean
+    popularity 64``); empty: ``feature value``."""
 
     def text(self) -> str:
         way = "raises" if self.contribution > 0 else "lowers"
-        return f"{self.feature} {self.value} {way} it by {abs(self.contribution):.3f} {self.unit}"
+        what = self.label or f"{self.feature} {self.value}"
+        return f"{what} {way} it by {abs(self.contribution):.3f} {self.unit}"
+
+
+class Reasons(list):
+    """The top :class:`Reason` s, largest first, and the explanation's ends: the base
+    value (the average over the background) and the track's prediction, both in the
+    reasons' unit, for a waterfall from one to the other."""
+
+    base_value: float = 0.0
+    prediction: float = 0.0
+
+    def steps(self) -> list[tuple[str, float, float]]:
+        """``(label, start, end)``: the base value, each reason, the other features
+        together, and the prediction."""
+        steps = [("average track", 0.0, self.base_value)]
+        level = self.base_value
+        for reason in self:
+            steps.append((reason.label or f"{reason.feature} {reason.value}", level,
+                          level + reason.contribution))  # fmt: skip
+            level += reason.contribution
+        if abs(self.prediction - level) > 1e-12:
+            steps.append(("all other features", level, self.prediction))
+        steps.append(("this track", 0.0, self.prediction))
+        return steps
 
 
 def explain_available() -> bool:
@@ -384,9 +422,7 @@ def explain_available() -> bool:
     return True
 
 
-def explain_track(
-    values: Mapping[str, Any], model: ModelBundle, top: int = 5
-) -> list[Reason] | None:
+def explain_track(values: Mapping[str, Any], model: ModelBundle, top: int = 5) -> Reasons | None:
     """The ``top`` features that moved this track's score most, largest first, from
     ``popbatch.explain`` (per-feature Shapley contributions of the popular head).
 
@@ -405,17 +441,24 @@ def explain_track(
         path = Path(work) / "track.parquet"
         pq.write_table(table, path)
         result = explain(str(path), model=model, keys=[TRACK_KEY], key=key)
+    from popbatch.core.priors import describe, is_prior_feature
+
     rows = [r for r in result.table.to_pylist() if r[key] == TRACK_KEY]
     rows.sort(key=lambda r: r["rank"])
-    return [
+    reasons = Reasons(
         Reason(
             r["feature"],
             str(r["category"]) if r.get("category") is not None else _plain(r["value"]),
             float(r["contribution"]),
             result.unit,
+            describe(r["feature"], r["value"]) if is_prior_feature(r["feature"]) else "",
         )
         for r in rows[:top]
-    ]
+    )
+    if rows:
+        reasons.base_value = float(rows[0]["base_value"])
+        reasons.prediction = float(rows[0]["prediction"])
+    return reasons
 
 
 @functools.lru_cache(maxsize=8)

@@ -48,6 +48,9 @@ class ModelBundle:
     head_bytes: dict[str, bytes] = field(default_factory=dict)
     """ONNX bytes of the extra heads (``popularity``, ``genre``), each verified
     against its sha256 in the manifest's ``heads`` section (see :mod:`popbatch.core.heads`)."""
+    prior_bytes: bytes | None = None
+    """The catalog priors table (Parquet), verified against the sha256 in the
+    manifest's ``priors`` section; None for a model without priors."""
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -213,9 +216,67 @@ def load_model(model_dir: str | Path | None = None) -> ModelBundle:
     from popbatch.core.heads import read_head_files
 
     head_bytes = read_head_files(directory, manifest)
+    prior_bytes = read_prior_table(directory, manifest)
     return ModelBundle(
-        directory=directory, manifest=manifest, onnx_bytes=onnx_bytes, head_bytes=head_bytes
+        directory=directory,
+        manifest=manifest,
+        onnx_bytes=onnx_bytes,
+        head_bytes=head_bytes,
+        prior_bytes=prior_bytes,
     )
+
+
+#: verified priors tables by sha256: a manifest's priors section names its table by
+#: hash, so the scorer finds the bytes ``load_model`` checked (see ``batch/priors.py``)
+_PRIOR_TABLES: dict[str, bytes] = {}
+
+
+def read_prior_table(directory: Path, manifest: dict[str, Any]) -> bytes | None:
+    """The priors table a manifest names, checked against its sha256 (which model_id
+    covers), or None for a model without priors.
+
+    Raises
+    ------
+    ModelError
+        The manifest names no plain file beside it, or the file is missing or changed.
+    """
+    section = manifest.get("priors")
+    if not section:
+        return None
+    name = str(section.get("table_file", ""))
+    # TODO: the shared "plain file name inside the bundle" check, once it is in core
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise ModelError(
+            f"{directory}: manifest priors table {name!r} is not a plain file name inside "
+            "the model directory; re-export the model"
+        )
+    path = Path(directory) / name
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the priors table ({exc.strerror})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != section.get("table_sha256"):
+        raise ModelError(
+            f"{path}: {name} does not match its manifest (sha256 {digest[:12]}…, manifest "
+            f"{str(section.get('table_sha256'))[:12]}…): the file was changed; re-export "
+            "the model or restore the original file"
+        )
+    _PRIOR_TABLES[digest] = data
+    return data
+
+
+def register_prior_table(data: bytes) -> str:
+    """Make a priors table's bytes known to the scorer (export does, before it proves
+    parity on a bundle not yet written); returns their sha256."""
+    digest = hashlib.sha256(data).hexdigest()
+    _PRIOR_TABLES[digest] = data
+    return digest
+
+
+def prior_table(sha256: str) -> bytes | None:
+    """The verified bytes of a priors table ``load_model`` read, by its sha256."""
+    return _PRIOR_TABLES.get(sha256)
 
 
 def verify_identity(manifest: dict[str, Any], onnx_sha256: str, directory: Path) -> None:

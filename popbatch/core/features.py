@@ -69,16 +69,21 @@ def onehot_name(genre: str) -> str:
     return f"genre={genre}"
 
 
-def feature_names(genres: Iterable[str] | None) -> list[str]:
-    """Model input names in order: numeric features, then one-hot genres and "other".
+def feature_names(
+    genres: Iterable[str] | None, priors: Iterable[str] = (), tail: Iterable[str] = ()
+) -> list[str]:
+    """Model input names in order: numeric features, the catalog priors' inputs
+    (``artists:mean``, ...: :meth:`popbatch.core.priors.PriorSpec.lead_names`), the
+    one-hot genres and "other", then the priors' genre shares (``tail``: read by the
+    genre head only).
 
     ``genres`` is the training vocabulary, or ``None`` for a model trained
     without genre (``--no-genre``).
     """
-    names = list(NUMERIC_FEATURE_NAMES)
+    names = [*NUMERIC_FEATURE_NAMES, *priors]
     if genres is not None:
         names += [onehot_name(g) for g in genres] + [onehot_name(OTHER_GENRE)]
-    return names
+    return [*names, *tail]
 
 
 _NON_WORD = re.compile(r"[^0-9a-zA-Z]+")

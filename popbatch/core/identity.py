@@ -4,7 +4,9 @@ The scoring contract is the part of ``manifest.json`` the scorer obeys: the
 input name, dtype and width, the output names, the threshold, the key, the
 genre column, vocabulary and "other" bucket, every feature entry (name, kind,
 column, valid range, impute value, category, in input order) and, when a
-model has them, its head definitions (``heads``). Editing any of it can change
+model has them, its head definitions (``heads``) and its catalog priors
+(``priors``: the key columns, statistics, smoothing, global values and the
+sha256 of the lookup table file, so the table is covered too). Editing any of it can change
 a prediction, so it is part of the identity; so is the training-keys
 fingerprint (``training_keys``), which decides what evaluation calls in-sample:
 
@@ -36,19 +38,20 @@ from typing import Any
 
 SCHEME = "popbatch-model-id-2"
 CONTRACT_FORMAT = 2
-#: top-level manifest fields that decide predictions ("heads": later model heads), and
-#: ``training_keys``, the fingerprint of the rows the model was fitted on
-#: (:mod:`popbatch.core.fingerprint`): it decides no prediction but which rows
-#: ``popbatch evaluate`` counts as in-sample, so the id covers it too
+#: top-level manifest fields that decide predictions ("heads": later model heads;
+#: "priors": the catalog priors), and ``training_keys``, the fingerprint of the rows
+#: the model was fitted on (:mod:`popbatch.core.fingerprint`): it decides no prediction
+#: but which rows ``popbatch evaluate`` counts as in-sample, so the id covers it too
 CONTRACT_FIELDS = (
-    "input", "outputs", "threshold", "key", "genre", "features", "heads", "training_keys",
+    "input", "outputs", "threshold", "key", "genre", "features", "heads", "priors",
+    "training_keys",
 )  # fmt: skip
 #: list fields checked entry by entry, so a message can name the entry
 LISTS = ("features", "heads")
 #: keys of a feature or head entry that describe it without changing predictions
 #: (a head's test metrics and parity proof: two runs of one command can differ in
 #: their last float digits while every ONNX byte is the same)
-DESCRIPTIVE_KEYS = frozenset({"train", "description", "metrics", "parity", "parity_line"})
+DESCRIPTIVE_KEYS = frozenset({"train", "description", "metrics", "parity", "parity_line", "extra"})
 
 
 def canonical_json(value: Any) -> bytes:
@@ -85,6 +88,8 @@ def contract_parts(manifest: Mapping[str, Any]) -> dict[str, Any]:
                 parts[f"{field}[{index}]"] = entry
         elif isinstance(value, dict) and value:
             for key, item in value.items():
+                if field == "priors" and key in DESCRIPTIVE_KEYS:  # facts of the table
+                    continue
                 if field in LISTS and isinstance(item, dict):  # a head entry, by name
                     item = {k: v for k, v in item.items() if k not in DESCRIPTIVE_KEYS}
                 parts[f"{field}.{key}"] = item

@@ -20,10 +20,12 @@ FOLDS = 5
 CV_JOBS = 2
 HEADS = ("popular", "popularity", "genre")
 # Base learners (LearnerParams).
-EPOCHS = 100
-BATCH_SIZE = 16
+EPOCHS = 20
+BATCH_SIZE = 512
 RF_TREES = 5
 RF_DEPTH = 5
 XGB_ROUNDS = 60
 XGB_DEPTH = 2
-LEARNERS = ("logistic", "xgb")
+LEARNERS = ("logistic", "ann")
+# Catalog priors (popbatch.core.priors.DEFAULT_PRIOR_COLUMNS).
+PRIOR_COLUMNS = ("artists", "album_name")

@@ -10,7 +10,7 @@ import click
 from popbatch.batch.drift import THRESHOLDS, check_drift, format_report
 from popbatch.cli.commands.options import deprecated, input_options, json_option, model_option
 from popbatch.cli.commands.progress import Progress
-from popbatch.core.bundle import default_model_dir, read_manifest
+from popbatch.core.bundle import default_model_dir, read_manifest, read_prior_table
 from popbatch.core.errors import EXIT_DRIFT
 
 HELP = f"""Check a catalog for drift from the data the model was trained on.
@@ -63,7 +63,9 @@ def drift(
             f"--format {fmt}", "--json" if fmt == "json" else "no option (a table is the default)"
         )
         as_json = as_json or fmt == "json"
-    manifest = read_manifest(model_dir if model_dir is not None else default_model_dir())
+    directory = model_dir if model_dir is not None else default_model_dir()
+    manifest = read_manifest(directory)
+    read_prior_table(directory, manifest)  # verified; the known-artist check reads it
     progress = Progress("drift", quiet)
     report = check_drift(
         inputs,

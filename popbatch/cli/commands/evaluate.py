@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from popbatch.cli.commands.options import input_options, model_option, parse_pairs, wait_option
-from popbatch.cli.commands.progress import ProgressBar
+from popbatch.cli.commands.progress import bar_and_say
 from popbatch.core import files
 from popbatch.core.errors import EXIT_BELOW_FLOOR, InputError, OutputError
 
@@ -149,12 +149,7 @@ def evaluate(
         record=not no_log,
         wait=wait,
     )
-    progress = ProgressBar(enabled=False if quiet else None)
-
-    def say(line: str) -> None:
-        if not quiet:
-            progress.close()
-            click.echo(line, err=True)
+    progress, say = bar_and_say(quiet)
 
     try:
         result = run_evaluate(inputs, model_dir, options, progress=progress, say=say)

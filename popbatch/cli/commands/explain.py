@@ -49,8 +49,9 @@ popularity). A DuckDB OUTPUT gets table 'explanations' (or --into).
 Contributions are Shapley values estimated with {DEFAULT_PERMUTATIONS} feature orders against
 background rows: the training sample stored with the model, or else a random
 sample of 100 valid input rows (the output's background column says which).
-Explaining 1,000 tracks takes 20-50 s on 2 cores; more than
---max-rows tracks are refused with an estimate of the time they would take.
+A track costs {DEFAULT_PERMUTATIONS} x (features - 1) x 100 model evaluations
+(docs/explain.md, "Cost"); more than --max-rows tracks are refused with an
+estimate of the time they would take.
 """
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from popbatch.cli.commands.options import read_options
-from popbatch.cli.commands.progress import ProgressBar
+from popbatch.cli.commands.progress import bar_and_say
 from popbatch.core import DEFAULT_BATCH_SIZE, identity
 from popbatch.core.bundle import default_model_dir, load_model
 from popbatch.core.errors import EXIT_B_WORSE, EXIT_NO_DIFFERENCE, EXIT_OK
@@ -62,10 +62,48 @@ def summary_lines(manifest: dict[str, Any], directory: Path, size: int) -> list[
         f"genre       {genres}",
         f"size        {size:,} bytes",
     ]
+    lines += prior_lines(manifest)
     lines += throughput_lines(manifest.get("throughput"))
     lines += metric_lines(manifest.get("metrics", {}))
     lines += cv_lines(manifest.get("cv"))
     lines += head_lines(manifest)
+    lines += evaluation_lines(manifest.get("cv_evaluations"))
+    return lines
+
+
+EVALUATIONS = {"known": "known catalog", "new_release": "new release", "debut": "debut"}
+
+
+def prior_lines(manifest: dict[str, Any]) -> list[str]:
+    """The catalog priors a model reads (none: no line)."""
+    priors = manifest.get("priors")
+    if not priors:
+        return []
+    extra = priors.get("extra") or {}
+    keys = ", ".join(f"{n:,} {c}" for c, n in (extra.get("keys") or {}).items())
+    return [
+        f"priors      {', '.join(priors['columns'])}: {', '.join(priors['statistics'])}, "
+        f"smoothing {priors['smoothing']:g}; table {priors['table_file']} ({keys} keys)"
+    ]
+
+
+def evaluation_lines(evaluations: dict[str, Any] | None) -> list[str]:
+    """The honest evaluations (``--cv`` with priors): per evaluation and head, the
+    combined model's figures with priors and audio-only."""
+    lines = []
+    for evaluation, recipes in (evaluations or {}).items():
+        for head, cv in (recipes.get("priors") or {}).items():
+            audio = (recipes.get("audio_only") or {}).get(head)
+            shown = []
+            for label, section in (("priors", cv), ("audio only", audio)):
+                if not isinstance(section, dict):
+                    continue
+                values = section["models"].get(section.get("combined", "stack"), {})
+                cells = ", ".join(f"{m} {v['mean']:.3f}" for m, v in values.items())
+                shown.append(f"{label} {cells}")
+            lines.append(
+                f"evaluation  {EVALUATIONS.get(evaluation, evaluation)} {head}: {'; '.join(shown)}"
+            )
     return lines
 
 
@@ -283,12 +321,7 @@ def compare(
         seed=seed,
         record=False,
     )
-    progress = ProgressBar(enabled=False if quiet else None)
-
-    def say(line: str) -> None:
-        if not quiet:
-            progress.close()
-            click.echo(line, err=True)
+    progress, say = bar_and_say(quiet)
 
     try:
         result = run_compare(

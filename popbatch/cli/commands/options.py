@@ -31,12 +31,13 @@ from popbatch.core import DEFAULT_BATCH_SIZE
 F = Callable[..., Any]
 
 
-def parse_pairs(option: str, values: tuple[str, ...]) -> dict[str, str]:
-    """``("a=b", "c=d")`` -> ``{"a": "b", "c": "d"}``; a malformed pair is a usage error."""
+def parse_pairs(option: str, values: tuple[str, ...], allow_empty: bool = False) -> dict[str, str]:
+    """``("a=b", "c=d")`` -> ``{"a": "b", "c": "d"}``; a malformed pair is a usage error
+    (``allow_empty``: ``"a="`` is ``{"a": ""}``, e.g. ``--fill artists=``: unknown)."""
     pairs: dict[str, str] = {}
     for value in values:
         name, sep, rest = value.partition("=")
-        if not sep or not name.strip() or not rest.strip():
+        if not sep or not name.strip() or not (rest.strip() or allow_empty):
             raise click.BadParameter(f"{value!r} is not NAME=VALUE", param_hint=option)
         pairs[name.strip()] = rest.strip()
     return pairs
@@ -44,6 +45,10 @@ def parse_pairs(option: str, values: tuple[str, ...]) -> dict[str, str]:
 
 def _pairs_callback(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict:
     return parse_pairs(f"'{param.opts[0]}'", value)
+
+
+def _fills_callback(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict:
+    return parse_pairs(f"'{param.opts[0]}'", value, allow_empty=True)
 
 
 def read_options(f: F) -> F:
@@ -79,8 +84,9 @@ def read_options(f: F) -> F:
             "fills",
             multiple=True,
             metavar="COLUMN=VALUE",
-            callback=_pairs_callback,
-            help="Constant for a column the input lacks, or for its empty cells (repeatable).",
+            callback=_fills_callback,
+            help="Constant for a column the input lacks, or for its empty cells (repeatable; "
+            "--fill artists= : no artist known, for a model with catalog priors).",
         ),
     ]
     for decorator in reversed(decorators):

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
+
+import click
 
 
 class ProgressBar:
@@ -119,3 +122,16 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def bar_and_say(quiet: bool) -> tuple[ProgressBar, Callable[[str], None]]:
+    """A bar for counted work and a stage-line printer that ends the bar first, so a
+    line never lands in the middle of it (evaluate, model compare)."""
+    progress = ProgressBar(enabled=False if quiet else None)
+
+    def say(line: str) -> None:
+        if not quiet:
+            progress.close()
+            click.echo(line, err=True)
+
+    return progress, say

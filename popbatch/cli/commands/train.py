@@ -170,6 +170,18 @@ def _choice(name: str, choices: tuple[str, ...], help: str):
     help="Heads to train: popular (the label, always), popularity (0-100 regression), "
     "genre (from the audio features).",
 )
+@click.option(
+    "--prior",
+    "prior_columns",
+    multiple=True,
+    metavar="COLUMN",
+    help="Catalog prior column (repeatable): each key's smoothed history (mean popularity, "
+    "share popular, track count, genre mix) from the labelled rows, out of fold on training "
+    f"rows. Default: {', '.join(defaults.PRIOR_COLUMNS)} (artists split on ';').",
+)
+@click.option(
+    "--no-priors", is_flag=True, help="No catalog priors: the audio features and genre only."
+)
 @click.option("--quiet", is_flag=True, help="No stage lines on stderr (warnings still).")
 def train(
     data: str,
@@ -200,6 +212,8 @@ def train(
     cv: str | None,
     cv_jobs: int,
     heads: str,
+    prior_columns: tuple[str, ...],
+    no_priors: bool,
     quiet: bool,
 ) -> None:
     """Train the stacked popularity model (and its heads) and write the report and stack.
@@ -230,6 +244,7 @@ def train(
     from popbatch.models.learners import LearnerParams
     from popbatch.models.pipeline import TrainConfig
     from popbatch.models.pipeline import train as run_training
+    from popbatch.models.priors import PriorRecipe
 
     params = LearnerParams(
         epochs=epochs,
@@ -261,6 +276,7 @@ def train(
         cv=cv,
         cv_jobs=cv_jobs,
         heads=chosen_heads,
+        priors=PriorRecipe(_prior_columns(prior_columns, no_priors)),
     )
 
     result = run_training(config, progress=progress)
@@ -304,6 +320,17 @@ def _design(learners: str, cv: str | None) -> tuple[str, ...]:
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--cv") from None
     return tuple(n for n in LEARNERS if n in names)  # the stack's fixed order
+
+
+def _prior_columns(requested: tuple[str, ...], no_priors: bool) -> tuple[str, ...]:
+    from popbatch.core.features import normalize_column_name
+
+    if no_priors and requested:
+        raise InputError("--prior and --no-priors contradict each other; give one")
+    if no_priors:
+        return ()
+    chosen = [normalize_column_name(c) for c in requested] or list(defaults.PRIOR_COLUMNS)
+    return tuple(dict.fromkeys(chosen))
 
 
 def _num(value: float | None) -> str:
