@@ -111,8 +111,10 @@ def learners(m: dict[str, Any]) -> str:
     def said(items: list[str]) -> str:
         return " + ".join(names.get(i, i) for i in items)
 
+    inputs = {"probability": "probabilities", "logit": "logits"}
+    kind = inputs.get(meta.get("input", "probability"), "predictions")
     lines = [f"- **popular**: {said(meta.get('learners', []))}, stacked by a logistic-regression "
-             f"meta learner on their out-of-fold {meta.get('input', 'probability')}s"]  # fmt: skip
+             f"meta learner on their out-of-fold {kind}"]  # fmt: skip
     for name, head in (m.get("heads") or {}).items():
         if name == "popular":
             continue
@@ -283,6 +285,45 @@ def parity(m: dict[str, Any]) -> str:
     )
 
 
+def _card(name: str):
+    """docs/NAME.py, imported by path (docs/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, DOCS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def explain_cost(m: dict[str, Any]) -> str:
+    """What explaining costs, from bench/results/explain.json (``bench/explain.py``)."""
+    path = ROOT / "bench" / "results" / "explain.json"
+    run = json.loads(path.read_text(encoding="utf-8"))
+    if run["model_id"] != m["model_id"]:
+        raise RuntimeError(
+            f"{path.relative_to(ROOT)} measured model {run['model_id'][:12]}, the default is "
+            f"{m['model_id'][:12]}: run its command again ({run['command']})"
+        )
+    per_thousand = run["wall_s"] / run["tracks"] * 1000
+    load = run["load_average"]
+    return (
+        f"`{run['command']}` on the embedded default model (`{run['model_id'][:12]}`), "
+        f"{run['cores']} cores, load average {load[0]:.1f} before and {load[3]:.1f} after: "
+        f"{run['tracks']:,} tracks x {run['features']} features, "
+        f"{run['evaluations_per_track']:,} model evaluations a track; "
+        f"**{run['wall_s']:.1f} s wall** ({per_thousand:.0f} s per 1,000 tracks), "
+        f"{run['cpu_s']:.1f} s CPU, peak RSS {run['peak_rss_mb']:,} MB.\n"
+    )
+
+
+def priors_card(m: dict[str, Any]) -> str:
+    """The catalog priors and the honest evaluations (docs/priors_card.py)."""
+    return _card("priors_card").current(m) + "\n"
+
+
+def performance(m: dict[str, Any]) -> str:
+    """Today's speed figures from bench/results/ (docs/performance_card.py)."""
+    return _card("performance_card").current() + "\n"
+
+
 BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
     "bundle-files": bundle_files,
     "learners": learners,
@@ -292,6 +333,9 @@ BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
     "cross-validated": cross_validated,
     "training-command": training_command,
     "head-defaults": head_defaults,
+    "priors-card": priors_card,
+    "explain-cost": explain_cost,
+    "performance": performance,
 }
 
 
@@ -350,10 +394,7 @@ def stale(m: dict[str, Any] | None = None) -> dict[Path, str]:
 
 
 def _cli_reference():
-    spec = importlib.util.spec_from_file_location("cli_reference", DOCS / "cli_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _card("cli_reference")
 
 
 def main(argv: list[str] | None = None) -> int:
