@@ -475,7 +475,7 @@ def figures_of(
     heads: Mapping[str, eh.HeadRows], resamples: int, seed: int, say: Say
 ) -> dict[str, dict[str, Any]]:
     """Per head: counts, exact figures and bootstrap intervals."""
-    if resamples:
+    if resamples and heads:
         sizes = ", ".join(f"{h} {len(r):,} rows" for h, r in heads.items())
         say(f"bootstrap: {resamples:,} resamples (seed fixed) of {sizes}")
     intervals = eh.bootstrap(heads, resamples, seed)
@@ -569,7 +569,15 @@ def evaluate(
     scored, skipped, key = score_labelled(source, bundle, options, progress, say)
     in_sample, sample_info = in_sample_rows(scored, key)
     headline = scored if in_sample is None else scored.take(np.flatnonzero(~in_sample))
-    evaluation = build_report(headline, skipped, options, say)
+    # a head left without headline rows because every labelled row is in-sample says so
+    # (not "no label"), and its in-sample figures are still measured below
+    inside_only = None
+    if in_sample is not None and len(scored.row) and in_sample.all():
+        inside_only = (
+            "every scored row is in the model's training data (in-sample figures: "
+            "in_sample_metrics of --json)"
+        )
+    evaluation = build_report(headline, dict(skipped), options, say, inside_only)
     report = evaluation.report
     report["rows"] = {
         "read": scored.rows_read,
@@ -610,13 +618,18 @@ def _heads_of(scored: Scored, skipped: Mapping[str, str]) -> dict[str, tuple[eh.
 
 
 def build_report(
-    scored: Scored, skipped: dict[str, str], options: EvaluateOptions, say: Say
+    scored: Scored,
+    skipped: dict[str, str],
+    options: EvaluateOptions,
+    say: Say,
+    empty_why: str | None = None,
 ) -> Evaluation:
-    """The report of the headline rows (without rows, in-sample and floors, set by the caller)."""
+    """The report of the headline rows (without rows, in-sample and floors, set by the
+    caller); a head without rows is skipped, saying ``empty_why`` when given."""
     heads = _heads_of(scored, skipped)
     empty = [h for h, (rows, _) in heads.items() if len(rows) == 0]
     for head in empty:
-        skipped[head] = f"no row has a {HEAD_LABELS[head]} label"
+        skipped[head] = empty_why or f"no row has a {HEAD_LABELS[head]} label"
         del heads[head]
     manifest = scored.bundle.manifest
     figures = figures_of(

@@ -297,10 +297,10 @@ def explain_cost(m: dict[str, Any]) -> str:
     """What explaining costs, from bench/results/explain.json (``bench/explain.py``)."""
     path = ROOT / "bench" / "results" / "explain.json"
     run = json.loads(path.read_text(encoding="utf-8"))
-    if run["model_id"] != m["model_id"]:
-        raise RuntimeError(
-            f"{path.relative_to(ROOT)} measured model {run['model_id'][:12]}, the default is "
-            f"{m['model_id'][:12]}: run its command again ({run['command']})"
+    if run["model_id"] != m["model_id"]:  # a page that says so is stale: the docs test fails
+        return (
+            f"STALE: {path.relative_to(ROOT)} measured model {run['model_id'][:12]}, the "
+            f"default is {m['model_id'][:12]}; run `{run['command']}` again.\n"
         )
     per_thousand = run["wall_s"] / run["tracks"] * 1000
     load = run["load_average"]

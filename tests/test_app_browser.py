@@ -113,15 +113,18 @@ def test_predict_in_chromium_equals_popbatch_score(server, runner, tmp_path):
         (DOCS / "app.png.json").write_text(json.dumps(sidecar, indent=2) + "\n")
 
 
-def test_evaluate_html_report_opens_in_chromium_with_its_plots(runner, tmp_path):
+def test_evaluate_html_report_opens_in_chromium_with_its_plots(runner, tmp_path, priors_run):
     """``popbatch evaluate -o report.html``: Chromium renders the figures, the five kinds
-    of plot as SVG with drawn marks, and the per-genre bars (no script, no network)."""
+    of plot as SVG with drawn marks, and the per-genre bars (no script, no network). The
+    model is the small priors run's: most of the fixture's rows are new to it (the
+    embedded default was trained on every one of them)."""
     playwright = pytest.importorskip("playwright.sync_api", reason="needs the app extra")
     from conftest import TRACKS_2000
 
     report = tmp_path / "report.html"
     result = runner.invoke(cli, ["evaluate", str(TRACKS_2000), "-o", str(report),
-                                 "--resamples", "50", "-q", "--json", "--no-log"])  # fmt: skip
+                                 "--model", str(priors_run / "model"), "--resamples", "50",
+                                 "-q", "--json", "--no-log"])  # fmt: skip
     assert result.exit_code == 0, result.output
     # one point per row of the headline (the rows outside the model's training keys)
     evaluated = json.loads(result.stdout)["rows"]["evaluated"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import shutil
 
 import duckdb
@@ -40,8 +39,8 @@ TOLERANCE = 1e-6
 def weak_model(tmp_path_factory):
     """A deliberately weak model: the first 500 rows, 2 epochs, 3 shallow trees, popular only.
 
-    Returns (model directory, keys of the rows it was fitted on: its first 500 rows
-    less the held-out test part that training wrote)."""
+    Returns (model directory, keys of the rows whose labels it holds: all of its 500
+    rows, since its catalog priors are refitted on every labelled row)."""
     from popbatch.models.learners import LearnerParams
 
     import popbatch
@@ -59,9 +58,22 @@ def weak_model(tmp_path_factory):
     )  # fmt: skip
     popbatch.train(first, root / "run", learners=learners, heads="popular", folds=2)
     popbatch.export(root / "run", root / "model", measure_throughput=False)
-    test_keys = set(pl.read_parquet(root / "run" / "stack" / "test.parquet")["track_id"])
-    fitted = set(pl.read_csv(first)["track_id"]) - test_keys
-    return root / "model", fitted
+    return root / "model", set(pl.read_csv(first)["track_id"])
+
+
+@pytest.fixture(scope="module")
+def noise_model(tmp_path_factory):
+    """A model that learned nothing: trained like ``weak_model`` on the same 500 rows with
+    their popularity shuffled (seeded), so it ranks the other rows at random."""
+    import popbatch
+
+    root = tmp_path_factory.mktemp("noise")
+    first = pl.read_csv(TRACKS_2000).head(500)
+    shuffled = first.with_columns(pl.col("popularity").shuffle(seed=11))
+    shuffled.write_csv(root / "shuffled.csv")
+    popbatch.train(root / "shuffled.csv", root / "run", heads="popular", folds=2, epochs=2)
+    popbatch.export(root / "run", root / "model", measure_throughput=False)
+    return root / "model"
 
 
 @pytest.fixture(scope="module")
@@ -102,10 +114,12 @@ def genre_probabilities_with_onnx(features: np.ndarray) -> np.ndarray:
 
 
 def test_evaluate_reproduces_sklearn_on_popbatch_score_output(scored_default):
+    """The embedded default was trained on the public dataset this fixture comes from, so
+    every row is in-sample: the headline is empty, says why, and the figures of those rows
+    (in_sample_metrics, the same code as the headline's) agree with scikit-learn's."""
     result = evaluate(TRACKS_2000, record=False, resamples=50).to_dict()
-    in_sample = in_training(scored_default["track_id"].to_list())
-    assert 0 < in_sample.sum() < len(in_sample)
-    frame = scored_default.filter(~in_sample)  # the headline's rows
+    assert in_training(scored_default["track_id"].to_list()).all()
+    frame = scored_default
     y = frame["popularity"].to_numpy()
     popular = y > 71  # the default model's own rule (manifest label: popularity > 71)
     probability = frame["popularity_prob"].to_numpy()
@@ -136,20 +150,21 @@ def test_evaluate_reproduces_sklearn_on_popbatch_score_output(scored_default):
     prepared = Preprocessor(bundle.manifest).bind(table.schema).transform(table.to_batches()[0])
     classes = bundle.manifest["heads"]["genre"]["classes"]
     truth = [classes.index(g) for g in frame["track_genre"]]
-    probabilities = genre_probabilities_with_onnx(prepared.features)[~in_sample]
+    probabilities = genre_probabilities_with_onnx(prepared.features)
     expected["genre"]["top3_accuracy"] = sk.top_k_accuracy_score(
         truth, probabilities, k=3, labels=range(len(classes))
     )
-    held = int(in_sample.sum())
-    assert result["rows"] == {"read": 2000, "scored": 2000, "rejected": 0, "in_sample": held,
-                              "evaluated": 2000 - held}  # fmt: skip
+    assert result["rows"] == {"read": 2000, "scored": 2000, "rejected": 0, "in_sample": 2000,
+                              "evaluated": 0}  # fmt: skip
     assert result["in_sample"]["known"] is True
     for head, figures in expected.items():
+        assert "in the model's training data" in result["skipped"][head]
+        shown = result["in_sample_metrics"][head]
+        assert shown["rows"] == 2000
         for name, value in figures.items():
-            shown = result["heads"][head]["metrics"][name]
-            assert shown == pytest.approx(value, abs=TOLERANCE), f"{head}.{name}"
-    lifts = result["heads"]["popular"]["metrics"]
-    top = np.argsort(-probability, kind="mergesort")[: math.ceil(len(probability) / 100)]  # 1%
+            assert shown["metrics"][name] == pytest.approx(value, abs=TOLERANCE), f"{head}.{name}"
+    lifts = result["in_sample_metrics"]["popular"]["metrics"]
+    top = np.argsort(-probability, kind="mergesort")[:20]  # the top 1% of 2,000 rows
     assert lifts["lift_top_1pct"] == pytest.approx(popular[top].mean() / popular.mean())
 
 
@@ -216,12 +231,19 @@ def test_an_edited_fingerprint_is_refused(weak_model, tmp_path):
         load_model(copy)
 
 
+# Rows the embedded default was not trained on (its fingerprint covers every row of the public
+# dataset it learned from): the Title Case catalog of another public dataset, mostly new to it.
+OTHER = ["--fill", "time_signature=4"]
+
+
 def test_cli_evaluate_json_equals_the_python_api(runner, tmp_path):
-    result = runner.invoke(cli, ["evaluate", str(TRACKS_2000), "--json", "--resamples", "30",
-                                 "--log", str(tmp_path)])  # fmt: skip
+    result = runner.invoke(cli, ["evaluate", str(SMALL_TITLE_CASE), *OTHER, "--json",
+                                 "--resamples", "30", "--log", str(tmp_path)])  # fmt: skip
     assert result.exit_code == 0, result.output
     shown = json.loads(result.stdout)
-    api = evaluate(TRACKS_2000, record=False, resamples=30).to_dict()
+    assert shown["rows"]["evaluated"] > 100
+    api = evaluate(SMALL_TITLE_CASE, record=False, resamples=30,
+                   fills={"time_signature": "4"}).to_dict()  # fmt: skip
     for volatile in ("evaluated_at", "seconds", "log"):
         shown.pop(volatile, None)
         api.pop(volatile, None)
@@ -232,7 +254,8 @@ def test_cli_evaluate_json_equals_the_python_api(runner, tmp_path):
 
 
 def test_fail_under_exit_codes(runner, tmp_path):
-    base = ["evaluate", str(TRACKS_2000), "--resamples", "0", "--log", str(tmp_path)]
+    base = ["evaluate", str(SMALL_TITLE_CASE), *OTHER, "--resamples", "0", "--log",
+            str(tmp_path)]  # fmt: skip
     passed = runner.invoke(cli, [*base, "--fail-under", "popular.roc_auc=0.5"])
     assert passed.exit_code == 0, passed.output
     failed = runner.invoke(cli, [*base, "--fail-under", "popular.roc_auc=0.99",
@@ -249,15 +272,17 @@ def test_fail_under_exit_codes(runner, tmp_path):
 def test_every_evaluation_is_logged_and_reported_by_popbatch_sql(runner, tmp_path):
     log = tmp_path / "monitor.duckdb"
     for floor in ("0.5", "0.99"):
-        runner.invoke(cli, ["evaluate", str(TRACKS_2000), "--resamples", "0", "--log", str(log),
-                            "--fail-under", f"popular.roc_auc={floor}"])  # fmt: skip
+        args = ["evaluate", str(SMALL_TITLE_CASE), *OTHER, "--resamples", "0", "--log", str(log)]
+        runner.invoke(cli, [*args, "--fail-under", f"popular.roc_auc={floor}"])
     with duckdb.connect(str(log), read_only=True) as con:
         rows = con.sql(
             "SELECT rows_scored, rows_in_sample, below_floor, popular_roc_auc, report "
             "FROM popbatch_evaluations ORDER BY evaluated_at"
         ).fetchall()
-    held = int(in_training(pl.read_csv(TRACKS_2000)["track_id"].to_list()).sum())
-    assert [r[:3] for r in rows] == [(2000, held, None), (2000, held, "popular.roc_auc")]
+    other = pl.read_csv(SMALL_TITLE_CASE)
+    held = int(in_training(other["Track ID"].to_list()).sum())
+    n = other.height
+    assert [r[:3] for r in rows] == [(n, held, None), (n, held, "popular.roc_auc")]
     assert json.loads(rows[0][4])["heads"]["popular"]["metrics"]["roc_auc"] == rows[0][3]
     report = runner.invoke(cli, ["sql", "--db", str(log), "--report", "evaluations",
                                  "--format", "json"])  # fmt: skip
@@ -272,7 +297,7 @@ def test_every_evaluation_is_logged_and_reported_by_popbatch_sql(runner, tmp_pat
     report = runner.invoke(cli, ["sql", "--evaluations", str(jsonl), "--report", "evaluations",
                                  "--format", "json"])  # fmt: skip
     assert report.exit_code == 0, report.output
-    assert json.loads(report.stdout)[0]["rows_evaluated"] == 2000 - held
+    assert json.loads(report.stdout)[0]["rows_evaluated"] == 0  # all in the default's training
 
 
 def test_another_schema_through_map(runner, tmp_path):
@@ -319,18 +344,18 @@ def test_compare_a_model_with_itself_finds_no_difference(runner):
     assert result.output.strip().endswith("verdict: no measurable difference")
 
 
-def test_compare_the_default_with_a_weak_model_says_b_worse(runner, weak_model):
-    model, _ = weak_model
-    result = runner.invoke(cli, ["model", "compare", "default", str(model), "--data",
+def test_compare_with_a_model_that_learned_nothing_says_b_worse(runner, weak_model, noise_model):
+    model, fitted = weak_model
+    result = runner.invoke(cli, ["model", "compare", str(model), str(noise_model), "--data",
                                  str(TRACKS_2000), "--json", "--resamples", "200"])  # fmt: skip
     assert result.exit_code == EXIT_B_WORSE, result.output
     shown = json.loads(result.stdout)
     assert shown["verdict"] == "B worse" and shown["heads"]["popular"]["verdict"] == "B worse"
     assert shown["heads"]["popular"]["metrics"]["roc_auc"]["interval"][1] < 0
-    # the weak model's training rows are left out for both models
-    assert shown["rows"]["in_sample_excluded"] > 0
-    assert shown["rows"]["compared"] == 2000 - shown["rows"]["in_sample_excluded"]
-    assert set(shown["skipped"]) == {"popularity", "genre"}  # B has the popular head only
+    # the rows of the 500 tracks both were trained on are left out
+    inside = int(pl.read_csv(TRACKS_2000)["track_id"].is_in(list(fitted)).sum())
+    assert shown["rows"]["in_sample_excluded"] == inside >= len(fitted)
+    assert shown["rows"]["compared"] == 2000 - inside
 
 
 def test_docs_example_is_the_commands_output(runner, monkeypatch):
@@ -339,9 +364,10 @@ def test_docs_example_is_the_commands_output(runner, monkeypatch):
 
     monkeypatch.chdir(ROOT)  # the command as the page shows it, from the repository root
     page = (ROOT / "docs" / "evaluate.md").read_text(encoding="utf-8")
-    block = page.split("$ popbatch evaluate tests/data/tracks_2000.csv --no-log -q\n")[1]
+    command = "evaluate tests/data/spotify_data_small.csv --fill time_signature=4 --no-log -q"
+    block = page.split(f"$ popbatch {command}\n")[1]
     shown = block.split("```")[0]
-    result = runner.invoke(cli, ["evaluate", "tests/data/tracks_2000.csv", "--no-log", "-q"])
+    result = runner.invoke(cli, command.split())
     assert result.exit_code == 0, result.output
     assert result.stdout == shown, "rerun the command and paste its output into docs/evaluate.md"
     cv = load_model().manifest["cv"]["models"]["stack"]["roc_auc"]["mean"]
