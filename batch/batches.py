@@ -104,6 +104,8 @@ class BatchScorer:
         self.heads = running if heads is None else check_heads(heads, scorer.bundle.manifest)
         if self.heads != running:  # the scorer runs exactly the heads scored here
             scorer.heads = HeadSessions(scorer.bundle, self.heads)
+        if "genre" not in self.heads:  # nothing else reads the priors' genre shares
+            preprocessor.leave_out_genre_shares()
         self.model_id = pa.scalar(scorer.model_id, pa.string())
         self.scored_at = pa.scalar(_utc_naive(scored_at), BY_NAME[SCORED_AT_COLUMN].arrow_type)
         self.schema = scored_schema(preprocessor.output_schema, self.heads)

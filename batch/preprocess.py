@@ -39,7 +39,7 @@ from popbatch.core.features import (
     parse_explicit,
     resolve_columns,
 )
-from popbatch.core.priors import fill_hint
+from popbatch.core.priors import fill_hint, is_tail_feature
 from popbatch.core.scored import (
     ALL_HEAD_COLUMNS,
     REJECTS_REASON_COLUMN,
@@ -367,6 +367,21 @@ class Preprocessor:
             (o, pa.string()) for o in self.read_columns if o not in (ROW_COLUMN, REASON_COLUMN)
         ]
         return pa.schema(fields)
+
+    def leave_out_genre_shares(self) -> None:
+        """Do not write the priors' genre shares: for a run without the genre head, the
+        only head that reads them (the others' graphs slice them off), they were a third
+        of the preprocessing's CPU. Their inputs keep whatever the buffer held."""
+        if self.priors is None:
+            return
+        names = self.priors.spec.feature_names()
+        self._prior_index = np.array(
+            [
+                -1 if is_tail_feature(n) else p
+                for n, p in zip(names, self._prior_index, strict=True)
+            ],
+            np.intp,
+        )
 
     @property
     def fills_applied(self) -> dict[str, dict[str, Any]]:

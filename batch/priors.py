@@ -87,16 +87,19 @@ class PriorLookup:
         cache: CellCache | None = None,
     ) -> None:
         """Write the prior inputs of ``out``'s rows into ``out[:, positions]`` (``positions``:
-        where each of :meth:`PriorSpec.feature_names` goes), straight from each column's
-        per-cell values: one gather per run of adjacent positions, no [rows, P] copy in
-        between (a fancy-indexed column write of the whole block cost ~2.3 µs a row).
-        With ``cache`` (one per run), a cell an earlier batch had is not worked out again."""
+        where each of :meth:`PriorSpec.feature_names` goes; a negative position is an input
+        no requested head reads, left unwritten), straight from each column's per-cell
+        values: one gather per run of adjacent positions, no [rows, P] copy in between (a
+        fancy-indexed column write of the whole block cost ~2.3 µs a row). With ``cache``
+        (one per run), a cell an earlier batch had is not worked out again."""
         rows = out.shape[0]
         start = 0
         for column in self.spec.columns:
             per_cell, index = self._per_cell(column, cells.get(column), rows, cache)
             width = per_cell.shape[1]
             for first, stop, at in _runs(positions[start : start + width]):
+                if at < 0:
+                    continue
                 block = np.ascontiguousarray(per_cell[:, first:stop])
                 out[:, at : at + stop - first] = block[index]
             start += width
@@ -241,7 +244,8 @@ class CellCache:
 
 def _runs(positions: np.ndarray) -> list[tuple[int, int, int]]:
     """``(first, stop, at)`` for each run of consecutive ``positions``: block columns
-    ``first:stop`` go to output columns ``at:at + stop - first``."""
+    ``first:stop`` go to output columns ``at:at + stop - first`` (a negative position is a
+    run of its own)."""
     breaks = np.flatnonzero(np.diff(positions) != 1) + 1
     edges = [0, *breaks.tolist(), len(positions)]
     return [(a, b, int(positions[a])) for a, b in itertools.pairwise(edges) if b > a]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -59,3 +60,41 @@ def test_score_batches_equal_the_reference(tmp_path):
     )
     for column in expected.columns:
         assert flagged[column].equals(expected[column]), column
+
+
+@pytest.mark.parametrize("heads", ["popular", "popular,popularity"])
+def test_a_subset_of_heads_scores_the_same_bits(tmp_path, heads):
+    """Without the genre head the preprocessing leaves the priors' genre shares out (only
+    that head reads them): the heads that run must still give the reference's bits."""
+    expected = reference()
+    out = tmp_path / "scored.parquet"
+    popbatch.score(SAMPLE, out, heads=heads, record=False)
+    scored = pl.read_parquet(out)
+    assert "genre_pred" not in scored.columns
+    for column in [c for c in expected.columns if c in scored.columns]:
+        assert scored[column].equals(expected[column]), column
+    assert "popularity_prob" in scored.columns and "features_hash" in scored.columns
+
+
+def test_a_negative_prior_position_is_left_unwritten():
+    """The lever itself: the lookup writes no input whose position is negative (what a run
+    without the genre head gives the genre shares), and every other input as before."""
+    import pyarrow.csv as pacsv
+    from popbatch.batch.priors import lookup_for
+
+    from popbatch.core.priors import is_tail_feature
+
+    lookup = lookup_for(load_model().manifest)
+    table = pacsv.read_csv(SAMPLE)
+    cells = {c: table.column(c) for c in lookup.spec.columns}
+    names = lookup.spec.feature_names()
+    everything = np.arange(len(names))
+    full = np.full((table.num_rows, len(names)), 7.0, np.float32)
+    lookup.fill(cells, full, everything)
+    skipped = np.array([-1 if is_tail_feature(n) else i for i, n in enumerate(names)])
+    part = np.full_like(full, 7.0)
+    lookup.fill(cells, part, skipped)
+    tail = skipped < 0
+    assert tail.sum() == 228 and not (full[:, tail] == 7.0).any()
+    assert (part[:, tail] == 7.0).all()  # never written
+    assert np.array_equal(part[:, ~tail], full[:, ~tail])
