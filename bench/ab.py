@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         "a": sites["A"][0],
         "b": sites["B"][0],
         "catalog": str(args.catalog),
+        "score_options": list(args.score_options),
         "model": args.model,
         "rounds": args.rounds,
         "seconds": times,

@@ -91,8 +91,10 @@ def levers_block() -> list[str]:
         a, b = r["median"]["A"], r["median"]["B"]
         diffs = r["score_differences"]
         same = all(v == 0 or v is True for v in diffs.values())
+        options = " ".join(r.get("score_options") or [])
+        name = f"{r['name']} (`{options}`)" if options else r["name"]
         lines.append(
-            f"| {r['name']} | `{r['a']}` -> `{r['b']}` | {r['rounds']} | "
+            f"| {name} | `{r['a']}` -> `{r['b']}` | {r['rounds']} | "
             f"{a['wall']:.2f} / {b['wall']:.2f} | {a['cpu']:.2f} / {b['cpu']:.2f} | "
             f"{r['b_over_a']['wall']:.2f} | {r['b_over_a']['cpu']:.2f} | "
             f"{'identical' if same else 'DIFFER'} |"
@@ -100,8 +102,9 @@ def levers_block() -> list[str]:
     catalog = json.loads(paths[0].read_text(encoding="utf-8"))["catalog"]
     lines += [
         "",
-        f"Each row: `python bench/ab.py {catalog} --a A --b B --model MODEL --rounds R` "
-        "(alternating rounds of `popbatch score` with each revision's code; "
+        f"Each row: `python bench/ab.py --a A --b B --model MODEL --rounds R {catalog} "
+        "[-- SCORE OPTIONS]` (alternating rounds of `popbatch score` with each revision's code, "
+        "the score options in brackets after the change; "
         "`bench/results/ab_*.json`).",
     ]
     return [*lines, ""]
