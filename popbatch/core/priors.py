@@ -78,7 +78,11 @@ def key_pairs(values: pl.Series, column: str) -> pl.DataFrame:
     text = key_text(pl.col(KEY))
     frame = pl.DataFrame({KEY: values.cast(pl.String)}).with_row_index(CELL)
     frame = frame.with_columns((text.str.split(sep) if sep else pl.concat_list(text)).alias(KEY))
-    pairs = frame.explode(KEY, empty_as_null=True).with_columns(
+    # an empty list becomes a null one, which explodes to one null row in every polars
+    # (polars 1 did so for an empty list too; polars 2 drops it unless empty_as_null)
+    lists = pl.col(KEY)
+    frame = frame.with_columns(pl.when(lists.list.len() > 0).then(lists).alias(KEY))
+    pairs = frame.explode(KEY).with_columns(
         pl.col(KEY).str.strip_chars().replace("", None)
     )
     pairs = pairs.unique([CELL, KEY], keep="first", maintain_order=True)
