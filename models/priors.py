@@ -487,8 +487,11 @@ def evaluation_groups(frame: pl.DataFrame, groups: np.ndarray) -> dict[str, np.n
     album = np.asarray([k[0] if k else None for k in key_lists(frame, "album_name").to_list()],
                        dtype=object)  # fmt: skip
     artist = np.asarray(primary_keys(frame), dtype=object)
-    return {
-        "known": track,
-        "new_release": np.where(album == None, "t:" + track.astype(str), "a:" + album.astype(str)),  # noqa: E711
-        "debut": np.where(artist == None, "t:" + track.astype(str), "p:" + artist.astype(str)),  # noqa: E711
-    }
+
+    def grouped(keys: np.ndarray, prefix: str) -> np.ndarray:
+        # a row without the key is its own track's group (plain Python: numpy 1 cannot
+        # add string arrays)
+        pairs = zip(keys, track, strict=True)
+        return np.array([f"t:{t}" if k is None else f"{prefix}:{k}" for k, t in pairs])
+
+    return {"known": track, "new_release": grouped(album, "a"), "debut": grouped(artist, "p")}

@@ -75,6 +75,7 @@ TINY_TRAIN = ["--epochs", "2", "--folds", "2", "--rf-trees", "3", "--rf-depth", 
 def priors_run(tmp_path_factory) -> Path:
     """A tiny run trained with catalog priors (the default) on tracks_priors.csv, whose
     artists and albums repeat; its exported model is ``priors_run / "model"``."""
+    pytest.importorskip("sklearn", reason="training a model needs the train extra")
     from popbatch.cli.main import cli
 
     out = tmp_path_factory.mktemp("priors") / "run"

@@ -82,9 +82,7 @@ def key_pairs(values: pl.Series, column: str) -> pl.DataFrame:
     # (polars 1 did so for an empty list too; polars 2 drops it unless empty_as_null)
     lists = pl.col(KEY)
     frame = frame.with_columns(pl.when(lists.list.len() > 0).then(lists).alias(KEY))
-    pairs = frame.explode(KEY).with_columns(
-        pl.col(KEY).str.strip_chars().replace("", None)
-    )
+    pairs = frame.explode(KEY).with_columns(pl.col(KEY).str.strip_chars().replace("", None))
     pairs = pairs.unique([CELL, KEY], keep="first", maintain_order=True)
     # a cell with keys loses its null parts; one without keeps a single null
     has_key = pl.col(KEY).is_not_null().any().over(CELL)
