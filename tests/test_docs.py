@@ -234,3 +234,19 @@ def test_app_screenshot_shows_the_default_model():
         "POPBATCH_UPDATE_SCREENSHOT=1 python -m pytest tests/test_app_browser.py -k predict"
     )
     assert sidecar["shown"] == model_id[:12]
+
+
+def test_the_readmes_defaults_are_the_codes():
+    """The batch size and the sample's size the README and the scoring guide state are the
+    code's default and the file's row count, so a changed default shows here."""
+    import csv
+
+    from popbatch.core import DEFAULT_BATCH_SIZE
+
+    readme = README.read_text(encoding="utf-8")
+    scoring = (DOCS / "scoring.md").read_text(encoding="utf-8")
+    assert f"in batches of {DEFAULT_BATCH_SIZE:,} (`--batch-size`)" in readme
+    assert f"(default {DEFAULT_BATCH_SIZE:,})" in scoring
+    with open(ROOT / "batch" / "sample" / "catalog.csv", newline="", encoding="utf-8") as f:
+        rows = sum(1 for _ in csv.reader(f)) - 1
+    assert f"sample catalog ({rows:,} real tracks)" in readme
