@@ -388,8 +388,14 @@ class Evaluation:
                     text += f" [{interval[0]:.4f}, {interval[1]:.4f}]"
                 shown.append(f"{name} {text}")
             out.append(f"  {head:<10} ({section['counts']['rows']:,} rows) " + ", ".join(shown))
+        inside = r.get("in_sample_metrics") or {}
         for head, why in r["skipped"].items():
             out.append(f"  {head:<10} skipped: {why}")
+            if head in inside:  # no headline rows: the in-sample figures, said to be such
+                figures = inside[head]["metrics"]
+                shown = ", ".join(f"{n} {_fmt(figures.get(n))}" for n in SUMMARY_METRICS[head])
+                rows_in = inside[head]["rows"]
+                out.append(f"  {'':<10} in-sample only ({rows_in:,} rows, inflated): {shown}")
         for check in r.get("fail_under", []):
             if not check["passed"]:
                 sign = ">" if check["lower_is_better"] else "<"
@@ -573,10 +579,7 @@ def evaluate(
     # (not "no label"), and its in-sample figures are still measured below
     inside_only = None
     if in_sample is not None and len(scored.row) and in_sample.all():
-        inside_only = (
-            "every scored row is in the model's training data (in-sample figures: "
-            "in_sample_metrics of --json)"
-        )
+        inside_only = "every scored row is in the model's training data"
     evaluation = build_report(headline, dict(skipped), options, say, inside_only)
     report = evaluation.report
     report["rows"] = {

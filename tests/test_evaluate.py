@@ -168,6 +168,23 @@ def test_evaluate_reproduces_sklearn_on_popbatch_score_output(scored_default):
     assert lifts["lift_top_1pct"] == pytest.approx(popular[top].mean() / popular.mean())
 
 
+def test_all_in_sample_rows_show_their_figures_as_in_sample(runner):
+    """Every fixture row is in the default's training data: the summary says so per head
+    and shows the in-sample figures (labelled inflated), the JSON's in_sample_metrics."""
+    args = ["evaluate", str(TRACKS_2000), "--no-log", "--resamples", "0"]
+    text = runner.invoke(cli, [*args, "-q"])
+    assert text.exit_code == 0, text.output
+    shown = json.loads(runner.invoke(cli, [*args, "--json"]).stdout)
+    auc = shown["in_sample_metrics"]["popular"]["metrics"]["roc_auc"]
+    lines = text.stdout.splitlines()
+    at = lines.index("  popular    skipped: every scored row is in the model's training data")
+    assert (
+        lines[at + 1]
+        .strip()
+        .startswith(f"in-sample only (2,000 rows, inflated): roc_auc {auc:.4f}")
+    )
+
+
 def test_weighted_bootstrap_figures_equal_the_figures_of_repeated_rows():
     rng = np.random.default_rng(3)
     n = 300
