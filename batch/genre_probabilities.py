@@ -2,11 +2,14 @@
 
 ``genre.onnx`` outputs only the winning class and its probability
 (``genre_index``, ``genre_prob``): that is all a scored table needs. The
-[N, C] matrix they are taken from is a named tensor inside the graph (the
-input of the ``ArgMax`` node that makes ``genre_index``). :func:`expose`
-adds that tensor to the graph's outputs by editing the protobuf wire format of
-the verified bytes in memory, so the probabilities come from the model itself,
-with no onnx package (the scoring install has none) and no change on disk.
+[N, C] matrix that ranks the classes is a named tensor inside the graph, which
+no output reads: the manifest's ``heads.genre.class_tensor`` names it and says
+whether it holds logits (a softmax here turns them into probabilities) or
+probabilities (models exported before that key: the input of the ``ArgMax``
+node that makes ``genre_index``). :func:`expose` adds that tensor to the
+graph's outputs by editing the protobuf wire format of the verified bytes in
+memory, so the probabilities come from the model itself, with no onnx package
+(the scoring install has none) and no change on disk.
 
 The wire format edit: a ``ModelProto`` holds its ``GraphProto`` in field 7; a
 graph holds its nodes in field 1 (``NodeProto``: inputs 1, outputs 2) and its
@@ -79,14 +82,14 @@ def _strings(message: bytes, number: int) -> list[str]:
     return [p.decode("utf-8") for n, p, _ in _fields(message) if n == number and p is not None]
 
 
-def expose(onnx_bytes: bytes, index_output: str) -> tuple[bytes, str]:
-    """The model with the input of the node producing ``index_output`` as one more
-    output; returns (new bytes, that tensor's name).
+def expose(onnx_bytes: bytes, index_output: str, tensor: str | None = None) -> tuple[bytes, str]:
+    """The model with ``tensor`` (None: the input of the node producing ``index_output``)
+    as one more output; returns (new bytes, that tensor's name).
 
     Raises
     ------
     ValueError
-        No node produces ``index_output``.
+        No node produces ``tensor`` (or ``index_output``).
     """
     out = bytearray()
     name = None
@@ -95,14 +98,15 @@ def expose(onnx_bytes: bytes, index_output: str) -> tuple[bytes, str]:
             out += raw
             continue
         for graph_field, node, _ in _fields(payload):
-            if (
-                node is not None
-                and graph_field == _NODE
-                and index_output in _strings(node, _NODE_OUTPUT)
-            ):
+            if node is None or graph_field != _NODE:
+                continue
+            outputs = _strings(node, _NODE_OUTPUT)
+            if tensor is not None and tensor in outputs:
+                name = tensor
+            elif tensor is None and index_output in outputs:
                 name = _strings(node, _NODE_INPUT)[0]
         if name is None:
-            raise ValueError(f"no node produces {index_output!r}")
+            raise ValueError(f"no node produces {tensor or index_output!r}")
         elem_type = _encode_varint(1 << 3) + _encode_varint(_FLOAT)  # TensorProto.FLOAT
         value_info = _field(1, name.encode("utf-8")) + _field(2, _field(1, elem_type))
         out += _field(_GRAPH, payload + _field(_GRAPH_OUTPUT, value_info))
@@ -120,8 +124,12 @@ class GenreProbabilities:
             raise ModelError(f"{bundle.directory}: the model has no genre head")
         self.classes = list(entry.get("classes", []))
         self.index_output = entry["outputs"]["index"]
+        tensor = entry.get("class_tensor") or {}
+        self.logits = tensor.get("kind") == "logits"
         try:
-            data, self.output = expose(bundle.head_bytes["genre"], self.index_output)
+            data, self.output = expose(
+                bundle.head_bytes["genre"], self.index_output, tensor.get("name")
+            )
         except (ValueError, IndexError) as exc:
             raise ModelError(
                 f"{bundle.directory}: cannot read the genre head's class probabilities "
@@ -147,4 +155,10 @@ class GenreProbabilities:
                 ) from None
             matrix[start:end] = np.asarray(probabilities).reshape(end - start, -1)
             index[start:end] = np.asarray(chosen).reshape(-1)
-        return index, matrix
+        return index, _softmax(matrix) if self.logits else matrix
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax (float32 [N, C]), computed in float64 from the row's largest logit."""
+    shifted = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
+    return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)

@@ -54,12 +54,13 @@ def index_nodes(source: str, n: int, width: int) -> tuple[list, list]:
     return nodes, inits
 
 
-def rows_nodes(table: Any, dtype: Any, name: str) -> tuple[list, list]:
-    """``name`` = block @ table ([N, H]) as a Gather of ``table``'s rows by :data:`INDEX`."""
+def rows_nodes(table: Any, dtype: Any, name: str, offset: Any = 0.0) -> tuple[list, list]:
+    """``name`` = block @ table + offset ([N, H]) as a Gather of ``table``'s rows (each
+    plus ``offset``, e.g. a bias the next step would add) by :data:`INDEX`."""
     from onnx import helper
 
     table = np.asarray(table, np.float64)
-    rows = np.vstack([np.zeros((1, table.shape[1])), table]).astype(dtype)
+    rows = (np.vstack([np.zeros((1, table.shape[1])), table]) + offset).astype(dtype)
     return (
         [helper.make_node("Gather", [f"{name}/table", INDEX], [name], axis=0)],
         [const(f"{name}/table", rows, dtype)],
@@ -112,4 +113,32 @@ def split_first_layer(nodes: list, inits: list, source: str, n: int) -> bool:
     ]
     inits.remove(constants[weight_name])
     inits += [const(f"{prefix}numeric", weight[:n], weight.dtype), *lookup_inits]
+    _fold_bias_into_rows(nodes, inits, out, genre_part)
     return True
+
+
+def _fold_bias_into_rows(nodes: list, inits: list, summed: str, genre_part: str) -> None:
+    """When the layer's only next step is ``Add(summed, bias)`` with a constant [H] bias,
+    add the bias to every row of the genre table instead and drop that Add: one pass
+    over [N, H] fewer (the sum's float order changes, within parity)."""
+    from onnx import numpy_helper
+
+    constants = {t.name: t for t in inits}
+    readers = [m for m in nodes if summed in m.input]
+    if len(readers) != 1 or readers[0].op_type != "Add" or readers[0].input[0] != summed:
+        return
+    add = readers[0]
+    bias_name = add.input[1]
+    if bias_name not in constants or sum(bias_name in m.input for m in nodes) != 1:
+        return
+    bias = numpy_helper.to_array(constants[bias_name])
+    table_init = constants[f"{genre_part}/table"]
+    table = numpy_helper.to_array(table_init)
+    if bias.shape != (table.shape[1],):
+        return
+    folded = (table.astype(np.float64) + bias.astype(np.float64)).astype(table.dtype)
+    inits[inits.index(table_init)] = const(table_init.name, folded, table.dtype)
+    inits.remove(constants[bias_name])
+    (adder,) = [m for m in nodes if m.output[0] == summed]
+    adder.output[0] = add.output[0]
+    nodes.remove(add)

@@ -5,13 +5,14 @@ gives one float64 [N, 1] column, as :meth:`models.stack.NativeStack.base_scores`
 
     clipped  = Min(Max(features, clip_lower), clip_upper)      # skipped when unbounded
     logistic = float64(clipped) @ (coef / scale) + bias'       # scaler folded in, float64
+                                                               # (bias in the genre's rows)
     ann      = network((clipped - scaler_mean) / scaler_scale)  # tf2onnx, scaler folded in
     rf       = TreeEnsembleRegressor(clipped)                   # skl2onnx trees, one score
     xgb      = TreeEnsembleRegressor(xgb_input)                 # onnxmltools trees: margin
     xgb_input = Concat(clipped[:, :n], genre_encoding[genre])   # or clipped
     probability meta input: Sigmoid of logistic / xgb; ann, rf as they are
     logit meta input: logistic, the xgb margin; Log(q) - Log(1 - q) of ann, rf (q clipped)
-    z       = Concat(columns) @ meta_coef + meta_intercept     # in float64, like the native
+    z       = Gemm(Concat(columns), meta_coef, meta_intercept)  # in float64, like the native
     probability = float32(Sigmoid(z))                          # [N]
     label       = int64(Sigmoid(z) >= threshold)               # [N]
 
@@ -162,22 +163,25 @@ def _linear_score(stack, clipped: str, column: str, logit: bool) -> tuple[list, 
     z = column if logit else "logistic/z"
     if stack.genre_vocabulary is None:
         inits = [const("logistic/weight", weight, np.float64)]
+        inits.append(const("logistic/bias", [bias], np.float64))
         nodes = [
             helper.make_node("Cast", [clipped], ["logistic/input64"], to=DOUBLE),
             helper.make_node("MatMul", ["logistic/input64", "logistic/weight"], ["logistic/xw"]),
+            helper.make_node("Add", ["logistic/xw", "logistic/bias"], [z]),
         ]
     else:
+        # the bias rides in the genre's rows: one broadcast Add fewer (6% of the head)
         n = stack.n_numeric
-        lookup, inits = genre_block.rows_nodes(weight[n:], np.float64, "logistic/genre_part")
+        lookup, inits = genre_block.rows_nodes(
+            weight[n:], np.float64, "logistic/genre_part", offset=bias
+        )
         inits.append(const("logistic/weight", weight[:n], np.float64))
         nodes = [
             helper.make_node("Cast", [genre_block.NUMERIC], ["logistic/input64"], to=DOUBLE),
             helper.make_node("MatMul", ["logistic/input64", "logistic/weight"], ["logistic/xw0"]),
             *lookup,
-            helper.make_node("Add", ["logistic/xw0", "logistic/genre_part"], ["logistic/xw"]),
+            helper.make_node("Add", ["logistic/xw0", "logistic/genre_part"], [z]),
         ]
-    inits.append(const("logistic/bias", [bias], np.float64))
-    nodes.append(helper.make_node("Add", ["logistic/xw", "logistic/bias"], [z]))
     if not logit:
         nodes.append(helper.make_node("Sigmoid", [z], [column]))
     return nodes, inits
@@ -213,8 +217,7 @@ def _meta_learner(b: GraphBuilder, stack, columns: list[str]) -> None:
     # The native meta learner computes in float64; so does the graph, so labels
     # at the threshold agree.
     b.node("Concat", columns, "base64", axis=1)
-    b.node("MatMul", ["base64", "meta_coef"], "z0")
-    b.node("Add", ["z0", "meta_intercept"], "z")
+    b.node("Gemm", ["base64", "meta_coef", "meta_intercept"], "z")
     b.node("Sigmoid", ["z"], "p64_2d")
     b.node("Reshape", ["p64_2d", "flat"], "p64")
     b.node("Cast", ["p64"], PROBABILITY, to=TensorProto.FLOAT)

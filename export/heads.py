@@ -43,6 +43,10 @@ HEAD_DIRS = {"popularity": "popularity", "genre": "genre"}
 POPULARITY_OUTPUT = "popularity_pred"
 GENRE_INDEX = "genre_index"
 GENRE_PROB = "genre_prob"
+# The [N, C] tensor inside genre.onnx that ranks the classes (not an output: onnxruntime
+# computes every node of a graph, even one no output reads, so no Softmax is kept for it)
+GENRE_LOGITS = "genre/logits"
+GENRE_PROBABILITIES = "genre/probabilities"
 
 
 def _convert(estimator: Any, width: int):
@@ -142,20 +146,34 @@ def _columns(b: GraphBuilder, source: str, columns: list[int], output: str) -> s
     return b.node("Gather", [source, index], output, axis=1)
 
 
-def _softmax_nodes(b: GraphBuilder, model: dict[str, Any], clipped: str) -> str:
-    """The genre head's softmax design (``models.genre.softmax_probabilities``):
-    ``Softmax(c[:, z] @ W + b + sum_j A[j] * L_j)``, ``L_j`` the prior's genre shares'
-    logs (the inputs themselves with the ``log_genre`` statistic, else
-    ``Log(Max(share, floor))``). A block of adjacent columns is a Slice, not a Gather."""
+def _softmax_nodes(b: GraphBuilder, model: dict[str, Any], clipped: str, name: str) -> str:
+    """The genre head's softmax design (``models.genre.softmax_probabilities``): its
+    logits ``c[:, z] @ W + b + sum_j A[j] * L_j``, ``L_j`` the prior's genre shares' logs
+    (the inputs themselves with the ``log_genre`` statistic, else ``Log(Max(share,
+    floor))``), named ``name``; returns it. :func:`genre_graph` turns them into outputs.
+
+    ``c[:, z]`` is read as a Slice of the span ``z`` lies in, its W padded with zero rows,
+    when that span is at most twice as wide: a Gather of columns cost as much as the
+    Gemm and the Softmax together (``bench/ab_graphs.py``)."""
     from popbatch.core.priors import LOG_FLOOR
 
-    z = b.const("softmax/z_index", np.asarray(model["z"], np.int64), np.int64)
-    b.node("Gather", [clipped, z], "softmax/z", axis=1)
-    w = b.const("softmax/W", np.asarray(model["W"]), np.float32)
-    b.node("MatMul", ["softmax/z", w], "softmax/zw")
+    z = np.asarray(model["z"], np.int64)
+    w = np.asarray(model["W"], np.float64)
+    first, stop = int(z.min()), int(z.max()) + 1
+    if stop - first <= 2 * len(z):
+        padded = np.zeros((stop - first, w.shape[1]))
+        padded[z - first] = w
+        _columns(b, clipped, list(range(first, stop)), "softmax/z")
+        w = padded
+    else:
+        b.node("Gather", [clipped, b.const("softmax/z_index", z, np.int64)], "softmax/z", axis=1)
     logits = b.node(
-        "Add",
-        ["softmax/zw", b.const("softmax/b", np.asarray(model["b"]), np.float32)],
+        "Gemm",
+        [
+            "softmax/z",
+            b.const("softmax/W", w, np.float32),
+            b.const("softmax/b", np.asarray(model["b"]), np.float32),
+        ],
         "softmax/l0",
     )
     for j, (columns, a) in enumerate(zip(model["genre"], model["A"], strict=True)):
@@ -169,7 +187,30 @@ def _softmax_nodes(b: GraphBuilder, model: dict[str, Any], clipped: str) -> str:
         weight = b.const(f"softmax/a{j}", np.asarray(a), np.float32)
         b.node("Mul", [f"softmax/log{j}", weight], f"softmax/la{j}")
         logits = b.node("Add", [logits, f"softmax/la{j}"], f"softmax/l{j + 1}")
-    return b.node("Softmax", [logits], "softmax/p", axis=1)
+    assert b.nodes[-1].output[0] == logits  # the last node made the logits: rename them
+    b.nodes[-1].output[0] = name
+    return name
+
+
+def _top_genre_of_logits(b: GraphBuilder, logits: str, width: int) -> None:
+    """``genre_index`` = argmax and ``genre_prob`` = max of ``Softmax(logits)``, without
+    the Softmax: the largest logit ``m`` (one TopK gives it and its index) has the
+    probability ``1 / sum(exp(logits - m))``. ArgMax alone cost a third of the head.
+    ``width`` is the number of classes."""
+    from onnx import helper
+
+    k = b.const("top/k", [1], np.int64)
+    b.nodes.append(helper.make_node("TopK", [logits, k], ["top/logit", "top/index"], axis=1))
+    b.node("Sub", [logits, "top/logit"], "top/shifted")
+    b.node("Exp", ["top/shifted"], "top/exp")
+    # The row sums as a product with ones, not ReduceSum: onnxruntime's ReduceSum adds a
+    # row in an order that depends on how many rows the batch has (a 97-row batch gave
+    # other last bits than one of 1,000), the matrix product in the same order every time.
+    classes = b.const("top/ones", np.ones((width, 1)), np.float32)
+    b.node("MatMul", ["top/exp", classes], "top/sum")
+    b.node("Reciprocal", ["top/sum"], "top/prob")
+    b.node("Reshape", ["top/prob", b.const("top/flat", [-1], np.int64)], GENRE_PROB)
+    b.node("Reshape", ["top/index", "top/flat"], GENRE_INDEX)  # int64, as ArgMax's
 
 
 def genre_graph(head: Any, width: int) -> Any:
@@ -188,18 +229,25 @@ def genre_graph(head: Any, width: int) -> Any:
     used = head.used_learners()
     parts = {}
     if head.softmax is not None:
-        parts["softmax"] = _softmax_nodes(b, head.softmax, clipped)
+        parts["softmax"] = _softmax_nodes(b, head.softmax, clipped, GENRE_LOGITS)
     if "ann" in used:
         parts["ann"] = b.network(
             head.ann, inputs, head.scaler_mean, head.scaler_scale, clipped, "ann/"
         )
     if "rf" in used:
         parts["rf"] = b.embed(_convert(head.rf, inputs), "rf/", clipped)
+    if list(parts) == ["softmax"]:
+        _top_genre_of_logits(b, parts["softmax"], len(head.classes))
+        return b.model(
+            "popbatch_genre", [(GENRE_INDEX, TensorProto.INT64), (GENRE_PROB, TensorProto.FLOAT)]
+        )
+    if "softmax" in parts:
+        parts["softmax"] = b.node("Softmax", [parts["softmax"]], "softmax/p", axis=1)
     if len(parts) == 2:
         w = np.float32(head.ann_weight)
         b.node("Mul", [parts["ann"], b.const("w_ann", w, np.float32)], "ann/weighted")
         b.node("Mul", [parts["rf"], b.const("w_rf", np.float32(1) - w, np.float32)], "rf/weighted")
-        p = b.node("Add", ["ann/weighted", "rf/weighted"], "p")
+        p = b.node("Add", ["ann/weighted", "rf/weighted"], GENRE_PROBABILITIES)
     else:
         (p,) = parts.values()
     b.node("ArgMax", [p], GENRE_INDEX, axis=1, keepdims=0)
@@ -207,6 +255,19 @@ def genre_graph(head: Any, width: int) -> Any:
     return b.model(
         "popbatch_genre", [(GENRE_INDEX, TensorProto.INT64), (GENRE_PROB, TensorProto.FLOAT)]
     )
+
+
+def class_tensor(model_bytes: bytes) -> dict[str, str]:
+    """The manifest's ``heads.genre.class_tensor``: the name of the [N, C] tensor that
+    ranks the classes inside ``genre.onnx`` and whether it holds ``logits`` (apply a
+    softmax) or ``probabilities`` (the input of the graph's ArgMax)."""
+    import onnx
+
+    nodes = onnx.load_from_string(model_bytes).graph.node
+    if any(GENRE_LOGITS in n.output for n in nodes):
+        return {"name": GENRE_LOGITS, "kind": "logits"}
+    (argmax,) = [n for n in nodes if GENRE_INDEX in n.output]
+    return {"name": argmax.input[0], "kind": "probabilities"}
 
 
 @dataclass(frozen=True)
@@ -331,6 +392,7 @@ def export_heads(
             entry["range"] = [0.0, 100.0]
         else:
             entry["outputs"] = {"index": GENRE_INDEX, "probability": GENRE_PROB}
+            entry["class_tensor"] = class_tensor(model_bytes)
             entry["columns"] = {"genre_pred": "VARCHAR", "genre_prob": "DOUBLE"}
             entry["classes"] = list(head.classes)
             entry["learners"] = {"ann_weight": head.ann_weight, "used": head.used_learners()}

@@ -70,6 +70,31 @@ def tiled(x: np.ndarray, rows: int) -> np.ndarray:
     return np.ascontiguousarray(np.tile(x, (reps, 1))[:rows], np.float32)
 
 
+ROUNDS = 5  # the best of several short rounds: a neighbour's burst slows one, not all
+
+
+def _best_rate(
+    scorers: dict[str, Any], batch: np.ndarray, seconds: float
+) -> dict[str, tuple[int, int]]:
+    """Each scorer's best rows/s over :data:`ROUNDS` rounds of ``seconds / ROUNDS``,
+    the scorers taking turns (so a slow moment of the shared machine hits one round of
+    each, not one scorer), and the batches it ran; ``scorers[name]`` runs one batch."""
+    best = dict.fromkeys(scorers, 0)
+    runs = dict.fromkeys(scorers, 0)
+    for run in scorers.values():
+        run(batch)  # warm-up
+    for _ in range(ROUNDS):
+        for name, run in scorers.items():
+            count, start = 0, time.perf_counter()
+            while count < 1 or time.perf_counter() - start < seconds / ROUNDS:
+                run(batch)
+                count += 1
+            rate = round(count * len(batch) / (time.perf_counter() - start))
+            best[name] = max(best[name], rate)
+            runs[name] += count
+    return {name: (best[name], runs[name]) for name in scorers}
+
+
 def measure_throughput(
     model_bytes: bytes,
     x: np.ndarray,
@@ -78,10 +103,7 @@ def measure_throughput(
     seconds: float = 2.0,
 ) -> dict[str, Any]:
     """Rows per second of ``popbatch score``'s inference (``batch.runner.OnnxScorer``)
-    on batches tiled from ``x``.
-
-    One warm-up batch, then whole batches until ``seconds`` have passed (at least 3).
-    """
+    on batches tiled from ``x``: the best of :data:`ROUNDS` rounds over ``seconds``."""
     from popbatch.batch.runner import OnnxScorer
 
     from popbatch.core.bundle import ModelBundle
@@ -92,14 +114,9 @@ def measure_throughput(
     }
     batch = tiled(x, batch_size)
     with OnnxScorer(ModelBundle(Path("exported"), manifest, model_bytes), threads) as scorer:
-        scorer.predict(batch)
-        runs, start = 0, time.perf_counter()
-        while runs < 3 or time.perf_counter() - start < seconds:
-            scorer.predict(batch)
-            runs += 1
-        elapsed = time.perf_counter() - start
+        ((rate, runs),) = _best_rate({"popular": scorer.predict}, batch, seconds).values()
     return {
-        "rows_per_second": round(runs * batch_size / elapsed),
+        "rows_per_second": rate,
         "threads": threads,
         "batch_size": batch_size,
         "batches": runs,
@@ -107,8 +124,9 @@ def measure_throughput(
         "how": (
             f"onnxruntime {_ort_version()} CPUExecutionProvider, as popbatch score runs it "
             f"({threads} threads each scoring {OnnxScorer.CHUNK_ROWS:,}-row slices on a "
-            f"single-threaded session), {runs} runs of a {batch_size:,}-row batch tiled from "
-            "the test split's rows, in memory (no reading or writing), measured at export"
+            f"single-threaded session), the best of {ROUNDS} rounds ({runs} runs in all) of "
+            f"a {batch_size:,}-row batch tiled from the test split's rows, in memory (no "
+            "reading or writing), measured at export"
         ),
     }
 
@@ -141,13 +159,10 @@ def measure_heads(
     bundle = ModelBundle(Path("exported"), manifest, model_bytes, head_bytes)
     batch = tiled(x, BATCH_SIZE)
     sets = [("popular",), *(("popular", h) for h in heads), ("popular", *heads)]
-    result: dict[str, int] = {}
-    for chosen in dict.fromkeys(sets):
-        with OnnxScorer(bundle, THREADS, heads=chosen) as scorer:
-            scorer.predict_heads(batch)
-            runs, start = 0, time.perf_counter()
-            while runs < 3 or time.perf_counter() - start < seconds:
-                scorer.predict_heads(batch)
-                runs += 1
-            result[",".join(chosen)] = round(runs * BATCH_SIZE / (time.perf_counter() - start))
-    return result
+    scorers = {",".join(c): OnnxScorer(bundle, THREADS, heads=c) for c in dict.fromkeys(sets)}
+    try:
+        rates = _best_rate({n: s.predict_heads for n, s in scorers.items()}, batch, seconds)
+    finally:
+        for scorer in scorers.values():
+            scorer.close()
+    return {name: rate for name, (rate, _) in rates.items()}

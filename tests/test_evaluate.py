@@ -100,17 +100,22 @@ def in_training(keys: list[str]) -> np.ndarray:
 
 def genre_probabilities_with_onnx(features: np.ndarray) -> np.ndarray:
     """The default genre head's [N, C] probabilities, exposed with the onnx package
-    (independently of popbatch's own wire-format edit)."""
+    (independently of popbatch's own wire-format edit): the tensor the manifest's
+    ``class_tensor`` names, a softmax of it when it holds logits."""
     import onnx
     import onnxruntime as ort
 
+    tensor = load_model().manifest["heads"]["genre"]["class_tensor"]
     model = onnx.load(default_model_dir() / "genre.onnx")
-    argmax = next(n for n in model.graph.node if "genre_index" in n.output)
     model.graph.output.append(
-        onnx.helper.make_tensor_value_info(argmax.input[0], onnx.TensorProto.FLOAT, None)
+        onnx.helper.make_tensor_value_info(tensor["name"], onnx.TensorProto.FLOAT, None)
     )
     session = ort.InferenceSession(model.SerializeToString())
-    return session.run([argmax.input[0]], {"features": features})[0]
+    values = session.run([tensor["name"]], {"features": features})[0].astype(np.float64)
+    if tensor["kind"] == "logits":
+        values = np.exp(values - values.max(axis=1, keepdims=True))
+        values /= values.sum(axis=1, keepdims=True)
+    return values
 
 
 def test_evaluate_reproduces_sklearn_on_popbatch_score_output(scored_default):
@@ -389,3 +394,36 @@ def test_docs_example_is_the_commands_output(runner, monkeypatch):
     assert result.stdout == shown, "rerun the command and paste its output into docs/evaluate.md"
     cv = load_model().manifest["cv"]["models"]["stack"]["roc_auc"]["mean"]
     assert f"ROC-AUC with catalog priors, folds by track: {cv:.4f})" in page
+
+
+def test_genre_probabilities_of_a_head_exported_before_class_tensor():
+    """Models exported before ``heads.genre.class_tensor`` rank the classes with the
+    probabilities their ArgMax reads: ``expose`` finds that tensor from ``genre_index``
+    alone, and a named tensor directly; both give the graph's own values."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    from popbatch.batch.genre_probabilities import expose
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Softmax", ["features"], ["p"], axis=1),
+            helper.make_node("ArgMax", ["p"], ["genre_index"], axis=1, keepdims=0),
+        ],
+        "old_genre_head",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("genre_index", TensorProto.INT64, ["N"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    x = np.random.default_rng(5).normal(size=(6, 4)).astype(np.float32)
+    softmax = np.exp(x - x.max(axis=1, keepdims=True))
+    softmax /= softmax.sum(axis=1, keepdims=True)
+    for tensor in (None, "p"):
+        data, name = expose(model.SerializeToString(), "genre_index", tensor)
+        assert name == "p"
+        (values,) = ort.InferenceSession(data).run([name], {"features": x})
+        np.testing.assert_allclose(values, softmax, rtol=1e-6)
+    with pytest.raises(ValueError, match="no node produces 'nowhere'"):
+        expose(model.SerializeToString(), "genre_index", "nowhere")

@@ -475,3 +475,110 @@ def test_genre_block_lookups_equal_multiplying_the_one_hot_block():
     np.testing.assert_allclose(layer, x @ weight, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(encoded, x[:, n:] @ encoding)
     assert not encoded[0].any()
+
+
+def _run_graph(nodes, inits, inputs: dict, outputs: list[str], extra_inputs=()):
+    """Run a hand-built graph of ``nodes`` on float32 ``inputs`` (name -> [N, k])."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes,
+        "test",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", v.shape[1]])
+         for n, v in inputs.items()],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
+        initializer=inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model, ort.InferenceSession(model.SerializeToString()).run(outputs, inputs)
+
+
+def test_first_layer_bias_rides_in_the_genre_rows():
+    """``split_first_layer`` adds the layer's bias to the genre table's rows (the row of
+    "no genre" too) and drops the Add that followed: same values, one pass fewer."""
+    from onnx import helper, numpy_helper
+    from popbatch.exporter import genre_block
+
+    rng = np.random.default_rng(2)
+    n, k, rows = 3, 5, 30
+    weight = rng.normal(size=(n + k, 4)).astype(np.float32)
+    bias = rng.normal(size=4).astype(np.float32)
+    x = np.zeros((rows, n + k), np.float32)
+    x[:, :n] = rng.normal(size=(rows, n))
+    x[np.arange(rows), n + rng.integers(0, k, rows)] = 1.0
+    x[0, n:] = 0.0  # no genre: the bias alone
+    nodes, inits = genre_block.index_nodes("features", n, n + k)
+    nodes += [
+        helper.make_node("MatMul", ["features", "w"], ["layer_raw"]),
+        helper.make_node("Add", ["layer_raw", "b"], ["layer"]),
+    ]
+    inits += [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")]
+    assert genre_block.split_first_layer(nodes, inits, "features", n)
+    assert not any("b" in node.input for node in nodes)  # the bias Add is gone
+    _, (layer,) = _run_graph(nodes, inits, {"features": x}, ["layer"])
+    np.testing.assert_allclose(layer, x @ weight + bias, rtol=1e-5, atol=1e-5)
+
+
+def test_a_widened_graph_slices_the_wide_input_directly():
+    """``widen_input``: a Slice within the old width reads the wide input as it is; any
+    other reader gets one shared Slice of the old width. Either way the same values."""
+    from onnx import helper, numpy_helper
+    from popbatch.exporter.priors import SHARED_INPUT, widen_input
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(7, 9)).astype(np.float32)
+    weight = rng.normal(size=(5, 1)).astype(np.float32)
+    ints = {"s0": [0], "s2": [2], "s5": [5], "ax": [1]}
+    inits = [numpy_helper.from_array(np.asarray(v, np.int64), k) for k, v in ints.items()]
+    slices = [
+        helper.make_node("Slice", ["features", "s0", "s2", "ax"], ["left"]),
+        helper.make_node("Slice", ["features", "s2", "s5", "ax"], ["right"]),
+    ]
+    matmul = helper.make_node("MatMul", ["features", "w"], ["product"])
+    for nodes, outputs in ((slices, ["left", "right"]), ([*slices, matmul], ["left", "product"])):
+        narrow, expected = _run_graph(
+            nodes, [*inits, numpy_helper.from_array(weight, "w")], {"features": x[:, :5]}, outputs
+        )
+        wide = widen_input(narrow, 9)
+        readers = [n.op_type for n in wide.graph.node if "features" in n.input]
+        shared = any(SHARED_INPUT in n.input for n in wide.graph.node)
+        assert shared == (matmul in nodes), readers  # a copy only for the MatMul
+        import onnxruntime as ort
+
+        got = ort.InferenceSession(wide.SerializeToString()).run(outputs, {"features": x})
+        for g, e in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(g, e)
+
+
+def test_the_genre_outputs_from_logits_are_softmax_argmax_and_max():
+    """``genre_index`` / ``genre_prob`` from the logits without a Softmax: the first
+    largest logit on ties (as ArgMax), its probability ``1 / sum(exp(l - max))``."""
+    from popbatch.exporter.heads import GENRE_INDEX, GENRE_PROB, _top_genre_of_logits
+    from popbatch.exporter.toolkit import GraphBuilder
+
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(50, 6)).astype(np.float32) * 4
+    logits[0] = [1, 3, 3, 0, -2, 3]  # a three-way tie: the first (index 1) wins
+    logits[1] = [90, 80, -90, 0, 0, 0]  # exp(90) overflows float32: shifted first
+    logits[2] = 0  # all equal: index 0, probability 1/6
+    b = GraphBuilder(6, "logits")
+    _top_genre_of_logits(b, "logits", 6)
+    model = b.model("top", [(GENRE_INDEX, 7), (GENRE_PROB, 1)])  # int64, float
+    import onnxruntime as ort
+
+    index, prob = ort.InferenceSession(model.SerializeToString()).run(None, {"logits": logits})
+    wide = logits.astype(np.float64)
+    softmax = np.exp(wide - wide.max(axis=1, keepdims=True))
+    softmax /= softmax.sum(axis=1, keepdims=True)
+    np.testing.assert_array_equal(index, np.argmax(softmax, axis=1))
+    assert index[0] == 1 and index[2] == 0
+    np.testing.assert_allclose(prob, softmax.max(axis=1), rtol=1e-6)
+    assert np.isfinite(prob).all()
+    # every bit the same however the rows are batched (the scored sample's test needs it)
+    session = ort.InferenceSession(model.SerializeToString())
+    for size in (1, 7):
+        parts = [session.run(None, {"logits": logits[i : i + size]}) for i in range(0, 50, size)]
+        np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), prob)
+        np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), index)
