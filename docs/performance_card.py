@@ -76,36 +76,48 @@ def stages_block() -> list[str]:
     return [*lines, ""]
 
 
+def _scores(diffs: dict) -> str:
+    """The scores column: identical, or how far the score columns moved (a re-export's
+    float order; the labels and genres must still be identical)."""
+    if all(v == 0 or v is True for v in diffs.values()):
+        return "identical"
+    labels = [k.removesuffix(" identical") for k, v in diffs.items() if v is True]
+    moved = ", ".join(f"{k} {v:.1e}" for k, v in diffs.items() if not isinstance(v, bool))
+    broken = [k.removesuffix(" identical") for k, v in diffs.items() if v is False]
+    if broken:
+        return f"DIFFER: {', '.join(broken)}"
+    return f"max diff {moved}; {', '.join(labels)} identical"
+
+
 def levers_block() -> list[str]:
     """Every bench/results/ab_*.json (``bench/ab.py --json``) as one row of a table."""
     paths = sorted(RESULTS.parent.glob("ab_*.json"))
     if not paths:
         return []
     lines = [
-        "| change (B) | A -> B | rounds | median wall s, A / B | median CPU s, A / B | "
+        "| change (B) | A -> B | catalog | rounds | median wall s, A / B | median CPU s, A / B | "
         "B / A wall | B / A CPU | scores |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for path in paths:
         r = json.loads(path.read_text(encoding="utf-8"))
         a, b = r["median"]["A"], r["median"]["B"]
-        diffs = r["score_differences"]
-        same = all(v == 0 or v is True for v in diffs.values())
         options = " ".join(r.get("score_options") or [])
         name = f"{r['name']} (`{options}`)" if options else r["name"]
+        model = f"`--model {r['model']}`" if r.get("model") else "each side's embedded model"
         lines.append(
-            f"| {name} | `{r['a']}` -> `{r['b']}` | {r['rounds']} | "
-            f"{a['wall']:.2f} / {b['wall']:.2f} | {a['cpu']:.2f} / {b['cpu']:.2f} | "
+            f"| {name} | `{r['a']}` -> `{r['b']}` | `{Path(r['catalog']).name}`, {model} | "
+            f"{r['rounds']} | {a['wall']:.2f} / {b['wall']:.2f} | "
+            f"{a['cpu']:.2f} / {b['cpu']:.2f} | "
             f"{r['b_over_a']['wall']:.2f} | {r['b_over_a']['cpu']:.2f} | "
-            f"{'identical' if same else 'DIFFER'} |"
+            f"{_scores(r['score_differences'])} |"
         )
-    catalog = json.loads(paths[0].read_text(encoding="utf-8"))["catalog"]
     lines += [
         "",
-        f"Each row: `python bench/ab.py --a A --b B --model MODEL --rounds R {catalog} "
-        "[-- SCORE OPTIONS]` (alternating rounds of `popbatch score` with each revision's code, "
-        "the score options in brackets after the change; "
-        "`bench/results/ab_*.json`).",
+        "Each row: `python bench/ab.py CATALOG --a A --b B [--model MODEL] --rounds R "
+        "--name NAME --json bench/results/ab_N.json [-- SCORE OPTIONS]` (alternating rounds "
+        "of `popbatch score` with each revision's code, the score options in brackets after "
+        "the change; the catalogs are `bench/out/catalogs/`).",
     ]
     return [*lines, ""]
 

@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "batch" / "sample" / "catalog.csv"
 SAMPLE_ROWS = 1_000
 MAINTAINED = {
-    "ab", "app", "bare", "baseline", "catalog", "drift_memory", "explain", "floor", "heads",
+    "ab", "app", "bare", "baseline", "catalog", "drift_memory", "explain", "floor", "graph_ab",
+    "heads",
     "memory", "nightly", "priors", "run", "spark", "stages",
 }  # fmt: skip
 HELPERS = {"__init__", "procstat"}  # imported by the tools, not run on their own
@@ -160,6 +161,16 @@ def test_heads_quick_measures_every_head_subset():
     expected = {"popular", *(f"popular,{h}" for h in extra), ",".join(heads)}
     assert set(done["rows_per_second"]) == expected
     assert set(done["head_bytes"]) == set(extra)
+
+
+def test_graph_ab_quick_prices_every_head_of_every_model():
+    model = str(default_model_dir())
+    done = last_json(in_process("graph_ab", model, model, "--catalog", str(SAMPLE), "--quick"))
+    assert done["rows"] == 1_024 and done["rounds"] == 1  # --quick: one slice, one round
+    (costs,) = done["us_per_row_cpu"].values()  # one directory, given twice
+    assert set(costs) == {"popular", "popularity", "genre", "all"}
+    assert costs["all"] == pytest.approx(sum(v for h, v in costs.items() if h != "all"), abs=2e-3)
+    assert all(v > 0 for v in costs.values())
 
 
 def test_explain_quick_counts_the_tracks_features_and_evaluations(tmp_path):
