@@ -36,7 +36,7 @@ class _Column:
     n: np.ndarray
     sum: np.ndarray
     popular: np.ndarray
-    genre: np.ndarray | None  # [keys, G] counts
+    genre: np.ndarray | None  # [keys, G] counts, float32 (exact: small integers)
 
 
 class PriorLookup:
@@ -52,7 +52,9 @@ class PriorLookup:
             rows = frame.filter(pl.col("column") == column)
             genre = None
             if {"genre", "log_genre"} & set(spec.statistics) and n_genres:
-                genre = np.zeros((rows.height + 1, n_genres), np.float64)
+                # float32 holds every count exactly (they are far below 2**24) at half
+                # the memory: 32 MB less for the default model's 70,000 keys
+                genre = np.zeros((rows.height + 1, n_genres), np.float32)
                 exploded = (
                     rows.select(pl.int_range(pl.len()).alias("r"), "genre_index", "genre_count")
                     .explode("genre_index", "genre_count")
@@ -185,7 +187,8 @@ class PriorLookup:
             return np.zeros((int(cell.max(initial=-1)) + 1, len(g)))
         # pairs come in cell order, each cell with at least one (its null key when empty)
         starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
-        summed = np.add.reduceat(table.genre[row], starts, axis=0)
+        # sums of a few small integers: exact in float32, then float64 as the formulas are
+        summed = np.add.reduceat(table.genre[row], starts, axis=0).astype(np.float64)
         return (summed + m * g) / (summed.sum(axis=1, keepdims=True) + m)
 
 
