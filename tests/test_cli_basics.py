@@ -127,6 +127,22 @@ def test_train_option_defaults_are_the_librarys():
     assert {name: shown[name] for name in expected} == expected
 
 
+def test_train_help_names_the_default_learners():
+    """The prose of ``popbatch train --help`` says which base learners the stack has by
+    default: exactly those of LearnerParams (it once named XGBoost after the default
+    became the Keras network)."""
+    import re
+
+    from popbatch.models.learners import LearnerParams
+
+    words = {"logistic": "logistic regression", "ann": "Keras network",
+             "rf": "RandomForest", "xgb": "XGBoost"}  # fmt: skip
+    text = " ".join(cli.get_command(None, "train").help.split())
+    (said,) = re.findall(r"by default ([^)]*)\)", text)
+    named = {name for name, phrase in words.items() if phrase in said}
+    assert named == set(LearnerParams().learners), said
+
+
 def test_scoring_package_imports_no_training_stack():
     """Importing the CLI and the scorer must not pull in TensorFlow, sklearn or xgboost."""
     code = (

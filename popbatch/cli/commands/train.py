@@ -218,16 +218,18 @@ def train(
 ) -> None:
     """Train the stacked popularity model (and its heads) and write the report and stack.
 
-    Reads DATA, splits it 70/15/15 by track_id, fits the base learners (by
-    default a logistic regression and XGBoost on a target-encoded genre;
-    --learners adds the Keras network or a RandomForest), stacks them with a
-    logistic regression on their out-of-fold probabilities and evaluates
-    everything on the test split. With --cv, first estimates the whole
-    recipe by repeated grouped cross-validation.
+    Reads DATA, splits it 70/15/15 by track_id and trains the --heads on the
+    same split: popular, a stack of base learners (--learners; by default a
+    logistic regression and a Keras network) under a logistic regression on
+    their out-of-fold probabilities; popularity, a regression; genre, a
+    classifier. With catalog priors (on unless --no-priors) every head also
+    reads each artist's and album's labelled history, out of fold on training
+    rows. Evaluates everything on the test split; with --cv, first estimates
+    the whole recipe by repeated grouped cross-validation (with priors, also
+    with folds grouped by album and by artist, beside the recipe without them).
     Writes OUT/report.json, OUT/report.html, OUT/plots/*.png and OUT/stack/,
-    then exports the stack to OUT/model (model.onnx + manifest.json, parity
-    proven) unless --no-export. With --heads, also a popularity regression stack
-    (popularity.onnx) and a genre classifier (genre.onnx) on the same split.
+    then exports to OUT/model (model.onnx, a file per extra head and
+    manifest.json, parity proven) unless --no-export.
     """
     from popbatch.core.heads import parse_heads  # pyarrow: not for --help
 
