@@ -154,7 +154,7 @@ def _softmax_nodes(b: GraphBuilder, model: dict[str, Any], clipped: str, name: s
 
     ``c[:, z]`` is read as a Slice of the span ``z`` lies in, its W padded with zero rows,
     when that span is at most twice as wide: a Gather of columns cost as much as the
-    Gemm and the Softmax together (``bench/ab_graphs.py``)."""
+    Gemm and the Softmax together (``bench/graph_ab.py``)."""
     from popbatch.core.priors import LOG_FLOOR
 
     z = np.asarray(model["z"], np.int64)
@@ -167,6 +167,9 @@ def _softmax_nodes(b: GraphBuilder, model: dict[str, Any], clipped: str, name: s
         w = padded
     else:
         b.node("Gather", [clipped, b.const("softmax/z_index", z, np.int64)], "softmax/z", axis=1)
+    blocks = list(zip(model["genre"], model["A"], strict=True))
+    # the last sum is the logits themselves, named ``name``
+    sums = [f"softmax/l{j}" for j in range(len(blocks))] + [name]
     logits = b.node(
         "Gemm",
         [
@@ -174,9 +177,9 @@ def _softmax_nodes(b: GraphBuilder, model: dict[str, Any], clipped: str, name: s
             b.const("softmax/W", w, np.float32),
             b.const("softmax/b", np.asarray(model["b"]), np.float32),
         ],
-        "softmax/l0",
+        sums[0],
     )
-    for j, (columns, a) in enumerate(zip(model["genre"], model["A"], strict=True)):
+    for j, (columns, a) in enumerate(blocks):
         _columns(b, clipped, columns, f"softmax/g{j}")
         if model.get("logged"):
             b.node("Identity", [f"softmax/g{j}"], f"softmax/log{j}")
@@ -186,10 +189,8 @@ def _softmax_nodes(b: GraphBuilder, model: dict[str, Any], clipped: str, name: s
             b.node("Log", [f"softmax/gf{j}"], f"softmax/log{j}")
         weight = b.const(f"softmax/a{j}", np.asarray(a), np.float32)
         b.node("Mul", [f"softmax/log{j}", weight], f"softmax/la{j}")
-        logits = b.node("Add", [logits, f"softmax/la{j}"], f"softmax/l{j + 1}")
-    assert b.nodes[-1].output[0] == logits  # the last node made the logits: rename them
-    b.nodes[-1].output[0] = name
-    return name
+        logits = b.node("Add", [logits, f"softmax/la{j}"], sums[j + 1])
+    return logits
 
 
 def _top_genre_of_logits(b: GraphBuilder, logits: str, width: int) -> None:

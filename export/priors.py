@@ -165,7 +165,7 @@ def widen_input(model: Any, width: int) -> Any:
     its first ``k`` columns reads the wide input directly; any other reader gets a
     Slice of the first ``k`` columns, made once. (The shared Slice copied 135 columns
     of every row only for two Slices to copy them again: ~0.05 µs a row a head,
-    ``bench/ab_graphs.py``.) Unchanged when the widths agree. In place; also returned."""
+    ``bench/graph_ab.py``.) Unchanged when the widths agree. In place; also returned."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
