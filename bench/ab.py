@@ -4,11 +4,16 @@ Each side is a git revision of this repository, installed (without its dependenc
 into its own folder under ``--out``; every round runs ``popbatch score`` once with A's
 code and once with B's, in fresh processes, alternately, so a shared, noisy machine
 slows both alike. Prints each side's wall and CPU seconds per round, the medians, and
-B's medians as a ratio to A's (below 1: B is faster). The scores of the two sides are
-compared too (max |difference| of each score column), so a lever that changes a
-score shows.
+B's medians as a ratio to A's (below 1: B is faster), and each side's peak RSS. The
+scores of the two sides are compared too (max |difference| of each score column, rows
+matched by ``input_row``), so a lever that changes a score shows.
+
+A DuckDB catalog (``.duckdb``) is scored table to table, as ``bench/run.py`` does: each
+round copies it and scores ``--table TABLE`` (default ``tracks``) into ``--into scores``
+of the copy.
 
     python bench/ab.py CATALOG --a f26df81 --b HEAD --model DIR --rounds 5
+    python bench/ab.py CATALOG.duckdb --a f26df81 --b HEAD --rounds 3 --table tracks
     python bench/ab.py CATALOG --a HEAD --b HEAD --quick     # checks the script
 """
 
@@ -51,11 +56,22 @@ def install(revision: str, folder: Path) -> Path:
     return site
 
 
-def differences(a: Path, b: Path) -> dict[str, float]:
-    import numpy as np
+def scored(path: Path):
+    """The scored rows of one side's output, in input order (a table has no order)."""
+    if path.suffix == ".duckdb":
+        import duckdb
+
+        with duckdb.connect(str(path), read_only=True) as con:
+            return con.sql("SELECT * FROM scores ORDER BY input_row").to_arrow_table()
     import pyarrow.parquet as pq
 
-    left, right = pq.read_table(a), pq.read_table(b)
+    return pq.read_table(path).sort_by("input_row")
+
+
+def differences(a: Path, b: Path) -> dict[str, float]:
+    import numpy as np
+
+    left, right = scored(a), scored(b)
     found = {}
     for column in SCORES:
         if column in left.column_names and column in right.column_names:
@@ -78,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "ab")
     parser.add_argument("--name", default="", help="what B changes (kept in the JSON)")
     parser.add_argument("--json", type=Path, help="also write the JSON line to this file")
+    parser.add_argument("--table", default="tracks", help="a DuckDB catalog's table")
     parser.add_argument("--quick", action="store_true", help=QUICK_HELP + "; one round")
     parser.add_argument("score_options", nargs="*", help="after --: more popbatch score options")
     args = parser.parse_args(argv)
@@ -94,11 +111,18 @@ def main(argv: list[str] | None = None) -> None:
             cwd=ROOT, capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
         sites[side] = (commit, install(revision, args.out / commit))
-        times[side] = {"wall": [], "cpu": []}
+        times[side] = {"wall": [], "cpu": [], "peak_rss_mb": []}
+    duckdb_catalog = args.catalog.suffix == ".duckdb"
     for _ in range(args.rounds):
         for side, (commit, site) in sites.items():
-            output = args.out / f"scored_{side}.parquet"
-            command = [sys.executable, "-m", "popbatch", "score", str(args.catalog.resolve())]
+            if duckdb_catalog:
+                output = args.out / f"scored_{side}.duckdb"
+                shutil.copyfile(args.catalog, output)  # each round scores a fresh copy
+                command = [sys.executable, "-m", "popbatch", "score", str(output)]
+                command += ["--table", args.table, "--into", "scores"]
+            else:
+                output = args.out / f"scored_{side}.parquet"
+                command = [sys.executable, "-m", "popbatch", "score", str(args.catalog.resolve())]
             command += ["-o", str(output), "--quiet", *args.score_options]
             if args.model:
                 command += ["--model", str(Path(args.model).resolve())]
@@ -107,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"ab: side {side} ({commit}) failed")
             times[side]["wall"].append(round(measured.seconds, 2))
             times[side]["cpu"].append(round(measured.cpu_seconds, 2))
+            times[side]["peak_rss_mb"].append(round(measured.peak_rss_mb))
             outputs[side] = output
     medians = {s: {k: statistics.median(v) for k, v in t.items()} for s, t in times.items()}
     result = {
@@ -119,15 +144,19 @@ def main(argv: list[str] | None = None) -> None:
         "rounds": args.rounds,
         "seconds": times,
         "median": medians,
-        "b_over_a": {k: round(medians["B"][k] / medians["A"][k], 3) for k in ("wall", "cpu")},
+        "b_over_a": {
+            k: round(medians["B"][k] / medians["A"][k], 3) for k in ("wall", "cpu", "peak_rss_mb")
+        },
         "score_differences": differences(outputs["A"], outputs["B"]),
     }
     for side in ("A", "B"):
         print(
             f"{side} {sites[side][0]}: wall {times[side]['wall']} CPU {times[side]['cpu']} "
-            f"(medians {medians[side]['wall']:.2f} / {medians[side]['cpu']:.2f} s)"
+            f"(medians {medians[side]['wall']:.2f} / {medians[side]['cpu']:.2f} s), "
+            f"peak RSS {times[side]['peak_rss_mb']} MB"
         )
-    print(f"B / A: wall {result['b_over_a']['wall']}, CPU {result['b_over_a']['cpu']}")
+    ratios = result["b_over_a"]
+    print(f"B / A: wall {ratios['wall']}, CPU {ratios['cpu']}, peak RSS {ratios['peak_rss_mb']}")
     print(json.dumps(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

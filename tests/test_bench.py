@@ -256,6 +256,20 @@ def test_ab_quick_runs_both_revisions_and_compares_their_scores(tmp_path):
     assert len(done["seconds"]["A"]["wall"]) == len(done["seconds"]["B"]["wall"]) == 1
     assert done["score_differences"]["popularity_prob"] == 0.0
     assert done["score_differences"]["features_hash identical"] is True
+    assert done["seconds"]["A"]["peak_rss_mb"][0] > 0
+
+    # A DuckDB catalog is scored table to table, each side into its own copy.
+    import duckdb
+
+    catalog = tmp_path / "catalog.duckdb"
+    with duckdb.connect(str(catalog)) as con:
+        con.execute(f"CREATE TABLE songs AS SELECT * FROM read_csv('{SAMPLE}')")
+    out = bench("bench/ab.py", str(catalog), *args, "--table", "songs", timeout=900)
+    done = last_json(out)
+    assert done["score_differences"]["popularity_prob"] == 0.0
+    for side in ("A", "B"):
+        with duckdb.connect(str(tmp_path / f"scored_{side}.duckdb"), read_only=True) as con:
+            assert con.execute("SELECT count(*) FROM scores").fetchall() == [(1000,)]
 
 
 def test_app_quick_loads_the_page_and_scores_a_track():
