@@ -229,6 +229,12 @@ def lock_error_from_duckdb(exc: BaseException, database: Path | str) -> LockErro
 # 10M-row table peaked at 1.6 GB. Bounded, DuckDB evicts and spills instead.
 DUCKDB_MEMORY_LIMIT = "256MB"
 
+# A plain scan of a table (``popbatch score --table``) gains nothing from keeping the
+# blocks it read: with 256 MB the buffer pool filled up over a 10M-row table and the
+# run's peak RSS grew by ~200 MB from 1M to 10M rows; with 32 MB it stays flat, no slower
+# (bench/memory_duckdb.py).
+DUCKDB_SCAN_MEMORY_LIMIT = "32MB"
+
 
 def quiet(con):
     """``con`` without DuckDB's progress bar, which DuckDB prints to stdout (a file or a
@@ -238,11 +244,17 @@ def quiet(con):
     return con
 
 
-def connect_duckdb(database: Path | str, *, read_only: bool = False, wait: float = 0):
+def connect_duckdb(
+    database: Path | str,
+    *,
+    read_only: bool = False,
+    wait: float = 0,
+    memory_limit: str = DUCKDB_MEMORY_LIMIT,
+):
     """``duckdb.connect`` that waits up to ``wait`` seconds for DuckDB's file lock.
 
-    The connection's memory is bounded by :data:`DUCKDB_MEMORY_LIMIT`, and it prints no
-    progress bar (:func:`quiet`).
+    The connection's memory is bounded by ``memory_limit`` (default
+    :data:`DUCKDB_MEMORY_LIMIT`), and it prints no progress bar (:func:`quiet`).
 
     DuckDB lets many read-only processes or one writing process open a file.
     While another process holds a conflicting lock this retries every
@@ -264,7 +276,7 @@ def connect_duckdb(database: Path | str, *, read_only: bool = False, wait: float
             con = duckdb.connect(
                 str(database),
                 read_only=read_only,
-                config={"memory_limit": DUCKDB_MEMORY_LIMIT},
+                config={"memory_limit": memory_limit},
             )
             return quiet(con)
         except duckdb.Error as exc:

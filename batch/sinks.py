@@ -705,6 +705,10 @@ def _commit_duckdb(
             f"{path}: cannot open the database for writing ({one_line(exc)})"
         ) from None
     try:
+        # Tables have no row order (ORDER BY input_row gives the input's). Letting DuckDB
+        # write the staged rows in any order halves the commit of 10M rows (13.7 -> 6.9 s
+        # for CREATE TABLE AS) and lets it work in less memory.
+        con.execute("SET preserve_insertion_order = false")
         con.begin()
         failing: Sequence[DuckDBSink] = sinks
         for sink in sinks:

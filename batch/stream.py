@@ -86,6 +86,7 @@ class StreamingRun:
                     self._count(prepared, skipped)
             # The source may be the database we write to: close it before committing.
             self.source.close()
+            self._release()  # a DuckDB commit needs memory the scoring no longer does
             commit_all(opened, wait=self.wait, in_transaction=self.in_transaction)
         except BaseException:
             self.stop.set()
@@ -97,6 +98,12 @@ class StreamingRun:
             self.scorer.close()
             if self.up_to_date is not None:
                 self.up_to_date.skipped.remove()
+
+    def _release(self) -> None:
+        """Free the feature matrices and the inference threads before the commit."""
+        self.scorer.close()
+        while not self.buffers.empty():
+            self.buffers.get_nowait()
 
     def _prepare(self, batch_size: int) -> Iterator[tuple[Prepared, np.ndarray, int]]:
         # One feature matrix being built, one queued, one in inference: three
