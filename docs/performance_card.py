@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -96,8 +97,8 @@ def levers_block() -> list[str]:
         return []
     lines = [
         "| change (B) | A -> B | catalog | rounds | median wall s, A / B | median CPU s, A / B | "
-        "B / A wall | B / A CPU | scores |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "B / A wall | B / A CPU | median peak RSS MB, A / B | scores |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for path in paths:
         r = json.loads(path.read_text(encoding="utf-8"))
@@ -109,7 +110,7 @@ def levers_block() -> list[str]:
             f"| {name} | `{r['a']}` -> `{r['b']}` | `{Path(r['catalog']).name}`, {model} | "
             f"{r['rounds']} | {a['wall']:.2f} / {b['wall']:.2f} | "
             f"{a['cpu']:.2f} / {b['cpu']:.2f} | "
-            f"{r['b_over_a']['wall']:.2f} | {r['b_over_a']['cpu']:.2f} | "
+            f"{r['b_over_a']['wall']:.2f} | {r['b_over_a']['cpu']:.2f} | {_rss(r)} | "
             f"{_scores(r['score_differences'])} |"
         )
     lines += [
@@ -120,6 +121,14 @@ def levers_block() -> list[str]:
         "the change; the catalogs are `bench/out/catalogs/`).",
     ]
     return [*lines, ""]
+
+
+def _rss(result: dict[str, Any]) -> str:
+    """``A / B`` median peak RSS of an A/B run (recorded since bench/ab.py measured it)."""
+    a, b = result["median"]["A"], result["median"]["B"]
+    if "peak_rss_mb" not in a:
+        return "-"
+    return f"{a['peak_rss_mb']:.0f} / {b['peak_rss_mb']:.0f}"
 
 
 def _command(command: str) -> str:
