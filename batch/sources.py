@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 from popbatch.batch.duckdb_arrow import arrow_reader
 
 from popbatch.core import DEFAULT_BATCH_SIZE
@@ -334,7 +334,14 @@ def _check_file(path: Path) -> None:
 
 class ParquetSource(Source):
     """Parquet files, a glob, or a directory (hive partitions such as
-    ``track_genre=pop/`` become columns), read with ``pyarrow.dataset``.
+    ``track_genre=pop/`` become columns), read with ``pyarrow.dataset``; one file
+    is read with ``pyarrow.parquet.ParquetFile``, the same reader without the
+    dataset layer (it has no partitions to find).
+
+    The dataset layer is imported only for several files or a directory: by the
+    first batch read it held ~110 MB more resident memory than one file's reader
+    (its libraries, the scanner's buffers, and pandas, which it imports when
+    installed); ``bench/results/ab_6_parquet_reader.json`` has whole runs.
     """
 
     kind = "parquet"
@@ -344,46 +351,71 @@ class ParquetSource(Source):
         if not inputs:
             raise InputError("no Parquet input given")
         super().__init__(", ".join(inputs))
-        # pre_buffer caches every column chunk read from a file until the file is
-        # done: peak memory would grow with the file (a 2M-row file held ~all its
-        # compressed bytes). Without it memory stays flat.
-        fmt = ds.ParquetFileFormat(
-            default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False)
-        )
+        self.file = None
+        self.dataset = None
         try:
-            if len(inputs) == 1 and Path(inputs[0]).is_dir():
-                self.dataset = ds.dataset(inputs[0], format=fmt, partitioning="hive")
-            else:
-                files, base = _expand(inputs)
-                self.dataset = ds.dataset(
-                    files, format=fmt, partitioning="hive", partition_base_dir=base
-                )
+            one = inputs[0]
+            if len(inputs) == 1 and not GLOB_CHARS.search(one) and not Path(one).is_dir():
+                self.path = Path(one)
+                _check_file(self.path)
+                self.file = pq.ParquetFile(self.path, pre_buffer=False)
+                self._schema = self.file.schema_arrow
+                self._total = self.file.metadata.num_rows
+                return
+            self.dataset = _dataset(inputs)
+            self._schema = self.dataset.schema
             self._total = self.dataset.count_rows()
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"{self.name}: not readable as Parquet ({one_line(exc)})") from None
 
     @property
     def schema(self) -> pa.Schema:
-        return self.dataset.schema
+        return self._schema
 
     def batches(
         self, columns: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> Iterator[pa.RecordBatch]:
+        columns = list(columns) if columns is not None else None
         try:
-            # No readahead and no scanner threads: with them the scanner decodes row
-            # groups ahead of a slower consumer without bound (a 2M-row file was
-            # held almost whole). The job's reader thread already overlaps reading
-            # with inference.
-            batches = self.dataset.to_batches(
-                columns=list(columns) if columns is not None else None,
-                batch_size=batch_size,
-                batch_readahead=0,
-                fragment_readahead=0,
-                use_threads=False,
-            )
+            if self.file is not None:
+                if self.file.closed:  # read again after close()
+                    self.file = pq.ParquetFile(self.path, pre_buffer=False)
+                batches = self.file.iter_batches(batch_size, columns=columns, use_threads=False)
+            else:
+                # No readahead and no scanner threads: with them the scanner decodes row
+                # groups ahead of a slower consumer without bound (a 2M-row file was
+                # held almost whole). The job's reader thread already overlaps reading
+                # with inference.
+                batches = self.dataset.to_batches(
+                    columns=columns,
+                    batch_size=batch_size,
+                    batch_readahead=0,
+                    fragment_readahead=0,
+                    use_threads=False,
+                )
             yield from _rows_at_most(iter(batches), batch_size)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"{self.name}: cannot read Parquet ({one_line(exc)})") from None
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def _dataset(inputs: Sequence[str]):
+    """A ``pyarrow.dataset`` of Parquet files, a glob or a directory (hive partitions)."""
+    import pyarrow.dataset as ds
+
+    # pre_buffer caches every column chunk read from a file until the file is
+    # done: peak memory would grow with the file (a 2M-row file held ~all its
+    # compressed bytes). Without it memory stays flat.
+    fmt = ds.ParquetFileFormat(
+        default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False)
+    )
+    if len(inputs) == 1 and Path(inputs[0]).is_dir():
+        return ds.dataset(inputs[0], format=fmt, partitioning="hive")
+    files, base = _expand(inputs)
+    return ds.dataset(files, format=fmt, partitioning="hive", partition_base_dir=base)
 
 
 def _expand(inputs: Sequence[str]) -> tuple[list[str], str | None]:
