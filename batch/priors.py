@@ -14,7 +14,6 @@ artist, not per row.
 
 from __future__ import annotations
 
-import io
 import itertools
 import threading
 from dataclasses import dataclass
@@ -281,5 +280,8 @@ def lookup_for(manifest: dict[str, Any]) -> PriorLookup | None:
                 "this model's catalog priors table is not loaded: load the model with "
                 "popbatch.load_model(DIRECTORY), which verifies the table"
             )
-        found = _LOOKUPS[spec.table_sha256] = PriorLookup(spec, pq.read_table(io.BytesIO(data)))
+        # ParquetFile, not read_table: that imports pyarrow.dataset, tens of MB of
+        # resident memory a run scoring one file does not otherwise need
+        table = pq.ParquetFile(pa.BufferReader(data)).read()
+        found = _LOOKUPS[spec.table_sha256] = PriorLookup(spec, table)
     return found

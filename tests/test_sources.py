@@ -56,6 +56,29 @@ def test_parquet_file_knows_its_rows_and_hive_directory_adds_partition_columns(t
     assert sorted(rows.column("mode").to_pylist()) == sorted(table.column("mode").to_pylist())
 
 
+def test_scoring_one_parquet_file_leaves_the_dataset_layer_unimported(tmp_path):
+    """One file is read with ParquetFile: pyarrow.dataset would cost ~110 MB of
+    resident memory in every nightly run (bench/results/ab_6_parquet_reader.json)."""
+    import subprocess
+    import sys
+
+    pq.write_table(pl.read_csv(TRACKS_2000).to_arrow(), tmp_path / "t.parquet")
+    code = f"""
+import sys
+from popbatch.cli.main import cli
+try:
+    cli(["score", {str(tmp_path / "t.parquet")!r}, "-o", {str(tmp_path / "o.parquet")!r},
+         "--quiet"], prog_name="popbatch")
+except SystemExit as done:
+    assert not done.code, done.code
+print("pyarrow.dataset" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+    assert pq.read_metadata(tmp_path / "o.parquet").num_rows == 2000
+
+
 def test_parquet_glob_without_matches(tmp_path):
     with pytest.raises(InputError) as info:
         open_source(str(tmp_path / "*.parquet"))
