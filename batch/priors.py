@@ -41,6 +41,9 @@ class _Column:
 class PriorLookup:
     """Prior inputs for batches of catalog rows, from a spec and its table."""
 
+    #: rows gathered at a time into the feature matrix (1,024 x 114 genre shares: 456 KB)
+    GATHER_ROWS = 1_024
+
     def __init__(self, spec: PriorSpec, table: pa.Table | pl.DataFrame) -> None:
         self.spec = spec
         frame = table if isinstance(table, pl.DataFrame) else pl.from_arrow(table)
@@ -102,7 +105,11 @@ class PriorLookup:
                 if at < 0:
                     continue
                 block = np.ascontiguousarray(per_cell[:, first:stop])
-                out[:, at : at + stop - first] = block[index]
+                target = out[:, at : at + stop - first]
+                # in slices whose gathered copy stays in cache, not through a
+                # whole-batch temporary (bench/results/ab_8_chunked_gather.json)
+                for i in range(0, rows, self.GATHER_ROWS):
+                    target[i : i + self.GATHER_ROWS] = block[index[i : i + self.GATHER_ROWS]]
             start += width
 
     def column_features(

@@ -152,7 +152,9 @@ def test_keys_fold_case_spaces_and_unicode_forms():
 
 
 @pytest.mark.parametrize("combine", ["pooled", "first"])
-def test_scorer_lookup_equals_the_python_reference(rows, combine):
+def test_scorer_lookup_equals_the_python_reference(rows, combine, monkeypatch):
+    # gathered a few rows at a time: several slices and a partial last one
+    monkeypatch.setattr(PriorLookup, "GATHER_ROWS", 7)
     genres = tuple(sorted(rows["track_genre"].unique().to_list()))
     train, rest = rows[:900], rows[900:]
     labels = labels_of(train, genres)
