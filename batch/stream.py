@@ -104,6 +104,8 @@ class StreamingRun:
         self.scorer.close()
         while not self.buffers.empty():
             self.buffers.get_nowait()
+        # Arrow's allocator keeps freed pages for reuse; the commit will not reuse them
+        pa.default_memory_pool().release_unused()
 
     def _prepare(self, batch_size: int) -> Iterator[tuple[Prepared, np.ndarray, int]]:
         # One feature matrix being built, one queued, one in inference: three
