@@ -249,7 +249,7 @@ def connect_duckdb(
     *,
     read_only: bool = False,
     wait: float = 0,
-    memory_limit: str = DUCKDB_MEMORY_LIMIT,
+    memory_limit: str | None = None,
 ):
     """``duckdb.connect`` that waits up to ``wait`` seconds for DuckDB's file lock.
 
@@ -276,7 +276,7 @@ def connect_duckdb(
             con = duckdb.connect(
                 str(database),
                 read_only=read_only,
-                config={"memory_limit": memory_limit},
+                config={"memory_limit": memory_limit or DUCKDB_MEMORY_LIMIT},
             )
             return quiet(con)
         except duckdb.Error as exc:

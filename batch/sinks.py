@@ -722,6 +722,8 @@ def _commit_duckdb(
         with contextlib.suppress(duckdb.Error):
             con.rollback()
         names = ", ".join(s.table for s in failing)
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            raise OutputError(_out_of_memory(path, names, exc, failing)) from None
         raise OutputError(
             f"{path}: writing {names} failed ({one_line(exc)}); the database is unchanged"
         ) from None
@@ -731,6 +733,21 @@ def _commit_duckdb(
         raise
     finally:
         con.close()
+
+
+def _out_of_memory(path: Path, names: str, exc: BaseException, sinks: Sequence[DuckDBSink]) -> str:
+    """The one line for a commit DuckDB could not fit in its memory limit: DuckDB's own
+    advice (threads, insertion order, memory limit) names settings popbatch chooses."""
+    what = one_line(exc).split(" Possible solutions")[0].rstrip(" .")
+    if any(isinstance(sink, DuckDBWriteBack) for sink in sinks):
+        fix = (
+            "--write-back changes every scored row in place, and DuckDB holds those "
+            "changes in memory until the commit; for a table this large, write the scores "
+            "to a table of their own (-o DATABASE --into TABLE) and join them on the key"
+        )
+    else:
+        fix = "score the catalog in parts (--query with a WHERE), or write to a Parquet file"
+    return f"{path}: writing {names} failed ({what}); the database is unchanged; {fix}"
 
 
 # ----------------------------------------------------------------- factory

@@ -456,11 +456,7 @@ class DuckDBSource(Source):
         wait: float = 0,
     ) -> None:
         import duckdb
-        from popbatch.batch.lock import (
-            DUCKDB_MEMORY_LIMIT,
-            DUCKDB_SCAN_MEMORY_LIMIT,
-            connect_duckdb,
-        )
+        from popbatch.batch.lock import DUCKDB_SCAN_MEMORY_LIMIT, connect_duckdb
 
         self.path = Path(path)
         if (table is None) == (query is None):
@@ -474,7 +470,7 @@ class DuckDBSource(Source):
         try:
             # A writer holding the file is a LockError (exit 75) after ``wait`` seconds.
             # A --query may join or sort, which needs memory; a --table is only scanned.
-            limit = DUCKDB_SCAN_MEMORY_LIMIT if table else DUCKDB_MEMORY_LIMIT
+            limit = DUCKDB_SCAN_MEMORY_LIMIT if table else None
             self.con = connect_duckdb(self.path, read_only=True, wait=wait, memory_limit=limit)
         except duckdb.Error as exc:
             raise InputError(f"{self.path}: cannot open as DuckDB ({one_line(exc)})") from None

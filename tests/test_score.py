@@ -285,6 +285,26 @@ def test_write_back_twice_keeps_rows_and_values(runner, model_dir, tracks_db, re
     np.testing.assert_array_equal(unique["popularity_prob"].to_numpy(), expected)
 
 
+def test_write_back_out_of_duckdb_memory_says_what_to_do(
+    runner, model_dir, tracks_db, monkeypatch
+):
+    """DuckDB holds an UPDATE's changes in memory until the commit: a table too large for
+    its limit (here a 2,000-row table under a 2 MB limit; 10M rows under 256 MB) fails
+    with the fix popbatch offers, not DuckDB's advice on settings popbatch chooses."""
+    import popbatch.batch.lock as lock
+
+    monkeypatch.setattr(lock, "DUCKDB_MEMORY_LIMIT", "2MB")
+    result = run(runner, model_dir, tracks_db, "--table", "tracks", "--write-back")
+    assert result.exit_code != 0
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"Error: {tracks_db}: writing tracks failed (Out of Memory Error")
+    assert "the database is unchanged" in line and "-o DATABASE --into TABLE" in line
+    assert "Possible solutions" not in line and "SET memory_limit" not in line
+    with duckdb.connect(str(tracks_db), read_only=True) as con:
+        columns = [row[0] for row in con.execute("DESCRIBE tracks").fetchall()]
+    assert "popularity_prob" not in columns
+
+
 # ---------------------------------------------------------------- rejects
 def test_rejects_file_and_summary_json(runner, model_dir, tmp_path):
     source = bad_catalog(tmp_path, {5: {"danceability": "1.7"}, 1700: {"tempo": "n/a"}})
