@@ -108,11 +108,13 @@ class StreamingRun:
         pa.default_memory_pool().release_unused()
 
     def _prepare(self, batch_size: int) -> Iterator[tuple[Prepared, np.ndarray, int]]:
-        # One feature matrix being built, one queued, one in inference: three
-        # buffers, handed back by the inference loop, so none is ever allocated
-        # per batch (created lazily; untouched pages cost no memory).
+        # One feature matrix being built or waiting, one in inference: two buffers,
+        # handed back by the inference loop, so none is ever allocated per batch
+        # (created lazily; untouched pages cost no memory). A third, so that one
+        # more batch could wait, cost 47 MB at 363 inputs and bought no speed
+        # (bench/results/ab_9_two_buffers.json).
         width = self.preprocessor.width
-        for _ in range(self.QUEUE_DEPTH + 2):
+        for _ in range(self.QUEUE_DEPTH + 1):
             self.buffers.put(FeatureBuffer(min(batch_size, 1 << 20), width))
         next_row = 1
         for batch in self.source.batches(self.preprocessor.read_columns, batch_size):
