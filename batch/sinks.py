@@ -31,7 +31,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from popbatch.batch.duckdb_arrow import arrow_reader
 from popbatch.batch.incremental import CarryOver
-from popbatch.batch.lock import connect_duckdb, quiet
+from popbatch.batch.lock import DUCKDB_COPY_MEMORY_LIMIT, connect_duckdb, quiet
 from popbatch.batch.sources import DUCKDB_SUFFIXES
 
 from popbatch.core import WRITE_MODES, files
@@ -370,6 +370,12 @@ class DuckDBSink(Sink):
             "ORDER BY file_row_number DESC) = 1"
         )
 
+    @property
+    def copies_only(self) -> bool:
+        """Whether the commit only copies the staged rows into a new table (no join, no
+        dedupe, no existing table to alter)."""
+        return self.mode == "replace" and self.carry_over is None
+
     def check_table(self, con) -> None:
         """Raise :class:`InputError` when this run may not write the existing table.
 
@@ -698,8 +704,11 @@ def _commit_duckdb(
 ) -> None:
     import duckdb
 
+    copies_only = all(sink.copies_only for sink in sinks)
     try:
-        con = connect_duckdb(path, wait=wait)
+        con = connect_duckdb(
+            path, wait=wait, memory_limit=DUCKDB_COPY_MEMORY_LIMIT if copies_only else None
+        )
     except duckdb.Error as exc:
         raise OutputError(
             f"{path}: cannot open the database for writing ({one_line(exc)})"
