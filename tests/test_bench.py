@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "batch" / "sample" / "catalog.csv"
 SAMPLE_ROWS = 1_000
 MAINTAINED = {
-    "ab", "app", "bare", "baseline", "catalog", "drift_memory", "explain", "floor", "graph_ab",
-    "heads",
+    "ab", "app", "bare", "baseline", "catalog", "cells", "drift_memory", "explain", "floor",
+    "graph_ab", "heads",
     "memory", "nightly", "priors", "run", "spark", "stages",
 }  # fmt: skip
 HELPERS = {"__init__", "procstat"}  # imported by the tools, not run on their own
@@ -171,6 +171,19 @@ def test_graph_ab_quick_prices_every_head_of_every_model():
     assert set(costs) == {"popular", "popularity", "genre", "all"}
     assert costs["all"] == pytest.approx(sum(v for h, v in costs.items() if h != "all"), abs=2e-3)
     assert all(v > 0 for v in costs.values())
+
+
+def test_cells_quick_rewrites_the_genre_head_and_keeps_its_outputs():
+    """bench/cells.py: the per-cell genre head gives the shipped head's outputs bit for bit."""
+    pytest.importorskip("onnx", reason="needs the test extra")
+    done = last_json(in_process("cells", "--catalog", str(SAMPLE), "--quick"))
+    assert done["genre_prob_identical"] is True
+    assert done["rows"] == SAMPLE_ROWS and done["rounds"] == 1
+    manifest = popbatch.load_model().manifest
+    shares = [f for f in manifest["features"] if ":log_genre=" in f["name"]]
+    assert done["row_inputs"] == len(manifest["features"]) - len(shares) == 135
+    for side in ("full", "per_cell"):
+        assert set(done["us_per_row_cpu"][side]) == {"preprocess", "genre_inference"}
 
 
 def test_explain_quick_counts_the_tracks_features_and_evaluations(tmp_path):
