@@ -715,8 +715,8 @@ def _commit_duckdb(
         ) from None
     try:
         # Tables have no row order (ORDER BY input_row gives the input's). Letting DuckDB
-        # write the staged rows in any order halves the commit of 10M rows (13.7 -> 6.9 s
-        # for CREATE TABLE AS) and lets it work in less memory.
+        # write the staged rows in any order lets it write them in parallel, in less
+        # memory (bench/results/ab_5_duckdb.json).
         con.execute("SET preserve_insertion_order = false")
         con.begin()
         failing: Sequence[DuckDBSink] = sinks
