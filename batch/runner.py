@@ -20,6 +20,15 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def streaming_threads() -> int:
+    """Inference threads of a streaming run by default: every core but one, which the
+    reader thread (reading, preprocessing and hashing, the run's longest serial stage)
+    keeps to itself. On 2 cores, 1 inference thread instead of 2 scored 10M rows in
+    0.84x the wall time and 0.87x the CPU: the two inference threads were taking the
+    reader's core (bench/results/ab_11_threads.json)."""
+    return max(1, available_cores() - 1)
+
+
 def single_thread_session(onnx_bytes: bytes, where: object, what: str = "the model"):
     """An onnxruntime session that runs the graph on the calling thread only (callers
     parallelise across slices); ``where`` and ``what`` name it in the ModelError."""

@@ -37,7 +37,7 @@ from popbatch.batch.naming import (
 )
 from popbatch.batch.preprocess import Preprocessor
 from popbatch.batch.runlog import check_run_log, record_success, recorded_run
-from popbatch.batch.runner import OnnxScorer
+from popbatch.batch.runner import OnnxScorer, streaming_threads
 from popbatch.batch.sinks import (
     DuckDBSink,
     DuckDBWriteBack,
@@ -83,7 +83,8 @@ class ScoreOptions:
         Sink, path or table name (default ``<output stem>.rejects.<ext>``).
     Running
         ``batch_size``: rows per batch (memory grows with it, not with the
-        input); ``threads``: onnxruntime threads (None: every core);
+        input); ``threads``: onnxruntime threads (None: every core but one, which
+        the reader thread keeps);
         ``incremental``: score only new or changed rows and carry the others
         over; ``wait``: seconds to wait for another run's lock; ``record``:
         write the run log (``popbatch_runs`` or ``runs.jsonl``); ``heads``:
@@ -306,7 +307,7 @@ def _score_locked(
         preprocessor.set_output_types(source.column_types(typed))
         heads = choose_heads(options.heads, bundle.heads)
         log["heads"] = list(heads)
-        scorer = OnnxScorer(bundle, options.threads, heads=heads)
+        scorer = OnnxScorer(bundle, options.threads or streaming_threads(), heads=heads)
     except BaseException:
         source.close()
         raise

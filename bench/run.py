@@ -353,7 +353,9 @@ def score(
         target = work / f"scored_{kind}_{built.rows}{tag}.parquet"
         io = [_rel(getattr(built, kind)), "-o", _rel(target)]
     command = [PYTHON, "-m", "popbatch", "score", *io, "--model", _rel(model_dir)]
-    command += ["--threads", str(bench.args.threads), "--quiet", "--summary", _rel(summary)]
+    command += ["--quiet", "--summary", _rel(summary)]
+    if bench.args.score_threads:  # otherwise popbatch's default, as users run it
+        command += ["--threads", str(bench.args.score_threads)]
     if heads:
         command += ["--heads", heads]
     if bench.args.batch_size:
@@ -942,7 +944,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model", help="an exported model directory (default: the embedded default model)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="the floor's and the baseline's")
+    parser.add_argument(
+        "--score-threads", type=int, help="popbatch score --threads (default: popbatch's own)"
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="popbatch's default if unset")
     parser.add_argument("--seed", type=int, default=0, help="catalog jitter seed")
     parser.add_argument("--bare-seconds", type=float, default=3.0)

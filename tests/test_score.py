@@ -305,6 +305,19 @@ def test_write_back_out_of_duckdb_memory_says_what_to_do(
     assert "popularity_prob" not in columns
 
 
+def test_default_inference_threads_leave_the_reader_a_core(runner, model_dir, tmp_path):
+    """The reader thread (read, preprocess, hash) is a run's longest serial stage:
+    by default inference takes every core but that one; --threads overrides it."""
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    for extra, threads in (([], max(1, cores - 1)), (["--threads", "3"], 3)):
+        out = tmp_path / f"s{threads}.parquet"
+        result = run(runner, model_dir, TRACKS_2000, "-o", out, "--json", *extra)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["threads"] == threads
+
+
 # ---------------------------------------------------------------- rejects
 def test_rejects_file_and_summary_json(runner, model_dir, tmp_path):
     source = bad_catalog(tmp_path, {5: {"danceability": "1.7"}, 1700: {"tempo": "n/a"}})

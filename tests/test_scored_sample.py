@@ -37,7 +37,7 @@ def test_the_reference_is_the_default_models():
 @pytest.mark.parametrize(
     ("batch_size", "threads"),
     [(10_000, 1), (97, 2), (256, None)],
-    ids=["one batch, one thread", "odd batches, two threads", "small batches, every core"],
+    ids=["one batch, one thread", "odd batches, two threads", "small batches, default threads"],
 )
 def test_scores_equal_the_reference_bit_for_bit(tmp_path, batch_size, threads):
     expected = reference()

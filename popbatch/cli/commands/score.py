@@ -135,7 +135,7 @@ def _columns(value: str) -> str | list[str]:
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
-    help="onnxruntime threads (default: all cores).",
+    help="onnxruntime threads (default: all cores but one, which reads and preprocesses).",
 )
 @json_option("Print the run summary as JSON on stdout.")
 @click.option(
