@@ -24,8 +24,8 @@ def streaming_threads() -> int:
     """Inference threads of a streaming run by default: every core but one, which the
     reader thread (reading, preprocessing and hashing, the run's longest serial stage)
     keeps to itself. On 2 cores, 1 inference thread instead of 2 scored 10M rows in
-    0.84x the wall time and 0.87x the CPU: the two inference threads were taking the
-    reader's core (bench/results/ab_11_threads.json)."""
+    0.88x the wall time and 0.93x the CPU, faster in each of 5 alternating rounds: the
+    two inference threads were taking the reader's core (bench/results/ab_11_threads.json)."""
     return max(1, available_cores() - 1)
 
 

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 from popbatch.batch.batches import BatchScorer  # noqa: E402
 from popbatch.batch.incremental import features_hash  # noqa: E402
 from popbatch.batch.preprocess import FeatureBuffer, Preprocessor  # noqa: E402
-from popbatch.batch.runner import OnnxScorer  # noqa: E402
+from popbatch.batch.runner import OnnxScorer, streaming_threads  # noqa: E402
 from popbatch.batch.sinks import open_sink  # noqa: E402
 from popbatch.batch.sources import open_source  # noqa: E402
 
@@ -66,7 +66,9 @@ def hash_of(scoring: BatchScorer, prepared) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> None:
     parser = model_catalog_parser(__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, help="inference threads (default: popbatch score's own)"
+    )
     parser.add_argument("--batch-size", type=int, default=65_536)
     args = parser.parse_args(argv)
     if args.quick:
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
 
     clock = Clock()
     bundle = clock("load model", load_model, args.model)
-    scorer = clock("create session", OnnxScorer, bundle, args.threads)
+    threads = args.threads or streaming_threads()
+    scorer = clock("create session", OnnxScorer, bundle, threads)
     source = open_source([args.catalog])
     preprocessor = Preprocessor(bundle.manifest).bind(source.schema, source.name)
     with tempfile.TemporaryDirectory() as tmp:
