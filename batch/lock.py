@@ -231,14 +231,14 @@ DUCKDB_MEMORY_LIMIT = "256MB"
 
 # A plain scan of a table (``popbatch score --table``) gains nothing from keeping the
 # blocks it read: with 256 MB the buffer pool filled up over a 10M-row table and the
-# run's peak RSS grew by ~200 MB from 1M to 10M rows; with 32 MB it stays flat, no slower
-# (bench/memory_duckdb.py).
+# run's peak RSS grew with the table; with 32 MB it stays flat, no slower
+# (bench/results/ab_5_duckdb.json).
 DUCKDB_SCAN_MEMORY_LIMIT = "32MB"
 
 # Copying a run's staged rows into a new table (--mode replace) streams them: with 128 MB
-# instead of 256 the commit of 10M rows took as long and held ~130 MB less; with 256 MB
-# a table -> table run's peak grew with the table. A commit that joins or alters (append,
-# upsert, write-back, --incremental) keeps DUCKDB_MEMORY_LIMIT.
+# instead of 256 a 10M-row table -> table run was no slower and peaked 75 MB lower, no
+# longer growing with the table (bench/results/ab_10_duckdb_commit.json). A commit that
+# joins or alters (append, upsert, write-back, --incremental) keeps DUCKDB_MEMORY_LIMIT.
 DUCKDB_COPY_MEMORY_LIMIT = "128MB"
 
 
