@@ -122,7 +122,7 @@ def _popularity(config, splits, stack, x_train, groups, train_rows, progress, re
         progress,
     )
     metrics, test_predictions = popularity.evaluate_head(head, x_train, y_train, splits.x, targets)
-    head.info = {"metrics": {"test": metrics["test"]}}
+    head.info = {**head.info, "metrics": {"test": metrics["test"]}}
     result.heads["popularity"] = head
     result.report["popularity"] = {
         "target": f"{LABEL_COLUMN} (0-100), clipped to [0, 100]",
@@ -138,6 +138,8 @@ def _popularity(config, splits, stack, x_train, groups, train_rows, progress, re
             "xgb": params.xgb,
             "xgb_rounds": int(head.xgb.n_estimators) if head.xgb is not None else None,
             "epochs": len(history.get("loss", [])),
+            "unseen_copies": head.info["unseen_copies"],
+            "fit_rows": head.info["fit_rows"],
         },
         "tuning": tuning,
     }

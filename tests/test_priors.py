@@ -94,6 +94,53 @@ def test_some_training_rows_see_their_artist_as_unseen(rows):
     assert 0.1 < (some[mask] == 0).mean() < 0.5
 
 
+def test_an_unseen_copy_gives_rows_the_unseen_albums_inputs_and_keeps_the_rest(rows):
+    """The popularity head's extra training rows (new releases): each row's album
+    inputs become the unseen album's (those of the out-of-fold rows whose album count
+    is 0: the fold's globals), everything else stays."""
+    genres = tuple(sorted(rows["track_genre"].unique().to_list()))
+    spec = PriorSpec(statistics=("mean", "share", "count", "log_genre"), genres=genres)
+    x = mp.out_of_fold_features(rows, labels_of(rows, genres), spec, seed=2)
+    names = spec.feature_names()
+    album = [i for i, n in enumerate(names) if n.startswith("album_name:")]
+    others = [i for i in range(len(names)) if i not in album]
+    unseen = x[:, column(spec, "album_name:count")] == 0
+    assert 0 < unseen.mean() < 1
+    copy = mp.unseen_copy(x, names, "album_name")
+    assert (copy[:, column(spec, "album_name:count")] == 0).all()
+    unseen_values = x[unseen][:, album].mean(axis=0)
+    np.testing.assert_allclose(copy[:, album], np.broadcast_to(unseen_values, copy[:, album].shape))
+    np.testing.assert_array_equal(copy[:, others], x[:, others])
+    # the unseen rows' values are the fold globals: close to what a fitted table gives
+    mean = column(spec, "album_name:mean")
+    assert abs(copy[0, mean] - mp.with_globals(spec, labels_of(rows, genres)).global_mean) < 2
+    # no such inputs, or no unseen row: no copy
+    assert mp.unseen_copy(x, names, "composer") is None
+    assert mp.unseen_copy(x[~unseen], names, "album_name") is None
+
+
+def test_unseen_copies_copy_a_seeded_share_of_rows_with_their_labels_and_tracks(rows):
+    pytest.importorskip("sklearn", reason="the popularity head needs the train extra")
+    from popbatch.models.popularity import with_unseen_copies
+
+    spec = PriorSpec(statistics=("mean", "count"))
+    x = mp.out_of_fold_features(rows, labels_of(rows, ()), spec, seed=2)
+    y = np.arange(len(x), dtype=np.float64)
+    groups = rows["track_id"].to_numpy()
+    names = spec.feature_names()
+    xs, ys, gs, copied = with_unseen_copies(x, y, groups, names, ("album_name",), 0.25, 7)
+    assert copied == ["album_name"]
+    extra = len(ys) - len(y)
+    assert 0.2 * len(y) < extra < 0.3 * len(y)
+    picked = ys[len(y) :].astype(int)  # each copy's label names its row
+    np.testing.assert_array_equal(gs[len(y) :], groups[picked])
+    np.testing.assert_array_equal(xs[len(y) :, 0], x[picked, 0])  # the artist's inputs
+    assert (xs[len(y) :, names.index("album_name:count")] == 0).all()
+    again = with_unseen_copies(x, y, groups, names, ("album_name",), 0.25, 7)
+    np.testing.assert_array_equal(again[1], ys)
+    assert len(with_unseen_copies(x, y, groups, names, (), 0.25, 7)[1]) == len(y)
+
+
 def test_unseen_and_missing_keys_get_the_global_values_with_count_zero(fitted):
     spec, table, _ = fitted
     x, _ = features(

@@ -125,6 +125,18 @@ def test_a_catalog_without_prior_columns_gets_one_line_naming_map_and_fill(model
     assert a["popularity_prob"].to_list() == b["popularity_prob"].to_list()
 
 
+def test_the_popularity_head_also_learns_from_rows_whose_album_is_unseen(priors_run):
+    """New releases: the head also fits a copy of a quarter of its training rows with
+    their album unseen (models.priors.unseen_copy); without those rows it scored new
+    releases worse than the audio-only recipe."""
+    report = json.loads((priors_run / "report.json").read_text())
+    params = report["heads"]["popularity"]["params"]
+    train_rows = report["data"]["splits"]["train"]["rows"]
+    rows = train_rows - report["data"]["rows"]["outliers_dropped_from_train"]
+    assert params["unseen_copies"] == ["album_name"]
+    assert 1.15 * rows < params["fit_rows"] < 1.35 * rows
+
+
 def test_a_model_without_priors_scores_a_catalog_without_artists(tmp_path):
     out = tmp_path / "run"
     args = ["train", "--data", str(TRACKS_PRIORS), "--out", str(out), "--no-priors",
