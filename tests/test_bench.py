@@ -28,7 +28,7 @@ SAMPLE_ROWS = 1_000
 MAINTAINED = {
     "ab", "app", "bare", "baseline", "catalog", "cells", "drift_memory", "explain", "floor",
     "graph_ab", "heads",
-    "memory", "nightly", "priors", "run", "spark", "stages",
+    "memory", "nightly", "priors", "run", "spark", "stages", "unseen_share",
 }  # fmt: skip
 HELPERS = {"__init__", "procstat"}  # imported by the tools, not run on their own
 
@@ -184,6 +184,20 @@ def test_cells_quick_rewrites_the_genre_head_and_keeps_its_outputs():
     assert done["row_inputs"] == len(manifest["features"]) - len(shares) == 135
     for side in ("full", "per_cell"):
         assert set(done["us_per_row_cpu"][side]) == {"preprocess", "genre_inference"}
+
+
+def test_unseen_share_quick_cross_validates_the_popularity_head_per_share(tmp_path):
+    pytest.importorskip("sklearn", reason="cross-validation trains: the train extra")
+    out = tmp_path / "shares.json"
+    in_process("unseen_share", "--quick", "--json", str(out))
+    done = json.loads(out.read_text())
+    results = done["results"]
+    assert [(r["share"], r["evaluation"]) for r in results] == [
+        (0.0, "new_release"), (1.0, "new_release")
+    ]  # fmt: skip
+    assert done["rows"] > 1_000
+    # the share reaches the head: the copies change what it learns
+    assert results[0]["r2"] != results[1]["r2"] and results[0]["mae"] != results[1]["mae"]
 
 
 def test_explain_quick_counts_the_tracks_features_and_evaluations(tmp_path):
