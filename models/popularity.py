@@ -332,9 +332,9 @@ def with_unseen_copies(
     rng = np.random.default_rng(seed)
     for column in columns:
         rows = np.flatnonzero(rng.random(len(y)) < share)
-        copy = unseen_copy(x, names, column)
-        if copy is not None and rows.size:
-            xs.append(copy[rows])
+        copy = unseen_copy(x, names, column, rows) if rows.size else None
+        if copy is not None:
+            xs.append(copy)
             ys.append(y[rows])
             gs.append(groups[rows])
             copied.append(column)

@@ -417,17 +417,19 @@ def insert_priors(x: np.ndarray, block: np.ndarray, start: int, spec: PriorSpec)
     return np.hstack(parts).astype(np.float32)
 
 
-def unseen_copy(x: np.ndarray, names: list[str], column: str) -> np.ndarray | None:
-    """Rows ``x`` as if their ``column`` key had never been labelled: its prior inputs
-    set to what an unseen key gets (the values on the rows whose ``column:count`` is 0,
-    the fallback of their out-of-fold table). None when ``x`` has no such inputs or no
-    such rows.
+def unseen_copy(
+    x: np.ndarray, names: list[str], column: str, rows: np.ndarray | None = None
+) -> np.ndarray | None:
+    """Rows ``x[rows]`` (default: all) as if their ``column`` key had never been
+    labelled: its prior inputs set to what an unseen key gets (the values on the rows
+    of ``x`` whose ``column:count`` is 0, the fallback of their out-of-fold table).
+    None when ``x`` has no such inputs or no such rows.
 
     Why: a training row whose album is unseen out of fold is mostly a one-track album
     of the catalog, while at scoring an unseen album is also a whole new release (its
     artist's re-release, a compilation); a head trained on the rows alone learns the
-    first and misjudges the second. Copies of every row with the album unseen teach it
-    both (docs/history.md, "New releases").
+    first and misjudges the second. Copies of training rows with the album unseen
+    teach it both (docs/history.md, "New releases").
     """
     names = list(names)[: x.shape[1]]
     columns = [i for i, n in enumerate(names) if n.split(":", 1)[0] == column and ":" in n]
@@ -437,7 +439,7 @@ def unseen_copy(x: np.ndarray, names: list[str], column: str) -> np.ndarray | No
     unseen = x[:, names.index(count)] == 0
     if not unseen.any():
         return None
-    copy = np.array(x, np.float32, copy=True)
+    copy = np.array(x if rows is None else x[rows], np.float32, copy=True)
     copy[:, columns] = x[unseen][:, columns].mean(axis=0)
     return copy
 

@@ -114,6 +114,9 @@ def test_an_unseen_copy_gives_rows_the_unseen_albums_inputs_and_keeps_the_rest(r
     # the unseen rows' values are the fold globals: close to what a fitted table gives
     mean = column(spec, "album_name:mean")
     assert abs(copy[0, mean] - mp.with_globals(spec, labels_of(rows, genres)).global_mean) < 2
+    # a subset of rows gets the same values (the unseen values come from every row)
+    some = np.arange(0, len(x), 3)
+    np.testing.assert_array_equal(mp.unseen_copy(x, names, "album_name", some), copy[some])
     # no such inputs, or no unseen row: no copy
     assert mp.unseen_copy(x, names, "composer") is None
     assert mp.unseen_copy(x[~unseen], names, "album_name") is None
