@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
@@ -202,3 +203,19 @@ def test_fill_replaces_empty_cells_of_a_present_column(manifest):
     assert prepared.rejects is None
     names = [f["name"] for f in manifest["features"]]
     assert prepared.features[1, names.index("time_signature")] == 4.0
+
+
+def test_text_explicit_parsed_per_distinct_value_equals_parsing_each_row():
+    """CSV gives ``explicit`` as text; the preprocessor parses each distinct value once and
+    gathers by row: the same values (and nulls) as the row-by-row expression."""
+    from popbatch.batch.preprocess import _explicit_by_distinct_value
+
+    from popbatch.core.features import parse_explicit
+
+    values = [" True", "false", "FALSE ", "1", "0", "yes", None, "", "true", "2"] * 3
+    got = _explicit_by_distinct_value(pa.record_batch([pa.array(values)], names=["explicit"]))
+    expected = pl.DataFrame({"explicit": values}).select(parse_explicit())["explicit"]
+    assert got.to_list() == expected.to_list()
+    assert got.null_count() == 12  # "yes", None, "" and "2", three times each, are not flags
+    flags = pa.record_batch([pa.array([True, False])], names=["explicit"])
+    assert _explicit_by_distinct_value(flags) is None  # not text: cast as a number
