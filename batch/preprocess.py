@@ -524,20 +524,15 @@ class Preprocessor:
             return self._genre_position()
         column = batch.column(self.genre_source)
         try:
-            encoded = (
-                column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
-            )
+            values, rows = _distinct_values(column)
         except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
             return self._genre_position()  # a type Arrow cannot encode: the rules row by row
-        # the distinct values, and a null last for the rows without one
-        values = pa.concat_arrays([encoded.dictionary, pa.nulls(1, encoded.dictionary.type)])
         lookup = (
             pl.from_arrow(pa.record_batch([values], names=[self.genre_source]))
             .select(self._genre_position())
             .to_series()
             .to_numpy()
         )
-        rows = encoded.indices.fill_null(len(values) - 1).to_numpy()
         return pl.Series(_GENRE_POS, lookup[rows], pl.Int32)
 
     def _genre_position(self) -> pl.Expr:
@@ -637,14 +632,20 @@ def _explicit_by_distinct_value(batch: pa.RecordBatch) -> pl.Series | None:
     column = batch.column(_EXPLICIT)
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         return None
-    encoded = pc.dictionary_encode(column)
-    # the distinct values, and a null last for the rows without one
-    values = pa.concat_arrays([encoded.dictionary, pa.nulls(1, encoded.dictionary.type)])
+    values, rows = _distinct_values(column)
     parsed = pl.from_arrow(pa.record_batch([values], names=[_EXPLICIT])).select(
         parse_explicit(_EXPLICIT)
     )
-    rows = encoded.indices.fill_null(len(values) - 1).to_numpy()
     return parsed.to_series().gather(rows).alias(_EXPLICIT_PARSED)
+
+
+def _distinct_values(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """``column``'s distinct values with a null last, and each row's index into them (the
+    null's for a row without a value): work done per distinct value, gathered by row.
+    Raises Arrow's error for a type it cannot dictionary-encode."""
+    encoded = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
+    values = pa.concat_arrays([encoded.dictionary, pa.nulls(1, encoded.dictionary.type)])
+    return values, encoded.indices.fill_null(len(values) - 1).to_numpy()
 
 
 def _renamed(batch: pa.RecordBatch, columns: Sequence[str], names: Sequence[str]) -> pa.RecordBatch:
