@@ -64,11 +64,23 @@ class HeadSessions:
                 raise ModelError(
                     f"{self.bundle.directory}: the {head} head failed ({one_line(exc, 300)})"
                 ) from None
-            if head == "popularity":
-                out["popularity_pred"][start:end] = np.asarray(values[0]).reshape(-1)
-            else:
-                out["genre_index"][start:end] = np.asarray(values[0]).reshape(-1)
-                out["genre_prob"][start:end] = np.asarray(values[1]).reshape(-1)
+            self.store(head, values, out, start, end)
+
+    def store(
+        self,
+        head: str,
+        values: list[np.ndarray],
+        out: dict[str, np.ndarray],
+        start: int,
+        end: int,
+    ) -> None:
+        """Write one head's output tensors (in :attr:`outputs` order) for rows
+        ``start:end`` into ``out``."""
+        if head == "popularity":
+            out["popularity_pred"][start:end] = np.asarray(values[0]).reshape(-1)
+        else:
+            out["genre_index"][start:end] = np.asarray(values[0]).reshape(-1)
+            out["genre_prob"][start:end] = np.asarray(values[1]).reshape(-1)
 
     def arrays(self, out: dict[str, np.ndarray]) -> list[pa.Array]:
         """Arrow arrays in :attr:`fields` order (``genre_pred`` names the class)."""

@@ -90,6 +90,14 @@ class OnnxScorer:
         # None: every head the model has (popbatch score's default)
         self.heads = HeadSessions(bundle, bundle.heads if heads is None else heads)
         self.session = single_thread_session(bundle.onnx_bytes, bundle.directory)
+        # Every head in one graph, when the model has it and every head is scored (the
+        # default): one call per slice instead of one per head, the shared input blocks
+        # sliced once (bench/results/ab_13_all_heads.json)
+        self.all_heads = None
+        if bundle.all_heads_bytes is not None and self._scores_every_head():
+            self.all_heads = single_thread_session(
+                bundle.all_heads_bytes, bundle.directory, "the heads' joint graph"
+            )
         manifest = bundle.manifest
         self.input_name = manifest["input"]["name"]
         self.width = int(manifest["input"]["width"])
@@ -119,6 +127,9 @@ class OnnxScorer:
                     f"{where}: the model has no output {name!r} (it has {', '.join(outputs)})"
                 )
 
+    def _scores_every_head(self) -> bool:
+        return set(self.heads.heads) == set(self.bundle.heads[1:])
+
     @property
     def model_id(self) -> str:
         return self.bundle.model_id
@@ -137,8 +148,16 @@ class OnnxScorer:
         popular = np.empty(rows, bool)
         extra = self.heads.empty(rows)
 
+        # the scored heads can change after construction (BatchScorer's heads)
+        joint = self.all_heads if self._scores_every_head() else None
+
         def run_slice(start: int) -> None:
             end = min(start + self.CHUNK_ROWS, rows)
+            if joint is not None:
+                probability[start:end], popular[start:end] = self._run_all_heads(
+                    joint, features[start:end], extra, start, end
+                )
+                return
             probability[start:end], popular[start:end] = self._run(features[start:end])
             self.heads.run(features[start:end], extra, start, end)
 
@@ -163,6 +182,27 @@ class OnnxScorer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _run_all_heads(
+        self, session, features: np.ndarray, extra: dict[str, np.ndarray], start: int, end: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every head's outputs from the joint graph: the extra heads' into ``extra``,
+        the popular head's returned as :meth:`_run` returns them."""
+        names = [self.probability_name, self.label_name]
+        for head in self.heads.heads:
+            names += self.heads.outputs[head]
+        try:
+            values = session.run(names, {self.input_name: features})
+        except Exception as exc:
+            raise ModelError(
+                f"{self.bundle.directory}: inference failed ({one_line(exc, 300)})"
+            ) from None
+        at = 2
+        for head in self.heads.heads:
+            width = len(self.heads.outputs[head])
+            self.heads.store(head, values[at : at + width], extra, start, end)
+            at += width
+        return np.asarray(values[0]).reshape(-1), np.asarray(values[1]).reshape(-1)
 
     def _run(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         try:

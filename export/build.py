@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from popbatch.exporter import all_heads as all_heads_graph
 from popbatch.exporter import parity as parity_check
 from popbatch.exporter import runtime
 from popbatch.exporter.background import background_for, write_background
@@ -28,6 +29,7 @@ from popbatch.models.stack import STACK_FILE
 from popbatch.core import files, fingerprint
 from popbatch.core.bundle import MANIFEST_FILE, register_prior_table
 from popbatch.core.errors import InputError, OutputError
+from popbatch.core.heads import HEADS
 
 STACK_DIR = "stack"
 # onnxruntime holds tree ensembles at about 10x their file size; the scorer must stay < 600 MB.
@@ -98,6 +100,7 @@ def export_run(
     x, prior_section, prior_files = _prove_priors(stack, stack_dir, model_bytes, x, say)
     parity = _prove_parity(stack, model_bytes, x, say)
     head_files, heads = export_heads(stack_dir, len(stack.inputs), x, say)
+    all_heads = _all_heads(model_bytes, heads, head_files, x, say)
     throughput = None
     if measure_throughput:
         throughput = _throughput(model_bytes, x, heads, head_files, say)
@@ -116,6 +119,7 @@ def export_run(
         heads=heads or None,
         training_keys=None if keys is None else fingerprint.manifest_entry(keys),
         priors=prior_section,
+        all_heads=all_heads,
     )
     out_dir = Path(out_dir)
     background = background_for(stack_dir, manifest)  # rows for popbatch explain
@@ -130,8 +134,14 @@ def export_run(
         "model_bytes": len(model_bytes),
         "parity": parity.manifest(),
         "parity_line": parity.line(),
-        "head_parity_lines": [h["parity_line"] for h in heads.values() if "parity_line" in h],
-        "head_bytes": {name: h["bytes"] for name, h in heads.items() if "bytes" in h},
+        "head_parity_lines": [
+            h["parity_line"] for h in (*heads.values(), all_heads or {}) if "parity_line" in h
+        ],
+        "head_bytes": {
+            name: h["bytes"]
+            for name, h in (*heads.items(), ("all_heads", all_heads or {}))
+            if "bytes" in h
+        },
         "rows_per_second": throughput["rows_per_second"] if throughput else None,
     }
 
@@ -192,6 +202,27 @@ def _prove_priors(
     section["extra"] = {**section["extra"], "parity": proof.manifest()}
     say(proof.line())
     return x, section, {spec.table_file: table_bytes}
+
+
+def _all_heads(
+    model_bytes: bytes,
+    heads: dict[str, Any],
+    head_files: dict[str, bytes],
+    x: np.ndarray,
+    say: Callable[[str], None],
+) -> dict[str, Any] | None:
+    """For a model with extra heads: ``all_heads.onnx`` (added to ``head_files``) and its
+    manifest section, its outputs proven equal to the head files'; None without heads."""
+    if not heads:
+        return None
+    say("joining every head into one graph for the default command, and proving it")
+    graphs = {"popular": model_bytes}
+    graphs.update((name, head_files[heads[name]["file"]]) for name in HEADS if name in heads)
+    merged = all_heads_graph.merge(graphs)
+    section = all_heads_graph.entry(merged, list(graphs), all_heads_graph.prove(merged, graphs, x))
+    head_files[all_heads_graph.ALL_HEADS_FILE] = merged
+    say(section["parity_line"])
+    return section
 
 
 def _prove_parity(

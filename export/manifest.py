@@ -96,11 +96,13 @@ def build_manifest(
     heads: dict[str, Any] | None = None,
     training_keys: dict[str, Any] | None = None,
     priors: dict[str, Any] | None = None,
+    all_heads: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest of ``onnx_bytes`` exported from ``stack`` (a ``models.stack.NativeStack``);
     ``heads``: the ``heads`` section of a model with extra heads (``exporter.heads``);
     ``training_keys``: the fingerprint's entry (:mod:`popbatch.core.fingerprint`);
-    ``priors``: the catalog priors section (``exporter.priors``)."""
+    ``priors``: the catalog priors section (``exporter.priors``); ``all_heads``: the
+    one-graph file of every head (``exporter.all_heads``)."""
     info = stack.info
     label = info["label"]
     data = info["training_data"]
@@ -149,6 +151,8 @@ def build_manifest(
         manifest["throughput"] = throughput
     if heads:
         manifest["heads"] = heads
+    if all_heads:
+        manifest["all_heads"] = all_heads
     if training_keys:
         manifest["training_keys"] = training_keys
     if priors:

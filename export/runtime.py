@@ -155,8 +155,16 @@ def measure_heads(
         "outputs": {"probability": "probability", "label": "label"},
         "heads": heads,
     }
+    from popbatch.exporter.all_heads import ALL_HEADS_FILE
+
     head_bytes = {name: head_files[entry["file"]] for name, entry in heads.items()}
-    bundle = ModelBundle(Path("exported"), manifest, model_bytes, head_bytes)
+    bundle = ModelBundle(
+        Path("exported"),
+        manifest,
+        model_bytes,
+        head_bytes,
+        all_heads_bytes=head_files.get(ALL_HEADS_FILE),
+    )
     batch = tiled(x, BATCH_SIZE)
     sets = [("popular",), *(("popular", h) for h in heads), ("popular", *heads)]
     scorers = {",".join(c): OnnxScorer(bundle, THREADS, heads=c) for c in dict.fromkeys(sets)}

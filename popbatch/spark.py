@@ -144,7 +144,13 @@ def score_flagged(
     # The heads are fixed here, on the driver, so every partition yields one schema.
     chosen = dataclasses.replace(chosen, heads=check_heads(chosen.heads, bundle.manifest))
     schema = _spark_arrow(flagged_schema(preprocessor, chosen.heads))
-    shipped = (bundle.manifest, bundle.onnx_bytes, bundle.head_bytes, bundle.prior_bytes)
+    shipped = (
+        bundle.manifest,
+        bundle.onnx_bytes,
+        bundle.head_bytes,
+        bundle.prior_bytes,
+        bundle.all_heads_bytes,
+    )
     plan = _Plan(
         model=df.sparkSession.sparkContext.broadcast(shipped),
         model_id=bundle.model_id,
@@ -203,7 +209,7 @@ def _executor_scorer(plan: _Plan) -> OnnxScorer:
     """This process's session for the plan's model, built (and verified) once."""
     scorer = _SCORERS.get((plan.model_id, plan.threads))
     if scorer is None:
-        manifest, onnx_bytes, head_bytes, prior_bytes = plan.model.value
+        manifest, onnx_bytes, head_bytes, prior_bytes, all_heads_bytes = plan.model.value
         where = f"the model shipped to this executor ({plan.model_id[:12]}…)"
         try:
             if manifest.get("model_id") != plan.model_id:
@@ -216,13 +222,20 @@ def _executor_scorer(plan: _Plan) -> OnnxScorer:
                 digest = mismatched_digest(data, manifest["heads"][name])
                 if digest is not None:
                     raise ModelError(f"its {name} head is not the manifest's ({digest[:12]}…)")
+            if all_heads_bytes is not None:  # every head in one graph
+                check_file_name(manifest["all_heads"].get("file"), "all_heads.file")
+                digest = mismatched_digest(all_heads_bytes, manifest["all_heads"])
+                if digest is not None:
+                    raise ModelError(f"its joint graph is not the manifest's ({digest[:12]}…)")
             if prior_bytes is not None:  # the catalog priors table, for the preprocessing
                 digest = register_prior_table(prior_bytes)
                 if digest != manifest["priors"]["table_sha256"]:
                     raise ModelError(f"its priors table is not the manifest's ({digest[:12]}…)")
         except ModelError as exc:
             raise ModelError(f"{where}: {exc}; resubmit the job") from None
-        bundle = ModelBundle(Path("spark-broadcast"), manifest, onnx_bytes, head_bytes, prior_bytes)
+        bundle = ModelBundle(
+            Path("spark-broadcast"), manifest, onnx_bytes, head_bytes, prior_bytes, all_heads_bytes
+        )
         scorer = _SCORERS[(plan.model_id, plan.threads)] = OnnxScorer(bundle, plan.threads)
     return scorer
 

@@ -342,6 +342,82 @@ def test_an_edited_head_entry_is_refused_like_any_other_edit(model, tmp_path):
         load_model(copy)
 
 
+def test_export_writes_every_head_in_one_graph_proven_identical(trained, model):
+    """all_heads.onnx: the three heads side by side, its outputs proven equal to the head
+    files' at export, covered by model_id like the head files."""
+    import hashlib
+
+    _, result = trained
+    assert "all_heads.onnx on " in result.output and "identical to the head files'" in result.output
+    entry = json.loads((model / "manifest.json").read_text())["all_heads"]
+    assert entry["heads"] == ["popular", "popularity", "genre"]
+    data = (model / entry["file"]).read_bytes()
+    assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert entry["parity"]["identical"] is True and entry["parity"]["rows"] > 0
+    assert load_model(model).all_heads_bytes == data
+
+
+def test_the_joint_graph_scores_every_head_bit_for_bit_as_the_head_files(model, catalog):
+    """The scorer runs all_heads.onnx when every head is scored, and its outputs are the
+    per-head sessions' to the bit (the same graphs, side by side)."""
+    import dataclasses
+
+    from popbatch.batch.preprocess import Preprocessor
+    from popbatch.batch.runner import OnnxScorer
+
+    bundle = load_model(model)
+    batch = pl.read_parquet(catalog).to_arrow().to_batches()[0]
+    prepared = Preprocessor(bundle.manifest).bind(batch.schema, "catalog").transform(batch)
+    x = np.tile(prepared.features, (12, 1))  # 2,400 rows: three slices on two threads
+    with OnnxScorer(bundle, threads=2) as joint:
+        assert joint.all_heads is not None
+        together = joint.predict_heads(x)
+    with OnnxScorer(dataclasses.replace(bundle, all_heads_bytes=None), threads=2) as apart:
+        assert apart.all_heads is None
+        separate = apart.predict_heads(x)
+    for a, b in zip(together[:2], separate[:2], strict=True):
+        assert np.array_equal(a, b)
+    assert together[2].keys() == separate[2].keys() == {
+        "popularity_pred", "genre_index", "genre_prob"}  # fmt: skip
+    for name, value in together[2].items():
+        assert np.array_equal(value, separate[2][name]), name
+    with OnnxScorer(bundle, heads=("popular", "genre")) as subset:
+        assert subset.all_heads is None  # a subset runs only its heads' files
+
+
+def test_popbatch_score_runs_one_graph_for_every_head(model, catalog, tmp_path, monkeypatch):
+    """The default command makes no per-head call (the speed lever is engaged)."""
+    from popbatch.batch.heads import HeadSessions
+
+    def per_head(*args, **kwargs):
+        raise AssertionError("a per-head session ran")
+
+    monkeypatch.setattr(HeadSessions, "run", per_head)
+    out = tmp_path / "scored.parquet"
+    popbatch.score(str(catalog), out, model=model, record=False)
+    assert pl.read_parquet(out).columns == [*LABEL_COLUMNS, *HEAD_COLUMNS]
+
+
+def test_a_tampered_or_swapped_joint_graph_is_refused(runner, model, catalog, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    data = bytearray((copy / "all_heads.onnx").read_bytes())
+    data[-1] ^= 0xFF
+    (copy / "all_heads.onnx").write_bytes(bytes(data))
+    result = runner.invoke(
+        cli, ["score", str(catalog), "-o", str(tmp_path / "s.parquet"), "--model", str(copy)]
+    )
+    assert result.exit_code == 1
+    assert "all_heads.onnx does not match its manifest" in result.output
+    assert not (tmp_path / "s.parquet").exists()
+    shutil.copy(model / "all_heads.onnx", copy / "all_heads.onnx")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["all_heads"]["file"] = "genre.onnx"  # a valid graph, not the joint one
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match=r"all_heads\.file"):
+        load_model(copy)
+
+
 def test_tune_searches_the_regressors_with_grouped_folds_and_records_the_best():
     from types import SimpleNamespace
 

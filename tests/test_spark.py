@@ -133,14 +133,17 @@ def test_missing_column_is_refused_on_the_driver(spark, catalog):
 class Shipped:
     """Stands in for a Broadcast: what an executor reads from ``.value``."""
 
-    def __init__(self, manifest, onnx_bytes, head_bytes, prior_bytes=None):
-        self.value = (manifest, onnx_bytes, head_bytes, prior_bytes)
+    def __init__(self, manifest, onnx_bytes, head_bytes, prior_bytes=None, all_heads_bytes=None):
+        self.value = (manifest, onnx_bytes, head_bytes, prior_bytes, all_heads_bytes)
 
 
-def plan_for(model, onnx_bytes=None, threads=1, head_bytes=None):
+def plan_for(model, onnx_bytes=None, threads=1, head_bytes=None, all_heads_bytes=None):
     heads = model.head_bytes if head_bytes is None else head_bytes
+    joint = model.all_heads_bytes if all_heads_bytes is None else all_heads_bytes
     return popbatch_spark._Plan(
-        model=Shipped(model.manifest, onnx_bytes or model.onnx_bytes, heads, model.prior_bytes),
+        model=Shipped(
+            model.manifest, onnx_bytes or model.onnx_bytes, heads, model.prior_bytes, joint
+        ),
         model_id=model.model_id,
         schema=pa.schema([]),
         scored_at=datetime.now(UTC),

@@ -51,6 +51,9 @@ class ModelBundle:
     prior_bytes: bytes | None = None
     """The catalog priors table (Parquet), verified against the sha256 in the
     manifest's ``priors`` section; None for a model without priors."""
+    all_heads_bytes: bytes | None = None
+    """Every head in one ONNX graph (``all_heads.onnx``), verified against the sha256
+    in the manifest's ``all_heads`` section; None for a model without it."""
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -213,9 +216,10 @@ def load_model(model_dir: str | Path | None = None) -> ModelBundle:
         raise ModelError(f"{onnx_path}: cannot read the model ({exc.strerror})") from None
     verify_identity(manifest, hashlib.sha256(onnx_bytes).hexdigest(), directory)
     # The heads' files are checked against their sha256 in "heads", which model_id covers.
-    from popbatch.core.heads import read_head_files
+    from popbatch.core.heads import read_all_heads_file, read_head_files
 
     head_bytes = read_head_files(directory, manifest)
+    all_heads_bytes = read_all_heads_file(directory, manifest)
     prior_bytes = read_prior_table(directory, manifest)
     return ModelBundle(
         directory=directory,
@@ -223,6 +227,7 @@ def load_model(model_dir: str | Path | None = None) -> ModelBundle:
         onnx_bytes=onnx_bytes,
         head_bytes=head_bytes,
         prior_bytes=prior_bytes,
+        all_heads_bytes=all_heads_bytes,
     )
 
 

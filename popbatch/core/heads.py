@@ -68,6 +68,40 @@ def read_head_files(directory: Path, manifest: dict[str, Any]) -> dict[str, byte
     return found
 
 
+def read_all_heads_file(directory: Path, manifest: dict[str, Any]) -> bytes | None:
+    """The ONNX bytes of the manifest's ``all_heads`` file (every head in one graph, which
+    ``popbatch score`` runs when it scores every head), checked against its sha256; None
+    for a model without one.
+
+    Raises
+    ------
+    ModelError
+        The file is missing, changed, or lists heads the model does not have.
+    """
+    entry = manifest.get("all_heads")
+    if entry is None:
+        return None
+    if not isinstance(entry, dict) or entry.get("heads") != list(
+        ("popular", *(h for h in HEADS[1:] if h in (manifest.get("heads") or {})))
+    ):
+        raise ModelError(
+            f"{directory}: manifest 'all_heads' does not list the model's heads; re-export it"
+        )
+    path = bundle_file(directory, entry.get("file"), "all_heads.file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the heads' joint graph ({exc.strerror})") from None
+    digest = mismatched_digest(data, entry)
+    if digest is not None:
+        raise ModelError(
+            f"{path}: {path.name} does not match its manifest (sha256 {digest[:12]}…, "
+            f"manifest {str(entry.get('sha256'))[:12]}…): the file was changed; "
+            "re-export the model or restore the original file"
+        )
+    return data
+
+
 def mismatched_digest(data: bytes, entry: dict[str, Any]) -> str | None:
     """The sha256 of a head file's ``data`` when it is not the one its manifest
     ``entry`` records; None when they match."""

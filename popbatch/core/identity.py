@@ -6,7 +6,8 @@ genre column, vocabulary and "other" bucket, every feature entry (name, kind,
 column, valid range, impute value, category, in input order) and, when a
 model has them, its head definitions (``heads``) and its catalog priors
 (``priors``: the key columns, statistics, smoothing, global values and the
-sha256 of the lookup table file, so the table is covered too). Editing any of it can change
+sha256 of the lookup table file, so the table is covered too) and the one-graph file
+of every head (``all_heads``: its file, heads and sha256). Editing any of it can change
 a prediction, so it is part of the identity; so is the training-keys
 fingerprint (``training_keys``), which decides what evaluation calls in-sample:
 
@@ -41,10 +42,11 @@ CONTRACT_FORMAT = 2
 #: top-level manifest fields that decide predictions ("heads": later model heads;
 #: "priors": the catalog priors), and ``training_keys``, the fingerprint of the rows
 #: the model was fitted on (:mod:`popbatch.core.fingerprint`): it decides no prediction
-#: but which rows ``popbatch evaluate`` counts as in-sample, so the id covers it too
+#: but which rows ``popbatch evaluate`` counts as in-sample, so the id covers it too;
+#: "all_heads": the one-graph file of every head the default command runs
 CONTRACT_FIELDS = (
     "input", "outputs", "threshold", "key", "genre", "features", "heads", "priors",
-    "training_keys",
+    "training_keys", "all_heads",
 )  # fmt: skip
 #: list fields checked entry by entry, so a message can name the entry
 LISTS = ("features", "heads")
@@ -88,7 +90,8 @@ def contract_parts(manifest: Mapping[str, Any]) -> dict[str, Any]:
                 parts[f"{field}[{index}]"] = entry
         elif isinstance(value, dict) and value:
             for key, item in value.items():
-                if field == "priors" and key in DESCRIPTIVE_KEYS:  # facts of the table
+                # facts of the table, the proof of the one-graph file
+                if field in ("priors", "all_heads") and key in DESCRIPTIVE_KEYS:
                     continue
                 if field in LISTS and isinstance(item, dict):  # a head entry, by name
                     item = {k: v for k, v in item.items() if k not in DESCRIPTIVE_KEYS}
