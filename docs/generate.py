@@ -88,6 +88,10 @@ def bundle_files(m: dict[str, Any]) -> str:
         )
     if m.get("priors"):
         what[m["priors"].get("table_file", "priors.parquet")] = "the catalog priors table"
+    if m.get("all_heads"):
+        what[m["all_heads"]["file"]] = "every head in one graph, which `popbatch score` runs"
+    if m.get("training_keys"):
+        what[m["training_keys"]["file"]] = "the training rows' key hashes, for `popbatch evaluate`"
     files = sorted(p for p in MODEL_DIR.iterdir() if p.is_file() and not p.name.startswith("_"))
     total = 0
     for path in files:

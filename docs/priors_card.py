@@ -100,7 +100,8 @@ def render(manifest: dict, cost: dict | None) -> str:
             f"Inference CPU per row (`python bench/heads.py popbatch/default_model "
             f"batch/sample/catalog.csv`, {cost['threads']} threads, batches of "
             f"{cost['batch_size']:,}, load average {cost['load_average']:.1f} while it ran): "
-            f"{per_head} µs; all heads together {us['all']:.2f} µs.",
+            f"{per_head} µs; all heads together, in one graph (`all_heads.onnx`), "
+            f"{us['all']:.2f} µs.",
             "",
         ]
     return "\n".join(lines)

@@ -162,6 +162,11 @@ def test_one_verified_session_per_executor_process(monkeypatch):
     with pytest.raises(ModelError, match="its genre head is not the manifest's"):
         popbatch_spark._executor_scorer(plan_for(model, threads=3, head_bytes=changed))
     assert first.heads.heads == ("popularity", "genre")  # the shipped heads run there
+    assert first.all_heads is not None  # in one graph, as popbatch score runs them
+    with pytest.raises(ModelError, match="its joint graph is not the manifest's"):
+        popbatch_spark._executor_scorer(
+            plan_for(model, threads=4, all_heads_bytes=model.all_heads_bytes + b"x")
+        )
 
 
 def test_an_executor_refuses_a_shipped_manifest_naming_a_file_outside_its_bundle(monkeypatch):
