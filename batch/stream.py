@@ -117,16 +117,22 @@ class StreamingRun:
         for _ in range(self.QUEUE_DEPTH + 1):
             self.buffers.put(FeatureBuffer(min(batch_size, 1 << 20), width))
         next_row = 1
-        for batch in self.source.batches(self.preprocessor.read_columns, batch_size):
-            buffer = self._free_buffer()
-            if buffer is None:
-                return  # the run is stopping
-            prepared, hashes = self.scoring.prepare(batch, next_row, buffer)
-            next_row += batch.num_rows
-            skipped = 0
-            if self.up_to_date is not None:
-                hashes, skipped = self._skip_up_to_date(prepared, hashes)
-            yield prepared, hashes, skipped
+        # Reading (decoding Parquet, parsing CSV, a DuckDB scan) runs one batch ahead
+        # in a thread of its own, so it overlaps the preprocessing of the batch before.
+        # Its own stop: leaving this block stops it, not the run (the run's stop makes
+        # this generator leave the block).
+        batches = self.source.batches(self.preprocessor.read_columns, batch_size)
+        with _Reader(batches, self.QUEUE_DEPTH, threading.Event(), "popbatch-source") as read:
+            for batch in read:
+                buffer = self._free_buffer()
+                if buffer is None:
+                    return  # the run is stopping
+                prepared, hashes = self.scoring.prepare(batch, next_row, buffer)
+                next_row += batch.num_rows
+                skipped = 0
+                if self.up_to_date is not None:
+                    hashes, skipped = self._skip_up_to_date(prepared, hashes)
+                yield prepared, hashes, skipped
 
     def _skip_up_to_date(self, prepared: Prepared, hashes: np.ndarray) -> tuple[np.ndarray, int]:
         """Drop the rows the target already holds (staging their key and hash)."""
@@ -197,11 +203,17 @@ class _Reader:
     source after the job closes it.
     """
 
-    def __init__(self, items: Iterator[Any], depth: int, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        items: Iterator[Any],
+        depth: int,
+        stop: threading.Event,
+        name: str = "popbatch-reader",
+    ) -> None:
         self.items = items
         self.stop = stop
         self.channel: queue.Queue = queue.Queue(maxsize=depth)
-        self.thread = threading.Thread(target=self._produce, name="popbatch-reader", daemon=True)
+        self.thread = threading.Thread(target=self._produce, name=name, daemon=True)
         self.entered = threading.Event()
         self.finished = threading.Event()
 
@@ -217,6 +229,11 @@ class _Reader:
         except BaseException as exc:
             _put(self.channel, _Failure(exc), self.stop)
         finally:
+            # A generator left early (the run stops) runs its own clean-up now, in
+            # this thread, before the consumer can close what it reads
+            close = getattr(self.items, "close", None)
+            if close is not None:
+                close()
             self.finished.set()
 
     def __enter__(self) -> _Reader:
