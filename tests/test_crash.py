@@ -308,7 +308,7 @@ def test_interrupt_while_the_outputs_open_leaves_no_temp_file(
     assert files(tmp_path) == []
 
 
-@pytest.mark.parametrize("thread_name", ["popbatch-reader", "popbatch-writer"])
+@pytest.mark.parametrize("thread_name", ["popbatch-source", "popbatch-reader", "popbatch-writer"])
 def test_interrupt_inside_a_thread_start_stops_reading_before_exit(
     thread_name, runner, model_dir, tmp_path, monkeypatch
 ):
@@ -350,3 +350,75 @@ def test_interrupt_inside_a_thread_start_stops_reading_before_exit(
     assert True not in reading  # nothing read after the run returned
     assert [t.name for t in threading.enumerate() if t.name.startswith("popbatch")] == []
     assert files(tmp_path) == []
+
+
+@pytest.mark.parametrize("failure", ["a bad row", "a failed write"])
+def test_a_run_that_stops_midway_stops_reading_its_source(
+    failure, runner, model_dir, tmp_path, monkeypatch
+):
+    """The source is read a batch ahead in a thread of its own. A run that stops early (a
+    bad row under --on-invalid fail, raised while preprocessing; a write that fails, raised
+    while the reader waits to hand over a batch) must stop that thread before it returns:
+    nothing is read afterwards and no thread is left waiting to hand over its batch."""
+    import threading
+
+    import popbatch.batch.sinks
+    import popbatch.batch.sources
+
+    from popbatch.cli.main import cli
+    from popbatch.core.errors import OutputError
+
+    catalog = TRACKS_2000
+    if failure == "a bad row":
+        lines = TRACKS_2000.read_text(encoding="utf-8").splitlines()
+        fields = lines[1500].split(",")
+        fields[lines[0].split(",").index("danceability")] = "not a number"
+        lines[1500] = ",".join(fields)
+        catalog = tmp_path / "catalog.csv"
+        catalog.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    else:
+        real_write, writes = popbatch.batch.sinks.ParquetSink._write_batch, []
+
+        def failing_write(self, batch):
+            writes.append(1)
+            if len(writes) == 3:
+                raise OutputError(f"{self.path}: disk full")
+            real_write(self, batch)
+
+        monkeypatch.setattr(popbatch.batch.sinks.ParquetSink, "_write_batch", failing_write)
+    real_batches = popbatch.batch.sources.CsvSource.batches
+    real_close = popbatch.batch.sources.CsvSource.close
+    reading, closed = [], threading.Event()
+
+    # reads slower than the rest (one in progress when the run stops) or faster (the
+    # reader thread waits to hand over a batch when the run stops)
+    read_seconds = 0.05 if failure == "a bad row" else 0.0
+
+    def slow_batches(self, *args, **kwargs):
+        for item in real_batches(self, *args, **kwargs):
+            time.sleep(read_seconds)
+            reading.append(closed.is_set())
+            yield item
+
+    def close(self):
+        closed.set()
+        real_close(self)
+
+    monkeypatch.setattr(popbatch.batch.sources.CsvSource, "batches", slow_batches)
+    monkeypatch.setattr(popbatch.batch.sources.CsvSource, "close", close)
+    output = tmp_path / "out" / "scored.parquet"
+    args = ["score", str(catalog), "-o", str(output), "--model", str(model_dir),
+            "--batch-size", "100", "--on-invalid", "fail"]  # fmt: skip
+    outcome: list = []  # in a thread: a run stuck on a pipeline thread fails, not hangs
+    run = threading.Thread(target=lambda: outcome.append(runner.invoke(cli, args)), daemon=True)
+    run.start()
+    run.join(60)
+    assert outcome, "the run did not return: a pipeline thread waits for ever"
+    result = outcome[0]
+    time.sleep(0.3)  # time for a leftover thread to read
+    expected = "row 1500" if failure == "a bad row" else "disk full"
+    assert result.exit_code != 0 and expected in result.output, result.output
+    assert closed.is_set() and len(reading) < 19  # it stopped there, not at the end
+    assert True not in reading  # nothing read once the source was closed
+    assert [t.name for t in threading.enumerate() if t.name.startswith("popbatch")] == []
+    assert not output.exists()
