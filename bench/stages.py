@@ -8,7 +8,12 @@ make their CPU seconds disappear: with inference using both cores, every
 CPU-second of reading, preprocessing and writing is roughly half a second of
 wall time added to the run.
 
+A DuckDB catalog with ``--table`` is scored as ``bench/run.py`` does, table to table:
+read from the table of a copy of the database, written into its table ``scores``
+(``--mode replace``), so "commit" is the copy of the staged rows into the table.
+
     python bench/stages.py MODEL_DIR catalog.parquet [--threads 2] [--batch-size 65536]
+    python bench/stages.py MODEL_DIR catalog.duckdb --table tracks --batch-size 32768
     python bench/stages.py popbatch/default_model batch/sample/catalog.csv --quick
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -31,7 +37,7 @@ from popbatch.batch.batches import BatchScorer  # noqa: E402
 from popbatch.batch.incremental import features_hash  # noqa: E402
 from popbatch.batch.preprocess import FeatureBuffer, Preprocessor  # noqa: E402
 from popbatch.batch.runner import OnnxScorer, streaming_threads  # noqa: E402
-from popbatch.batch.sinks import open_sink  # noqa: E402
+from popbatch.batch.sinks import commit_all, open_sink  # noqa: E402
 from popbatch.batch.sources import open_source  # noqa: E402
 
 from bench import model_catalog_parser  # noqa: E402
@@ -70,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, help="inference threads (default: popbatch score's own)"
     )
     parser.add_argument("--batch-size", type=int, default=65_536)
+    parser.add_argument("--table", help="a DuckDB catalog's table: scored table to table")
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_size = 256
@@ -78,10 +85,15 @@ def main(argv: list[str] | None = None) -> None:
     bundle = clock("load model", load_model, args.model)
     threads = args.threads or streaming_threads()
     scorer = clock("create session", OnnxScorer, bundle, threads)
-    source = open_source([args.catalog])
-    preprocessor = Preprocessor(bundle.manifest).bind(source.schema, source.name)
     with tempfile.TemporaryDirectory() as tmp:
-        sink = open_sink(Path(tmp) / "scored.parquet", key=preprocessor.key)
+        catalog, output, into = args.catalog, Path(tmp) / "scored.parquet", None
+        if args.table:  # a copy, as bench/run.py scores: the run writes into it
+            catalog = output = Path(tmp) / "catalog.duckdb"
+            shutil.copyfile(args.catalog, catalog)
+            into = "scores"
+        source = open_source([catalog], table=args.table)
+        preprocessor = Preprocessor(bundle.manifest).bind(source.schema, source.name)
+        sink = open_sink(output, into=into, key=preprocessor.key)
         scoring = BatchScorer(preprocessor, scorer, datetime.now(UTC))
         sink.open(scoring.schema, preprocessor.by_final)
         buffer = FeatureBuffer(args.batch_size, preprocessor.width)
@@ -94,8 +106,8 @@ def main(argv: list[str] | None = None) -> None:
             scored = clock("assemble", scoring.assemble, prepared, hashes, *outputs)
             clock("write", sink.write, scored)
             rows += batch.num_rows
-        clock("commit", lambda: (sink.finish(), sink.commit()))
-        source.close()
+        source.close()  # before the commit, as a run does: it may be the same database
+        clock("commit", lambda: (sink.finish(), commit_all([sink])))
     print(f"heads: {', '.join(scoring.heads)}")
     total_wall, total_cpu = sum(clock.wall.values()), sum(clock.cpu.values())
     print(f"{rows:,} rows, batch {args.batch_size:,}, onnxruntime threads {scorer.threads}")

@@ -218,6 +218,22 @@ def test_stages_quick_times_every_stage_of_the_whole_sample():
     assert stages <= set(done["wall"]) and stages <= set(done["cpu"])
 
 
+def test_stages_quick_scores_a_duckdb_table_into_a_copy(tmp_path):
+    """--table: read from the table, score into a copy of the database (its commit is the
+    copy of the staged rows), the catalog left as it was."""
+    import duckdb
+
+    catalog = tmp_path / "catalog.duckdb"
+    with duckdb.connect(str(catalog)) as con:
+        con.execute(f"CREATE TABLE tracks AS SELECT * FROM read_csv('{SAMPLE}')")
+    argv = [str(default_model_dir()), str(catalog), "--table", "tracks", "--quick"]
+    done = last_json(in_process("stages", *argv))
+    assert done["rows"] == SAMPLE_ROWS and done["cpu"]["commit"] > 0
+    with duckdb.connect(str(catalog), read_only=True) as con:
+        tables = {row[0] for row in con.execute("SHOW TABLES").fetchall()}
+    assert tables == {"tracks"}
+
+
 # -- fresh processes ----------------------------------------------------------------------
 
 
