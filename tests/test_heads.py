@@ -250,15 +250,22 @@ def test_a_model_without_heads_still_scores_the_label(runner, catalog, tmp_path)
     assert pl.read_parquet(out).columns == LABEL_COLUMNS
 
 
-def test_a_tampered_head_is_refused(runner, model, catalog, tmp_path):
+def score_with_a_flipped_byte(runner, model, catalog, tmp_path, name):
+    """``popbatch score`` with a copy of ``model`` whose file ``name`` has its last byte
+    flipped; returns the result and the copy."""
     copy = tmp_path / "model"
     shutil.copytree(model, copy)
-    data = bytearray((copy / "genre.onnx").read_bytes())
+    data = bytearray((copy / name).read_bytes())
     data[-1] ^= 0xFF
-    (copy / "genre.onnx").write_bytes(bytes(data))
+    (copy / name).write_bytes(bytes(data))
     result = runner.invoke(
         cli, ["score", str(catalog), "-o", str(tmp_path / "s.parquet"), "--model", str(copy)]
     )
+    return result, copy
+
+
+def test_a_tampered_head_is_refused(runner, model, catalog, tmp_path):
+    result, _ = score_with_a_flipped_byte(runner, model, catalog, tmp_path, "genre.onnx")
     assert result.exit_code == 1
     assert "genre.onnx does not match its manifest" in result.output
     assert not (tmp_path / "s.parquet").exists()
@@ -399,14 +406,7 @@ def test_popbatch_score_runs_one_graph_for_every_head(model, catalog, tmp_path, 
 
 
 def test_a_tampered_or_swapped_joint_graph_is_refused(runner, model, catalog, tmp_path):
-    copy = tmp_path / "model"
-    shutil.copytree(model, copy)
-    data = bytearray((copy / "all_heads.onnx").read_bytes())
-    data[-1] ^= 0xFF
-    (copy / "all_heads.onnx").write_bytes(bytes(data))
-    result = runner.invoke(
-        cli, ["score", str(catalog), "-o", str(tmp_path / "s.parquet"), "--model", str(copy)]
-    )
+    result, copy = score_with_a_flipped_byte(runner, model, catalog, tmp_path, "all_heads.onnx")
     assert result.exit_code == 1
     assert "all_heads.onnx does not match its manifest" in result.output
     assert not (tmp_path / "s.parquet").exists()

@@ -53,18 +53,7 @@ def read_head_files(directory: Path, manifest: dict[str, Any]) -> dict[str, byte
         path = bundle_file(directory, entry.get("file"), f"heads.{name}.file")
         if not path.name.endswith(".onnx"):
             raise ModelError(f"{directory}: manifest head {name!r} names no ONNX file beside it")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ModelError(f"{path}: cannot read the {name} head ({exc.strerror})") from None
-        digest = mismatched_digest(data, entry)
-        if digest is not None:
-            raise ModelError(
-                f"{path}: {path.name} does not match its manifest (sha256 {digest[:12]}…, "
-                f"manifest {str(entry.get('sha256'))[:12]}…): the file was changed; "
-                "re-export the model or restore the original file"
-            )
-        found[name] = data
+        found[name] = _verified_bytes(path, entry, f"the {name} head")
     return found
 
 
@@ -88,10 +77,15 @@ def read_all_heads_file(directory: Path, manifest: dict[str, Any]) -> bytes | No
             f"{directory}: manifest 'all_heads' does not list the model's heads; re-export it"
         )
     path = bundle_file(directory, entry.get("file"), "all_heads.file")
+    return _verified_bytes(path, entry, "the heads' joint graph")
+
+
+def _verified_bytes(path: Path, entry: dict[str, Any], what: str) -> bytes:
+    """``path``'s bytes, checked against the sha256 of its manifest ``entry``."""
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ModelError(f"{path}: cannot read the heads' joint graph ({exc.strerror})") from None
+        raise ModelError(f"{path}: cannot read {what} ({exc.strerror})") from None
     digest = mismatched_digest(data, entry)
     if digest is not None:
         raise ModelError(
