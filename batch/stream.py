@@ -2,9 +2,10 @@
 
 A source thread reads the next batch while a reader thread preprocesses the
 one before, and a writer thread writes the previous one while onnxruntime
-(which releases the GIL) scores the current one. Queues between the stages hold at most a couple of batches, so
-memory stays flat in the size of the input. :func:`popbatch.batch.score.score`
-sets a run up (model, lock, run log) and hands it to :class:`StreamingRun`.
+(which releases the GIL) scores the current one. Queues between the stages
+hold at most a couple of batches, so memory stays flat in the size of the
+input. :func:`popbatch.batch.score.score` sets a run up (model, lock, run log)
+and hands it to :class:`StreamingRun`.
 """
 
 from __future__ import annotations

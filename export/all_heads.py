@@ -27,12 +27,35 @@ ALL_HEADS_FILE = "all_heads.onnx"
 INPUT = "features"
 
 
+def conflicting_opsets(graphs: dict[str, bytes]) -> list[str]:
+    """The opset domains whose operators the graphs use at different versions (a model
+    imports one version of a domain, and an operator of one version may be gone from
+    another, as ``ai.onnx.ml``'s TreeEnsembleRegressor at 5): such graphs are not merged.
+    A domain a graph imports but does not use (onnxruntime's optimiser imports many)
+    does not count."""
+    return sorted(d or "ai.onnx" for d, found in _used_versions(graphs).items() if len(found) > 1)
+
+
+def _used_versions(graphs: dict[str, bytes]) -> dict[str, set[int]]:
+    """Domain -> the versions the graphs that use its operators import."""
+    import onnx
+
+    used: dict[str, set[int]] = {}
+    for data in graphs.values():
+        model = onnx.load_from_string(data)
+        versions = {o.domain: o.version for o in model.opset_import}
+        for domain in {node.domain for node in model.graph.node}:
+            used.setdefault(domain, set()).add(versions[domain])
+    return used
+
+
 def merge(graphs: dict[str, bytes]) -> bytes:
     """One ONNX model of ``graphs`` (head name -> bytes, each reading ``features``).
 
     Each head's node and constant names get a ``HEAD::`` prefix; the input and the
     outputs keep their names (they must not collide); a constant equal to one already
-    taken (same type, shape and bytes) is read from that one instead.
+    taken (same type, shape and bytes) is read from that one instead. The graphs must
+    import the same version of each domain they share (:func:`conflicting_opsets`).
     """
     import onnx
     from onnx import helper, numpy_helper
@@ -75,10 +98,11 @@ def merge(graphs: dict[str, bytes]) -> bytes:
             copy.name = f"{head}::{node.name or len(nodes)}"
             nodes.append(copy)
     first = next(iter(models.values()))
-    versions: dict[str, int] = {}
+    versions: dict[str, int] = {}  # a used domain's one version, else the highest imported
     for model in models.values():
         for opset in model.opset_import:
             versions[opset.domain] = max(versions.get(opset.domain, 0), opset.version)
+    versions.update((d, min(found)) for d, found in _used_versions(graphs).items())
     merged = helper.make_model(
         helper.make_graph(nodes, "popbatch_all_heads", list(first.graph.input), outputs, constants),
         opset_imports=[helper.make_opsetid(d, v) for d, v in versions.items()],

@@ -215,9 +215,13 @@ def _all_heads(
     manifest section, its outputs proven equal to the head files'; None without heads."""
     if not heads:
         return None
-    say("joining every head into one graph for the default command, and proving it")
     graphs = {"popular": model_bytes}
     graphs.update((name, head_files[heads[name]["file"]]) for name in HEADS if name in heads)
+    conflicts = all_heads_graph.conflicting_opsets(graphs)
+    if conflicts:  # scoring runs a session per head, as for a model exported before it
+        say(f"no joint graph of the heads: they import different versions of {conflicts}")
+        return None
+    say("joining every head into one graph for the default command, and proving it")
     merged = all_heads_graph.merge(graphs)
     section = all_heads_graph.entry(merged, list(graphs), all_heads_graph.prove(merged, graphs, x))
     head_files[all_heads_graph.ALL_HEADS_FILE] = merged

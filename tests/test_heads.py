@@ -364,6 +364,23 @@ def test_export_writes_every_head_in_one_graph_proven_identical(trained, model):
     assert load_model(model).all_heads_bytes == data
 
 
+def test_heads_importing_different_opset_versions_are_not_joined(model):
+    """A model imports one version of each opset domain, and an operator of one version
+    can be gone from another (ai.onnx.ml's TreeEnsembleRegressor at 5): such heads get
+    no joint graph (the scorer then runs a session per head, as for older models)."""
+    import onnx
+    from popbatch.exporter.all_heads import conflicting_opsets
+
+    graphs = {"popular": (model / "model.onnx").read_bytes(),
+              "genre": (model / "genre.onnx").read_bytes()}  # fmt: skip
+    assert conflicting_opsets(graphs) == []
+    newer = onnx.load_from_string(graphs["genre"])
+    for opset in newer.opset_import:
+        if opset.domain == "":
+            opset.version += 1
+    assert conflicting_opsets({**graphs, "genre": newer.SerializeToString()}) == ["ai.onnx"]
+
+
 def test_the_joint_graph_scores_every_head_bit_for_bit_as_the_head_files(model, catalog):
     """The scorer runs all_heads.onnx when every head is scored, and its outputs are the
     per-head sessions' to the bit (the same graphs, side by side)."""

@@ -328,6 +328,28 @@ def test_train_exports_the_model_with_parity(trained):
     assert manifest["training_data"]["file"] == TRACKS_2000.name
 
 
+def test_heads_are_joined_at_the_opset_version_their_operators_use(trained, tmp_path):
+    """This run's popular head has XGBoost (ai.onnx.ml 3's TreeEnsembleRegressor), and its
+    genre head imports ai.onnx.ml 5, where that operator is gone, without using it: the
+    joint graph imports the version the XGBoost trees use, and scores."""
+    import onnx
+
+    import popbatch
+
+    out, result = trained
+    assert "all_heads.onnx on " in result.output
+    joint = onnx.load(out / "model" / "all_heads.onnx")
+    imported = {o.domain: o.version for o in joint.opset_import}
+    trees = [n for n in joint.graph.node if n.op_type == "TreeEnsembleRegressor"]
+    assert trees and imported["ai.onnx.ml"] == 3
+    genre = onnx.load(out / "model" / "genre.onnx")
+    assert {o.domain: o.version for o in genre.opset_import}["ai.onnx.ml"] == 5
+    scored = tmp_path / "scored.parquet"
+    popbatch.score(TRACKS_2000, scored, model=out / "model", record=False)
+    frame = pl.read_parquet(scored)
+    assert frame.height == 2000 and frame["genre_pred"].null_count() == 0
+
+
 def test_missing_file(runner, tmp_path):
     missing = tmp_path / "nope.csv"
     result = runner.invoke(cli, ["train", "--data", str(missing), "--out", str(tmp_path / "o")])
