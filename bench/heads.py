@@ -39,35 +39,44 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_size, args.seconds, args.rounds = 1_024, 0.05, 1
-    bundle = load_model(args.model)
-    batch = catalog_matrix(bundle, args.catalog, args.batch_size)
+    result = measure(
+        args.model, args.catalog, args.threads, args.batch_size, args.seconds, args.rounds
+    )
+    print(json.dumps(result))
+
+
+def measure(
+    model: Path, catalog: Path, threads: int, batch_size: int, seconds: float, rounds: int
+) -> dict:
+    """Rows/s of each set of heads and µs of inference CPU per row, per set and per head."""
+    bundle = load_model(model)
+    batch = catalog_matrix(bundle, catalog, batch_size)
     extra = [h for h in bundle.heads if h != "popular"]
     sets = [("popular",), *(("popular", h) for h in extra), tuple(bundle.heads)]
     result = {
-        "model": str(args.model),
+        "model": str(model),
         "model_bytes": len(bundle.onnx_bytes),
         "head_bytes": {h: len(b) for h, b in bundle.head_bytes.items()},
-        "threads": args.threads,
-        "batch_size": args.batch_size,
+        "threads": threads,
+        "batch_size": batch_size,
         "load_average": os.getloadavg()[0],
         "rows_per_second": {},
     }
     # predict() runs every head the scorer was given (OnnxScorer.predict_heads). The sets
     # take turns, round after round, and each keeps its best round: a busy moment of the
     # shared machine slows one round of every set instead of one set's whole measurement.
-    scorers = {",".join(h): OnnxScorer(bundle, args.threads, heads=h) for h in dict.fromkeys(sets)}
+    scorers = {",".join(h): OnnxScorer(bundle, threads, heads=h) for h in dict.fromkeys(sets)}
     best = {name: {"wall": 0, "cpu": 0} for name in scorers}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, scorer in scorers.items():
-            wall, cpu = rates(scorer, batch, args.batch_size, args.seconds / args.rounds)
+            wall, cpu = rates(scorer, batch, batch_size, seconds / rounds)
             best[name] = {"wall": max(best[name]["wall"], wall), "cpu": max(best[name]["cpu"], cpu)}
     for scorer in scorers.values():
         scorer.close()
     result["rows_per_second"] = best
-    result["rounds"] = args.rounds
+    result["rounds"] = rounds
     # inference CPU per row: the budget of the default model's heads is stated in these
-    rates_ = result["rows_per_second"]
-    cost = {name: 1e6 / r["cpu"] for name, r in rates_.items()}
+    cost = {name: 1e6 / r["cpu"] for name, r in best.items()}
     alone = cost["popular"]
     result["us_per_row_cpu"] = {
         "sets": {name: round(c, 3) for name, c in cost.items()},
@@ -77,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         "all": round(cost[",".join(bundle.heads)], 3),
     }
-    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

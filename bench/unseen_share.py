@@ -6,13 +6,19 @@ releases gain, the known catalog's one-track albums lose. For each ``--shares``
 value this runs the training recipe's grouped cross-validation (popular and
 popularity heads, with priors, every fold making its own) for each of
 ``--evaluations`` (``known``: folds by track_id, ``new_release``: by album,
-``debut``: by primary artist) and prints the popularity head's R² and MAE.
+``debut``: by primary artist) and prints the popularity head's R² and MAE and the
+popular stack's ROC-AUC and PR-AUC. ``--artist-shares`` adds the other unseen-key
+axis: the share of primary artists held out whole in the prior folds
+(``PriorRecipe.artist_share``, default the recipe's), so that training rows see their
+artist as a debut's would.
 
-The share is set by replacing ``models.heads.popularity_params`` in this process,
-so the folds run one at a time (about 90 s per fold of the 100k rows on the 2-core
-machine).
+A share other than the recipe's is set by replacing ``models.heads.popularity_params``
+in this process, so its folds run one at a time (about 90 s per fold of the 100k rows
+on the 2-core machine); the recipe's share runs its folds in two processes.
 
     python bench/unseen_share.py --data spotify_tracks_dev.csv --shares 0 0.25 0.5 1
+    python bench/unseen_share.py --data spotify_tracks_dev.csv --shares 0.25 \\
+        --artist-shares 0 0.25 --evaluations known debut
     python bench/unseen_share.py --quick     # the committed fixture, 2 folds, tiny nets
 
 Prints one JSON line per (share, evaluation) and, last, all of them with the load
@@ -40,14 +46,15 @@ FIXTURE = ROOT / "tests" / "data" / "tracks_priors.csv"
 HEADS = ("popular", "popularity")
 
 
-def folds_input(data: Path, cv: str, epochs: int | None):
-    """Everything ``cross_validate`` needs, made as ``popbatch train`` makes it."""
+def folds_input(data: Path, cv: str, epochs: int | None, heads: tuple[str, ...] = HEADS):
+    """Everything ``cross_validate`` needs for ``heads``, made as ``popbatch train``
+    makes it (``models.pipeline.cross_validate_splits``)."""
     from popbatch.models import pipeline
     from popbatch.models.priors import FoldPriors, evaluation_groups
 
     from popbatch.core.features import NUMERIC_FEATURE_NAMES
 
-    options = {"cv": cv, "heads": HEADS, **({"epochs": epochs} if epochs else {})}
+    options = {"cv": cv, "heads": heads, **({"epochs": epochs} if epochs else {})}
     config = pipeline._config_from(data, ROOT / "bench" / "out" / "unseen_share", options)
     config.learners.n_jobs = 1
     frame_data = pipeline._load(config, lambda _: None)
@@ -63,6 +70,9 @@ def folds_input(data: Path, cv: str, epochs: int | None):
     priors = FoldPriors(
         frame, config.priors.spec(vocabulary), config.priors, config.popular_above, start
     )
+    targets = {"popularity": frame[pipeline.LABEL_COLUMN].to_numpy().astype(np.float64)}
+    if "genre" in heads:
+        targets["genre"] = np.asarray(frame["genre"].to_list(), dtype=object)
     return {
         "x": x[:, keep],
         "y": np.concatenate([splits.y[p] for p in parts]),
@@ -70,42 +80,60 @@ def folds_input(data: Path, cv: str, epochs: int | None):
         "names": [names[i] for i in keep],
         "vocabulary": vocabulary,
         "config": config,
-        "targets": {"popularity": frame[pipeline.LABEL_COLUMN].to_numpy().astype(np.float64)},
+        "targets": targets,
         "priors": priors,
         "cut": evaluation_groups(frame, groups),
     }
 
 
-def measure(inputs: dict, share: float, evaluation: str, cv: str) -> dict:
+def measure(
+    inputs: dict, share: float, evaluation: str, cv: str, artist_share: float | None = None
+) -> dict:
+    """The popularity head's (and the popular stack's) cross-validated figures with
+    ``share`` of its rows copied with the album unseen and, when given, ``artist_share``
+    of the primary artists held out whole in the prior folds (``PriorRecipe``)."""
+    from dataclasses import replace
+
     from popbatch.models import heads
     from popbatch.models.cv import CvSpec, cross_validate
+    from popbatch.models.popularity import RegressorParams
 
     default = heads.popularity_params
+    priors = inputs["priors"]
+    if artist_share is not None:
+        priors = replace(priors, recipe=replace(priors.recipe, artist_share=artist_share))
+    # the share is patched in this process: its folds run here unless it is the default
+    jobs = 2 if share == RegressorParams().unseen_share else 1
 
     def with_share(config):
         params = default(config)
         params.unseen_share = share
         return params
 
-    heads.popularity_params = with_share
+    if jobs == 1:
+        heads.popularity_params = with_share
     try:
         start = time.perf_counter()
         sections = cross_validate(
             inputs["x"], inputs["y"], inputs["groups"], inputs["names"], inputs["vocabulary"],
-            inputs["config"], CvSpec.parse(cv), n_jobs=1, heads=HEADS,
-            targets=inputs["targets"], priors=inputs["priors"],
+            inputs["config"], CvSpec.parse(cv), n_jobs=jobs, heads=HEADS,
+            targets=inputs["targets"], priors=priors,
             split_groups=None if evaluation == "known" else inputs["cut"][evaluation],
         )  # fmt: skip
     finally:
         heads.popularity_params = default
     stack = sections["popularity"]["models"]["stack"]
+    popular = sections["popular"]["models"]["stack"]
     return {
         "share": share,
+        "artist_share": priors.recipe.artist_share,
         "evaluation": evaluation,
         "cv": cv,
         "r2": round(stack["r2"]["mean"], 4),
         "r2_std": round(stack["r2"]["std"], 4),
         "mae": round(stack["mae"]["mean"], 3),
+        "popular_roc_auc": round(popular["roc_auc"]["mean"], 4),
+        "popular_pr_auc": round(popular["pr_auc"]["mean"], 4),
         "seconds": round(time.perf_counter() - start, 1),
     }
 
@@ -114,6 +142,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=FIXTURE, help="labelled tracks")
     parser.add_argument("--shares", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0])
+    parser.add_argument(
+        "--artist-shares", type=float, nargs="+", default=[None],
+        help="shares of primary artists held out whole in the prior folds (default: the recipe's)",
+    )  # fmt: skip
     parser.add_argument(
         "--evaluations", nargs="+", default=["known", "new_release"],
         choices=["known", "new_release", "debut"],
@@ -129,9 +161,10 @@ def main(argv: list[str] | None = None) -> None:
     inputs = folds_input(args.data, args.cv, epochs)
     results = []
     for share in args.shares:
-        for evaluation in args.evaluations:
-            results.append(measure(inputs, share, evaluation, args.cv))
-            print(json.dumps(results[-1]), flush=True)
+        for artist_share in args.artist_shares:
+            for evaluation in args.evaluations:
+                results.append(measure(inputs, share, evaluation, args.cv, artist_share))
+                print(json.dumps(results[-1]), flush=True)
     done = {
         "data": args.data.name,
         "rows": int(inputs["y"].size),

@@ -27,7 +27,7 @@ SAMPLE = ROOT / "batch" / "sample" / "catalog.csv"
 SAMPLE_ROWS = 1_000
 MAINTAINED = {
     "ab", "app", "bare", "baseline", "catalog", "cells", "drift_memory", "explain", "floor",
-    "graph_ab", "heads",
+    "frontier", "graph_ab", "heads",
     "memory", "nightly", "priors", "run", "spark", "stages", "unseen_share",
 }  # fmt: skip
 HELPERS = {"__init__", "procstat"}  # imported by the tools, not run on their own
@@ -189,15 +189,19 @@ def test_cells_quick_rewrites_the_genre_head_and_keeps_its_outputs():
 def test_unseen_share_quick_cross_validates_the_popularity_head_per_share(tmp_path):
     pytest.importorskip("sklearn", reason="cross-validation trains: the train extra")
     out = tmp_path / "shares.json"
-    in_process("unseen_share", "--quick", "--json", str(out))
+    in_process("unseen_share", "--quick", "--artist-shares", "0", "1", "--json", str(out))
     done = json.loads(out.read_text())
     results = done["results"]
-    assert [(r["share"], r["evaluation"]) for r in results] == [
-        (0.0, "new_release"), (1.0, "new_release")
+    assert [(r["share"], r["artist_share"], r["evaluation"]) for r in results] == [
+        (0.0, 0.0, "new_release"), (0.0, 1.0, "new_release"),
+        (1.0, 0.0, "new_release"), (1.0, 1.0, "new_release"),
     ]  # fmt: skip
     assert done["rows"] > 1_000
     # the share reaches the head: the copies change what it learns
-    assert results[0]["r2"] != results[1]["r2"] and results[0]["mae"] != results[1]["mae"]
+    assert results[0]["r2"] != results[2]["r2"] and results[0]["mae"] != results[2]["mae"]
+    # the artist share reaches the prior folds: every artist held out changes the inputs
+    assert results[0]["r2"] != results[1]["r2"]
+    assert results[0]["popular_roc_auc"] != results[1]["popular_roc_auc"]
 
 
 def test_explain_quick_counts_the_tracks_features_and_evaluations(tmp_path):
@@ -349,3 +353,23 @@ def test_priors_quick_times_the_scorers_lookup_and_the_in_graph_one(priors_run):
         "graph_album_categorymapper_gather",
     }
     assert all(v > 0 for v in cost.values())
+
+
+def test_frontier_quick_measures_each_design_s_quality_and_cost(tmp_path):
+    """A design reaches both the cross-validation and the trained, exported head: the
+    stack with XGBoost reports XGBoost's own figures and ships a larger head file."""
+    pytest.importorskip("sklearn", reason="cross-validation trains: the train extra")
+    out = tmp_path / "frontier.json"
+    in_process(
+        "frontier", "--quick", "--designs", "popularity/ann", "popularity/ann+xgb",
+        "--json", str(out),
+    )  # fmt: skip
+    done = json.loads(out.read_text())
+    plain, stacked = done["results"]
+    assert [r["design"] for r in done["results"]] == ["popularity/ann", "popularity/ann+xgb"]
+    assert plain["default"] and not stacked["default"]
+    assert "xgb" not in plain["models"] and "xgb" in stacked["models"]
+    assert stacked["head_bytes"] > plain["head_bytes"]
+    for result in done["results"]:
+        assert result["rows"] > 1_000 and result["us_per_row_cpu"] > 0
+        assert {"r2", "mae", "r2_std", "mae_std"} <= set(result["models"]["stack"])
