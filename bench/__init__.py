@@ -14,3 +14,15 @@ def model_catalog_parser(description: str):
     parser.add_argument("catalog", type=Path)
     parser.add_argument("--quick", action="store_true", help=QUICK_HELP)
     return parser
+
+
+def report(done: dict, json_path=None) -> None:
+    """Print a tool's whole result as the last JSON line, with the machine's load average
+    at the end, and also write it to ``json_path`` when given (``--json FILE``)."""
+    import json
+    import os
+
+    done["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    if json_path:
+        json_path.write_text(json.dumps(done, indent=1) + "\n")
+    print(json.dumps(done))

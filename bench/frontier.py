@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import QUICK_HELP  # noqa: E402
+from bench import QUICK_HELP, report  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "data" / "tracks_priors.csv"
 SAMPLE = ROOT / "batch" / "sample" / "catalog.csv"
@@ -224,11 +223,8 @@ def main(argv: list[str] | None = None) -> None:
         "cv": args.cv,
         "evaluation": "known catalog (folds by track_id)",
         "results": results,
-        "load_average": [round(v, 2) for v in os.getloadavg()],
     }
-    if args.json:
-        args.json.write_text(json.dumps(done, indent=1) + "\n")
-    print(json.dumps(done))
+    report(done, args.json)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import QUICK_HELP  # noqa: E402
+from bench import QUICK_HELP, report  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "data" / "tracks_priors.csv"
 HEADS = ("popular", "popularity")
@@ -165,15 +164,7 @@ def main(argv: list[str] | None = None) -> None:
             for evaluation in args.evaluations:
                 results.append(measure(inputs, share, evaluation, args.cv, artist_share))
                 print(json.dumps(results[-1]), flush=True)
-    done = {
-        "data": args.data.name,
-        "rows": int(inputs["y"].size),
-        "results": results,
-        "load_average": [round(v, 2) for v in os.getloadavg()],
-    }
-    if args.json:
-        args.json.write_text(json.dumps(done, indent=1) + "\n")
-    print(json.dumps(done))
+    report({"data": args.data.name, "rows": int(inputs["y"].size), "results": results}, args.json)
 
 
 if __name__ == "__main__":
