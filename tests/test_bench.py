@@ -189,7 +189,9 @@ def test_cells_quick_rewrites_the_genre_head_and_keeps_its_outputs():
 def test_unseen_share_quick_cross_validates_the_popularity_head_per_share(tmp_path):
     pytest.importorskip("sklearn", reason="cross-validation trains: the train extra")
     out = tmp_path / "shares.json"
-    in_process("unseen_share", "--quick", "--artist-shares", "0", "1", "--json", str(out))
+    in_process(
+        "unseen_share", "--quick", "--artist-shares", "0", "1", "--genre", "--json", str(out)
+    )
     done = json.loads(out.read_text())
     results = done["results"]
     assert [(r["share"], r["artist_share"], r["evaluation"]) for r in results] == [
@@ -202,6 +204,9 @@ def test_unseen_share_quick_cross_validates_the_popularity_head_per_share(tmp_pa
     # the artist share reaches the prior folds: every artist held out changes the inputs
     assert results[0]["r2"] != results[1]["r2"]
     assert results[0]["popular_roc_auc"] != results[1]["popular_roc_auc"]
+    # --genre cross-validates the genre head in the same folds
+    assert results[0]["genre_accuracy"] != results[1]["genre_accuracy"]
+    assert all(0 < r["genre_accuracy"] <= r["genre_top3_accuracy"] <= 1 for r in results)
 
 
 def test_explain_quick_counts_the_tracks_features_and_evaluations(tmp_path):
