@@ -1,6 +1,8 @@
 """popbatch's benchmarks (not installed). Each maintained tool has ``--quick``: a tiny
 run that checks the script still works, which ``tests/test_bench.py`` runs."""
 
+import contextlib
+
 QUICK_HELP = "a tiny run that checks the script works (tests/test_bench.py runs it)"
 
 
@@ -14,6 +16,30 @@ def model_catalog_parser(description: str):
     parser.add_argument("catalog", type=Path)
     parser.add_argument("--quick", action="store_true", help=QUICK_HELP)
     return parser
+
+
+@contextlib.contextmanager
+def head_params(head: str, overrides: dict):
+    """Within the block, ``popbatch train`` and its cross-validation in this process give
+    the ``popularity`` or ``genre`` head its default parameters with ``overrides`` set
+    (``models.heads.popularity_params`` / ``genre_params`` replaced). Worker processes
+    do not see it: cross-validate such a design with ``n_jobs=1``."""
+    from popbatch.models import heads
+
+    name = f"{head}_params"
+    default = getattr(heads, name)
+
+    def params(config):
+        made = default(config)
+        for key, value in overrides.items():
+            setattr(made, key, value)
+        return made
+
+    setattr(heads, name, params)
+    try:
+        yield
+    finally:
+        setattr(heads, name, default)
 
 
 def report(done: dict, json_path=None) -> None:

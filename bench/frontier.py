@@ -27,6 +27,8 @@ Prints one JSON line per design and, last, all of them with the machine's load a
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import shutil
 import sys
@@ -39,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import QUICK_HELP, report  # noqa: E402
+from bench import QUICK_HELP, head_params, report  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "data" / "tracks_priors.csv"
 SAMPLE = ROOT / "batch" / "sample" / "catalog.csv"
@@ -97,47 +99,37 @@ def heads_of(design: Design) -> tuple[str, ...]:
     return ("popular",) if design.head == "popular" else ("popular", design.head)
 
 
-class designed:
+@contextlib.contextmanager
+def designed(design: Design, config: Any):
     """Within the block, ``popbatch train`` and its cross-validation use ``design``."""
+    saved = (config.learners.learners, config.learners.meta_input)
+    if design.learners:
+        config.learners.learners = design.learners
+    if design.meta_input:
+        config.learners.meta_input = design.meta_input
+    try:
+        if design.head != "popular" and design.params:
+            with head_params(design.head, design.params):
+                yield
+        else:
+            yield
+    finally:
+        config.learners.learners, config.learners.meta_input = saved
 
-    def __init__(self, design: Design, config: Any) -> None:
-        self.design, self.config = design, config
 
-    def __enter__(self) -> None:
-        from popbatch.models import heads
+@functools.cache
+def _folds_input(data: Path, cv: str, epochs: int | None, heads: tuple[str, ...]) -> dict:
+    """The CV's rows, loaded and split once per set of heads (designs only change learners)."""
+    from bench.unseen_share import folds_input
 
-        self.saved = (heads.popularity_params, heads.genre_params, self.config.learners.learners,
-                      self.config.learners.meta_input)  # fmt: skip
-        if self.design.learners:
-            self.config.learners.learners = self.design.learners
-        if self.design.meta_input:
-            self.config.learners.meta_input = self.design.meta_input
-        name = {"popularity": "popularity_params", "genre": "genre_params"}.get(self.design.head)
-        if name and self.design.params:
-            default = getattr(heads, name)
-
-            def params(config: Any) -> Any:
-                made = default(config)
-                for key, value in self.design.params.items():
-                    setattr(made, key, value)
-                return made
-
-            setattr(heads, name, params)
-
-    def __exit__(self, *exc: object) -> None:
-        from popbatch.models import heads
-
-        heads.popularity_params, heads.genre_params = self.saved[:2]
-        self.config.learners.learners, self.config.learners.meta_input = self.saved[2:]
+    return folds_input(data, cv, epochs, heads)
 
 
 def quality(design: Design, data: Path, cv: str, epochs: int | None, jobs: int) -> dict:
     """The head's cross-validated figures, its combined model's and each learner's."""
     from popbatch.models.cv import CvSpec, cross_validate
 
-    from bench.unseen_share import folds_input
-
-    inputs = folds_input(data, cv, epochs, heads_of(design))
+    inputs = _folds_input(data, cv, epochs, heads_of(design))
     patched = design.head != "popular" and design.params
     with designed(design, inputs["config"]):
         sections = cross_validate(

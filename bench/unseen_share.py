@@ -40,7 +40,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import QUICK_HELP, report  # noqa: E402
+from bench import QUICK_HELP, head_params, report  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "data" / "tracks_priors.csv"
 HEADS = ("popular", "popularity")
@@ -95,34 +95,22 @@ def measure(
     of the primary artists held out whole in the prior folds (``PriorRecipe``)."""
     from dataclasses import replace
 
-    from popbatch.models import heads
     from popbatch.models.cv import CvSpec, cross_validate
     from popbatch.models.popularity import RegressorParams
 
-    default = heads.popularity_params
     priors = inputs["priors"]
     if artist_share is not None:
         priors = replace(priors, recipe=replace(priors.recipe, artist_share=artist_share))
-    # the share is patched in this process: its folds run here unless it is the default
-    jobs = 2 if share == RegressorParams().unseen_share else 1
-
-    def with_share(config):
-        params = default(config)
-        params.unseen_share = share
-        return params
-
-    if jobs == 1:
-        heads.popularity_params = with_share
-    try:
-        start = time.perf_counter()
+    # a share other than the recipe's is set in this process: its folds run here
+    default = share == RegressorParams().unseen_share
+    start = time.perf_counter()
+    with head_params("popularity", {} if default else {"unseen_share": share}):
         sections = cross_validate(
             inputs["x"], inputs["y"], inputs["groups"], inputs["names"], inputs["vocabulary"],
-            inputs["config"], CvSpec.parse(cv), n_jobs=jobs, heads=inputs["heads"],
+            inputs["config"], CvSpec.parse(cv), n_jobs=2 if default else 1, heads=inputs["heads"],
             targets=inputs["targets"], priors=priors,
             split_groups=None if evaluation == "known" else inputs["cut"][evaluation],
         )  # fmt: skip
-    finally:
-        heads.popularity_params = default
     stack = sections["popularity"]["models"]["stack"]
     popular = sections["popular"]["models"]["stack"]
     return {
