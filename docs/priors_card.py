@@ -109,4 +109,10 @@ def render(manifest: dict, cost: dict | None) -> str:
 
 def current(manifest: dict) -> str:
     cost = json.loads(COST.read_text(encoding="utf-8")) if COST.exists() else None
+    if cost and cost["model_bytes"] != manifest["model_bytes"]:
+        # a retrained default must not ship the old model's cost
+        raise ValueError(
+            f"{COST.name} measured another model ({cost['model_bytes']:,} bytes, the "
+            f"default's are {manifest['model_bytes']:,}): rerun bench/heads.py on it"
+        )
     return render(manifest, cost)
