@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import functools
 import json
 import shutil
@@ -59,7 +60,8 @@ class Design:
     about: str
     learners: tuple[str, ...] | None = None  # the popular stack's (LearnerParams.learners)
     meta_input: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)  # the head's Params, set after defaults
+    # the head's Params (the popular stack's LearnerParams), set after the defaults
+    params: dict[str, Any] = field(default_factory=dict)
     default: bool = False
 
 
@@ -74,6 +76,10 @@ DESIGNS = {
     "popular/logistic+ann+xgb": Design(
         "popular", "stack: + XGBoost (at most 60 rounds of depth 2)",
         ("logistic", "ann", "xgb"),
+    ),
+    "popular/logistic+ann+xgb 150x3 logit": Design(
+        "popular", "stack: + XGBoost (at most 150 rounds of depth 3), the meta learner on logits",
+        ("logistic", "ann", "xgb"), "logit", params={"xgb": {"n_estimators": 150, "max_depth": 3}},
     ),
     "popularity/ann": Design(
         "popularity", "network 64-32, at most 20 epochs (the --epochs cap)", default=True
@@ -102,19 +108,23 @@ def heads_of(design: Design) -> tuple[str, ...]:
 @contextlib.contextmanager
 def designed(design: Design, config: Any):
     """Within the block, ``popbatch train`` and its cross-validation use ``design``."""
-    saved = (config.learners.learners, config.learners.meta_input)
+    learners = config.learners
+    saved = copy.deepcopy(learners)
     if design.learners:
-        config.learners.learners = design.learners
+        learners.learners = design.learners
     if design.meta_input:
-        config.learners.meta_input = design.meta_input
+        learners.meta_input = design.meta_input
     try:
         if design.head != "popular" and design.params:
             with head_params(design.head, design.params):
                 yield
         else:
+            for name, value in design.params.items():  # the stack's LearnerParams
+                merged = {**getattr(learners, name), **value} if isinstance(value, dict) else value
+                setattr(learners, name, merged)
             yield
     finally:
-        config.learners.learners, config.learners.meta_input = saved
+        config.learners = saved
 
 
 @functools.cache

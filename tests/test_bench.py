@@ -5,6 +5,7 @@ machine); what each run must produce is (rows, columns, which measurements, outp
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import importlib.util
 import io
@@ -358,6 +359,21 @@ def test_priors_quick_times_the_scorers_lookup_and_the_in_graph_one(priors_run):
         "graph_album_categorymapper_gather",
     }
     assert all(v > 0 for v in cost.values())
+
+
+def test_a_popular_design_sets_the_stack_s_learners_only_inside_its_block():
+    """A popular design's sizes reach the LearnerParams the CV's workers receive, merged
+    into the defaults, and the run's own come back after the block."""
+    from popbatch.models.pipeline import TrainConfig
+
+    frontier = importlib.import_module("bench.frontier")
+    config = TrainConfig(data=Path("."), out=Path("."))
+    own = copy.deepcopy(config.learners)
+    with frontier.designed(frontier.DESIGNS["popular/logistic+ann+xgb 150x3 logit"], config):
+        assert config.learners.xgb == {**own.xgb, "n_estimators": 150, "max_depth": 3}
+        assert config.learners.learners == ("logistic", "ann", "xgb")
+        assert config.learners.meta_input == "logit"
+    assert config.learners == own
 
 
 def test_frontier_quick_measures_each_design_s_quality_and_cost(tmp_path):
