@@ -11,7 +11,8 @@ gives one float64 [N, 1] column, as :meth:`models.stack.NativeStack.base_scores`
     xgb      = TreeEnsembleRegressor(xgb_input)                 # onnxmltools trees: margin
     xgb_input = Concat(clipped[:, :n], genre_encoding[genre])   # or clipped
     probability meta input: Sigmoid of logistic / xgb; ann, rf as they are
-    logit meta input: logistic, the xgb margin; Log(q) - Log(1 - q) of ann, rf (q clipped)
+    logit meta input: logistic, the xgb margin, the ann's input to its Sigmoid;
+                      Log(q) - Log(1 - q) of rf (q clipped)
     z       = Gemm(Concat(columns), meta_coef, meta_intercept)  # in float64, like the native
     probability = float32(Sigmoid(z))                          # [N]
     label       = int64(Sigmoid(z) >= threshold)               # [N]
@@ -79,7 +80,7 @@ def _shared_constants(b: GraphBuilder, stack, tree_form: str, logit: bool) -> No
     (onnxruntime warns about the others). Returns nothing."""
     if "ann" in stack.learners:
         b.const("ann_shape", [-1, 1], np.int64)
-    if logit and {"ann", "rf"} & set(stack.learners):
+    if logit and "rf" in stack.learners:
         b.const("logit_eps", LOGIT_EPS, np.float64)
         b.const("logit_one_minus_eps", 1.0 - LOGIT_EPS, np.float64)
         b.const("one", 1.0, np.float64)
@@ -104,6 +105,10 @@ def _base_column(
         )
         if stack.genre_vocabulary is not None:
             genre_block.split_first_layer(b.nodes, b.inits, clipped, stack.n_numeric)
+        if logit:  # its pre-activation, as the native stack reads it (network_logit)
+            z = b.node("Reshape", [_before_sigmoid(b, output), "ann_shape"], f"{prefix}z")
+            b.node("Cast", [z], column, to=DOUBLE)
+            return column
         b.node("Reshape", [output, "ann_shape"], p)
     else:
         _tree_probability(b, stack, name, clipped, tree_form, p)
@@ -120,6 +125,20 @@ def _base_column(
     else:
         b.node("Cast", [p], column, to=DOUBLE)
     return column
+
+
+def _before_sigmoid(b: GraphBuilder, output: str) -> str:
+    """The input of the Sigmoid that makes the network's ``output``; the Sigmoid (and any
+    Identity after it) leave the graph. Returns the input's name."""
+    producer = {name: node for node in b.nodes for name in node.output}
+    chain = [producer[output]]
+    while chain[-1].op_type == "Identity":
+        chain.append(producer[chain[-1].input[0]])
+    if chain[-1].op_type != "Sigmoid":
+        raise ValueError(f"the network's output comes from {chain[-1].op_type}, not a Sigmoid")
+    for node in chain:
+        b.nodes.remove(node)
+    return chain[-1].input[0]
 
 
 def _tree_probability(

@@ -57,6 +57,32 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+def network_logit(ann: Any, scaled: np.ndarray) -> np.ndarray:
+    """[N] float64: the network's output before its final sigmoid, its logit.
+
+    Not ``logit(p)``: near p = 1 a float32 probability keeps few digits of 1 - p, so two
+    correct float32 evaluations (Keras here, onnxruntime at scoring) differ by up to
+    1e-3 in logit(p), which a meta learner on logits carries into its probability. The
+    pre-activation is computed in float32 as the exported graph computes it.
+    """
+    h = np.asarray(scaled, np.float32)
+    layers = [layer for layer in ann.layers if type(layer).__name__ != "Dropout"]
+    for index, layer in enumerate(layers):
+        if type(layer).__name__ != "Dense":
+            raise ValueError(f"network_logit: a {type(layer).__name__} layer is not supported")
+        kernel, bias = layer.get_weights()
+        h = h @ kernel + bias
+        activation = layer.activation.__name__
+        if index == len(layers) - 1:
+            if activation != "sigmoid":
+                raise ValueError(f"network_logit: the output is {activation}, not a sigmoid")
+        elif activation == "relu":
+            h = np.maximum(h, 0.0)
+        elif activation != "linear":
+            raise ValueError(f"network_logit: a {activation} layer is not supported")
+    return np.asarray(h, np.float64).reshape(-1)
+
+
 @dataclass
 class LinearScore:
     """A logistic regression on the scaled inputs, held as weights (no scikit-learn)."""
@@ -185,8 +211,9 @@ class NativeStack(SavedModel):
         """[N, L] meta-learner inputs for raw rows ``x``, in ``learners`` order.
 
         ``kind`` is "probability" or "logit" (default: ``meta_input``). As logits the
-        logistic regression gives its linear score and XGBoost its margin (exactly what
-        the graph computes); the network and the forest the logit of their probability.
+        logistic regression gives its linear score, XGBoost its margin and the network its
+        pre-activation (:func:`network_logit`), as the graph computes them; the forest the
+        logit of its probability.
         """
         kind = kind or self.meta_input
         c = self.clip(x)
@@ -200,6 +227,8 @@ class NativeStack(SavedModel):
                 columns.append(self.xgb.predict(self.xgb_input(c), output_margin=True))
             elif name == "xgb":
                 columns.append(self.xgb.predict_proba(self.xgb_input(c))[:, 1])
+            elif name == "ann" and kind == "logit":
+                columns.append(network_logit(self.ann, scaled))
             else:
                 if name == "ann":
                     p = self.ann.predict(scaled, verbose=0, batch_size=8192)

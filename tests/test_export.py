@@ -382,6 +382,38 @@ def test_logit_stack_with_genre_encoding_reproduces_the_native_stack(logit_stack
     assert np.abs(p2 - native.predict_proba(other)).max() <= 1e-5
 
 
+def test_a_stack_on_logits_reads_the_network_s_pre_activation(logit_stack_dir):
+    """The network's meta input is its output before the sigmoid, in the native stack
+    and in the graph alike: not logit(p), which a float32 p near 1 rounds (two correct
+    evaluations then differ by up to 1e-3) and the clip caps at logit(1 - 1e-4)."""
+    from onnx import TensorProto, helper
+    from popbatch.exporter import runtime
+    from popbatch.exporter.graph import build_graph
+    from popbatch.models.stack import LOGIT_EPS, NativeStack
+
+    native = NativeStack.load(logit_stack_dir)
+    x = parity_check.split_matrix(logit_stack_dir, native.feature_names)
+    def ann_column():
+        return native.base_scores(x, "logit")[:, native.learners.index("ann")]
+
+    p = native.ann.predict(native.scale(native.clip(x)), verbose=0).ravel().astype(np.float64)
+    assert np.abs(ann_column() - np.log(p / (1 - p))).max() < 1e-4  # the logit of p, where exact
+    # the network's last layer pushed far out: sigmoid(z) is 1 in float32 for most rows
+    native.ann.layers[-1].set_weights([w * 40 for w in native.ann.layers[-1].get_weights()])
+    column = ann_column()
+    assert np.abs(column).max() > 2 * np.log((1 - LOGIT_EPS) / LOGIT_EPS)  # never capped
+    model = build_graph(native, "regressor3")
+    model.graph.output.append(helper.make_tensor_value_info("ann/column", TensorProto.DOUBLE, None))
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    graph_column = session.run(["ann/column"], {session.get_inputs()[0].name: x})[0].ravel()
+    assert np.abs(graph_column - column).max() <= 1e-4 * max(1.0, np.abs(column).max())
+    probability, label = runtime.predict(model.SerializeToString(), x)
+    parity = parity_check.compare(native.predict_proba(x), probability, label, native.threshold)
+    assert parity.ok, parity.line()
+
+
 def _cv_section() -> dict:
     stats = {"roc_auc": {"mean": 0.845, "std": 0.02}, "pr_auc": {"mean": 0.175, "std": 0.03}}
     return {
