@@ -117,9 +117,7 @@ def _base_column(
         # stack reads it (predict(output_margin=True)).
         if tree_form == "classifier3":
             raise ValueError("a stack on logits needs the regressor3 or ensemble5 tree form")
-        (sigmoid,) = [n for n in b.nodes if n.op_type == "Sigmoid" and n.output[0] == p]
-        b.nodes.remove(sigmoid)
-        b.node("Cast", [sigmoid.input[0]], column, to=DOUBLE)
+        b.node("Cast", [_before_sigmoid(b, p)], column, to=DOUBLE)
     elif logit:
         b.add(_logit_nodes(p, column, prefix), [])
     else:
@@ -128,14 +126,14 @@ def _base_column(
 
 
 def _before_sigmoid(b: GraphBuilder, output: str) -> str:
-    """The input of the Sigmoid that makes the network's ``output``; the Sigmoid (and any
-    Identity after it) leave the graph. Returns the input's name."""
+    """The input of the Sigmoid that makes ``output`` (a learner's probability); the
+    Sigmoid (and any Identity after it) leave the graph. Returns the input's name."""
     producer = {name: node for node in b.nodes for name in node.output}
     chain = [producer[output]]
     while chain[-1].op_type == "Identity":
         chain.append(producer[chain[-1].input[0]])
     if chain[-1].op_type != "Sigmoid":
-        raise ValueError(f"the network's output comes from {chain[-1].op_type}, not a Sigmoid")
+        raise ValueError(f"{output} comes from {chain[-1].op_type}, not a Sigmoid")
     for node in chain:
         b.nodes.remove(node)
     return chain[-1].input[0]
