@@ -20,6 +20,10 @@ one at a time here (``--jobs`` applies to the popular designs).
     python bench/frontier.py --data spotify_tracks_dev.csv --json bench/results/frontier.json
     python bench/frontier.py --quick     # the committed fixture, 2 folds, tiny nets
 
+Cost is CPU time per row, which a busy machine inflates (two processes on the two
+cores: about 2.5x); ``--quality-from FILE`` re-measures only the cost of an earlier
+run's designs, on a quiet machine, keeping its cross-validated figures.
+
 Prints one JSON line per design and, last, all of them with the machine's load average;
 ``--json FILE`` also writes that (``docs/generate.py`` renders it in docs/training.md).
 """
@@ -67,36 +71,26 @@ class Design:
 
 DESIGNS = {
     "popular/logistic+ann": Design(
-        "popular", "stack: logistic regression + network (64-32)", ("logistic", "ann"),
-        default=True,
-    ),
-    "popular/logistic+ann logit": Design(
-        "popular", "same, the meta learner on logits", ("logistic", "ann"), "logit"
+        "popular", "stack: logistic regression + network (64-32), on probabilities",
+        ("logistic", "ann"), "probability",
     ),
     "popular/logistic+ann+xgb": Design(
-        "popular", "stack: + XGBoost (at most 60 rounds of depth 2)",
-        ("logistic", "ann", "xgb"),
+        "popular", "stack: + XGBoost (at most 30 rounds of depth 2, rate 0.3), on logits",
+        ("logistic", "ann", "xgb"), "logit", default=True,
     ),
-    "popular/logistic+ann+xgb 150x3 logit": Design(
-        "popular", "stack: + XGBoost (at most 150 rounds of depth 3), the meta learner on logits",
-        ("logistic", "ann", "xgb"), "logit", params={"xgb": {"n_estimators": 150, "max_depth": 3}},
+    "popular/logistic+ann+xgb 150x3": Design(
+        "popular", "stack: + XGBoost (at most 150 rounds of depth 3, rate 0.1), on logits",
+        ("logistic", "ann", "xgb"), "logit",
+        params={"xgb": {"n_estimators": 150, "max_depth": 3, "learning_rate": 0.1}},
     ),
     "popularity/ann": Design(
-        "popularity", "network 64-32, at most 20 epochs (the --epochs cap)", default=True
+        "popularity", "network 64-32, at most 60 epochs", default=True
     ),
-    "popularity/ann 60 epochs": Design(
-        "popularity", "network 64-32, at most 60 epochs", params={"epochs": 60}
-    ),
-    "popularity/ann+xgb": Design(
-        "popularity", "stack: network + XGBoost (at most 200 rounds of depth 4)",
-        params={"learners": ("ann", "xgb")},
+    "popularity/ann 20 epochs": Design(
+        "popularity", "network 64-32, at most 20 epochs", params={"epochs": 20}
     ),
     "genre/softmax": Design(
         "genre", "softmax regression on audio, counts and log genre shares", default=True
-    ),
-    "genre/blend": Design(
-        "genre", "RandomForest 30 x depth 10 + network 128, averaged (audio only)",
-        params={"design": "blend"},
     ),
 }  # fmt: skip
 
@@ -203,18 +197,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cv", default="5x1")
     parser.add_argument("--jobs", type=int, default=2, help="fold processes (popular designs)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--quality-from", type=Path, metavar="FILE",
+        help="take each design's cross-validated figures from this earlier --json of the "
+        "same --data, --cv and design, and measure only the cost (a quiet re-measurement)",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help=QUICK_HELP)
     args = parser.parse_args(argv)
     epochs = None
     if args.quick:
         args.data = args.cost_data = FIXTURE
         args.cv, epochs = "2x1", 2
+    earlier = earlier_quality(args.quality_from, args.data, args.cv) if args.quality_from else {}
     results = []
     for name in args.designs:
         design = DESIGNS[name]
-        start = time.perf_counter()
-        measured = quality(design, args.data, args.cv, epochs, args.jobs)
-        measured["cv_seconds"] = round(time.perf_counter() - start, 1)
+        if name in earlier:
+            measured = reused_quality(earlier[name], design)
+        else:
+            start = time.perf_counter()
+            measured = quality(design, args.data, args.cv, epochs, args.jobs)
+            measured["cv_seconds"] = round(time.perf_counter() - start, 1)
         spent = cost(design, args.cost_data, args.catalog, epochs, args.quick)
         results.append({"design": name, "head": design.head, "about": design.about,
                         "default": design.default, **measured, **spent})  # fmt: skip
@@ -225,8 +228,28 @@ def main(argv: list[str] | None = None) -> None:
         "cv": args.cv,
         "evaluation": "known catalog (folds by track_id)",
         "results": results,
+        **({"quality_from": args.quality_from.as_posix()} if args.quality_from else {}),
     }
     report(done, args.json)
+
+
+def earlier_quality(path: Path, data: Path, cv: str) -> dict[str, dict]:
+    """An earlier run's rows by design, refused unless it cross-validated the same data
+    the same way (its figures would not be this run's)."""
+    earlier = json.loads(path.read_text(encoding="utf-8"))
+    if (earlier["data"], earlier["cv"]) != (data.name, cv):
+        raise SystemExit(
+            f"{path}: cross-validated {earlier['data']} with --cv {earlier['cv']}, "
+            f"not {data.name} with --cv {cv}"
+        )
+    return {r["design"]: r for r in earlier["results"]}
+
+
+def reused_quality(row: dict, design: Design) -> dict:
+    """A design's figures from an earlier run, if that run's design was this one."""
+    if (row["about"], row["default"]) != (design.about, design.default):
+        raise SystemExit(f"{row['design']}: the earlier run measured another design")
+    return {k: row[k] for k in ("combined", "rows", "models", "cv_seconds")}
 
 
 if __name__ == "__main__":

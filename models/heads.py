@@ -77,20 +77,23 @@ def train_heads(
 
 def popularity_params(config: Any):
     """The popularity head's learner sizes for a run (``popbatch train`` and each
-    cross-validation fold alike): the defaults, ``--epochs`` capping the network."""
+    cross-validation fold alike): the defaults, ``--epochs`` (when given) capping the
+    network."""
     from popbatch.models import popularity
 
-    params = popularity.RegressorParams()
-    params.epochs = min(params.epochs, config.learners.epochs)  # --epochs caps every network
-    return params
+    return _capped(popularity.RegressorParams(), config)
 
 
 def genre_params(config: Any):
     """The genre head's learner sizes for a run, as :func:`popularity_params`."""
     from popbatch.models import genre
 
-    params = genre.ClassifierParams()
-    params.epochs = min(params.epochs, config.learners.epochs)
+    return _capped(genre.ClassifierParams(), config)
+
+
+def _capped(params: Any, config: Any) -> Any:
+    if config.learners.max_epochs is not None:  # --epochs given: a quick run
+        params.epochs = min(params.epochs, config.learners.max_epochs)
     return params
 
 

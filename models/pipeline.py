@@ -760,6 +760,8 @@ def _config_from(data: str | Path, out: str | Path | None, options: dict[str, An
     if out is None:
         raise InputError("train(): give the run directory, out=")
     learners = options.pop("learners", None) or LearnerParams()
+    if "epochs" in options:  # as --epochs: given, it caps the heads' networks too
+        learners.max_epochs = options["epochs"]
     for name in _LEARNER_OPTIONS:
         if name in options:
             setattr(learners, name, options.pop(name))

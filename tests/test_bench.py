@@ -369,10 +369,15 @@ def test_a_popular_design_sets_the_stack_s_learners_only_inside_its_block():
     frontier = importlib.import_module("bench.frontier")
     config = TrainConfig(data=Path("."), out=Path("."))
     own = copy.deepcopy(config.learners)
-    with frontier.designed(frontier.DESIGNS["popular/logistic+ann+xgb 150x3 logit"], config):
-        assert config.learners.xgb == {**own.xgb, "n_estimators": 150, "max_depth": 3}
+    with frontier.designed(frontier.DESIGNS["popular/logistic+ann+xgb 150x3"], config):
+        sizes = {"n_estimators": 150, "max_depth": 3, "learning_rate": 0.1}
+        assert sizes != {k: own.xgb[k] for k in sizes}  # else the test proves nothing
+        assert config.learners.xgb == {**own.xgb, **sizes}
         assert config.learners.learners == ("logistic", "ann", "xgb")
-        assert config.learners.meta_input == "logit"
+    assert config.learners == own
+    with frontier.designed(frontier.DESIGNS["popular/logistic+ann"], config):
+        assert config.learners.learners == ("logistic", "ann") != own.learners
+        assert config.learners.meta_input == "probability" != own.meta_input
     assert config.learners == own
 
 
@@ -382,15 +387,32 @@ def test_frontier_quick_measures_each_design_s_quality_and_cost(tmp_path):
     pytest.importorskip("sklearn", reason="cross-validation trains: the train extra")
     out = tmp_path / "frontier.json"
     in_process(
-        "frontier", "--quick", "--designs", "popularity/ann", "popularity/ann+xgb",
+        "frontier", "--quick", "--designs", "popular/logistic+ann", "popular/logistic+ann+xgb",
         "--json", str(out),
     )  # fmt: skip
     done = json.loads(out.read_text())
     plain, stacked = done["results"]
-    assert [r["design"] for r in done["results"]] == ["popularity/ann", "popularity/ann+xgb"]
-    assert plain["default"] and not stacked["default"]
+    assert [r["design"] for r in done["results"]] == [
+        "popular/logistic+ann", "popular/logistic+ann+xgb"
+    ]  # fmt: skip
+    assert stacked["default"] and not plain["default"]
     assert "xgb" not in plain["models"] and "xgb" in stacked["models"]
     assert stacked["head_bytes"] > plain["head_bytes"]
     for result in done["results"]:
         assert result["rows"] > 1_000 and result["us_per_row_cpu"] > 0
+
+    # --quality-from: the cross-validated figures of the earlier run, a new cost
+    again = tmp_path / "again.json"
+    in_process(
+        "frontier", "--quick", "--designs", "popular/logistic+ann", "--quality-from", str(out),
+        "--json", str(again),
+    )  # fmt: skip
+    (recosted,) = json.loads(again.read_text())["results"]
+    assert recosted["models"] == plain["models"] and recosted["cv_seconds"] == plain["cv_seconds"]
+    assert recosted["us_per_row_cpu"] > 0
+    assert json.loads(again.read_text())["quality_from"] == str(out)
+    other = tmp_path / "other_cv.json"  # figures of another --cv are not this run's
+    other.write_text(json.dumps({**done, "cv": "5x1"}))
+    with pytest.raises(SystemExit, match="with --cv 5x1, not"):
+        in_process("frontier", "--quick", "--quality-from", str(other))
         assert {"r2", "mae", "r2_std", "mae_std"} <= set(result["models"]["stack"])

@@ -113,7 +113,7 @@ def test_train_option_defaults_are_the_librarys():
         "folds": config.folds,
         "cv_jobs": config.cv_jobs,
         "heads": ",".join(config.heads),
-        "epochs": learners.epochs,
+        "epochs": learners.max_epochs,  # not given: None, no cap on the heads
         "batch_size": learners.batch_size,
         "rf_trees": learners.rf["n_estimators"],
         "rf_depth": learners.rf["max_depth"],
@@ -123,8 +123,27 @@ def test_train_option_defaults_are_the_librarys():
         "meta_input": learners.meta_input,
         "xgb_genre": "target" if learners.genre_encoding else "onehot",
     }
-    shown = {p.name: p.default for p in cli.get_command(None, "train").params}
+    options = {p.name: p for p in cli.get_command(None, "train").params}
+    shown = {name: option.default for name, option in options.items()}
     assert {name: shown[name] for name in expected} == expected
+    assert options["epochs"].show_default.startswith(f"{learners.epochs},")
+
+
+def test_epochs_caps_the_heads_networks_only_when_given():
+    """The popular stack's network trains --epochs (default 20); the heads' networks
+    train their own defaults unless --epochs (or train(epochs=)) is given, which caps
+    them for a quick run."""
+    from popbatch.models import genre, popularity
+    from popbatch.models.heads import genre_params, popularity_params
+    from popbatch.models.pipeline import _config_from
+
+    default = _config_from(Path("."), Path("."), {})
+    assert default.learners.epochs == 20
+    assert popularity_params(default).epochs == popularity.RegressorParams().epochs > 20
+    assert genre_params(default).epochs == genre.ClassifierParams().epochs
+    quick = _config_from(Path("."), Path("."), {"epochs": 3})
+    assert quick.learners.epochs == 3
+    assert popularity_params(quick).epochs == genre_params(quick).epochs == 3
 
 
 def test_train_help_names_the_default_learners():

@@ -88,7 +88,7 @@ SPEC = CvSpec(3, 2)
 
 
 def _config(balance="class-weight", outliers="keep"):
-    params = LearnerParams(learners=("logistic", "xgb"), n_jobs=1, epochs=2)
+    params = LearnerParams(learners=("logistic", "xgb"), n_jobs=1, epochs=2, max_epochs=2)
     params.xgb.update(n_estimators=10, max_depth=2)
     return TrainConfig(
         data=TRACKS_2000, out=Path("unused"), balance=balance, outliers=outliers, folds=2,

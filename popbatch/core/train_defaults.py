@@ -24,8 +24,8 @@ EPOCHS = 20
 BATCH_SIZE = 512
 RF_TREES = 5
 RF_DEPTH = 5
-XGB_ROUNDS = 60
+XGB_ROUNDS = 30
 XGB_DEPTH = 2
-LEARNERS = ("logistic", "ann")
+LEARNERS = ("logistic", "ann", "xgb")
 # Catalog priors (popbatch.core.priors.DEFAULT_PRIOR_COLUMNS).
 PRIOR_COLUMNS = ("artists", "album_name")

@@ -83,10 +83,10 @@ def _choice(name: str, choices: tuple[str, ...], help: str):
 )
 @click.option(
     "--epochs",
-    default=defaults.EPOCHS,
-    show_default=True,
+    default=None,
+    show_default=f"{defaults.EPOCHS}, the heads' networks their own",
     type=click.IntRange(min=1),
-    help="ANN epochs (also caps the heads' networks).",
+    help="ANN epochs; given, it also caps the heads' networks (quick runs).",
 )
 @click.option(
     "--batch-size",
@@ -141,7 +141,11 @@ def _choice(name: str, choices: tuple[str, ...], help: str):
     show_default=True,
     help="Base learners of the stack, comma-separated: logistic, ann, rf, xgb.",
 )
-@_choice("--meta-input", ("probability", "logit"), "What the meta learner reads.")
+@_choice(
+    "--meta-input",
+    ("logit", "probability"),
+    "What the meta learner reads: the base learners' logits or probabilities.",
+)
 @_choice(
     "--xgb-genre",
     ("target", "onehot"),
@@ -198,7 +202,7 @@ def train(
     tune: bool,
     tune_budget: float,
     seed: int,
-    epochs: int,
+    epochs: int | None,
     batch_size: int,
     folds: int,
     rf_trees: int,
@@ -220,8 +224,8 @@ def train(
 
     Reads DATA, splits it 70/15/15 by track_id and trains the --heads on the
     same split: popular, a stack of base learners (--learners; by default a
-    logistic regression and a Keras network) under a logistic regression on
-    their out-of-fold probabilities; popularity, a regression; genre, a
+    logistic regression, a Keras network and a small XGBoost) under a logistic
+    regression on their out-of-fold logits; popularity, a regression; genre, a
     classifier. With catalog priors (on unless --no-priors) every head also
     reads each artist's and album's labelled history, out of fold on training
     rows. Evaluates everything on the test split; with --cv, first estimates
@@ -249,7 +253,8 @@ def train(
     from popbatch.models.priors import PriorRecipe
 
     params = LearnerParams(
-        epochs=epochs,
+        epochs=epochs or defaults.EPOCHS,
+        max_epochs=epochs,
         batch_size=batch_size,
         learners=design,
         meta_input=meta_input,
