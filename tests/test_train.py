@@ -22,6 +22,7 @@ from popbatch.models.learners import LearnerParams, fit_rf, fit_xgb
 from popbatch.models.split import grouped_split
 
 from popbatch.cli.main import cli
+from popbatch.core import train_defaults
 from popbatch.core.features import NUMERIC_FEATURE_NAMES, normalized_names
 
 TINY = ["--epochs", "2", "--folds", "2", "--rf-trees", "5", "--rf-depth", "4",
@@ -402,7 +403,10 @@ def test_train_options_default_to_the_learners_defaults():
     assert (defaults["xgb_rounds"], defaults["xgb_depth"]) == (
         params.xgb["n_estimators"], params.xgb["max_depth"],
     )  # fmt: skip
-    assert (defaults["epochs"], defaults["batch_size"]) == (params.epochs, params.batch_size)
+    # --epochs not given: None, the stack's network trains LearnerParams.epochs and no
+    # head's network is capped (LearnerParams.max_epochs)
+    assert (defaults["epochs"], defaults["batch_size"]) == (params.max_epochs, params.batch_size)
+    assert params.epochs == train_defaults.EPOCHS
     assert tuple(defaults["learners"].split(",")) == params.learners
     assert defaults["meta_input"] == params.meta_input
     assert (defaults["xgb_genre"] == "target") == params.genre_encoding
