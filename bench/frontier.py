@@ -21,7 +21,7 @@ one at a time here (``--jobs`` applies to the popular designs).
     python bench/frontier.py --quick     # the committed fixture, 2 folds, tiny nets
 
 Cost is CPU time per row, which a busy machine inflates (two processes on the two
-cores: about 2.5x); ``--quality-from FILE`` re-measures only the cost of an earlier
+cores: 2.7x for one design, docs/history.md); ``--quality-from FILE`` re-measures only the cost of an earlier
 run's designs, on a quiet machine, keeping its cross-validated figures.
 
 Prints one JSON line per design and, last, all of them with the machine's load average;
