@@ -20,9 +20,9 @@ one at a time here (``--jobs`` applies to the popular designs).
     python bench/frontier.py --data spotify_tracks_dev.csv --json bench/results/frontier.json
     python bench/frontier.py --quick     # the committed fixture, 2 folds, tiny nets
 
-Cost is CPU time per row, which a busy machine inflates (two processes on the two
-cores: 2.7x for one design, docs/history.md); ``--quality-from FILE`` re-measures only the cost of an earlier
-run's designs, on a quiet machine, keeping its cross-validated figures.
+Cost is CPU time per row, which a busy machine moves; ``--quality-from FILE``
+re-measures only the cost of an earlier run's designs, on a quiet machine, keeping its
+cross-validated figures.
 
 Prints one JSON line per design and, last, all of them with the machine's load average;
 ``--json FILE`` also writes that (``docs/generate.py`` renders it in docs/training.md).
