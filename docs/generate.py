@@ -119,6 +119,10 @@ def learners(m: dict[str, Any]) -> str:
     kind = inputs.get(meta.get("input", "probability"), "predictions")
     lines = [f"- **popular**: {said(meta.get('learners', []))}, stacked by a logistic-regression "
              f"meta learner on their out-of-fold {kind}"]  # fmt: skip
+    if meta.get("unseen_copies"):  # models/pipeline.py fit_stack
+        unseen = " and ".join(f"`{c}`" for c in meta["unseen_copies"])
+        lines[0] += (f"; both fit {meta['fit_rows']:,} rows, the training rows and copies of "
+                     f"some with their {unseen} unseen")  # fmt: skip
     for name, head in (m.get("heads") or {}).items():
         if name == "popular":
             continue

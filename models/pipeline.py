@@ -26,6 +26,7 @@ from popbatch.models.priors import (
     insert_priors,
     prior_inputs,
     shared_width,
+    with_unseen_copies,
 )
 from popbatch.models.priors import save as save_priors
 from popbatch.models.split import grouped_split
@@ -261,6 +262,8 @@ class FittedStack:
     outliers_dropped: int
     tuning: dict[str, Any] | None
     seconds: dict[str, float]
+    fit_rows: int = 0  # the learners' and meta learner's rows: x_train and its copies
+    unseen_copies: tuple[str, ...] = ()  # the prior columns those copies hold unseen
 
 
 def fit_stack(
@@ -299,6 +302,18 @@ def fit_stack(
     c_train = stack.clip(x_train)
     c_val = stack.clip(x_val)
     stack.scaler_mean, stack.scaler_scale = scaler_for(c_train)
+    # The learners and the meta learner also see unseen-key copies; the scaler above,
+    # the plain reference below and what FittedStack returns are the rows themselves.
+    x_fit, y_fit, groups_fit, copied = with_unseen_copies(
+        x_train, y_train, groups_train, stack.inputs, params.unseen_copies,
+        params.unseen_share, config.seed,
+    )  # fmt: skip
+    if copied:
+        progress(
+            f"stacking: {len(y_fit) - len(y_train)} copies of training rows with "
+            f"{', '.join(copied)} unseen"
+        )
+    c_fit = stack.clip(x_fit)
 
     tuning: dict[str, Any] | None = None
     if config.tune:
@@ -316,16 +331,17 @@ def fit_stack(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         oof = out_of_fold(
-            stack, c_train, y_train, groups_train, c_val, y_val, config.balance, params,
+            stack, c_fit, y_fit, groups_fit, c_val, y_val, config.balance, params,
             config.seed, config.folds, progress,
         )  # fmt: skip
         meta, meta_scores = fit_meta(
-            oof[stack.meta_input], y_train, groups_train, config.seed, config.folds
+            oof[stack.meta_input], y_fit, groups_fit, config.seed, config.folds
         )
+        oof = {kind: scores[: len(y_train)] for kind, scores in oof.items()}
         watch.lap("out_of_fold")
         progress("base learners: refit on the whole training split")
         models = fit_base_models(
-            stack, c_train, y_train, groups_train, c_val, y_val, config.balance, params,
+            stack, c_fit, y_fit, groups_fit, c_val, y_val, config.balance, params,
             config.seed,
         )  # fmt: skip
     for warning in caught:
@@ -348,7 +364,7 @@ def fit_stack(
     watch.lap("base_learners")
     return FittedStack(
         stack, plain, models, meta, meta_scores, oof, x_train, y_train, notes,
-        outliers_dropped, tuning, watch.seconds,
+        outliers_dropped, tuning, watch.seconds, len(y_fit), tuple(copied),
     )  # fmt: skip
 
 
@@ -597,6 +613,8 @@ def _evaluate(
             "cv_average_precision": {str(k): v for k, v in fitted.meta_scores.items()},
             "learners": list(stack.learners),
             "input": stack.meta_input,
+            "fit_rows": fitted.fit_rows,
+            "unseen_copies": list(fitted.unseen_copies),
         },
     }
     return probabilities, metrics

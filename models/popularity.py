@@ -312,35 +312,6 @@ def fit_base(
     return ann, rf, xgb, encoding, history
 
 
-def with_unseen_copies(
-    x: np.ndarray,
-    y: np.ndarray,
-    groups: np.ndarray,
-    names: list[str],
-    columns: tuple[str, ...],
-    share: float = 1.0,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """The training rows and, per column of ``columns`` with prior inputs, a copy of a
-    seeded random ``share`` of them with that key unseen (and the columns copied); a
-    copy keeps its row's label and group (track_id), so the head's out-of-fold folds
-    hold a row and its copies together."""
-    from popbatch.models.priors import unseen_copy
-
-    groups = np.asarray(groups)
-    xs, ys, gs, copied = [x], [y], [groups], []
-    rng = np.random.default_rng(seed)
-    for column in columns:
-        rows = np.flatnonzero(rng.random(len(y)) < share)
-        copy = unseen_copy(x, names, column, rows) if rows.size else None
-        if copy is not None:
-            xs.append(copy)
-            ys.append(y[rows])
-            gs.append(groups[rows])
-            copied.append(column)
-    return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs), copied
-
-
 def fit_head(
     stack: Any,
     x_train: np.ndarray,
@@ -360,6 +331,7 @@ def fit_head(
     grouped out-of-fold predictions (each fold's learners and genre encoding fitted
     without the held-out rows); the base learners are then refit on all rows.
     """
+    from popbatch.models.priors import with_unseen_copies
     from popbatch.models.split import grouped_folds
     from sklearn.linear_model import LinearRegression
 

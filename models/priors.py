@@ -444,6 +444,34 @@ def unseen_copy(
     return copy
 
 
+def with_unseen_copies(
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    names: list[str],
+    columns: tuple[str, ...],
+    share: float = 1.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """The training rows and, per column of ``columns`` with prior inputs, a copy of a
+    seeded random ``share`` of them with that key unseen (and the columns copied); a
+    copy keeps its row's label and group (track_id), so the head's out-of-fold folds
+    hold a row and its copies together. The popularity head and the popular stack
+    both train on them (``unseen_copies`` of their parameters)."""
+    groups = np.asarray(groups)
+    xs, ys, gs, copied = [x], [y], [groups], []
+    rng = np.random.default_rng(seed)
+    for column in columns:
+        rows = np.flatnonzero(rng.random(len(y)) < share)
+        copy = unseen_copy(x, names, column, rows) if rows.size else None
+        if copy is not None:
+            xs.append(copy)
+            ys.append(y[rows])
+            gs.append(groups[rows])
+            copied.append(column)
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs), copied
+
+
 def shared_width(names: list[str]) -> int:
     """How many leading inputs the popular stack and the popularity head read: all but
     the priors' genre shares at the end."""

@@ -379,6 +379,10 @@ def test_a_popular_design_sets_the_stack_s_learners_only_inside_its_block():
         assert config.learners.learners == ("logistic", "ann") != own.learners
         assert config.learners.meta_input == "probability" != own.meta_input
     assert config.learners == own
+    # the designs measured before the stack fitted unseen-album copies stay without them
+    with frontier.designed(frontier.DESIGNS["popular/logistic+ann+xgb"], config):
+        assert config.learners.unseen_copies == () != own.unseen_copies
+    assert config.learners == own
 
 
 def test_frontier_quick_measures_each_design_s_quality_and_cost(tmp_path):
@@ -387,13 +391,13 @@ def test_frontier_quick_measures_each_design_s_quality_and_cost(tmp_path):
     pytest.importorskip("sklearn", reason="cross-validation trains: the train extra")
     out = tmp_path / "frontier.json"
     in_process(
-        "frontier", "--quick", "--designs", "popular/logistic+ann", "popular/logistic+ann+xgb",
-        "--json", str(out),
+        "frontier", "--quick", "--designs", "popular/logistic+ann",
+        "popular/logistic+ann+xgb copies", "--json", str(out),
     )  # fmt: skip
     done = json.loads(out.read_text())
     plain, stacked = done["results"]
     assert [r["design"] for r in done["results"]] == [
-        "popular/logistic+ann", "popular/logistic+ann+xgb"
+        "popular/logistic+ann", "popular/logistic+ann+xgb copies"
     ]  # fmt: skip
     assert stacked["default"] and not plain["default"]
     assert "xgb" not in plain["models"] and "xgb" in stacked["models"]
@@ -415,4 +419,10 @@ def test_frontier_quick_measures_each_design_s_quality_and_cost(tmp_path):
     other.write_text(json.dumps({**done, "cv": "5x1"}))
     with pytest.raises(SystemExit, match="with --cv 5x1, not"):
         in_process("frontier", "--quick", "--quality-from", str(other))
-        assert {"r2", "mae", "r2_std", "mae_std"} <= set(result["models"]["stack"])
+    changed = tmp_path / "changed.json"  # nor are the figures of a design since changed
+    changed.write_text(json.dumps({**done, "results": [{**plain, "about": "another design"}]}))
+    with pytest.raises(SystemExit, match="measured another design"):
+        in_process(
+            "frontier", "--quick", "--designs", "popular/logistic+ann", "--quality-from",
+            str(changed),
+        )  # fmt: skip

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jsonschema
 import polars as pl
+import pytest
 from popbatch.exporter.build import SIZE_BUDGET
 
 import popbatch
@@ -114,3 +115,27 @@ def test_default_popular_stack_beats_each_of_its_base_learners():
         best = max(models[m][metric]["mean"] for m in bases)
         assert models["stack"][metric]["mean"] > best, metric
         assert cv["stack_vs_best_single"][metric]["mean"] > 0, metric
+
+
+# Each head's figures that the bar reads; "mae" is lower-is-better.
+HEAD_METRICS = {
+    "popular": ("roc_auc", "pr_auc"),
+    "popularity": ("r2", "mae"),
+    "genre": ("accuracy", "top3_accuracy"),
+}
+
+
+@pytest.mark.parametrize("evaluation", ["new_release", "debut"])
+def test_default_model_is_not_worse_with_priors_on_new_releases_and_debuts(evaluation):
+    """Where the catalog's history is missing (whole albums, whole primary artists held
+    out of the folds), every shipped head with priors scores at least as well as the
+    same recipe without them, on each of its figures: priors must not hurt there."""
+    cv = load_model().manifest["cv_evaluations"][evaluation]
+    for head, metrics in HEAD_METRICS.items():
+        with_priors, audio = cv["priors"][head], cv["audio_only"][head]
+        name = with_priors.get("combined", "stack")
+        for metric in metrics:
+            ours = with_priors["models"][name][metric]["mean"]
+            theirs = audio["models"][audio.get("combined", "stack")][metric]["mean"]
+            better = ours <= theirs if metric == "mae" else ours >= theirs
+            assert better, f"{evaluation} {head} {metric}: {ours:.4f} vs {theirs:.4f}"

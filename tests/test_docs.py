@@ -254,15 +254,17 @@ def test_the_readmes_defaults_are_the_codes():
 
 def test_the_training_guides_shares_are_the_codes():
     """The training guide states in words the shares the recipe uses (artists and albums
-    held out of the prior folds, the popularity head's unseen-album copies): a changed
-    default fails here until the guide says it."""
+    held out of the prior folds, the popularity head's and the popular stack's unseen-album
+    copies): a changed default fails here until the guide says it."""
     pytest.importorskip("sklearn", reason="the training recipe needs the train extra")
+    from popbatch.models.learners import LearnerParams
     from popbatch.models.popularity import RegressorParams
     from popbatch.models.priors import PriorRecipe
 
-    words = {0.25: "quarter", 0.5: "half"}
+    words = {0.1: "tenth", 0.25: "quarter", 0.5: "half"}
     text = " ".join((DOCS / "training.md").read_text(encoding="utf-8").split())
     recipe = PriorRecipe()
     assert f"for a random {words[recipe.artist_share]} of the primary artists" in text
     assert f"for a random {words[recipe.album_share]} of the remaining albums" in text
     assert f"seeded copy of a {words[RegressorParams().unseen_share]} of its training" in text
+    assert f"seeded copy of a {words[LearnerParams().unseen_share]} of theirs" in text

@@ -64,14 +64,21 @@ def weak_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def noise_model(tmp_path_factory):
     """A model that learned nothing: trained like ``weak_model`` on the same 500 rows with
-    their popularity shuffled (seeded), so it ranks the other rows at random."""
+    their popularity shuffled (seeded), so it ranks the other rows at random. Without
+    catalog priors: their counts (how many labelled tracks an artist has) need no label,
+    so a model of shuffled labels would still rank by them, and they predict popularity."""
+    from popbatch.models.priors import PriorRecipe
+
     import popbatch
 
     root = tmp_path_factory.mktemp("noise")
     first = pl.read_csv(TRACKS_2000).head(500)
     shuffled = first.with_columns(pl.col("popularity").shuffle(seed=11))
     shuffled.write_csv(root / "shuffled.csv")
-    popbatch.train(root / "shuffled.csv", root / "run", heads="popular", folds=2, epochs=2)
+    popbatch.train(
+        root / "shuffled.csv", root / "run", heads="popular", folds=2, epochs=2,
+        priors=PriorRecipe(()),
+    )  # fmt: skip
     popbatch.export(root / "run", root / "model", measure_throughput=False)
     return root / "model"
 

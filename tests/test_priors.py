@@ -124,7 +124,7 @@ def test_an_unseen_copy_gives_rows_the_unseen_albums_inputs_and_keeps_the_rest(r
 
 def test_unseen_copies_copy_a_seeded_share_of_rows_with_their_labels_and_tracks(rows):
     pytest.importorskip("sklearn", reason="the popularity head needs the train extra")
-    from popbatch.models.popularity import with_unseen_copies
+    from popbatch.models.priors import with_unseen_copies
 
     spec = PriorSpec(statistics=("mean", "count"))
     x = mp.out_of_fold_features(rows, labels_of(rows, ()), spec, seed=2)
