@@ -123,15 +123,12 @@ def test_an_unseen_copy_gives_rows_the_unseen_albums_inputs_and_keeps_the_rest(r
 
 
 def test_unseen_copies_copy_a_seeded_share_of_rows_with_their_labels_and_tracks(rows):
-    pytest.importorskip("sklearn", reason="the popularity head needs the train extra")
-    from popbatch.models.priors import with_unseen_copies
-
     spec = PriorSpec(statistics=("mean", "count"))
     x = mp.out_of_fold_features(rows, labels_of(rows, ()), spec, seed=2)
     y = np.arange(len(x), dtype=np.float64)
     groups = rows["track_id"].to_numpy()
     names = spec.feature_names()
-    xs, ys, gs, copied = with_unseen_copies(x, y, groups, names, ("album_name",), 0.25, 7)
+    xs, ys, gs, copied = mp.with_unseen_copies(x, y, groups, names, ("album_name",), 0.25, 7)
     assert copied == ["album_name"]
     extra = len(ys) - len(y)
     assert 0.2 * len(y) < extra < 0.3 * len(y)
@@ -139,9 +136,9 @@ def test_unseen_copies_copy_a_seeded_share_of_rows_with_their_labels_and_tracks(
     np.testing.assert_array_equal(gs[len(y) :], groups[picked])
     np.testing.assert_array_equal(xs[len(y) :, 0], x[picked, 0])  # the artist's inputs
     assert (xs[len(y) :, names.index("album_name:count")] == 0).all()
-    again = with_unseen_copies(x, y, groups, names, ("album_name",), 0.25, 7)
+    again = mp.with_unseen_copies(x, y, groups, names, ("album_name",), 0.25, 7)
     np.testing.assert_array_equal(again[1], ys)
-    assert len(with_unseen_copies(x, y, groups, names, (), 0.25, 7)[1]) == len(y)
+    assert len(mp.with_unseen_copies(x, y, groups, names, (), 0.25, 7)[1]) == len(y)
 
 
 def test_unseen_and_missing_keys_get_the_global_values_with_count_zero(fitted):
