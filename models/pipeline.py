@@ -308,12 +308,13 @@ def fit_stack(
         x_train, y_train, groups_train, stack.inputs, params.unseen_copies,
         params.unseen_share, config.seed,
     )  # fmt: skip
-    if copied:
+    c_fit = c_train
+    if copied:  # clip only the copies: the rows before them are c_train already
+        c_fit = np.concatenate([c_train, stack.clip(x_fit[len(y_train) :])])
         progress(
             f"stacking: {len(y_fit) - len(y_train)} copies of training rows with "
             f"{', '.join(copied)} unseen"
         )
-    c_fit = stack.clip(x_fit)
 
     tuning: dict[str, Any] | None = None
     if config.tune:

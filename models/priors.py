@@ -469,6 +469,8 @@ def with_unseen_copies(
             ys.append(y[rows])
             gs.append(groups[rows])
             copied.append(column)
+    if not copied:  # the rows themselves, not a copy of a 100 MB matrix
+        return x, y, groups, copied
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs), copied
 
 
