@@ -89,7 +89,10 @@ class ScoreOptions:
         over; ``wait``: seconds to wait for another run's lock; ``record``:
         write the run log (``popbatch_runs`` or ``runs.jsonl``); ``heads``:
         the model heads to score (``"popular,genre"`` or a list; None: every
-        head the model has; ``popular`` is always scored).
+        head the model has; ``popular`` is always scored);
+        ``refuse_all_rejected``: when every row read was rejected, fail with
+        InputError and write nothing (True, as ``popbatch score``; False when each
+        row's reason is the result, as in the app).
     """
 
     table: str | None = None
@@ -111,6 +114,7 @@ class ScoreOptions:
     wait: float = 0
     record: bool = True
     heads: str | Sequence[str] | None = None
+    refuse_all_rejected: bool = True
 
 
 def score(
@@ -329,6 +333,7 @@ def _score_locked(
         source, preprocessor, scorer, sink, rejects_sink, scored_at, summary, progress
     )
     run.wait = options.wait
+    run.refuse_all_rejected = options.refuse_all_rejected
     if options.record and isinstance(sink, DuckDBSink):
 
         def record_in_transaction(con: Any) -> None:

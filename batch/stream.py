@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from popbatch.batch.batches import BatchScorer
 from popbatch.batch.incremental_lookup import IncrementalRun
 from popbatch.batch.preprocess import FeatureBuffer, Prepared, Preprocessor
@@ -26,6 +27,8 @@ from popbatch.batch.runner import OnnxScorer
 from popbatch.batch.sinks import Sink, check_tables, commit_all
 from popbatch.batch.sources import Source
 from popbatch.batch.summary import ProgressCallback, RunSummary
+
+from popbatch.core.errors import InputError
 
 
 class StreamingRun:
@@ -63,6 +66,7 @@ class StreamingRun:
         self.stop = threading.Event()
         self.buffers: queue.Queue[FeatureBuffer] = queue.Queue()
         self.wait = 0.0
+        self.refuse_all_rejected = True
         self.in_transaction: Callable[[Any], None] | None = None
         self.up_to_date: IncrementalRun | None = None
 
@@ -85,6 +89,7 @@ class StreamingRun:
                     prepared.features = None
                     writer.put((prepared, hashes, probability, popular, heads))
                     self._count(prepared, skipped)
+            self._refuse_nothing_scored()
             # The source may be the database we write to: close it before committing.
             self.source.close()
             self._release()  # a DuckDB commit needs memory the scoring no longer does
@@ -99,6 +104,20 @@ class StreamingRun:
             self.scorer.close()
             if self.up_to_date is not None:
                 self.up_to_date.skipped.remove()
+
+    def _refuse_nothing_scored(self) -> None:
+        """Fail, before committing anything, a run that rejected every row it read: a
+        nightly job must not replace yesterday's scores with none and report success."""
+        summary = self.summary
+        if self.refuse_all_rejected and summary.every_row_rejected:
+            reason, _ = summary.most_common_reason() or ("see --on-invalid fail", 0)
+            n = summary.rows_read
+            rows = f"all {n:,} rows were" if n > 1 else "its row was"
+            raise InputError(
+                f"{summary.input}: {rows} rejected ({reason}); "
+                "nothing was written. Fix those rows, or run with --on-invalid fail to stop "
+                "at the first one"
+            )
 
     def _release(self) -> None:
         """Free the feature matrices and the inference threads before the commit."""
@@ -164,6 +183,10 @@ class StreamingRun:
         summary = self.summary
         summary.rows_read += prepared.rows
         summary.rows_rejected += prepared.rows_rejected
+        if prepared.rows_rejected:
+            counts = pc.value_counts(prepared.rejects.column("reason"))
+            reasons, rows = counts.field("values"), counts.field("counts")
+            summary.count_reasons(zip(reasons.to_pylist(), rows.to_pylist(), strict=True))
         summary.rows_skipped += skipped
         summary.rows_scored += prepared.rows - prepared.rows_rejected - skipped
         summary.rows_genre_other += prepared.genre_other

@@ -40,18 +40,22 @@ def fixture_rows() -> list[dict[str, str]]:
 
 
 def cli_score(runner, tmp_path: Path, row: dict[str, str], name: str = "one"):
-    """``popbatch score`` on a one-row CSV of ``row``: (scored row, rejects row or None)."""
+    """``popbatch score`` on a CSV of ``row``: (its scored row, its rejects row or None).
+
+    A valid row follows it: ``popbatch score`` fails a run that rejects every row."""
     source = tmp_path / f"{name}.csv"
+    padding = dict(fixture_rows()[0], track_id="padding-row")
     with source.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(row))
         writer.writeheader()
-        writer.writerow(row)
+        writer.writerows([row, padding])
     out = tmp_path / f"{name}.scored.parquet"
     result = runner.invoke(cli, ["score", str(source), "-o", str(out), "--columns", "all"])
     assert result.exit_code == 0, result.output
-    scored = pq.read_table(out).to_pylist()
+    scored = [r for r in pq.read_table(out).to_pylist() if r["track_id"] != "padding-row"]
     rejects = tmp_path / f"{name}.scored.rejects.parquet"
     rejected = pq.read_table(rejects).to_pylist() if rejects.exists() else []
+    assert all(r["row"] == 1 for r in rejected)  # the padding row is valid
     return (scored[0] if scored else None), (rejected[0] if rejected else None)
 
 

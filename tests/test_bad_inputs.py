@@ -38,6 +38,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,11 +193,12 @@ CASES: list[Case] = [
         message="{bad}/csv_named_parquet.parquet: not readable as Parquet (",
     ),
     static("wrong_dtypes.parquet", scored=6),  # numbers stored as text still parse
+    # Every row rejected: a failed run (a nightly job keeps yesterday's scores), its reason named.
     static(
         "all_null_column.parquet",
-        scored=0,
-        rejected=6,
-        reasons=("energy is missing",) * 6,
+        code=2,
+        message="{bad}/all_null_column.parquet: all 6 rows were rejected (energy is missing); "
+        "nothing was written.",
     ),
     static(
         "not_a_database.duckdb",
@@ -667,6 +669,11 @@ def test_bad_input(case: Case, runner, model_dir, tmp_path):
     rejects_path = output.with_name("scored.rejects.parquet")
     if case.rejected:
         assert pl.read_parquet(rejects_path)["reason"].to_list() == list(case.reasons)
+        # the run says why without the file: each reason counted, the most common one named
+        assert summary["reject_reasons"] == dict(Counter(case.reasons))
+        reason, rows = min(Counter(case.reasons).items(), key=lambda kv: (-kv[1], kv[0]))
+        named = reason if rows == case.rejected else f"{reason}: {rows:,} row" + "s" * (rows > 1)
+        assert f"{case.rejected:,} rejected ({named})" in text
     else:
         assert not rejects_path.exists()
     assert not list(output.parent.glob(".*.tmp"))

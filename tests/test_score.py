@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import polars as pl
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 from bad_rows import bad_catalog
@@ -27,6 +28,7 @@ from popbatch.batch.sinks import ParquetSink
 from popbatch.batch.sources import CsvSource
 
 from popbatch.cli.main import cli
+from popbatch.core.errors import InputError
 
 SAMPLE = Path(__file__).resolve().parents[1] / "batch" / "sample" / "catalog.csv"
 SCORE_COLUMNS = [
@@ -588,7 +590,6 @@ def test_scorer_slices_large_batches_without_changing_scores(model_dir, monkeypa
 
 
 def test_api_refuses_to_overwrite_the_input(model_dir, tmp_path):
-    from popbatch.core.errors import InputError
 
     catalog = tmp_path / "catalog.csv"
     shutil.copy(TRACKS_2000, catalog)
@@ -609,7 +610,6 @@ def test_api_default_output_is_beside_the_input(model_dir, tmp_path):
 def test_api_takes_one_options_object_and_refuses_unknown_options(model_dir, tmp_path):
     from popbatch.batch.score import ScoreOptions
 
-    from popbatch.core.errors import InputError
 
     options = ScoreOptions(columns="all", batch_size=500, record=False)
     summary = score(TRACKS_2000, tmp_path / "s.parquet", model_dir, options)
@@ -617,3 +617,25 @@ def test_api_takes_one_options_object_and_refuses_unknown_options(model_dir, tmp
     assert "danceability" in pl.read_parquet_schema(tmp_path / "s.parquet")
     with pytest.raises(InputError, match="batch_sise"):
         score(TRACKS_2000, tmp_path / "t.parquet", model_dir, batch_sise=10)
+
+
+def test_a_run_that_rejects_every_row_fails_and_keeps_the_previous_scores(model_dir, tmp_path):
+    """Nightly, a catalog whose every row is invalid must not replace yesterday's scores
+    with none and exit 0; the error names the reason. The app opts out: a row's reason is
+    its result there."""
+    rows = pa_csv.read_csv(TRACKS_2000).slice(0, 40)
+    nan = pa.array([float("nan")] * rows.num_rows)
+    bad = rows.set_column(rows.schema.get_field_index("loudness"), "loudness", nan)
+    catalog, out = tmp_path / "bad.parquet", tmp_path / "scored.parquet"
+    pq.write_table(bad, catalog)
+    out.write_bytes(b"yesterday")
+
+    with pytest.raises(InputError, match=r"all 40 rows were rejected \(loudness is NaN\)"):
+        score(catalog, out, model_dir)
+    assert out.read_bytes() == b"yesterday"
+    assert not out.with_name("scored.rejects.parquet").exists()
+
+    summary = score(catalog, out, model_dir, refuse_all_rejected=False)
+    assert (summary.rows_scored, summary.rows_rejected) == (0, 40)
+    assert summary.reject_reasons == {"loudness is NaN": 40}
+    assert pq.read_table(out).num_rows == 0

@@ -233,7 +233,14 @@ def score_file(path: str | Path, model: ModelBundle, limit: int = UPLOAD_ROW_LIM
         out = Path(work) / "scored.parquet"
         rejects = Path(work) / "rejects.parquet"
         summary = score(
-            path, out, model=model, columns="all", rejects=rejects, record=False, threads=1
+            path,
+            out,
+            model=model,
+            columns="all",
+            rejects=rejects,
+            record=False,
+            threads=1,
+            refuse_all_rejected=False,  # a row's reason is what the page shows
         )
         table = pq.read_table(out)
         rejected = pq.read_table(rejects) if rejects.exists() else None

@@ -55,7 +55,8 @@ the input --table (--write-back adds the scores to it).
 Rows with a missing, non-numeric, NaN/inf or out-of-range model input are
 written with their row number, reason and original values to --rejects
 (default <output stem>.rejects.<ext>, or table <table>_rejects in a DuckDB
-target), or stop the run with --on-invalid fail.
+target), or stop the run with --on-invalid fail. A run that rejects every row
+fails, naming the most common reason, and writes nothing.
 
 --incremental scores only rows that are new, whose feature values changed
 (features_hash) or that another model scored, and carries the others over
@@ -68,8 +69,8 @@ a file output.
 
 EPILOG = """\b
 Exit codes: 0 success; 1 the run failed (I/O, model); 2 usage or input error
-(bad option, missing file, column or table, invalid row with --on-invalid fail);
-75 another run (or a DuckDB writer) holds the target: try again later;
+(bad option, missing file, column or table, invalid row with --on-invalid fail,
+every row rejected); 75 another run (or a DuckDB writer) holds the target: try again later;
 130 interrupted. Nothing is written unless the run succeeds (the run log
 records failures too)."""
 
