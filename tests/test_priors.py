@@ -299,3 +299,21 @@ def test_album_share_makes_training_rows_see_new_releases_of_known_artists(rows)
     assert (unseen_album[repeated]).mean() > (none[:, album] == 0)[repeated].mean() + 0.2
     # ... while their artist stays known more often than not
     assert (some[unseen_album & repeated, artist] > 0).mean() > 0.5
+
+
+def test_artists_written_as_a_list_of_quoted_names_are_split():
+    values = pl.Series(
+        ["['Alesso', 'Zara Larsson']", "[\"Guns N' Roses\", 'Slash']", " [ 'X' ,\"Y\" ] ",
+         "['Solo']", "[]", "[Alexandros]"]
+    )  # fmt: skip
+    keys = key_pairs(values, "artists").group_by("cell", maintain_order=True).agg("key")
+    assert keys["key"].to_list() == [
+        ["alesso", "zara larsson"],
+        ["guns n' roses", "slash"],
+        ["x", "y"],
+        ["solo"],
+        [None],  # an empty list: no artist known
+        ["[alexandros]"],  # brackets without quotes: an artist's name
+    ]
+    # only the artists column holds several keys; an album name stays one key
+    assert key_pairs(pl.Series(["['A', 'B']"]), "album_name")["key"].to_list() == ["['a', 'b']"]

@@ -297,3 +297,30 @@ def test_evaluate_slices_rows_by_what_the_priors_know(model, tmp_path):
     assert groups["known artist, new album"] == len(range(1, n, 3))
     rest = n - groups["new artist"] - groups["known artist, new album"]
     assert groups["known artist and album"] == rest
+
+
+def test_artists_written_as_a_list_are_the_same_artists(model, tmp_path):
+    """Catalogs such as the Spotify 1921-2020 dataset write ``['A', "B's"]`` where this
+    one writes ``A;B's``: the same keys, so the same scores."""
+    rows = pl.read_csv(TRACKS_PRIORS)
+    names = pl.col("artists").str.split(";")
+    quoted = names.list.eval(
+        pl.when(pl.element().str.contains("'"))
+        .then('"' + pl.element() + '"')
+        .otherwise("'" + pl.element() + "'")
+    )
+    as_list = rows.with_columns(("[" + quoted.list.join(", ") + "]").alias("artists"))
+    assert as_list["artists"].str.starts_with("['").any()
+    assert rows["artists"].str.contains(";").any()  # several artists in a cell, too
+    # unquoted, the brackets are part of one name: that artist is unknown
+    as_name = rows.with_columns(("[" + pl.col("artists") + "]").alias("artists"))
+
+    def scores(frame: pl.DataFrame, name: str) -> pl.Series:
+        source, out = tmp_path / f"{name}.csv", tmp_path / f"{name}.parquet"
+        frame.write_csv(source)
+        popbatch.score(str(source), out, model=model, record=False)
+        return pl.read_parquet(out)["popularity_prob"]
+
+    plain = scores(rows, "plain")
+    assert scores(as_list, "list").equals(plain)
+    assert not scores(as_name, "name").equals(plain)

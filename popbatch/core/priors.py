@@ -70,12 +70,16 @@ def key_pairs(values: pl.Series, column: str) -> pl.DataFrame:
     """Each cell's normalised keys as rows ``(cell, key)``, in cell order.
 
     A multi-valued column (:data:`MULTI_VALUED`) is split; parts are stripped,
-    empty parts dropped and a repeated key counted once per cell (first kept). A
-    cell without any key (null, empty, only separators) gets one row with a null
-    key: the unseen key. Training and scoring both read keys through this.
+    empty parts dropped and a repeated key counted once per cell (first kept). Its
+    cells may also be written as a list, ``['A', "B's"]`` (as the Spotify 1921-2020
+    dataset's are): the quoted items are its keys. A cell without any key (null,
+    empty, only separators, ``[]``) gets one row with a null key: the unseen key.
+    Training and scoring both read keys through this.
     """
     sep = MULTI_VALUED.get(column)
     text = key_text(pl.col(KEY))
+    if sep:
+        text = _list_items_separated(text, sep)
     frame = pl.DataFrame({KEY: values.cast(pl.String)}).with_row_index(CELL)
     frame = frame.with_columns((text.str.split(sep) if sep else pl.concat_list(text)).alias(KEY))
     # an empty list becomes a null one, which explodes to one null row in every polars
@@ -88,6 +92,19 @@ def key_pairs(values: pl.Series, column: str) -> pl.DataFrame:
     has_key = pl.col(KEY).is_not_null().any().over(CELL)
     pairs = pairs.filter(pl.col(KEY).is_not_null() | ~has_key)
     return pairs.with_columns(pl.col(CELL).cast(pl.Int64))
+
+
+def _list_items_separated(text: pl.Expr, sep: str) -> pl.Expr:
+    """A cell written as a list of quoted names, ``['a', "b's"]``, as ``a<sep>b's``;
+    any other cell as it is (``[alexandros]`` is an artist's name)."""
+    quoted_list = text.str.contains(r"^\s*\[\s*['\"]") & text.str.contains(r"['\"]\s*\]\s*$")
+    items = (
+        text.str.replace(r"^\s*\[\s*['\"]", "")
+        .str.replace(r"['\"]\s*\]\s*$", "")
+        .str.replace_all(r"['\"]\s*,\s*['\"]", sep, literal=False)
+    )
+    empty_list = text.str.contains(r"^\s*\[\s*\]\s*$")
+    return pl.when(quoted_list).then(items).when(empty_list).then(pl.lit("")).otherwise(text)
 
 
 @dataclass(frozen=True)
