@@ -283,20 +283,26 @@ class Preprocessor:
         if self.genre_column and not genre_present and not self.genre_optional:
             missing.append(self.genre_column)
         absent = [c for c in self.prior_columns if c not in by_final and c not in self.fills]
-        if absent and not missing:
-            listed = ", ".join(f"{m}{closest_text(m, list(by_final))}" for m in absent)
-            raise SchemaError(
-                f"{source_name}: missing column{'s' if len(absent) > 1 else ''} {listed}, "
-                f"which this model reads artist and album history from; {fill_hint(absent)}"
-            )
+        # Every missing column in one message: a catalog of another schema is fixed in one
+        # go, not one rerun per column.
+        present = list(by_final)
+        problems = []
         if missing:
-            present = list(by_final)
             listed = ", ".join(f"{m}{closest_text(m, present)}" for m in missing)
-            raise SchemaError(
-                f"{source_name}: missing required column{'s' if len(missing) > 1 else ''} "
-                f"{listed}; rename a column with --map NAME=COLUMN or supply a constant "
-                "with --fill NAME=VALUE"
+            problems.append(
+                f"missing required column{'s' if len(missing) > 1 else ''} {listed}; rename a "
+                "column with --map NAME=COLUMN or supply a constant with --fill NAME=VALUE"
             )
+        if absent:
+            listed = ", ".join(f"{m}{closest_text(m, present)}" for m in absent)
+            problems.append(
+                f"missing column{'s' if len(absent) > 1 else ''} {listed}, which this model "
+                f"reads artist and album history from; {fill_hint(absent)}"
+            )
+        if self.columns == "key" and self.key not in by_final:
+            problems.append(_no_key(self.key, present))
+        if problems:
+            raise SchemaError(f"{source_name}: " + "; also ".join(problems))
         self.genre_source = self.genre_column if self.genre_column in by_final else None
         self.passthrough = self._passthrough(by_final)
 
@@ -314,11 +320,7 @@ class Preprocessor:
     def _passthrough(self, by_final: Mapping[str, str]) -> list[str]:
         if self.columns == "key":
             if self.key not in by_final:
-                raise SchemaError(
-                    f"{self.source_name}: no key column {self.key!r}"
-                    + closest_text(self.key, list(by_final))
-                    + "; name the key with --key COLUMN, or pass --columns all"
-                )
+                raise SchemaError(f"{self.source_name}: {_no_key(self.key, list(by_final))}")
             return [self.key]
         if self.columns == "all":
             return self._without_score_columns(list(by_final))
@@ -600,6 +602,13 @@ class Preprocessor:
         arrays = [pa.array(rows, pa.int64()), reason.to_series().to_arrow().cast(pa.string())]
         arrays += [_as_text(originals.column(i)) for i in range(originals.num_columns)]
         return pa.RecordBatch.from_arrays(arrays, schema=self.rejects_schema)
+
+
+def _no_key(key: str, present: list[str]) -> str:
+    return (
+        f"no key column {key!r}{closest_text(key, present)}; name the key with --key COLUMN, "
+        "or pass --columns all"
+    )
 
 
 def _plain_numbers(batch: pa.RecordBatch, columns: set[str]) -> pa.RecordBatch:

@@ -125,6 +125,26 @@ def test_a_catalog_without_prior_columns_gets_one_line_naming_map_and_fill(model
     assert a["popularity_prob"].to_list() == b["popularity_prob"].to_list()
 
 
+def test_a_catalog_of_another_schema_gets_every_missing_column_in_one_line(model, tmp_path):
+    """Missing audio, prior and key columns at once: one message naming each and its fix,
+    so that another schema is mapped in one go, not one rerun per column."""
+    catalog = tmp_path / "other.csv"
+    rows = pl.read_csv(TRACKS_PRIORS).drop("time_signature", "album_name")
+    rows.rename({"track_id": "id"}).write_csv(catalog)
+    args = ["score", str(catalog), "--model", str(model), "-o", str(tmp_path / "s.parquet")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"Error: {catalog}: missing required column time_signature; ")
+    assert "; also missing column album_name" in line
+    assert "which this model reads artist and album history from" in line
+    assert "--fill album_name=" in line
+    assert "; also no key column 'track_id'" in line
+    assert line.endswith("; name the key with --key COLUMN, or pass --columns all")
+    fixed = ["--fill", "time_signature=4", "--fill", "album_name=", "--key", "id"]
+    assert CliRunner().invoke(cli, args + fixed).exit_code == 0
+
+
 def test_the_popularity_head_also_learns_from_rows_whose_album_is_unseen(priors_run):
     """New releases: the head also fits a copy of a quarter of its training rows with
     their album unseen (models.priors.unseen_copy); without those rows it scored new
