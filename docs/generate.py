@@ -251,8 +251,15 @@ def cross_validated(m: dict[str, Any]) -> str:
     if not heads:
         return "The embedded default model was trained without `--cv`.\n"
     first = next(iter(heads.values()))
+    # the evaluations' popular heads carry each evaluation's seconds (all its heads')
+    evaluations = [recipe.get("popular", {}) for recipes in (m.get("cv_evaluations") or {}).values()
+                   for recipe in recipes.values()]  # fmt: skip
+    total = sum(e.get("seconds", 0) for e in evaluations)
+    spent = f"{first.get('seconds', 0):,.0f} s"
+    if len(evaluations) > 1:
+        spent += f"; all {len(evaluations)} evaluations, with and without priors: {total:,.0f} s"
     lines = [f"{first.get('spec')} grouped folds over the {first.get('rows', 0):,} rows outside "
-             f"the test split ({first.get('seconds', 0):,.0f} s of cross-validation):", "",
+             f"the test split, folds by track_id ({spent} of cross-validation):", "",
              "| head | model | mean ± std over the folds |", "| --- | --- | --- |"]  # fmt: skip
     for head, cv in heads.items():
         for model, values in cv.get("models", {}).items():
