@@ -300,7 +300,10 @@ class Preprocessor:
                 f"reads artist and album history from; {fill_hint(absent)}"
             )
         if self.columns == "key" and self.key not in by_final:
-            problems.append(_no_key(self.key, present))
+            problems.append(
+                f"no key column {self.key!r}{closest_text(self.key, present)}; name the key "
+                "with --key COLUMN, or pass --columns all"
+            )
         if problems:
             raise SchemaError(f"{source_name}: " + "; also ".join(problems))
         self.genre_source = self.genre_column if self.genre_column in by_final else None
@@ -318,9 +321,7 @@ class Preprocessor:
         return self
 
     def _passthrough(self, by_final: Mapping[str, str]) -> list[str]:
-        if self.columns == "key":
-            if self.key not in by_final:
-                raise SchemaError(f"{self.source_name}: {_no_key(self.key, list(by_final))}")
+        if self.columns == "key":  # present: bind checked it
             return [self.key]
         if self.columns == "all":
             return self._without_score_columns(list(by_final))
@@ -602,13 +603,6 @@ class Preprocessor:
         arrays = [pa.array(rows, pa.int64()), reason.to_series().to_arrow().cast(pa.string())]
         arrays += [_as_text(originals.column(i)) for i in range(originals.num_columns)]
         return pa.RecordBatch.from_arrays(arrays, schema=self.rejects_schema)
-
-
-def _no_key(key: str, present: list[str]) -> str:
-    return (
-        f"no key column {key!r}{closest_text(key, present)}; name the key with --key COLUMN, "
-        "or pass --columns all"
-    )
 
 
 def _plain_numbers(batch: pa.RecordBatch, columns: set[str]) -> pa.RecordBatch:

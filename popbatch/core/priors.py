@@ -94,16 +94,22 @@ def key_pairs(values: pl.Series, column: str) -> pl.DataFrame:
     return pairs.with_columns(pl.col(CELL).cast(pl.Int64))
 
 
+_LIST_OPEN = r"^\s*\[\s*['\"]"  # [' or ["
+_LIST_CLOSE = r"['\"]\s*\]\s*$"  # '] or "]
+_LIST_BETWEEN = r"['\"]\s*,\s*['\"]"  # ', ' and its variants
+_EMPTY_LIST = r"^\s*\[\s*\]\s*$"
+
+
 def _list_items_separated(text: pl.Expr, sep: str) -> pl.Expr:
     """A cell written as a list of quoted names, ``['a', "b's"]``, as ``a<sep>b's``;
     any other cell as it is (``[alexandros]`` is an artist's name)."""
-    quoted_list = text.str.contains(r"^\s*\[\s*['\"]") & text.str.contains(r"['\"]\s*\]\s*$")
+    quoted_list = text.str.contains(_LIST_OPEN) & text.str.contains(_LIST_CLOSE)
     items = (
-        text.str.replace(r"^\s*\[\s*['\"]", "")
-        .str.replace(r"['\"]\s*\]\s*$", "")
-        .str.replace_all(r"['\"]\s*,\s*['\"]", sep, literal=False)
+        text.str.replace(_LIST_OPEN, "")
+        .str.replace(_LIST_CLOSE, "")
+        .str.replace_all(_LIST_BETWEEN, sep)
     )
-    empty_list = text.str.contains(r"^\s*\[\s*\]\s*$")
+    empty_list = text.str.contains(_EMPTY_LIST)
     return pl.when(quoted_list).then(items).when(empty_list).then(pl.lit("")).otherwise(text)
 
 

@@ -70,8 +70,8 @@ a file output.
 EPILOG = """\b
 Exit codes: 0 success; 1 the run failed (I/O, model); 2 usage or input error
 (bad option, missing file, column or table, invalid row with --on-invalid fail,
-every row rejected); 75 another run (or a DuckDB writer) holds the target: try again later;
-130 interrupted. Nothing is written unless the run succeeds (the run log
+every row rejected); 75 another run (or a DuckDB writer) holds the target: try
+again later; 130 interrupted. Nothing is written unless the run succeeds (the run log
 records failures too)."""
 
 
